@@ -1,0 +1,176 @@
+"""Building every component of a run from resolved settings.
+
+The order is fixed by what each role needs to know about the others:
+dataset (image size, classes) -> encoder (latent channels, downscale) ->
+text embedder (width) -> conditioner (what the denoiser will receive) ->
+denoiser (shaped by all of the above) -> scheduler -> evaluator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .devices import resolve_device
+from .errors import ModiffError, PluginError
+from .protocols import (
+    Conditioner,
+    ConditioningSpec,
+    Dataset,
+    DenoiserSpec,
+    Encoder,
+    Evaluator,
+    Scheduler,
+    TextEmbedder,
+)
+from .settings import ResolvedComponent, ResolvedSettings, RunSettings
+
+
+@dataclass
+class BuildContext:
+    """What a factory may know about the run and the components built before it.
+
+    Attributes:
+        run: the ``[run]`` table (seed, device, precision, task).
+        device: the device components should live on.
+        dataset, encoder, text_embedder, conditioner: built components, or
+            ``None`` when not built (yet) or not configured.
+        denoiser_spec: set just before the denoiser is built.
+    """
+
+    run: RunSettings = field(default_factory=RunSettings)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dataset: Dataset | None = None
+    encoder: Encoder | None = None
+    text_embedder: TextEmbedder | None = None
+    conditioner: Conditioner | None = None
+    denoiser_spec: DenoiserSpec | None = None
+
+    @property
+    def image_size(self) -> int:
+        """Pixel size of the images: the dataset's, else ``[run] image_size``."""
+        if self.dataset is not None:
+            return int(self.dataset.image_size)
+        if self.run.image_size is not None:
+            return self.run.image_size
+        raise ModiffError("the image size is unknown: configure [data] or set [run] image_size")
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 if self.encoder is None else int(self.encoder.latent_channels)
+
+    @property
+    def latent_size(self) -> int:
+        """Spatial size denoising runs at: image size over the encoder's downscale."""
+        f = 1 if self.encoder is None else int(self.encoder.downscale)
+        size = self.image_size
+        if size % f:
+            raise ModiffError(
+                f"image size {size} is not a multiple of the encoder's downscale f = {f}; "
+                f"choose an image size divisible by {f} or an encoder with a smaller downscale"
+            )
+        return size // f
+
+    @property
+    def num_classes(self) -> int:
+        return 0 if self.dataset is None else int(getattr(self.dataset, "num_classes", 0))
+
+
+@dataclass
+class Components:
+    """The built components of one run, by role."""
+
+    settings: ResolvedSettings
+    context: BuildContext
+    dataset: Dataset | None
+    encoder: Encoder
+    text_embedder: TextEmbedder | None
+    conditioner: Conditioner | None
+    denoiser: Any
+    scheduler: Scheduler
+    evaluator: Evaluator | None
+
+    ROLES = ("data", "encoder", "text_embedder", "conditioner", "denoiser", "scheduler", "evaluator")
+
+    def get(self, role: str) -> Any:
+        return self.dataset if role == "data" else getattr(self, role)
+
+    def modules(self) -> Iterator[tuple[str, torch.nn.Module]]:
+        """``(role, module)`` for every component that holds weights."""
+        for role in self.ROLES:
+            comp = self.get(role)
+            if isinstance(comp, torch.nn.Module):
+                yield role, comp
+
+    @property
+    def device(self) -> torch.device:
+        return self.context.device
+
+
+def build_component(resolved: ResolvedComponent, context: BuildContext) -> Any:
+    """Call one factory; any failure names the plugin and its distribution."""
+    reg = resolved.registration
+    try:
+        component = reg.factory(resolved.params, context)
+    except ModiffError:
+        raise
+    except Exception as exc:
+        raise PluginError(
+            f"{resolved.role} plugin {reg.name!r} (distribution {reg.distribution} {reg.version}) "
+            f"failed to build: {type(exc).__name__}: {exc}. Check its settings, or report it to the plugin's authors."
+        ) from exc
+    if component is None:
+        raise PluginError(f"{resolved.role} plugin {reg.name!r} ({reg.distribution}) built nothing (returned None)")
+    return component
+
+
+def conditioning_spec(conditioner: Conditioner | None) -> ConditioningSpec:
+    return ConditioningSpec() if conditioner is None else conditioner.spec
+
+
+def build(settings: ResolvedSettings, *, device: torch.device | str | None = None) -> Components:
+    """Build every configured component, in dependency order, on ``device``
+    (default: the ``[run] device`` setting)."""
+    dev = torch.device(device) if device is not None else resolve_device(settings.run.device)
+    ctx = BuildContext(run=settings.run, device=dev)
+    built: dict[str, Any] = {}
+
+    def make(role: str) -> Any:
+        resolved = settings.components.get(role)
+        if resolved is None:
+            return None
+        component = build_component(resolved, ctx)
+        if isinstance(component, torch.nn.Module):
+            component.to(dev)
+        built[role] = component
+        return component
+
+    ctx.dataset = make("data")
+    ctx.encoder = make("encoder")
+    ctx.text_embedder = make("text_embedder")
+    ctx.conditioner = make("conditioner")
+    channels = ctx.latent_channels
+    ctx.denoiser_spec = DenoiserSpec(
+        in_channels=channels,
+        out_channels=channels,
+        sample_size=ctx.latent_size,
+        conditioning=conditioning_spec(ctx.conditioner),
+        num_classes=ctx.num_classes,
+    )
+    denoiser = make("denoiser")
+    scheduler = make("scheduler")
+    evaluator = make("evaluator")
+    return Components(
+        settings=settings,
+        context=ctx,
+        dataset=ctx.dataset,
+        encoder=ctx.encoder,  # type: ignore[arg-type]
+        text_embedder=ctx.text_embedder,
+        conditioner=ctx.conditioner,
+        denoiser=denoiser,
+        scheduler=scheduler,
+        evaluator=evaluator,
+    )

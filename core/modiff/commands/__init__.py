@@ -1,0 +1,1 @@
+"""Subcommands of ``modiff``, one module each with an ``add(sub)`` function."""

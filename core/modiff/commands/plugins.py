@@ -1,0 +1,65 @@
+"""``modiff plugins``: what is installed, what it registered, what is broken."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..plugins import ROLES, Registry, registry
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plugins", help="list installed plugins and their components")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def as_json(reg: Registry) -> dict[str, Any]:
+    dists: dict[tuple[str, str], dict[str, Any]] = {}
+    for info in reg.plugins:
+        dists.setdefault(
+            (info.distribution, info.version),
+            {"distribution": info.distribution, "version": info.version, "plugins": [], "components": {}},
+        )["plugins"].append(info.plugin)
+    for r in reg.all():
+        entry = dists.setdefault(
+            (r.distribution, r.version),
+            {"distribution": r.distribution, "version": r.version, "plugins": [r.plugin], "components": {}},
+        )
+        entry["components"].setdefault(r.role, []).append(r.name)
+    conflicts = [
+        {"role": regs[0].role, "name": regs[0].name, "distributions": [r.distribution for r in regs]}
+        for regs in reg.conflicts()
+    ]
+    return {
+        "distributions": sorted(dists.values(), key=lambda d: d["distribution"]),
+        "broken": [b.__dict__ for b in reg.broken],
+        "conflicts": conflicts,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    reg = registry()
+    data = as_json(reg)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    for dist in data["distributions"]:
+        print(f"{dist['distribution']} {dist['version']}")
+        for role in ROLES:
+            names = dist["components"].get(role)
+            if names:
+                print(f"  {role:<14} {', '.join(sorted(names))}")
+        if not dist["components"]:
+            print("  (registers no components)")
+    for c in data["conflicts"]:
+        print(
+            f"conflict: {c['role']} {c['name']!r} is registered by {' and '.join(c['distributions'])}; "
+            f"settings must write \"distribution:{c['name']}\""
+        )
+    for b in data["broken"]:
+        print(f"broken: {b['plugin']} ({b['distribution']} {b['version']}): {b['error']}")
+    if not data["distributions"] and not data["broken"]:
+        print("no plugins installed; `pip install -r requirements.txt` installs the built-in ones")
+    return 0

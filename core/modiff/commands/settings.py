@@ -1,0 +1,51 @@
+"""``modiff settings show|schema``: resolved settings and their JSON Schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..settings import json_schema, load
+
+
+def add_settings_arguments(p: argparse.ArgumentParser, *, files_required: bool = True) -> None:
+    """``FILE...`` and ``--set``, shared by every command that reads settings."""
+    p.add_argument(
+        "files",
+        nargs="+" if files_required else "*",
+        metavar="SETTINGS",
+        help="settings TOML file(s); later files override earlier ones",
+    )
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
+        help="override one value (parsed as TOML), e.g. --set denoiser.channels=[64,128]",
+    )
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("settings", help="show resolved settings or their JSON Schema")
+    actions = p.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
+    show = actions.add_parser("show", help="the resolved settings with every default filled in")
+    add_settings_arguments(show)
+    show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    show.set_defaults(func=run_show)
+    schema = actions.add_parser("schema", help="JSON Schema of the settings the installed plugins accept")
+    schema.set_defaults(func=run_schema)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    resolved = load(args.files, args.sets)
+    if args.json:
+        print(json.dumps(resolved.to_dict(), indent=2))
+    else:
+        print(resolved.to_toml(), end="")
+    return 0
+
+
+def run_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0

@@ -1,0 +1,504 @@
+"""The roles a latent-diffusion model is made of, as structural protocols.
+
+The core talks to components only through these protocols; it never imports a
+plugin. A plugin's component satisfies a protocol by having the right methods
+and attributes (structural typing), not by inheriting from anything here.
+
+Conventions shared by every protocol:
+
+* Images are float tensors ``[B, 3, H, W]`` with values in ``[-1, 1]``.
+* Latents are float tensors ``[B, C, H / f, W / f]`` where ``C`` is the
+  encoder's ``latent_channels`` and ``f`` its ``downscale``; after
+  ``encode`` they are already multiplied by ``scaling_factor`` so that they
+  have roughly unit variance, which is what the noise schedule assumes.
+* Timesteps ``t`` are float tensors ``[B]`` on the training scale
+  ``[0, num_train_timesteps)``; samplers with continuous noise levels pass
+  fractional values.
+* Masks over tokens are ``bool`` tensors ``[B, L]``, ``True`` for a real token
+  and ``False`` for padding.
+* Segmentation masks are ``int64`` tensors ``[B, H, W]`` of class indices,
+  0 being the background.
+
+Components that learn by gradient descent are ``torch.nn.Module`` instances
+and additionally satisfy :class:`Trainable`; the core owns the training loop
+(optimizer, precision, EMA, checkpoints, distribution). Components fitted
+some other way (word2vec through gensim) satisfy :class:`Fittable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:  # torch is imported lazily so `modiff plugins` stays fast.
+    import torch
+    from torch import Tensor
+
+__all__ = [
+    "Batch",
+    "Conditioner",
+    "Conditioning",
+    "ConditioningSpec",
+    "Dataset",
+    "Denoiser",
+    "DenoiserSpec",
+    "Encoder",
+    "Evaluator",
+    "Example",
+    "Fittable",
+    "HasAssets",
+    "ModelFn",
+    "SampleCallback",
+    "Scheduler",
+    "TextEmbedder",
+    "TextEmbedding",
+    "Trainable",
+]
+
+
+# --------------------------------------------------------------------------
+# Value types
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextEmbedding:
+    """What a text embedder makes of a batch of prompts.
+
+    Attributes:
+        tokens: ``[B, L, D]`` float, one vector per token position (``L`` is
+            the embedder's ``max_tokens`` or the longest prompt in the batch).
+        mask: ``[B, L]`` bool, ``True`` where ``tokens`` holds a real token.
+            Positions that are ``False`` must not influence anything
+            downstream: conditioners and denoisers mask them out.
+        pooled: ``[B, D]`` float, one vector per prompt (CLIP's pooled output,
+            a masked mean for word vectors).
+    """
+
+    tokens: Tensor
+    mask: Tensor
+    pooled: Tensor
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def index(self, index: Any) -> TextEmbedding:
+        """Rows ``index`` of every field (a slice, an index tensor or a list)."""
+        return TextEmbedding(self.tokens[index], self.mask[index], self.pooled[index])
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What a conditioner hands the denoiser; every field is optional.
+
+    Attributes:
+        concat: ``[B, C_c, h, w]`` extra input channels at the denoiser's
+            input resolution, concatenated to ``x_t`` (text broadcast as
+            feature maps, a segmentation map, a masked image latent).
+        context: ``[B, L, D_ctx]`` sequence the denoiser cross-attends to.
+        context_mask: ``[B, L]`` bool, ``True`` for real context positions.
+        vector: ``[B, D_vec]`` added to the time embedding (class-conditional
+            style).
+    """
+
+    concat: Tensor | None = None
+    context: Tensor | None = None
+    context_mask: Tensor | None = None
+    vector: Tensor | None = None
+
+    def _fields(self) -> dict[str, Tensor | None]:
+        return {
+            "concat": self.concat,
+            "context": self.context,
+            "context_mask": self.context_mask,
+            "vector": self.vector,
+        }
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> Conditioning:
+        """Apply ``fn`` to every tensor that is present."""
+        return Conditioning(**{k: None if v is None else fn(v) for k, v in self._fields().items()})
+
+    def index(self, index: Any) -> Conditioning:
+        """Rows ``index`` of every field that is present."""
+        return self.map(lambda v: v[index])
+
+    def to(self, *args: Any, **kwargs: Any) -> Conditioning:
+        """Move floating tensors like ``Tensor.to``; bool masks keep their dtype."""
+
+        def move(v: Tensor) -> Tensor:
+            if v.is_floating_point():
+                return v.to(*args, **kwargs)
+            device = kwargs.get("device") or next((a for a in args if not _is_dtype(a)), None)
+            return v if device is None else v.to(device)
+
+        return self.map(move)
+
+    @staticmethod
+    def cat(items: Sequence[Conditioning]) -> Conditioning:
+        """Concatenate along the batch, padding contexts of unequal length.
+
+        Classifier-free guidance runs the conditional and the unconditional
+        halves in one batch; their contexts may have different lengths, so
+        the shorter one is zero-padded and its mask extended with ``False``.
+        """
+        import torch
+
+        if not items:
+            raise ValueError("Conditioning.cat needs at least one item")
+        out: dict[str, Tensor | None] = {}
+        for name in ("concat", "vector"):
+            values = [getattr(c, name) for c in items]
+            out[name] = _cat_or_none(name, values)
+        contexts = [c.context for c in items]
+        if all(v is None for v in contexts):
+            out["context"] = out["context_mask"] = None
+        else:
+            if any(v is None for v in contexts):
+                raise ValueError("cannot concatenate conditionings with and without a context")
+            length = max(int(v.shape[1]) for v in contexts)  # type: ignore[union-attr]
+            padded, masks = [], []
+            for c in items:
+                ctx = c.context
+                assert ctx is not None
+                mask = c.context_mask
+                if mask is None:
+                    mask = torch.ones(ctx.shape[:2], dtype=torch.bool, device=ctx.device)
+                pad = length - int(ctx.shape[1])
+                if pad:
+                    ctx = torch.nn.functional.pad(ctx, (0, 0, 0, pad))
+                    mask = torch.nn.functional.pad(mask, (0, pad), value=False)
+                padded.append(ctx)
+                masks.append(mask)
+            out["context"] = torch.cat(padded)
+            out["context_mask"] = torch.cat(masks)
+        return Conditioning(**out)
+
+    def with_concat(self, extra: Tensor | None) -> Conditioning:
+        """A copy with ``extra`` channels appended to ``concat``."""
+        import torch
+
+        if extra is None:
+            return self
+        concat = extra if self.concat is None else torch.cat([self.concat, extra], dim=1)
+        return replace(self, concat=concat)
+
+
+def _is_dtype(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.dtype)
+
+
+def _cat_or_none(name: str, values: list[Tensor | None]) -> Tensor | None:
+    import torch
+
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        raise ValueError(f"cannot concatenate conditionings where only some have {name!r}")
+    return torch.cat(values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ConditioningSpec:
+    """What a conditioner promises the denoiser, known before anything runs.
+
+    Attributes:
+        concat_channels: channels of ``Conditioning.concat`` (0 for none).
+        context_dim: width of ``Conditioning.context`` (``None`` for none).
+        vector_dim: width of ``Conditioning.vector`` (``None`` for none).
+    """
+
+    concat_channels: int = 0
+    context_dim: int | None = None
+    vector_dim: int | None = None
+
+
+@dataclass(frozen=True)
+class DenoiserSpec:
+    """What the assembly tells a denoiser factory about its neighbours.
+
+    Attributes:
+        in_channels: channels of ``x_t`` (the encoder's latent channels).
+        out_channels: channels of the prediction (equal to ``in_channels``
+            for a denoising head; ignored by a segmentation head).
+        sample_size: spatial size of ``x_t`` (image size / downscale).
+        conditioning: the conditioner's :class:`ConditioningSpec`.
+        num_classes: classes of a segmentation target (0 when there is none).
+    """
+
+    in_channels: int
+    out_channels: int
+    sample_size: int
+    conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
+    num_classes: int = 0
+
+
+@dataclass(frozen=True)
+class Example:
+    """One item of a dataset.
+
+    Attributes:
+        image: ``[3, H, W]`` float in ``[-1, 1]``.
+        caption: the text describing the image.
+        mask: ``[H, W]`` int64 class map, or ``None`` when the dataset has none.
+    """
+
+    image: Tensor
+    caption: str
+    mask: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A collated batch of examples, as training losses receive it.
+
+    Attributes:
+        images: ``[B, 3, H, W]`` float in ``[-1, 1]``.
+        captions: ``B`` strings.
+        masks: ``[B, H, W]`` int64, or ``None``.
+    """
+
+    images: Tensor
+    captions: list[str]
+    masks: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def to(self, device: torch.device | str) -> Batch:
+        masks = None if self.masks is None else self.masks.to(device)
+        return Batch(self.images.to(device), self.captions, masks)
+
+
+ModelFn = Callable[["Tensor", "Tensor"], "Tensor"]
+"""``model_fn(x_t, t) -> prediction``: the denoiser with conditioning and
+guidance already bound. ``x_t`` is on the variance-preserving scale
+(``sqrt(alpha_bar) * x0 + sqrt(1 - alpha_bar) * noise``), ``t`` is ``[B]``
+float timesteps, and the prediction is in the scheduler's ``prediction_type``."""
+
+SampleCallback = Callable[[int, "Tensor", "Tensor", "Tensor"], None]
+"""``callback(step_index, t, x_t, x0_pred)``, called once per sampler step,
+for progress bars and trajectories."""
+
+
+# --------------------------------------------------------------------------
+# Component protocols
+# --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Moves images to the space denoising happens in, and back.
+
+    Pixel space is the identity (``downscale == 1``); latent space is a KL
+    autoencoder whose latents are ``downscale`` times smaller per side, which
+    is what makes latent diffusion cheap.
+    """
+
+    latent_channels: int
+    downscale: int
+    scaling_factor: float
+
+    def encode(self, images: Tensor, *, generator: torch.Generator | None = None) -> Tensor:
+        """``[B, 3, H, W]`` images in [-1, 1] to scaled latents ``[B, C, H/f, W/f]``.
+
+        ``H`` and ``W`` must be multiples of ``downscale``; anything else is a
+        ``ValueError`` naming the size and ``f``.
+        """
+        ...
+
+    def decode(self, latents: Tensor) -> Tensor:
+        """Scaled latents back to ``[B, 3, H, W]`` images (not clamped)."""
+        ...
+
+
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """Turns prompts into vectors: one per token and one pooled per prompt."""
+
+    dim: int
+    max_tokens: int
+
+    def embed(self, prompts: Sequence[str]) -> TextEmbedding:
+        """Embed ``B`` prompts. Any string is accepted: empty, unicode, long
+        (truncated to ``max_tokens`` with a warning)."""
+        ...
+
+
+@runtime_checkable
+class Conditioner(Protocol):
+    """Turns a text embedding (and optionally an image context) into what the
+    denoiser consumes, and knows the "empty" conditioning that classifier-free
+    guidance and condition dropout use."""
+
+    spec: ConditioningSpec
+
+    def condition(
+        self,
+        text: TextEmbedding | None,
+        *,
+        image_context: Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> Conditioning:
+        """Conditioning for a batch.
+
+        Args:
+            text: the prompts' embedding, or ``None`` for unconditional use.
+            image_context: ``[B, C_img, h, w]`` extra channels already at the
+                denoiser's resolution (a mask or a masked-image latent).
+            batch_size: required when ``text`` is ``None``.
+        """
+        ...
+
+    def null(self, batch_size: int, *, like: TextEmbedding | None = None) -> Conditioning:
+        """The unconditional conditioning for ``batch_size`` samples."""
+        ...
+
+
+@runtime_checkable
+class Denoiser(Protocol):
+    """Predicts, from a noisy input and its timestep, the scheduler's target
+    (noise, velocity or clean sample); or, with a segmentation head,
+    per-pixel class logits (``t`` is then ignored)."""
+
+    spec: DenoiserSpec
+
+    def __call__(self, x_t: Tensor, t: Tensor, conditioning: Conditioning) -> Tensor:
+        """``[B, C, h, w]``, ``[B]``, conditioning -> ``[B, C_out, h, w]``."""
+        ...
+
+
+@runtime_checkable
+class Scheduler(Protocol):
+    """A noise schedule (training side) and a sampler over it (sampling side).
+
+    Samplers are pure: ``sample`` runs its own loop over ``model_fn`` and keeps
+    nothing between calls, so one trained model can be sampled by any sampler
+    of the same noise schedule.
+    """
+
+    prediction_type: str  # "epsilon", "v_prediction" or "sample"
+    num_train_timesteps: int
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """``x_t`` for integer or float timesteps ``t`` ``[B]``."""
+        ...
+
+    def training_target(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What the denoiser must predict at ``t``, per ``prediction_type``."""
+        ...
+
+    def sample_timesteps(
+        self, batch_size: int, *, generator: torch.Generator | None = None, device: Any = None
+    ) -> Tensor:
+        """Training timesteps ``[B]`` (int64)."""
+        ...
+
+    def loss_weight(self, t: Tensor) -> Tensor:
+        """Per-sample loss weights ``[B]`` (ones for the plain objective)."""
+        ...
+
+    def sample(
+        self,
+        model_fn: ModelFn,
+        noise: Tensor,
+        steps: int,
+        *,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        callback: SampleCallback | None = None,
+        start_step: int = 0,
+    ) -> Tensor:
+        """Run the sampler from ``noise`` and return the clean sample.
+
+        ``start_step > 0`` skips the first steps (img2img): ``noise`` must then
+        be ``x_t`` at ``timesteps(steps)[start_step]``, made with
+        ``add_noise``. Random draws come from ``generator``; a sequence gives
+        one generator per sample, so sample ``i`` does not depend on the
+        others.
+        """
+        ...
+
+    def timesteps(self, steps: int) -> Tensor:
+        """The timesteps ``sample`` visits for ``steps`` steps, first to last."""
+        ...
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """Examples of image, caption and optional mask; deterministic by index."""
+
+    image_size: int
+    num_classes: int  # segmentation classes including background; 0 if no masks
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Example: ...
+
+    def captions(self) -> Iterable[str]:
+        """The caption corpus, for text embedders that fit on text."""
+        ...
+
+
+@runtime_checkable
+class Evaluator(Protocol):
+    """Numbers for a trained pipeline."""
+
+    def evaluate(self, pipeline: Any, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
+        """Evaluate ``pipeline`` (a :class:`modiff.Pipeline`) and return a flat
+        mapping of metric names to numbers (and optionally lists/dicts)."""
+        ...
+
+
+# --------------------------------------------------------------------------
+# How components learn
+# --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Trainable(Protocol):
+    """A component the core trains by gradient descent in a stage of its own
+    (an autoencoder, a text encoder trained contrastively).
+
+    ``needs_training`` is False when the component is already trained (loaded
+    from ``pretrained`` weights, or restored from a run), so the stage is
+    skipped.
+    """
+
+    needs_training: bool
+
+    def training_loss(self, batch: Batch) -> Tensor:
+        """A scalar loss for ``batch``; the core does backward and the step."""
+        ...
+
+    def finish_training(self, batches: Iterable[Batch]) -> None:
+        """Called once after the stage (e.g. estimate a latent scaling factor)."""
+        ...
+
+
+@runtime_checkable
+class Fittable(Protocol):
+    """A component fitted on a text corpus without gradients (word2vec)."""
+
+    needs_training: bool
+
+    def fit(self, corpus: Iterable[str]) -> None: ...
+
+
+@runtime_checkable
+class HasAssets(Protocol):
+    """A component with state that is not tensors (a vocabulary, a tokenizer,
+    a Hugging Face model folder).
+
+    Tensors always travel through ``state_dict()`` into
+    ``components/<role>.safetensors``; ``save_assets`` writes everything else
+    into a directory of the run that belongs to this component alone, and
+    ``load_assets`` reads it back before ``load_state_dict`` is called. Never
+    write pickles: use JSON, text, or safetensors.
+    """
+
+    def save_assets(self, directory: Path) -> None: ...
+
+    def load_assets(self, directory: Path) -> None: ...

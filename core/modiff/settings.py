@@ -1,0 +1,464 @@
+"""Settings: one TOML file (plus overlays), environment and ``--set``.
+
+Precedence, lowest to highest: the built-in defaults, each settings file in
+the order given (a base file, then overlays), environment variables
+``MODIFF_<TABLE>__<KEY>=value``, then ``--set table.key=value``. Values from
+the environment and ``--set`` are parsed as TOML values (``[64,128]``,
+``2e-4``, ``true``), falling back to a plain string.
+
+Resolution has two phases, so that a user sees every mistake at once:
+
+1. :func:`load_settings` merges the layers and validates the core's own tables
+   (``[run]``, ``[train]``, ``[sample]``) and the shape of each role table.
+2. :func:`resolve` looks every role's ``plugin`` up in the registry and
+   validates the rest of its table against that plugin's settings model.
+
+Nothing in a settings file is imported or evaluated: a plugin name is only
+ever looked up among registered plugins.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from .errors import ModiffError, SettingsError
+from .plugins import ROLES, Registration, Registry
+from .plugins import registry as default_registry
+from .toml_io import dumps, parse_value
+
+ENV_PREFIX = "MODIFF_"
+
+#: Roles a settings file must fill; the others may be left out.
+REQUIRED_ROLES = ("data", "encoder", "denoiser", "scheduler")
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class RunSettings(_Table):
+    """``[run]``: what the run is called, where it goes and what it runs on."""
+
+    name: str = Field("run", description="Run directory name under runs_dir.")
+    runs_dir: str = Field("runs", description="Folder that holds run directories.")
+    seed: int = Field(0, description="Seed for weights, data order and noise.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto (CUDA when present).")
+    precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast precision.")
+    task: Literal["text-to-image", "segmentation", "inpainting", "mask-to-image"] = "text-to-image"
+    channels_last: bool = Field(False, description="Use channels_last memory format for convolutions.")
+    compile: bool = Field(False, description="torch.compile the denoiser.")
+    deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
+    image_size: int | None = Field(None, ge=1, description="Image size when no dataset gives one.")
+
+
+class StageSettings(_Table):
+    """Optimisation of one training stage (autoencoder or text embedder)."""
+
+    steps: int = Field(1000, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
+
+
+class TrainSettings(_Table):
+    """``[train]``: the denoiser stage, and ``[train.encoder]``/``[train.text_embedder]``."""
+
+    steps: int = Field(4000, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA.")
+    condition_dropout: float = Field(0.1, ge=0, le=1, description="Fraction of captions dropped for guidance.")
+    checkpoint_every: int = Field(500, ge=1)
+    sample_every: int = Field(0, ge=0, description="Write a sample grid every N steps (0: only at the end).")
+    log_every: int = Field(10, ge=1)
+    encoder: StageSettings = Field(default_factory=StageSettings)
+    text_embedder: StageSettings = Field(default_factory=StageSettings)
+
+
+class SampleSettings(_Table):
+    """``[sample]``: defaults for generation."""
+
+    steps: int = Field(50, ge=1)
+    guidance: float = Field(3.0, ge=0, description="Classifier-free guidance scale; 1 disables it.")
+    scheduler: str | None = Field(None, description="Sampler to use instead of the training scheduler.")
+    prompts: list[str] = Field(default_factory=list, description="Prompts for sample grids.")
+
+
+class ComponentChoice(BaseModel):
+    """A role table: ``plugin`` plus that plugin's parameters (checked later)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    plugin: str
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Settings(BaseSettings):
+    """Every table of a settings file, before the plugins are looked up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", protected_namespaces=()
+    )
+
+    run: RunSettings = Field(default_factory=RunSettings)
+    data: ComponentChoice | None = None
+    encoder: ComponentChoice | None = None
+    text_embedder: ComponentChoice | None = None
+    conditioner: ComponentChoice | None = None
+    denoiser: ComponentChoice | None = None
+    scheduler: ComponentChoice | None = None
+    evaluator: ComponentChoice | None = None
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    sample: SampleSettings = Field(default_factory=SampleSettings)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        # Only explicit data: the layers are merged by load_settings, which
+        # keeps track of where each value came from for error messages.
+        return (init_settings,)
+
+
+# --------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Layers:
+    """Merged raw settings and, for every key path, the layer that set it last."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    origins: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def merge(self, incoming: Mapping[str, Any], origin: str) -> None:
+        _deep_merge(self.data, incoming, (), origin, self.origins)
+
+    def origin(self, *path: str) -> str:
+        """Where ``path`` (or the nearest table above it) was set."""
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.origins:
+                return self.origins[path[:n]]
+        return "the defaults"
+
+
+def _deep_merge(
+    into: dict[str, Any],
+    incoming: Mapping[str, Any],
+    path: tuple[str, ...],
+    origin: str,
+    origins: dict[tuple[str, ...], str],
+) -> None:
+    for key, value in incoming.items():
+        here = (*path, str(key))
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            # A new plugin in an overlay replaces the table rather than mixing
+            # two plugins' parameters.
+            if "plugin" in value and value.get("plugin") != into[key].get("plugin") and len(path) == 0:
+                into[key] = {}
+            _deep_merge(into[key], value, here, origin, origins)
+        elif isinstance(value, Mapping):
+            into[key] = {}
+            _deep_merge(into[key], value, here, origin, origins)
+        else:
+            into[key] = value
+        origins[here] = origin
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A settings file as a dict (read with pydantic-settings' TOML source)."""
+    p = Path(path)
+    if not p.is_file():
+        raise SettingsError([f"settings file {str(p)!r} does not exist"])
+    try:
+        with p.open("rb") as fh:  # parse first for an error message with a line number
+            tomllib.load(fh)
+        return dict(TomlConfigSettingsSource(Settings, toml_file=p)())
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError([f"{p} is not valid TOML: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError([f"cannot read settings file {p}: {exc}"]) from None
+
+
+def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``MODIFF_TABLE__KEY=value`` variables as nested settings, values parsed as TOML."""
+    environ = os.environ if environ is None else environ
+    relevant = {
+        k: v
+        for k, v in environ.items()
+        if k.upper().startswith(ENV_PREFIX) and "__" in k[len(ENV_PREFIX) :]
+    }
+    if not relevant:
+        return {}
+    source = EnvSettingsSource(
+        Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
+    )
+    source.env_vars = {k.lower(): v for k, v in relevant.items()}
+    try:
+        raw = source()
+    except Exception as exc:  # pydantic-settings refuses malformed nesting
+        raise SettingsError([f"cannot read MODIFF_ environment variables: {exc}"]) from None
+    return _parse_leaves(raw)
+
+
+def _parse_leaves(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _parse_leaves(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return parse_value(value)
+    return value
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """``"denoiser.channels=[64,128]"`` -> ``{"denoiser": {"channels": [64, 128]}}``."""
+    key, sep, value = assignment.partition("=")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not sep or not all(parts):
+        raise SettingsError(
+            [f"--set {assignment!r} is not of the form table.key=value (for example denoiser.channels=[64,128])"]
+        )
+    nested: dict[str, Any] = {parts[-1]: parse_value(value.strip())}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def load_layers(
+    files: Sequence[str | os.PathLike[str]] = (),
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> Layers:
+    layers = Layers()
+    if base:
+        layers.merge(base, "the built-in settings")
+    for f in files:
+        layers.merge(read_toml(f), str(f))
+    env = env_layer(environ)
+    if env:
+        layers.merge(env, "the environment")
+    for s in sets:
+        layers.merge(parse_set(s), f"--set {s}")
+    return layers
+
+
+# --------------------------------------------------------------------------
+# Phase 1 and phase 2
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Phase 1: validated core tables, unresolved role tables, and origins."""
+
+    settings: Settings
+    layers: Layers
+
+
+def load_settings(
+    files: Sequence[str | os.PathLike[str]] = (),
+    sets: Sequence[str] = (),
+    environ: Mapping[str, str] | None = None,
+    base: Mapping[str, Any] | None = None,
+) -> LoadedSettings:
+    """Merge the layers and validate everything the core itself defines."""
+    layers = load_layers(files, sets, environ, base)
+    try:
+        settings = Settings(**layers.data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, layers, (), None)) from None
+    except TypeError as exc:  # keys that are not strings, etc.
+        raise SettingsError([f"settings are malformed: {exc}"]) from None
+    return LoadedSettings(settings, layers)
+
+
+@dataclass(frozen=True)
+class ResolvedComponent:
+    """One role: the registration that will build it and its validated parameters."""
+
+    role: str
+    registration: Registration
+    params: BaseModel
+
+    @property
+    def name(self) -> str:
+        return self.registration.name
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """Phase 2: every role looked up and validated; ready to build."""
+
+    settings: Settings
+    components: dict[str, ResolvedComponent]
+    layers: Layers
+
+    @property
+    def run(self) -> RunSettings:
+        return self.settings.run
+
+    @property
+    def train(self) -> TrainSettings:
+        return self.settings.train
+
+    @property
+    def sample(self) -> SampleSettings:
+        return self.settings.sample
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every table with every default filled in."""
+        out: dict[str, Any] = {"run": self.settings.run.model_dump(mode="json")}
+        for role in ROLES:
+            comp = self.components.get(role)
+            if comp is not None:
+                out[role] = {"plugin": _written_name(self.settings, role, comp), **comp.params.model_dump(mode="json")}
+        out["train"] = self.settings.train.model_dump(mode="json")
+        out["sample"] = self.settings.sample.model_dump(mode="json")
+        return out
+
+    def to_toml(self) -> str:
+        return dumps(self.to_dict())
+
+
+def _written_name(settings: Settings, role: str, comp: ResolvedComponent) -> str:
+    choice: ComponentChoice | None = getattr(settings, role)
+    return choice.plugin if choice is not None else comp.name
+
+
+def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> ResolvedSettings:
+    """Look every role's plugin up and validate its parameters; report all problems together."""
+    registry = registry or default_registry()
+    settings, layers = loaded.settings, loaded.layers
+    problems: list[str] = []
+    components: dict[str, ResolvedComponent] = {}
+    for role in ROLES:
+        choice: ComponentChoice | None = getattr(settings, role)
+        if choice is None:
+            if role in REQUIRED_ROLES:
+                installed = ", ".join(registry.names(role)) or "none installed"
+                problems.append(f"the settings have no [{role}] table; choose a plugin ({installed})")
+            continue
+        try:
+            registration = registry.lookup(role, choice.plugin)
+        except ModiffError as exc:
+            problems.append(f"[{role}] plugin = {choice.plugin!r} in {layers.origin(role, 'plugin')}: {exc}")
+            continue
+        try:
+            params = registration.validate(choice.params())
+        except ValidationError as exc:
+            problems.extend(_describe(exc, layers, (role,), registration))
+            continue
+        except Exception as exc:  # a plugin's own validator that raised something else
+            problems.append(
+                f"[{role}] could not be validated by {registration.name!r} "
+                f"({registration.distribution}): {type(exc).__name__}: {exc}"
+            )
+            continue
+        components[role] = ResolvedComponent(role, registration, params)
+    if problems:
+        raise SettingsError(problems)
+    return ResolvedSettings(settings, components, layers)
+
+
+def load(
+    files: Sequence[str | os.PathLike[str]] = (),
+    sets: Sequence[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    base: Mapping[str, Any] | None = None,
+    registry: Registry | None = None,
+) -> ResolvedSettings:
+    """Both phases: the usual way to read settings."""
+    return resolve(load_settings(files, sets, environ, base), registry)
+
+
+def _describe(
+    exc: ValidationError,
+    layers: Layers,
+    prefix: tuple[str, ...],
+    registration: Registration | None,
+) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(p) for p in (*prefix, *err["loc"]))
+        table = ".".join(loc[:-1]) or "(top level)"
+        key = loc[-1] if loc else "?"
+        origin = layers.origin(*loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc[:-1], registration)
+            who = f" for {registration.name!r} ({registration.distribution})" if registration else ""
+            problems.append(
+                f"unknown key {key!r} in [{table}] of {origin}{who}; allowed keys: {', '.join(allowed) or 'none'}"
+            )
+        elif err["type"] == "missing":
+            problems.append(f"[{table}] of {origin} is missing the required key {key!r}")
+        else:
+            value = err.get("input")
+            shown = repr(value)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            problems.append(f"[{table}] {key} = {shown} in {origin}: {err['msg']}")
+    return problems
+
+
+def _allowed_keys(table: tuple[str, ...], registration: Registration | None) -> list[str]:
+    model: type[BaseModel] | None
+    if registration is not None:
+        model = registration.settings_model
+        table = table[1:]
+        extra = ["plugin"]
+    else:
+        model, extra = Settings, []
+    for part in table:
+        field_info = model.model_fields.get(part) if model else None
+        annotation = field_info.annotation if field_info else None
+        model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+        if model is ComponentChoice:
+            return ["plugin", "(the plugin's own keys)"]
+    if model is None:
+        return []
+    return extra + list(model.model_fields)
+
+
+def json_schema(registry: Registry | None = None) -> dict[str, Any]:
+    """JSON Schema for settings files accepted by the installed plugins.
+
+    Each role table is a ``oneOf`` over the installed plugins, each branch
+    fixing ``plugin`` and listing that plugin's parameters.
+    """
+    registry = registry or default_registry()
+    schema = Settings.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for role in ROLES:
+        branches = []
+        for reg in registry.all(role):
+            sub = reg.settings_model.model_json_schema(ref_template="#/$defs/{model}")
+            for name, d in sub.pop("$defs", {}).items():
+                defs.setdefault(name, d)
+            props = {"plugin": {"enum": [reg.name, reg.qualified_name]}, **sub.get("properties", {})}
+            branches.append(
+                {
+                    "type": "object",
+                    "title": f"{reg.name} ({reg.distribution})",
+                    "description": reg.description,
+                    "properties": props,
+                    "required": ["plugin", *sub.get("required", [])],
+                    "additionalProperties": False,
+                }
+            )
+        schema["properties"][role] = {"oneOf": branches} if branches else {"type": "object"}
+    return schema

@@ -1,0 +1,31 @@
+"""pytest fixtures that come with modiff (registered through the ``pytest11`` entry point)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ..plugins import Registry, reset_registry
+from . import plugin_registry
+
+
+@pytest.fixture
+def modiff_registry() -> Callable[..., Registry]:
+    """Factory: ``modiff_registry(plugin, ...)`` -> a fresh :class:`modiff.Registry`
+    with exactly those plugin objects registered and no entry points loaded."""
+
+    def make(*plugins: Any, entry_points: bool = False) -> Registry:
+        return plugin_registry(*plugins, entry_points=entry_points)
+
+    return make
+
+
+@pytest.fixture
+def fresh_plugins() -> Iterator[None]:
+    """Forget the process-wide registry before and after the test (for tests
+    that install or fake entry points)."""
+    reset_registry()
+    yield
+    reset_registry()

@@ -1,0 +1,1 @@
+"""Encoders for modiff: pixel space and a trainable KL autoencoder."""

@@ -1,0 +1,1 @@
+"""Conditioners for modiff: cross-attention, concatenation, vector, hybrid, none."""

@@ -1,0 +1,1 @@
+"""Datasets for modiff: the procedural shapes world and image folders, with evaluators."""

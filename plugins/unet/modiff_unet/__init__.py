@@ -1,0 +1,1 @@
+"""A UNet denoiser for modiff with denoising and segmentation heads."""

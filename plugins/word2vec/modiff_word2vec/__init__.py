@@ -1,0 +1,1 @@
+"""word2vec text embeddings for modiff, trained with gensim or loaded from disk."""
