@@ -33,7 +33,8 @@ def test_a_settings_file_resolves_every_role(base: Path) -> None:
     assert resolved.components["denoiser"].name == "toy"
     assert resolved.components["denoiser"].params.hidden == 16  # default filled in
     assert resolved.train.steps == 4
-    assert "evaluator" not in resolved.components
+    assert resolved.components["evaluator"].name == "toy"
+    assert "text_embedder" in resolved.components
 
 
 def test_typo_names_the_file_table_key_and_allowed_keys(base: Path, tmp_path: Path) -> None:

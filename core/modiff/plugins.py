@@ -371,6 +371,14 @@ def registry_from(*plugins: Any, entry_points: bool = False, strict: bool = Fals
     return collect(pm, plugins=loaded, broken=broken, strict=strict)
 
 
+def set_registry(reg: Registry | None) -> None:
+    """Use ``reg`` as the process-wide registry (tests that drive the CLI with
+    plugins that are not installed); ``None`` reloads from entry points."""
+    global _default
+    with _lock:
+        _default = reg
+
+
 def reset_registry() -> None:
     """Forget the process-wide registry (tests that install plugins call this)."""
     global _default

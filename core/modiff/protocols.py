@@ -175,6 +175,21 @@ class Conditioning:
             out["context_mask"] = torch.cat(masks)
         return Conditioning(**out)
 
+    def where(self, use_other: Tensor, other: Conditioning) -> Conditioning:
+        """Row ``i`` from ``other`` where ``use_other[i]`` is True, else from self.
+
+        This is how condition dropout swaps captions for the null conditioning
+        per sample; contexts of different lengths are padded first.
+        """
+        import torch
+
+        if not bool(use_other.any()):
+            return self
+        both = Conditioning.cat([self, other])
+        n = int(use_other.shape[0])
+        pick = torch.where(use_other.to(torch.bool), torch.arange(n, 2 * n), torch.arange(n))
+        return both.index(pick.to(use_other.device))
+
     def with_concat(self, extra: Tensor | None) -> Conditioning:
         """A copy with ``extra`` channels appended to ``concat``."""
         import torch

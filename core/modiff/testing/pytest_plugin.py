@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ..plugins import Registry, reset_registry
+from ..plugins import Registry, reset_registry, set_registry
 from . import plugin_registry
 
 
@@ -28,4 +28,17 @@ def fresh_plugins() -> Iterator[None]:
     that install or fake entry points)."""
     reset_registry()
     yield
+    reset_registry()
+
+
+@pytest.fixture
+def use_registry() -> Iterator[Callable[[Registry], Registry]]:
+    """``use_registry(reg)`` makes ``reg`` the process-wide registry for the
+    test (so the CLI and ``Pipeline.load`` see plugins that are not installed)."""
+
+    def use(reg: Registry) -> Registry:
+        set_registry(reg)
+        return reg
+
+    yield use
     reset_registry()

@@ -259,6 +259,19 @@ class ToyScheduler:
         return x
 
 
+class ToyEvaluator:
+    """Fraction of generated images whose brightest channel is the prompt's colour."""
+
+    def evaluate(self, pipeline: Any, *, prompts: Sequence[str] | None = None) -> dict[str, Any]:
+        prompts = list(prompts or [f"a {c} square" for c in COLOURS])
+        images = pipeline.generate_tensor(prompts, seed=0)
+        correct = 0
+        for prompt, image in zip(prompts, images):
+            named = next((i for i, c in enumerate(COLOURS) if c in prompt.split()), None)
+            correct += int(named is not None and int(image.mean((1, 2)).argmax()) == named)
+        return {"accuracy": correct / max(1, len(prompts)), "prompts": len(prompts)}
+
+
 class ToyPlugin:
     """Registers one toy component per role, each named ``toy``."""
 
@@ -290,6 +303,10 @@ class ToyPlugin:
         register("toy", lambda s, ctx: ToyDenoiser(s, ctx), ToyDenoiserSettings, description="two convolutions")
 
     @hookimpl
+    def register_evaluators(self, register: Any) -> None:
+        register("toy", lambda s, ctx: ToyEvaluator(), description="dominant colour matches the prompt")
+
+    @hookimpl
     def register_schedulers(self, register: Any) -> None:
         register("toy", lambda s, ctx: ToyScheduler(s), ToySchedulerSettings, description="linear-beta DDIM")
 
@@ -302,6 +319,7 @@ TOY_SETTINGS: dict[str, Any] = {
     "conditioner": {"plugin": "toy"},
     "denoiser": {"plugin": "toy"},
     "scheduler": {"plugin": "toy"},
+    "evaluator": {"plugin": "toy"},
     "train": {
         "steps": 4,
         "batch_size": 4,

@@ -1,0 +1,85 @@
+"""One process or many: the few collective operations training needs.
+
+Under ``torchrun`` (``RANK``/``WORLD_SIZE`` set) :func:`World.from_env` joins
+the process group — NCCL on GPUs, gloo on CPUs. Gradients are averaged with
+one all-reduce per step over a flat buffer rather than by wrapping modules in
+``DistributedDataParallel``: components are called through their protocol
+methods (``condition``, ``embed``), which a DDP wrapper would hide, and one
+flat all-reduce per step is what DDP itself amounts to at these sizes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def single(cls) -> World:
+        return cls()
+
+    @classmethod
+    def from_env(cls) -> World:
+        """The world torchrun describes, joining its process group; one process otherwise."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return cls.single()
+        rank = int(os.environ["RANK"])
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if backend == "nccl":
+                torch.cuda.set_device(local)
+            dist.init_process_group(backend=backend)
+        return cls(rank, size, local)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def mean(self, value: float) -> float:
+        if self.size == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self._device())
+        dist.all_reduce(t)
+        return float(t) / self.size
+
+    def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """Average gradients over ranks (one flat all-reduce)."""
+        if self.size == 1:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.size
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            chunk = flat[offset : offset + n].view_as(g)
+            if p.grad is None:
+                p.grad = chunk.clone()
+            else:
+                p.grad.copy_(chunk)
+            offset += n
+
+    def _device(self) -> torch.device:
+        if dist.is_initialized() and dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+
+    def shutdown(self) -> None:
+        if self.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,75 @@
+"""Turning tensors into pictures people look at: grids with prompts, strips, GIFs."""
+
+from __future__ import annotations
+
+import io
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .runs import atomic_open
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """``[B, 3, H, W]`` in [-1, 1] to RGB PIL images (clamped for display only)."""
+    arr = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    arr = arr.permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(np.ascontiguousarray(a), "RGB") for a in arr]
+
+
+def from_pil(image: Image.Image, size: int | None = None) -> torch.Tensor:
+    """An RGB PIL image to ``[3, H, W]`` in [-1, 1], optionally resized (nearest)."""
+    image = image.convert("RGB")
+    if size is not None and image.size != (size, size):
+        image = image.resize((size, size), Image.NEAREST)
+    arr = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
+    return arr / 127.5 - 1
+
+
+def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default()
+
+
+def labelled_grid(
+    images: Sequence[Image.Image], labels: Sequence[str] | None = None, *, cols: int | None = None, cell: int = 128
+) -> Image.Image:
+    """Images in a grid, each scaled (nearest, so pixels stay visible) to ``cell``
+    pixels and captioned below with its label."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to put in a grid")
+    cols = cols or min(n, 8)
+    rows = (n + cols - 1) // cols
+    wrap = max(8, cell // 6)
+    label_lines = [textwrap.wrap(lbl, wrap)[:4] if lbl else [] for lbl in (labels or [""] * n)]
+    text_h = 12 * max((len(lines) for lines in label_lines), default=0) + (4 if labels else 0)
+    pad = 4
+    grid = Image.new("RGB", (cols * (cell + pad) + pad, rows * (cell + text_h + pad) + pad), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    font = _font()
+    for i, (img, lines) in enumerate(zip(images, label_lines)):
+        r, c = divmod(i, cols)
+        x, y = pad + c * (cell + pad), pad + r * (cell + text_h + pad)
+        grid.paste(img.resize((cell, cell), Image.NEAREST), (x, y))
+        for j, line in enumerate(lines):
+            draw.text((x, y + cell + 2 + 12 * j), line, fill=(0, 0, 0), font=font)
+    return grid
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    with atomic_open(path) as fh:
+        image.save(fh, format="PNG")
+
+
+def save_gif(frames: Sequence[Image.Image], path: Path, *, cell: int = 128, ms: int = 120) -> None:
+    """An animated GIF of ``frames`` (the last frame held longer)."""
+    big = [f.resize((cell, cell), Image.NEAREST) for f in frames]
+    durations = [ms] * (len(big) - 1) + [ms * 8]
+    buffer = io.BytesIO()
+    big[0].save(buffer, format="GIF", save_all=True, append_images=big[1:], duration=durations, loop=0)
+    with atomic_open(path) as fh:
+        fh.write(buffer.getvalue())

@@ -1,0 +1,178 @@
+"""The core training loop, run directories and the pipeline, on toy components."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from modiff.errors import ModiffError, RunError, WeightsError
+from modiff.pipeline import Pipeline
+from modiff.runs import RunDir
+from modiff.settings import load_settings, resolve
+from modiff.testing import plugin_registry
+from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
+from modiff.training import NonFiniteLoss, TrainingInterrupted, Trainer, batch_indices, lr_at
+from modiff.distributed import World
+from modiff.workflows import train_run
+
+REGISTRY = plugin_registry(ToyPlugin(), entry_points=True)
+
+
+def settings(**overrides: Any):
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    for dotted, value in overrides.items():
+        *path, key = dotted.split("__")
+        table = data
+        for p in path:
+            table = table.setdefault(p, {})
+        table[key] = value
+    return resolve(load_settings(base=data, environ={}), REGISTRY)
+
+
+@pytest.fixture(autouse=True)
+def toys(use_registry):
+    use_registry(REGISTRY)
+
+
+def weights(run: RunDir, role: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run.weights(role)))
+
+
+def test_train_writes_a_complete_run(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(encoder__trainable=True), run, progress=False)
+    assert run.settings.is_file()
+    state = run.read_state()
+    assert state["stages_done"] == ["encoder", "denoiser"]
+    assert {p.name for p in run.components.iterdir()} >= {"encoder.safetensors", "denoiser.safetensors", "conditioner.safetensors"}
+    metrics = run.read_metrics()
+    assert [m["step"] for m in metrics if m["stage"] == "denoiser"] == [1, 2, 3, 4]
+    assert all(m["loss"] == m["loss"] for m in metrics)
+    assert (run.samples / "final.png").is_file()
+    assert not list(run.path.rglob("*.tmp")), "no temporary file may be left behind"
+
+
+def test_the_denoiser_loss_falls(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(train__steps=60, train__lr=5e-3, train__log_every=10, train__checkpoint_every=100), run, progress=False)
+    losses = [m["loss"] for m in run.read_metrics() if m["stage"] == "denoiser"]
+    assert losses[-1] < losses[0] * 0.8, losses
+
+
+def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) -> None:
+    full = RunDir(tmp_path / "full")
+    train_run(settings(train__steps=6), full, progress=False)
+
+    cut = RunDir(tmp_path / "cut")
+    from modiff import training
+
+    real = training.DenoiserLoss.__call__
+    calls = {"n": 0}
+
+    def interrupting(self, batch, indices, g):
+        calls["n"] += 1
+        if calls["n"] == 4:  # during the fourth step
+            raise KeyboardInterrupt
+        return real(self, batch, indices, g)
+
+    monkeypatch.setattr(training.DenoiserLoss, "__call__", interrupting)
+    with pytest.raises(TrainingInterrupted, match="step 3; checkpoint saved"):
+        train_run(settings(train__steps=6), cut, progress=False)
+    assert cut.read_state()["step"] == 3
+    monkeypatch.setattr(training.DenoiserLoss, "__call__", real)
+    train_run(settings(train__steps=6), cut, resume=True, progress=False)
+    for role in ("denoiser", "conditioner"):
+        a, b = weights(full, role), weights(cut, role)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (role, k)
+    steps = [m["step"] for m in cut.read_metrics() if m["stage"] == "denoiser"]
+    assert steps == [1, 2, 3, 4, 5, 6], "metrics past the checkpoint are dropped on resume"
+
+
+def test_an_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(), run, progress=False)
+    with pytest.raises(RunError, match="already exists; continue it with --resume"):
+        train_run(settings(), run, progress=False)
+    with pytest.raises(RunError, match="settings differ.*denoiser.hidden"):
+        train_run(settings(denoiser__hidden=4), run, resume=True, progress=False)
+    train_run(settings(denoiser__hidden=4), run, overwrite=True, progress=False)
+    assert weights(run, "denoiser")["conv_in.weight"].shape[0] == 4
+
+
+def test_non_finite_loss_stops_naming_step_and_component(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(NonFiniteLoss, match=r"at step \d+ \(component: denoiser 'toy' from modiff.*last good checkpoint"):
+        train_run(settings(train__lr=1e30, train__grad_clip=0.0, train__steps=40, train__warmup_steps=0), run, progress=False)
+
+
+def test_generate_same_seed_same_image_and_batch_independent(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(), run, progress=False)
+    p = Pipeline.load(run.path)
+    a = p.generate_tensor(["a red square", "a blue square"], seed=5)
+    b = p.generate_tensor(["a red square", "a blue square"], seed=5)
+    alone = p.generate_tensor(["a blue square"], seed=6)
+    assert a.shape == (2, 3, 8, 8)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a[1:], alone, rtol=1e-5, atol=1e-6)
+    images = p.generate(["a green square"], seed=1)
+    assert images[0].size == (8, 8) and images[0].mode == "RGB"
+
+
+def test_generate_with_another_sampler(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(scheduler__plugin="ddim", scheduler__num_train_timesteps=100), run, progress=False)
+    p = Pipeline.load(run.path)
+    ddpm = p.with_sampler("ddpm")
+    assert ddpm.scheduler is not p.scheduler and ddpm.scheduler.num_train_timesteps == 100
+    x = ddpm.generate_tensor(["a red square"], seed=0, steps=4)
+    y = p.generate_tensor(["a red square"], seed=0, steps=4)
+    assert x.shape == y.shape and not torch.equal(x, y)
+    with pytest.raises(ModiffError, match="no scheduler plugin named 'eulr'"):
+        p.with_sampler("eulr")
+
+
+def test_corrupt_weights_are_a_clear_error(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(), run, progress=False)
+    path = run.weights("denoiser")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(WeightsError, match=f"{path}.*truncated or corrupt"):
+        Pipeline.load(run.path)
+    path.write_bytes(b"\x80\x04pickle")
+    with pytest.raises(WeightsError, match=str(path)):
+        Pipeline.load(run.path)
+
+
+def test_batches_are_a_pure_function_of_step_and_ranks_split_them() -> None:
+    one = batch_indices(0, "denoiser", 7, 8, 20, World.single())
+    assert one == batch_indices(0, "denoiser", 7, 8, 20, World.single())
+    shares = [batch_indices(0, "denoiser", 7, 8, 20, World(rank=r, size=2)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(one)
+    epoch = [i for s in range(5) for i in batch_indices(1, "x", s, 4, 20, World.single())]
+    assert sorted(epoch) == list(range(20)), "one epoch visits every example once"
+
+
+def test_learning_rate_warms_up_then_decays() -> None:
+    s = settings().train
+    lrs = [lr_at(i, s.model_copy(update={"steps": 100, "warmup_steps": 10})) for i in range(100)]
+    assert lrs[0] < lrs[9] == pytest.approx(s.lr)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] >= 0.1 * s.lr * 0.999
+
+
+def test_evaluate_runs_the_runs_evaluator(tmp_path: Path) -> None:
+    from modiff.workflows import evaluate_run
+
+    run = RunDir(tmp_path / "run")
+    train_run(settings(), run, progress=False)
+    result = evaluate_run(Pipeline.load(run.path))
+    assert 0.0 <= result["accuracy"] <= 1.0 and result["prompts"] == 3 and result["seconds"] > 0
