@@ -1,4 +1,9 @@
-"""Contract for :class:`modiff.protocols.Encoder`."""
+"""Contract for :class:`modiff.protocols.Encoder`.
+
+Subclass :class:`EncoderContract`, set ``plugin`` and ``settings``; set
+``exact = True`` for an encoder whose round trip must be bit-exact (pixel
+space), which also checks that nothing is clamped.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,21 @@ from typing import ClassVar
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ...protocols import Encoder
+from ...protocols import Encoder, Trainable
 from .base import CONTRACT_SETTINGS, Contract
+
+#: One project usually runs this contract for several encoders (identity and an
+#: autoencoder); each subclass is a different executor of the same test
+#: function, which Hypothesis flags unless told it is intended. Examples are
+#: derandomized, so nothing is replayed across executors.
+ENCODER_SETTINGS = hsettings(
+    CONTRACT_SETTINGS,
+    suppress_health_check=[*CONTRACT_SETTINGS.suppress_health_check, HealthCheck.differing_executors],
+)
 
 
 class EncoderContract(Contract):
@@ -18,26 +33,56 @@ class EncoderContract(Contract):
 
     role: ClassVar[str] = "encoder"
     image_size: ClassVar[int] = 16
+    #: ``decode(encode(x)) == x`` exactly, for any values (no clamping).
+    exact: ClassVar[bool] = False
 
-    def images(self, batch: int, size: int | None = None, seed: int = 0) -> torch.Tensor:
+    def images(self, batch: int, size: int | tuple[int, int] | None = None, seed: int = 0) -> torch.Tensor:
         size = size or self.image_size
+        h, w = (size, size) if isinstance(size, int) else size
         g = torch.Generator().manual_seed(seed)
-        return torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+        return torch.rand(batch, 3, h, w, generator=g) * 2 - 1
 
     def test_is_an_encoder(self) -> None:
         e = self.build()
         assert isinstance(e, Encoder)
-        assert e.downscale >= 1 and e.latent_channels >= 1 and e.scaling_factor > 0
+        assert isinstance(e.downscale, int) and e.downscale >= 1
+        assert isinstance(e.latent_channels, int) and e.latent_channels >= 1
+        assert isinstance(e.scaling_factor, float) and e.scaling_factor > 0
+        if isinstance(e, Trainable):
+            assert isinstance(e.needs_training, bool)
 
-    @CONTRACT_SETTINGS
+    @ENCODER_SETTINGS
     @given(batch=st.integers(1, 3), k=st.integers(1, 3))
     def test_latent_shape(self, batch: int, k: int) -> None:
-        e = self.build()
+        e = self.shared()
         size = e.downscale * k * (2 if e.downscale == 1 else 1)
         with torch.no_grad():
             z = e.encode(self.images(batch, size))
             assert z.shape == (batch, e.latent_channels, size // e.downscale, size // e.downscale)
             assert e.decode(z).shape == (batch, 3, size, size)
+
+    @ENCODER_SETTINGS
+    @given(kh=st.integers(1, 4), kw=st.integers(1, 4))
+    def test_round_trip_keeps_the_shape_for_any_valid_size(self, kh: int, kw: int) -> None:
+        """Non-square sizes too: ``H`` and ``W`` are independent multiples of ``f``."""
+        e = self.shared()
+        f = e.downscale
+        x = self.images(2, (f * kh, f * kw))
+        with torch.no_grad():
+            z = e.encode(x)
+            assert z.shape == (2, e.latent_channels, kh, kw)
+            y = e.decode(z)
+        assert y.shape == x.shape
+        assert y.dtype == x.dtype
+        assert torch.isfinite(z).all() and torch.isfinite(y).all()
+
+    def test_round_trip_is_exact(self) -> None:
+        if not self.exact:
+            pytest.skip("this encoder is lossy")
+        e = self.build()
+        x = self.images(3) * 3  # outside [-1, 1] too: decode must not clamp
+        with torch.no_grad():
+            torch.testing.assert_close(e.decode(e.encode(x)), x, rtol=0, atol=0)
 
     def test_batch_independence(self) -> None:
         e = self.build()
@@ -49,6 +94,15 @@ class EncoderContract(Contract):
             part = e.encode(y)
             torch.testing.assert_close(full[0], part[0], rtol=1e-5, atol=self.atol)
             torch.testing.assert_close(e.decode(full)[0], e.decode(part)[0], rtol=1e-5, atol=self.atol)
+            alone = e.encode(x[:1])
+            torch.testing.assert_close(full[:1], alone, rtol=1e-5, atol=self.atol)
+
+    def test_encode_is_reproducible_with_a_generator(self) -> None:
+        e = self.build()
+        x = self.images(2)
+        with torch.no_grad():
+            g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+            torch.testing.assert_close(e.encode(x, generator=g1), e.encode(x, generator=g2), rtol=0, atol=0)
 
     def test_size_not_multiple_of_downscale_is_a_clear_error(self) -> None:
         e = self.build()
@@ -57,3 +111,13 @@ class EncoderContract(Contract):
         bad = e.downscale * 2 + 1
         with pytest.raises(ValueError, match=str(bad)):
             e.encode(self.images(1, bad))
+        with pytest.raises(ValueError, match=str(bad)):
+            e.encode(self.images(1, (e.downscale * 2, bad)))
+
+    def test_wrong_channel_count_is_a_clear_error(self) -> None:
+        e = self.build()
+        f = e.downscale
+        with pytest.raises(ValueError):
+            e.encode(torch.zeros(1, 1, 2 * f, 2 * f))
+        with pytest.raises(ValueError):
+            e.decode(torch.zeros(1, e.latent_channels + 1, 2, 2))
