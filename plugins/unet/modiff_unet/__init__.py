@@ -1,1 +1,27 @@
-"""A UNet denoiser for modiff with denoising and segmentation heads."""
+"""A UNet denoiser for modiff with denoising and segmentation heads.
+
+Registers the denoiser ``unet``. torch is imported inside the factory, so
+listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modiff
+
+from .config import UNetSettings
+
+__all__ = ["UNetSettings", "build_unet"]
+
+
+def build_unet(settings: UNetSettings, context: Any) -> Any:
+    """UNet with GroupNorm residual blocks and cross-attention transformers (SD 1.x layout)."""
+    from .unet import build
+
+    return build(settings, context)
+
+
+@modiff.hookimpl
+def register_denoisers(register: Any) -> None:
+    register("unet", build_unet, UNetSettings)
