@@ -1,0 +1,129 @@
+"""Captions for scenes, and reading a caption or prompt back into objects.
+
+A caption is built from a template: an optional prefix, one clause per object
+joined by ``" and "`` or ``"; "``, and an optional suffix. Clauses vary word
+order (position first or last), filler (``there is``, ``a picture of``) and
+whether the size is said. Because clauses are only ever joined by ``and`` or
+``;`` and each clause names exactly one colour, one shape and at most one
+position, :func:`parse` can read every caption the world writes (and most
+prompts a person would type in its vocabulary) back into objects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .world import CELLS, COLOURS, SHAPES, SIZES, ShapeObject
+
+
+@dataclass(frozen=True)
+class Template:
+    """How a caption is put together. ``clause`` may use ``{size}``,
+    ``{colour}``, ``{shape}`` and ``{position}``."""
+
+    clause: str
+    joiner: str = " and "
+    prefix: str = ""
+    suffix: str = ""
+
+    @property
+    def says_size(self) -> bool:
+        return "{size}" in self.clause
+
+    def format(self, objects: Sequence[ShapeObject]) -> str:
+        clauses = []
+        for obj in objects:
+            if obj.cell is None:
+                raise ValueError(f"cannot caption {obj.pair}: it has no cell")
+            clauses.append(
+                self.clause.format(
+                    size=obj.size or "large", colour=obj.colour, shape=obj.shape, position=CELLS[obj.cell]
+                )
+            )
+        return self.prefix + self.joiner.join(clauses) + self.suffix
+
+
+#: The caption templates, in a fixed order (the index is part of a scene's
+#: determinism). Four say the size, four do not.
+TEMPLATES: tuple[Template, ...] = (
+    Template("a {size} {colour} {shape} in the {position}"),
+    Template("{colour} {shape}, {position}", joiner="; "),
+    Template("a {size} {colour} {shape} at the {position}", prefix="there is "),
+    Template("a {colour} {shape} at the {position}"),
+    Template("{position}: a {colour} {shape}", joiner="; "),
+    Template("a {size} {colour} {shape} in the {position}", prefix="a picture of "),
+    Template("{size} {colour} {shape} in the {position}", suffix=" on a black background"),
+    Template("the {position} has a {colour} {shape}"),
+)
+
+
+def caption(objects: Sequence[ShapeObject], template: int = 0) -> str:
+    """The caption of ``objects`` with template number ``template``
+    (``0 <= template < len(TEMPLATES)``), naming objects in the given order."""
+    if not objects:
+        raise ValueError("a caption needs at least one object")
+    if not 0 <= template < len(TEMPLATES):
+        raise ValueError(f"template {template} does not exist; use 0..{len(TEMPLATES) - 1}")
+    return TEMPLATES[template].format(objects)
+
+
+class CaptionError(ValueError):
+    """A prompt the shapes vocabulary cannot read."""
+
+
+def _alternation(words: Sequence[str]) -> str:
+    # Longest first, so that "top left" wins over "top".
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+_POSITION_WORDS = {name: i for i, name in enumerate(CELLS)}
+_POSITION_WORDS.update({"centre": 4, "middle": 4, "top center": 1, "bottom center": 7})
+_SIZE_WORDS = {"small": "small", "large": "large", "big": "large", "little": "small"}
+_COLOUR_RE = re.compile(rf"\b({_alternation(COLOURS)})\b")
+_SHAPE_RE = re.compile(rf"\b({_alternation(SHAPES)})\b")
+_POSITION_RE = re.compile(rf"\b({_alternation(list(_POSITION_WORDS))})\b")
+_SIZE_RE = re.compile(rf"\b({_alternation(list(_SIZE_WORDS))})\b")
+_SPLIT_RE = re.compile(r"\s*(?:;|\band\b)\s*")
+
+assert set(SIZES) <= set(_SIZE_WORDS)
+
+
+def parse(prompt: str) -> list[ShapeObject]:
+    """The objects a caption or prompt names, in order.
+
+    Clauses are separated by ``and`` or ``;``; a clause naming nothing (pure
+    filler) is ignored; every other clause must name exactly one colour and one
+    shape, and may name a position and a size. Objects without a position get
+    ``cell=None`` (any cell is then right). Raises :class:`CaptionError`,
+    naming the prompt and the vocabulary, for anything else.
+    """
+    text = " ".join(prompt.lower().split())
+    objects: list[ShapeObject] = []
+    for clause in _SPLIT_RE.split(text):
+        colours = _COLOUR_RE.findall(clause)
+        shapes = _SHAPE_RE.findall(clause)
+        positions = _POSITION_RE.findall(clause)
+        sizes = _SIZE_RE.findall(clause)
+        if not (colours or shapes or positions or sizes):
+            continue
+        if len(colours) != 1 or len(shapes) != 1 or len(positions) > 1 or len(sizes) > 1:
+            raise CaptionError(
+                f"cannot read {prompt!r}: the part {clause!r} must name exactly one colour "
+                f"({', '.join(COLOURS)}), one shape ({', '.join(SHAPES)}) and at most one position "
+                f"({', '.join(CELLS)}); separate objects with 'and' or ';'"
+            )
+        objects.append(
+            ShapeObject(
+                colour=colours[0],
+                shape=shapes[0],
+                cell=_POSITION_WORDS[positions[0]] if positions else None,
+                size=_SIZE_WORDS[sizes[0]] if sizes else None,
+            )
+        )
+    if not objects:
+        raise CaptionError(
+            f"cannot read {prompt!r}: it names no object; write e.g. 'a red circle in the top left'"
+        )
+    return objects
