@@ -36,3 +36,31 @@ def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         if name.startswith("fake_"):
             del sys.modules[name]
     reset_registry()
+
+
+TOY_PLUGIN_MODULE = """
+from modiff.testing.toys import ToyPlugin as _ToyPlugin
+
+_plugin = _ToyPlugin()
+register_datasets = _plugin.register_datasets
+register_encoders = _plugin.register_encoders
+register_text_embedders = _plugin.register_text_embedders
+register_conditioners = _plugin.register_conditioners
+register_denoisers = _plugin.register_denoisers
+register_schedulers = _plugin.register_schedulers
+register_evaluators = _plugin.register_evaluators
+"""
+
+
+@pytest.fixture
+def toy_subprocess_env(fake_distribution, tmp_path: Path) -> dict[str, str]:
+    """Environment for subprocesses (``modiff``, ``torchrun``) in which the
+    toy components are an installed plugin distribution, ``fake-toys``."""
+    import os
+
+    fake_distribution("fake-toys", "fake_toys", TOY_PLUGIN_MODULE)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["MODIFF_LOAD_PLUGINS"] = "fake_toys"
+    env.pop("WORLD_SIZE", None)
+    return env

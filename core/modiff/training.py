@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -185,35 +185,42 @@ class LatentCache:
 
 @dataclass
 class DenoiserLoss:
-    """The denoising objective: predict the scheduler's target from ``x_t``."""
+    """The denoising objective: predict the scheduler's target from ``x_t``.
+
+    Random draws (condition dropout, timesteps, noise) are made for the whole
+    global batch from the step's generator, and each rank keeps its share,
+    so a run gives the same updates on one process or several.
+    """
 
     components: Components
     latents: LatentCache
     text: Callable[[Sequence[str]], TextEmbedding] | None
     condition_dropout: float
+    world: World = field(default_factory=World.single)
 
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
-        c = self.components
+        c, world = self.components, self.world
         device = c.device
         x0 = self.latents(batch.images, indices)
         b = x0.shape[0]
-        cond = self.conditioning(batch, b, g)
-        t = c.scheduler.sample_timesteps(b, generator=g).to(device)
-        noise = randn(x0.shape, g, device=device, dtype=x0.dtype)
+        share = slice(world.rank, None, world.size)
+        drop = torch.rand(b * world.size, generator=g)[share] < self.condition_dropout
+        cond = self.conditioning(batch, b, drop.to(device))
+        t = c.scheduler.sample_timesteps(b * world.size, generator=g)[share].to(device)
+        noise = randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
         x_t = c.scheduler.add_noise(x0, noise, t)
         pred = c.denoiser(x_t, t.float(), cond)
         target = c.scheduler.training_target(x0, noise, t)
         per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
         return (c.scheduler.loss_weight(t).to(per_sample) * per_sample).mean()
 
-    def conditioning(self, batch: Batch, b: int, g: torch.Generator) -> Conditioning:
+    def conditioning(self, batch: Batch, b: int, drop: torch.Tensor) -> Conditioning:
         c = self.components
         if c.conditioner is None:
             return Conditioning()
         text = self.text(batch.captions) if self.text is not None else None
         cond = c.conditioner.condition(text, batch_size=b)
         if self.condition_dropout > 0 and text is not None:
-            drop = (torch.rand(b, generator=g) < self.condition_dropout).to(c.device)
             cond = cond.where(drop, c.conditioner.null(b, like=text))
         return cond
 
@@ -325,7 +332,7 @@ class Trainer:
             m = c.get(role)
             if isinstance(m, nn.Module):
                 m.eval().requires_grad_(False)
-        loss = DenoiserLoss(c, LatentCache(c.encoder, deterministic), text, train.condition_dropout)
+        loss = DenoiserLoss(c, LatentCache(c.encoder, deterministic), text, train.condition_dropout, self.world)
         modules = {role: c.get(role) for role in self._denoiser_roles()}
         return Stage("denoiser", modules, loss, train, ema_decay=train.ema_decay)
 

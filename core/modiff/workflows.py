@@ -46,6 +46,7 @@ def prepare_run(resolved: ResolvedSettings, run: RunDir, *, resume: bool, overwr
                 "start again with --overwrite, or choose another [run] name"
             )
         else:
+            remove_stale_temporaries(run)
             saved = load([run.settings])
             differ = _differences(saved.to_dict(), resolved.to_dict())
             if differ:
@@ -58,6 +59,14 @@ def prepare_run(resolved: ResolvedSettings, run: RunDir, *, resume: bool, overwr
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run.settings, resolved.to_toml())
     return resolved
+
+
+def remove_stale_temporaries(run: RunDir) -> None:
+    """Delete temporary files a killed process left behind (they were never
+    renamed into place, so nothing refers to them)."""
+    for tmp in run.path.rglob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
 
 
 def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
