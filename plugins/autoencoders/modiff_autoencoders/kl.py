@@ -86,6 +86,11 @@ class KLAutoencoder(nn.Module):
         self.latent_norm.fitted.fill_(not value)
 
     @property
+    def sample_posterior(self) -> bool:
+        """Whether ``encode`` samples by default (the core caches latents only when it does not)."""
+        return self.settings.sample_posterior
+
+    @property
     def scaling_factor(self) -> float:
         """The latent scale as one number: the global factor, or in per-channel
         mode the mean of the per-channel factors. Informational only: encode
