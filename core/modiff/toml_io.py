@@ -30,7 +30,8 @@ def _key(key: str) -> str:
     return key if _BARE_KEY.match(key) else json.dumps(key)
 
 
-def _value(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """The TOML spelling of a value (``[64, 128]``, ``\"text\"``, ``true``)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -44,9 +45,9 @@ def _value(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        return "[" + ", ".join(format_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(f"{_key(str(k))} = {_value(v)}" for k, v in value.items() if v is not None) + " }"
+        return "{ " + ", ".join(f"{_key(str(k))} = {format_value(v)}" for k, v in value.items() if v is not None) + " }"
     raise TypeError(f"cannot write {type(value).__name__} as TOML")
 
 
@@ -65,6 +66,6 @@ def _emit(table: Mapping[str, Any], path: tuple[str, ...], lines: list[str]) -> 
         lines.append("")
         lines.append("[" + ".".join(_key(p) for p in path) + "]")
     for k, v in scalars:
-        lines.append(f"{_key(k)} = {_value(v)}")
+        lines.append(f"{_key(k)} = {format_value(v)}")
     for k, v in tables:
         _emit(v, (*path, k), lines)

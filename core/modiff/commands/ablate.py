@@ -1,0 +1,40 @@
+"""``modiff ablate``: train a grid of settings and compare them in one report."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..ablation import output_dir, read_ablation, run_ablation, validate
+
+
+def add(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="train every cell of an ablation grid and write a report")
+    p.add_argument("ablation", metavar="ABLATION", help="ablation TOML file")
+    p.add_argument("--dry-run", action="store_true", help="list and validate the cells; train nothing")
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        help="override a value in every cell",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ablation = read_ablation(args.ablation, tuple(args.sets))
+    validate(ablation)
+    out = output_dir(ablation)
+    if args.dry_run:
+        print(f"{len(ablation.cells)} cells, all valid; output in {out}")
+        for cell in ablation.cells:
+            resolved = ablation.resolved[cell.name]
+            plugins = ", ".join(f"{role}={c.name}" for role, c in resolved.components.items())
+            changes = ", ".join(f"{k}={v!r}" for k, v in cell.changes.items()) or "(base)"
+            print(f"- {cell.name}: {changes}; seed {cell.seed}\n    {plugins}")
+        return 0
+    records = run_ablation(ablation, progress=not args.quiet)
+    failed = [r["name"] for r in records if r.get("status") != "done"]
+    print(f"report: {out / 'report.html'} and {out / 'report.md'}")
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {', '.join(failed)} (errors are in the report)")
+        return 1
+    return 0
