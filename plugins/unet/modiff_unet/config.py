@@ -27,7 +27,10 @@ class UNetSettings(modiff.ComponentSettings):
         description="Indices of the levels that have transformer blocks (SD 1.x: [0, 1, 2]); "
         "default: every level.",
     )
-    mid_attention: bool = Field(True, description="Whether the middle block has a transformer block.")
+    mid_attention: bool = Field(
+        True,
+        description="Whether the middle block is residual, transformer, residual (true) or one residual block (false).",
+    )
     heads: IntPerLevel | None = Field(
         None, description="Attention heads (per level or one for all); give this or head_dim, not both."
     )

@@ -353,18 +353,25 @@ class DownBlock(Level):
 
 
 class MidBlock(Level):
-    """Residual block, transformer (optional), residual block, at the coarsest resolution."""
+    """At the coarsest resolution: residual block, transformer, residual block.
+
+    Without attention the middle is a single residual block, which is the
+    layout diffusers gives ``UNet2DConditionModel`` with ``mid_block_type =
+    "UNetMidBlock2D"``; keeping it lets such weights load too.
+    """
 
     def __init__(self, channels: int, emb_dim: int | None, attention: dict[str, Any] | None, groups: int, dropout: float):
         super().__init__()
-        self.resnets = nn.ModuleList(ResnetBlock(channels, channels, emb_dim, groups, dropout) for _ in range(2))
+        count = 2 if attention else 1
+        self.resnets = nn.ModuleList(ResnetBlock(channels, channels, emb_dim, groups, dropout) for _ in range(count))
         self.attentions = nn.ModuleList([Transformer2D(channels, **attention)]) if attention else None
 
     def forward(self, h: Tensor, emb: Tensor | None, context: Tensor | None, mask: Tensor | None) -> Tensor:
         h = _run(self.gradient_checkpointing, self.resnets[0], h, emb)
         if self.attentions is not None:
             h = _run(self.gradient_checkpointing, self.attentions[0], h, context, mask)
-        return _run(self.gradient_checkpointing, self.resnets[1], h, emb)
+            h = _run(self.gradient_checkpointing, self.resnets[1], h, emb)
+        return h
 
 
 class UpBlock(Level):

@@ -5,18 +5,30 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from hypothesis import given
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ...protocols import Conditioning, ConditioningSpec, DenoiserSpec
+from ...protocols import Conditioning, ConditioningSpec, Denoiser, DenoiserSpec
 from .base import CONTRACT_SETTINGS, Contract
+
+#: The shared contract settings, plus: every subclass runs the same test
+#: functions with its own ``self``, which is intended here.
+SETTINGS = hsettings(
+    CONTRACT_SETTINGS,
+    suppress_health_check=[*CONTRACT_SETTINGS.suppress_health_check, HealthCheck.differing_executors],
+)
 
 
 class DenoiserContract(Contract):
-    """Every denoiser: output shape, batch independence, masked context, determinism.
+    """Every denoiser: output shape over batch sizes, image sizes and token counts; batch
+    independence; masked context positions do not matter; determinism; the conditioning
+    it was built for is used; a segmentation head ignores ``t``.
 
-    Set ``spec`` to the :class:`DenoiserSpec` to build for, and
-    ``size_multiple`` to the factor image sizes must be divisible by.
+    Set ``spec`` to the :class:`DenoiserSpec` to build for, ``size_multiple``
+    to the factor image sizes must be divisible by, and ``segmentation`` when
+    the settings select a segmentation head (the prediction then has
+    ``spec.num_classes`` channels and must not depend on ``t``).
     """
 
     role: ClassVar[str] = "denoiser"
@@ -24,16 +36,28 @@ class DenoiserContract(Contract):
         in_channels=4, out_channels=4, sample_size=8, conditioning=ConditioningSpec(0, 16, None)
     )
     size_multiple: ClassVar[int] = 4
-    #: Channels the prediction has: ``out_channels`` for denoising, classes for segmentation.
+    segmentation: ClassVar[bool] = False
+
     def out_channels(self) -> int:
-        return self.spec.out_channels
+        """Channels the prediction has: ``out_channels`` for denoising, classes for segmentation."""
+        return self.spec.num_classes if self.segmentation else self.spec.out_channels
 
     def context(self) -> Any:
         from ...assembly import BuildContext
+        from ...settings import RunSettings
 
-        return BuildContext(denoiser_spec=self.spec)
+        task = "segmentation" if self.segmentation else "text-to-image"
+        return BuildContext(run=RunSettings(task=task), denoiser_spec=self.spec)
 
-    def inputs(self, batch: int, size: int, length: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Conditioning]:
+    def inputs(
+        self,
+        batch: int,
+        size: int,
+        length: int = 5,
+        seed: int = 0,
+        lengths: list[int] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, Conditioning]:
+        """Random inputs for the spec; ``lengths`` gives each row's real tokens (default: all)."""
         g = torch.Generator().manual_seed(seed)
         spec = self.spec
         x = torch.randn(batch, spec.in_channels, size, size, generator=g)
@@ -43,9 +67,30 @@ class DenoiserContract(Contract):
         context = mask = None
         if cs.context_dim is not None:
             context = torch.randn(batch, length, cs.context_dim, generator=g)
-            mask = torch.ones(batch, length, dtype=torch.bool)
+            real = torch.tensor(lengths if lengths is not None else [length] * batch)
+            mask = torch.arange(length)[None, :] < real[:, None]
         vector = torch.randn(batch, cs.vector_dim, generator=g) if cs.vector_dim is not None else None
         return x, t, Conditioning(concat, context, mask, vector)
+
+    def perturbed(self) -> Any:
+        """A fresh denoiser whose weights are moved off their initial values.
+
+        Tests of what the prediction *depends on* use it, so that a denoiser
+        that zero-initialises an output layer (a common and sensible choice)
+        is judged on its wiring, not on its initial weights.
+        """
+        d = self.build()
+        if isinstance(d, torch.nn.Module):
+            g = torch.Generator().manual_seed(7)
+            with torch.no_grad():
+                for p in d.parameters():
+                    p.add_(torch.randn(p.shape, generator=g).to(p) * 0.05)
+        return d
+
+    def test_is_a_denoiser(self) -> None:
+        d = self.build()
+        assert isinstance(d, Denoiser)
+        assert d.spec == self.spec
 
     def test_output_shape(self) -> None:
         d = self.build()
@@ -55,7 +100,7 @@ class DenoiserContract(Contract):
         assert out.shape == (2, self.out_channels(), self.spec.sample_size, self.spec.sample_size)
         assert bool(torch.isfinite(out).all())
 
-    @CONTRACT_SETTINGS
+    @SETTINGS
     @given(batch=st.integers(1, 3), k=st.integers(1, 3), length=st.integers(1, 6))
     def test_shapes_over_sizes(self, batch: int, k: int, length: int) -> None:
         d = self.shared()
@@ -64,17 +109,23 @@ class DenoiserContract(Contract):
         with torch.no_grad():
             out = d(x, t, c)
         assert out.shape == (batch, self.out_channels(), size, size)
+        assert bool(torch.isfinite(out).all())
 
-    def test_batch_independence(self) -> None:
-        d = self.build()
-        x, t, c = self.inputs(3, self.spec.sample_size, seed=1)
-        x2, t2, c2 = self.inputs(3, self.spec.sample_size, seed=2)
-        mixed_x = torch.cat([x[:1], x2[1:]])
-        mixed_t = torch.cat([t[:1], t2[1:]])
-        mixed_c = Conditioning.cat([c.index(slice(0, 1)), c2.index(slice(1, 3))])
+    @SETTINGS
+    @given(batch=st.integers(2, 4), row=st.integers(0, 3), seed=st.integers(0, 100))
+    def test_batch_independence(self, batch: int, row: int, seed: int) -> None:
+        """Sample ``row``'s prediction is the same whatever the other samples are."""
+        d = self.shared()
+        row = row % batch
+        x, t, c = self.inputs(batch, self.spec.sample_size, seed=seed)
+        x2, t2, c2 = self.inputs(batch, self.spec.sample_size, seed=seed + 1000)
+        keep = torch.arange(batch) == row
+        mixed_x = torch.where(keep[:, None, None, None], x, x2)
+        mixed_t = torch.where(keep, t, t2)
+        mixed_c = Conditioning.cat([c.index(slice(i, i + 1)) if i == row else c2.index(slice(i, i + 1)) for i in range(batch)])
         with torch.no_grad():
             a, b = d(x, t, c), d(mixed_x, mixed_t, mixed_c)
-        torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a[row], b[row], rtol=1e-4, atol=1e-5)
 
     def test_masked_context_positions_do_not_matter(self) -> None:
         if self.spec.conditioning.context_dim is None:
@@ -93,8 +144,52 @@ class DenoiserContract(Contract):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(a, short, rtol=1e-4, atol=1e-5)
 
+    @SETTINGS
+    @given(data=st.data(), batch=st.integers(1, 3), length=st.integers(1, 7))
+    def test_padding_per_row_does_not_matter(self, data: st.DataObject, batch: int, length: int) -> None:
+        """Rows with different numbers of real tokens: junk under the mask changes nothing,
+        and neither does cutting the context to the longest real row."""
+        if self.spec.conditioning.context_dim is None:
+            return
+        lengths = data.draw(st.lists(st.integers(1, length), min_size=batch, max_size=batch), label="lengths")
+        d = self.shared()
+        x, t, c = self.inputs(batch, self.spec.sample_size, length=length, seed=5, lengths=lengths)
+        assert c.context is not None and c.context_mask is not None
+        junk = c.context.masked_fill(~c.context_mask[..., None], 1e4)
+        longest = max(lengths)
+        with torch.no_grad():
+            a = d(x, t, c)
+            b = d(x, t, Conditioning(c.concat, junk, c.context_mask, c.vector))
+            cut = d(x, t, Conditioning(c.concat, c.context[:, :longest], c.context_mask[:, :longest], c.vector))
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(a, cut, rtol=1e-4, atol=1e-5)
+
     def test_deterministic(self) -> None:
         d1, d2 = self.build(), self.build()
         x, t, c = self.inputs(2, self.spec.sample_size, seed=4)
         with torch.no_grad():
             torch.testing.assert_close(d1(x, t, c), d2(x, t, c), rtol=0, atol=0)
+
+    def test_conditioning_is_used(self) -> None:
+        """Each conditioning field the spec declares changes the prediction."""
+        d = self.perturbed()
+        x, t, c = self.inputs(2, self.spec.sample_size, seed=6)
+        _, _, other = self.inputs(2, self.spec.sample_size, seed=7)
+        with torch.no_grad():
+            base = d(x, t, c)
+            for name in ("concat", "context", "vector"):
+                if getattr(c, name) is None:
+                    continue
+                changed = Conditioning(**{**c._fields(), name: getattr(other, name)})
+                assert not torch.allclose(d(x, t, changed), base, atol=1e-6), f"changing conditioning.{name} changed nothing"
+
+    def test_time_input(self) -> None:
+        """A denoising head depends on ``t``; a segmentation head ignores it."""
+        d = self.perturbed()
+        x, t, c = self.inputs(2, self.spec.sample_size, seed=8)
+        with torch.no_grad():
+            a, b = d(x, t, c), d(x, torch.flip(t, [0]) + 17.0, c)
+        if self.segmentation:
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        else:
+            assert not torch.allclose(a, b), "the prediction does not depend on the timestep"
