@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..ablation import output_dir, read_ablation, run_ablation, validate
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +19,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..ablation import output_dir, read_ablation, run_ablation, validate
+
     ablation = read_ablation(args.ablation, tuple(args.sets))
     validate(ablation)
     out = output_dir(ablation)

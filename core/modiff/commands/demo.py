@@ -13,9 +13,6 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from ..runs import RunDir, atomic_write_text
-from ..settings import load
-from ..workflows import evaluate_run, format_table, save_evaluation, train_run, write_grid, write_trajectory
 
 
 def demo_settings_path() -> Path:
@@ -34,6 +31,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..runs import RunDir, atomic_write_text
+    from ..settings import load
+    from ..workflows import evaluate_run, format_table, save_evaluation, train_run, write_grid, write_trajectory
+
     started = time.perf_counter()
     resolved = load([demo_settings_path()], args.sets)
     run_dir = RunDir(args.out)

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..pipeline import Pipeline
-from ..workflows import evaluate_run, format_table, read_prompts, save_evaluation
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +20,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..pipeline import Pipeline
+    from ..workflows import evaluate_run, format_table, read_prompts, save_evaluation
+
     pipeline = Pipeline.load(args.run, device=args.device)
     if args.scheduler:
         pipeline = pipeline.with_sampler(args.scheduler)

@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 
 from ..errors import ModiffError
-from ..pipeline import Pipeline
-from ..workflows import write_grid, write_trajectory
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +24,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..pipeline import Pipeline
+    from ..workflows import write_grid, write_trajectory
+
     if args.n < 1:
         raise ModiffError(f"--n must be at least 1, not {args.n}")
     if args.steps is not None and args.steps < 1:

@@ -8,8 +8,6 @@ import shutil
 import subprocess
 import sys
 
-from ..settings import load
-from ..workflows import run_dir_for, train_run, write_grid, sample_prompts
 from .settings import add_settings_arguments
 
 
@@ -24,6 +22,9 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..settings import load
+    from ..workflows import run_dir_for, sample_prompts, train_run, write_grid
+
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args)
     resolved = load(args.files, args.sets)
