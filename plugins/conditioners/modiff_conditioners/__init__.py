@@ -1,1 +1,121 @@
-"""Conditioners for modiff: cross-attention, concatenation, vector, hybrid, none."""
+"""Conditioners for modiff: cross-attention, concatenation, vector, hybrid, none.
+
+Each registered name builds the same :class:`~modiff_conditioners.conditioner.PartsConditioner`
+with a different choice of parts. torch is imported inside the factories, so
+listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modiff
+
+from .config import ConcatSettings, CrossAttentionSettings, HybridSettings, NoneSettings, VectorSettings
+
+__all__ = [
+    "ConcatSettings",
+    "CrossAttentionSettings",
+    "HybridSettings",
+    "NoneSettings",
+    "VectorSettings",
+]
+
+
+def _text_dim(context: Any, name: str) -> int:
+    embedder = getattr(context, "text_embedder", None)
+    if embedder is None:
+        raise modiff.SettingsError(
+            [
+                f"the {name!r} conditioner needs a text embedder: configure [text_embedder], "
+                "or use conditioner 'none' for an unconditional model"
+            ]
+        )
+    return int(embedder.dim)
+
+
+def _latent_size(context: Any) -> int | None:
+    try:
+        return int(context.latent_size)
+    except modiff.ModiffError:  # no dataset and no [run] image_size: only matters for concatenated channels
+        return None
+
+
+def build_cross_attention(settings: CrossAttentionSettings, context: Any) -> Any:
+    """Token embeddings -> linear -> context the denoiser cross-attends to, with the padding mask."""
+    from .conditioner import PartsConditioner
+
+    text_dim = _text_dim(context, "cross-attention")
+    return PartsConditioner(
+        text_dim=text_dim,
+        latent_size=_latent_size(context),
+        context_dim=settings.context_dim or text_dim,
+        project_context=settings.projection,
+        null=settings.null,
+        image_context_channels=settings.image_context_channels,
+    )
+
+
+def build_concat(settings: ConcatSettings, context: Any) -> Any:
+    """Pooled text -> linear -> constant feature maps concatenated to the denoiser's input."""
+    from .conditioner import PartsConditioner
+
+    text_dim = _text_dim(context, "concat")
+
+    return PartsConditioner(
+        text_dim=text_dim,
+        latent_size=_latent_size(context),
+        maps=settings.channels,
+        null=settings.null,
+        image_context_channels=settings.image_context_channels,
+    )
+
+
+def build_vector(settings: VectorSettings, context: Any) -> Any:
+    """Pooled text -> linear -> a vector added to the denoiser's time embedding."""
+    from .conditioner import PartsConditioner
+
+    text_dim = _text_dim(context, "vector")
+    return PartsConditioner(
+        text_dim=text_dim,
+        latent_size=_latent_size(context),
+        vector_dim=settings.vector_dim or text_dim,
+        null=settings.null,
+        image_context_channels=settings.image_context_channels,
+    )
+
+
+def build_hybrid(settings: HybridSettings, context: Any) -> Any:
+    """Concatenated feature maps and cross-attention context together."""
+    from .conditioner import PartsConditioner
+
+    text_dim = _text_dim(context, "hybrid")
+    return PartsConditioner(
+        text_dim=text_dim,
+        latent_size=_latent_size(context),
+        maps=settings.channels,
+        context_dim=settings.context_dim or text_dim,
+        project_context=settings.projection,
+        null=settings.null,
+        image_context_channels=settings.image_context_channels,
+    )
+
+
+def build_none(settings: NoneSettings, context: Any) -> Any:
+    """Unconditional: no text; optionally an image context as extra channels."""
+    from .conditioner import PartsConditioner
+
+    return PartsConditioner(
+        text_dim=None,
+        latent_size=_latent_size(context),
+        image_context_channels=settings.image_context_channels,
+    )
+
+
+@modiff.hookimpl
+def register_conditioners(register: Any) -> None:
+    register("cross-attention", build_cross_attention, CrossAttentionSettings)
+    register("concat", build_concat, ConcatSettings)
+    register("vector", build_vector, VectorSettings)
+    register("hybrid", build_hybrid, HybridSettings)
+    register("none", build_none, NoneSettings)

@@ -1,0 +1,59 @@
+"""Settings of the conditioners (no torch here: `modiff plugins` imports this)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+import modiff
+
+
+class ImageContextSettings(modiff.ComponentSettings):
+    """What every conditioner accepts: extra image channels (a mask, a masked image latent)."""
+
+    image_context_channels: int = Field(
+        0,
+        ge=0,
+        description="Channels of an image context (given at the latent resolution) appended to the concatenated "
+        "channels; 0 for none. Segmentation maps and inpainting use it.",
+    )
+
+
+class TextSettings(ImageContextSettings):
+    """What every text-using conditioner shares: how the unconditional input looks."""
+
+    null: Literal["learned", "zeros"] = Field(
+        "learned",
+        description='The null conditioning (condition dropout, classifier-free guidance): "learned" embeddings '
+        'trained with the denoiser (initialised to zero), or fixed "zeros".',
+    )
+
+
+class CrossAttentionSettings(TextSettings):
+    context_dim: int | None = Field(
+        None, ge=1, description="Width of the context the denoiser cross-attends to; default: the text width."
+    )
+    projection: bool = Field(
+        True,
+        description="Project the token embeddings with a learned linear layer; false passes them through unchanged "
+        "(as Stable Diffusion feeds CLIP's hidden states; context_dim must then equal the text width).",
+    )
+
+
+class ConcatSettings(TextSettings):
+    channels: int = Field(4, ge=1, description="Feature maps the pooled text embedding is projected to.")
+
+
+class VectorSettings(TextSettings):
+    vector_dim: int | None = Field(
+        None, ge=1, description="Width of the vector added to the time embedding; default: the text width."
+    )
+
+
+class HybridSettings(CrossAttentionSettings):
+    channels: int = Field(4, ge=1, description="Feature maps the pooled text embedding is projected to.")
+
+
+class NoneSettings(ImageContextSettings):
+    """The unconditional conditioner takes only an optional image context."""
