@@ -98,6 +98,9 @@ class PromptAccuracySettings(modiff.ComponentSettings):
     )
     triangle_below: float = Field(0.65, gt=0.0, lt=1.0, description="Fill ratio below this: triangle.")
     square_from: float = Field(0.9, gt=0.0, le=1.0, description="Fill ratio from this up: square; between: circle.")
+    triangle_offset: float = Field(
+        0.05, ge=0.0, description="Below square_from, a centroid this far (× height) below the box middle: triangle."
+    )
 
     @field_validator("holdout")
     @classmethod

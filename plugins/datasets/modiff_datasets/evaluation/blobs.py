@@ -80,6 +80,13 @@ class Blob:
         """Area over bounding-box area: about 1.0 square, 0.79 circle, 0.5 triangle."""
         return self.area / float(self.width * self.height)
 
+    @property
+    def vertical_offset(self) -> float:
+        """How far the centroid lies below the box's middle, as a fraction of
+        the height: about +1/6 for an apex-up triangle, 0 for symmetric shapes."""
+        middle = (self.bbox[1] + self.bbox[3] + 1) / 2.0
+        return (self.centroid[1] - middle) / self.height
+
 
 def measure(labels: np.ndarray, count: int, rgb: np.ndarray) -> list[Blob]:
     """A :class:`Blob` for each of ``count`` components of ``labels``."""

@@ -9,11 +9,18 @@ The steps, each a fixed rule (see ``docs/datasets.md``):
 2. Blobs: 4-connected components of the foreground; blobs smaller than
    ``min_area_fraction`` × (small side)² pixels are noise and ignored
    (default 0.15, about 30 % of the smallest shape, a small triangle).
-3. Each blob's colour is the palette colour nearest (Euclidean RGB) to its
-   mean colour; its cell the grid cell of its centroid; its shape from its fill
-   ratio: below ``triangle_below`` (0.65) a triangle, from ``square_from``
-   (0.9) a square, a circle between. Rendered shapes measure 0.50–0.56,
-   0.755–0.89 and 1.0 at every supported size.
+3. Each blob's colour is the palette colour nearest to its mean colour
+   (Euclidean RGB, allowing the blob to be uniformly dimmer, down to 50 %);
+   its cell the grid cell of its centroid; its shape from its fill ratio
+   (area / bounding-box area): from ``square_from`` (0.9) a square, below
+   ``triangle_below`` (0.65) a triangle, a circle between, unless the
+   centroid lies at least ``triangle_offset`` (0.05) of the blob's height
+   below its box's middle, which only an apex-up triangle does (+0.13..0.17
+   when drawn; circles and squares are symmetric, 0). Drawn shapes measure
+   fill 0.50–0.56, 0.755–0.89 and 1.0 at every supported size; the offset
+   cue keeps small triangles readable when a generator blurs them (a 3 × 3
+   blur lifts a 7-pixel triangle's fill to 0.73 but leaves its offset above
+   0.065).
 4. Named objects are matched one-to-one to blobs, choosing the matching that
    agrees on the most attributes. The image is correct when every object's
    blob has the right colour, shape and cell and there are no other blobs.
@@ -42,6 +49,7 @@ class Thresholds:
     min_area_fraction: float = 0.15
     triangle_below: float = 0.65
     square_from: float = 0.9
+    triangle_offset: float = 0.05
 
     def min_area(self, image_size: int) -> int:
         """Smallest blob that counts as an object at ``image_size``."""
@@ -64,6 +72,7 @@ class Detection:
             "position": CELLS[self.cell],
             "area": self.blob.area,
             "fill_ratio": round(self.blob.fill_ratio, 3),
+            "vertical_offset": round(self.blob.vertical_offset, 3),
             "centroid": [round(v, 2) for v in self.blob.centroid],
             "mean_colour": [round(v, 1) for v in self.blob.mean_colour],
         }
@@ -102,17 +111,33 @@ class CheckResult:
         }
 
 
+#: A blob may be this much dimmer than its palette colour and still match it:
+#: the mean over a generated shape includes its soft, darker edge pixels.
+MIN_BRIGHTNESS = 0.5
+
+
 def nearest_colour(mean_rgb: Sequence[float]) -> str:
-    """The palette colour closest to ``mean_rgb`` (Euclidean, RGB 0..255)."""
-    d = ((_PALETTE - np.asarray(mean_rgb, dtype=np.float64)) ** 2).sum(1)
+    """The palette colour closest to ``mean_rgb`` (RGB 0..255).
+
+    Distance is Euclidean to the colour scaled by the brightness that fits
+    best, limited to ``MIN_BRIGHTNESS``..1: a uniformly dimmer red is still
+    red (plain nearest-colour would call a cyan at 65 % brightness green),
+    while hue differences count in full. Exact palette colours map to
+    themselves, since no palette colour is a dimmed version of another.
+    """
+    m = np.asarray(mean_rgb, dtype=np.float64)
+    k = np.clip((_PALETTE @ m) / (_PALETTE * _PALETTE).sum(1), MIN_BRIGHTNESS, 1.0)
+    d = ((_PALETTE * k[:, None] - m) ** 2).sum(1)
     return COLOURS[int(np.argmin(d))]
 
 
-def classify_shape(fill_ratio: float, thresholds: Thresholds = Thresholds()) -> str:
-    if fill_ratio < thresholds.triangle_below:
-        return "triangle"
+def classify_shape(fill_ratio: float, vertical_offset: float = 0.0, thresholds: Thresholds = Thresholds()) -> str:
+    """Square, circle or triangle from a blob's fill ratio and the offset of
+    its centroid below its box's middle (as a fraction of its height)."""
     if fill_ratio >= thresholds.square_from:
         return "square"
+    if fill_ratio < thresholds.triangle_below or vertical_offset >= thresholds.triangle_offset:
+        return "triangle"
     return "circle"
 
 
@@ -127,7 +152,7 @@ def detect(image: np.ndarray, thresholds: Thresholds = Thresholds()) -> list[Det
     return [
         Detection(
             colour=nearest_colour(b.mean_colour),
-            shape=classify_shape(b.fill_ratio, thresholds),
+            shape=classify_shape(b.fill_ratio, b.vertical_offset, thresholds),
             cell=cell_of(b.centroid[0], b.centroid[1], size),
             blob=b,
         )

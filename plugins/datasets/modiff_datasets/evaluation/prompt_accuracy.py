@@ -100,6 +100,7 @@ class PromptAccuracy:
             min_area_fraction=settings.min_area_fraction,
             triangle_below=settings.triangle_below,
             square_from=settings.square_from,
+            triangle_offset=settings.triangle_offset,
         )
         self.last_cases: list[PromptCase] = []
         self.last_images: list[Any] = []
