@@ -78,6 +78,14 @@ class BuildContext:
     def num_classes(self) -> int:
         return 0 if self.dataset is None else int(getattr(self.dataset, "num_classes", 0))
 
+    @property
+    def image_context_channels(self) -> int:
+        """Channels of image context the run's task concatenates (a mask, a
+        masked-image latent); conditioners add them to their ``concat``."""
+        from .tasks import image_context_channels
+
+        return image_context_channels(self.run.task, self.num_classes, self.latent_channels)
+
 
 @dataclass
 class Components:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from . import __version__
 from .errors import ModiffError
 
-COMMAND_MODULES = ("plugins", "settings", "train", "generate", "evaluate", "demo", "ablate")
+COMMAND_MODULES = ("plugins", "settings", "train", "generate", "evaluate", "demo", "ablate", "segment")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -110,7 +110,7 @@ class Pipeline:
             return Conditioning(), Conditioning()
         text = c.text_embedder.embed(list(prompts)) if c.text_embedder is not None else None
         cond = c.conditioner.condition(text, image_context=image_context, batch_size=len(prompts))
-        null = c.conditioner.null(len(prompts), like=text)
+        null = c.conditioner.null(len(prompts), like=text, image_context=image_context)
         return cond, null
 
     def model_fn(self, cond: Conditioning, null: Conditioning, guidance: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -142,6 +142,7 @@ class Pipeline:
         image_context: torch.Tensor | None = None,
         trajectory: Trajectory | None = None,
         init: tuple[torch.Tensor, int] | None = None,
+        wrap_model: Callable[[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None,
     ) -> torch.Tensor:
         """Sample latents for ``prompts``; sample ``i`` is seeded with ``seed + i``
         alone, so it does not depend on the rest of the batch."""
@@ -157,6 +158,8 @@ class Pipeline:
         with autocast(self.device, c.settings.run.precision):
             cond, null = self.conditioning(prompts, image_context)
             fn = self.model_fn(cond, null, guidance)
+            if wrap_model is not None:
+                fn = wrap_model(fn)
             callback = None
             if trajectory is not None:
 
@@ -186,6 +189,82 @@ class Pipeline:
     def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[Image.Image]:
         """RGB PIL images for ``prompts`` (see :meth:`generate_latents` for the options)."""
         return to_pil(self.generate_tensor(list(prompts), **kwargs))
+
+    # -- the other tasks -------------------------------------------------
+
+    @property
+    def task(self) -> str:
+        return self.components.settings.run.task
+
+    @torch.inference_mode()
+    def segment(self, images: torch.Tensor) -> torch.Tensor:
+        """Class maps ``[B, H, W]`` for images ``[B, 3, H, W]`` (a ``segmentation`` run)."""
+        if self.task != "segmentation":
+            raise ModiffError(f"this run's task is {self.task!r}; segmentation needs a run trained with task = \"segmentation\"")
+        c = self.components
+        images = images.to(self.device)
+        with autocast(self.device, c.settings.run.precision):
+            x = c.encoder.encode(images)
+            cond = c.conditioner.condition(None, batch_size=len(images)) if c.conditioner is not None else Conditioning()
+            logits = c.denoiser(x, torch.zeros(len(images), device=self.device), cond).float()
+        if logits.shape[-2:] != images.shape[-2:]:
+            logits = torch.nn.functional.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return logits.argmax(1).cpu()
+
+    def mask_to_image(self, prompts: Sequence[str], masks: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` whose layout follows class maps ``masks [B, H, W]``
+        (a ``mask-to-image`` run); prompts may be empty strings."""
+        from .tasks import mask_context
+
+        if self.task != "mask-to-image":
+            raise ModiffError(f"this run's task is {self.task!r}; --mask needs a run trained with task = \"mask-to-image\"")
+        ctx = mask_context(masks, self.components.context.num_classes, self.components.context.latent_size)
+        return self._decode(self.generate_latents(list(prompts), image_context=ctx.to(self.device), **kwargs))
+
+    def inpaint(
+        self, prompts: Sequence[str], images: torch.Tensor, paint: torch.Tensor, *, method: str = "auto", **kwargs: Any
+    ) -> torch.Tensor:
+        """Repaint the region ``paint`` (``[B, 1, H, W]`` or ``[B, H, W]``, 1 =
+        new content) of ``images`` following ``prompts``; pixels outside it are
+        returned unchanged.
+
+        ``method = "trained"`` uses a run trained with ``task = "inpainting"``
+        (mask and masked-image latent as context); ``"training-free"`` works
+        with any text-to-image run by replacing the known region with the
+        noised original at every step. ``"auto"`` picks by the run's task.
+        """
+        from .tasks import blend_known, inpainting_context
+
+        c = self.components
+        if paint.dim() == 3:
+            paint = paint[:, None]
+        images, paint = images.to(self.device).float(), paint.to(self.device).float()
+        size = c.context.latent_size
+        if method == "auto":
+            method = "trained" if self.task == "inpainting" else "training-free"
+        if method == "trained":
+            if self.task != "inpainting":
+                raise ModiffError(f"this run's task is {self.task!r}; trained inpainting needs task = \"inpainting\"")
+            with torch.inference_mode():
+                ctx = inpainting_context(c.encoder, images, paint, size)
+            latents = self.generate_latents(list(prompts), image_context=ctx, **kwargs)
+        elif method == "training-free":
+            with torch.inference_mode():
+                known = c.encoder.encode(images)
+                keep = 1 - torch.nn.functional.adaptive_max_pool2d(paint, size)
+                seed = int(kwargs.get("seed", 0))
+                noise = randn(known.shape, generators([seed + 10_000 + i for i in range(len(images))]), device=self.device)
+            latents = self.generate_latents(list(prompts), wrap_model=blend_known(self.scheduler, known, keep, noise), **kwargs)
+            latents = keep * known + (1 - keep) * latents
+        else:
+            raise ModiffError(f"inpainting method {method!r} is unknown; use auto, trained or training-free")
+        painted = self._decode(latents).to(self.device)
+        return (paint * painted + (1 - paint) * images).cpu()
+
+    @torch.inference_mode()
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.components.settings.run.precision):
+            return self.components.encoder.decode(latents).float().cpu()
 
     def trajectory(self, prompts: Sequence[str], **kwargs: Any) -> tuple[list[Image.Image], Trajectory]:
         """Final images plus the predicted clean image at every step."""

@@ -368,8 +368,16 @@ class Conditioner(Protocol):
         """
         ...
 
-    def null(self, batch_size: int, *, like: TextEmbedding | None = None) -> Conditioning:
-        """The unconditional conditioning for ``batch_size`` samples."""
+    def null(
+        self, batch_size: int, *, like: TextEmbedding | None = None, image_context: Tensor | None = None
+    ) -> Conditioning:
+        """The conditioning with the text left out, for ``batch_size`` samples.
+
+        ``like`` is the text embedding the null will be mixed with (condition
+        dropout swaps rows, guidance batches both): a null context of the same
+        length avoids padding. ``image_context`` is kept as it is: guidance
+        and dropout act on the text only.
+        """
         ...
 
 

@@ -348,7 +348,8 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
     for role in ROLES:
         choice: ComponentChoice | None = getattr(settings, role)
         if choice is None:
-            if role in REQUIRED_ROLES:
+            needed = role in REQUIRED_ROLES and not (role == "scheduler" and settings.run.task == "segmentation")
+            if needed:
                 installed = ", ".join(registry.names(role)) or "none installed"
                 problems.append(f"the settings have no [{role}] table; choose a plugin ({installed})")
             continue

@@ -39,6 +39,7 @@ from .noise import randn
 from .protocols import Batch, Conditioning, Fittable, TextEmbedding, Trainable
 from .runs import RunDir, atomic_save_tensors, atomic_write_json, read_tensors, save_component
 from .settings import StageSettings
+from .tasks import SegmentationLoss, training_image_context
 
 MAX_SEED = 2**63 - 1
 
@@ -197,6 +198,7 @@ class DenoiserLoss:
     text: Callable[[Sequence[str]], TextEmbedding] | None
     condition_dropout: float
     world: World = field(default_factory=World.single)
+    task: str = "text-to-image"
 
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
         c, world = self.components, self.world
@@ -205,23 +207,24 @@ class DenoiserLoss:
         b = x0.shape[0]
         share = slice(world.rank, None, world.size)
         drop = torch.rand(b * world.size, generator=g)[share] < self.condition_dropout
-        cond = self.conditioning(batch, b, drop.to(device))
         t = c.scheduler.sample_timesteps(b * world.size, generator=g)[share].to(device)
         noise = randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
+        image_context = training_image_context(self.task, c, batch, g, share)
+        cond = self.conditioning(batch, b, drop.to(device), image_context)
         x_t = c.scheduler.add_noise(x0, noise, t)
         pred = c.denoiser(x_t, t.float(), cond)
         target = c.scheduler.training_target(x0, noise, t)
         per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
         return (c.scheduler.loss_weight(t).to(per_sample) * per_sample).mean()
 
-    def conditioning(self, batch: Batch, b: int, drop: torch.Tensor) -> Conditioning:
+    def conditioning(self, batch: Batch, b: int, drop: torch.Tensor, image_context: torch.Tensor | None) -> Conditioning:
         c = self.components
         if c.conditioner is None:
             return Conditioning()
         text = self.text(batch.captions) if self.text is not None else None
-        cond = c.conditioner.condition(text, batch_size=b)
+        cond = c.conditioner.condition(text, image_context=image_context, batch_size=b)
         if self.condition_dropout > 0 and text is not None:
-            cond = cond.where(drop, c.conditioner.null(b, like=text))
+            cond = cond.where(drop, c.conditioner.null(b, like=text, image_context=image_context))
         return cond
 
 
@@ -332,7 +335,12 @@ class Trainer:
             m = c.get(role)
             if isinstance(m, nn.Module):
                 m.eval().requires_grad_(False)
-        loss = DenoiserLoss(c, LatentCache(c.encoder, deterministic), text, train.condition_dropout, self.world)
+        latents = LatentCache(c.encoder, deterministic)
+        task = self.settings.run.task
+        if task == "segmentation":
+            loss: Any = SegmentationLoss(c, latents)
+        else:
+            loss = DenoiserLoss(c, latents, text, train.condition_dropout, self.world, task)
         modules = {role: c.get(role) for role in self._denoiser_roles()}
         return Stage("denoiser", modules, loss, train, ema_decay=train.ema_decay)
 

@@ -114,9 +114,10 @@ def train_run(
     prompts = sample_prompts(pipeline)
 
     def on_sample(tag: str, step: int) -> None:
-        write_grid(pipeline, prompts, run.samples / f"{tag}.png")
+        write_task_grid(pipeline, prompts, run.samples / f"{tag}.png")
 
-    Trainer(components, run, world=world, progress=progress, on_sample=on_sample).train()
+    generative = resolved.run.task != "segmentation"
+    Trainer(components, run, world=world, progress=progress, on_sample=on_sample if generative else None).train()
     return pipeline
 
 
@@ -137,6 +138,48 @@ def write_grid(
     images = pipeline.generate(expanded, **kwargs)
     save_png(labelled_grid(images, expanded, cols=cols or (n if n > 1 else None)), path)
     return path
+
+
+MASK_COLOURS = torch.tensor([[0, 0, 0], [230, 230, 230], [120, 120, 255], [255, 160, 60], [80, 220, 120], [220, 80, 200]])
+
+
+def colour_masks(masks: torch.Tensor) -> torch.Tensor:
+    """Class maps ``[B, H, W]`` as images in [-1, 1] (one colour per class) for display."""
+    colours = MASK_COLOURS[masks.long() % len(MASK_COLOURS)].float()
+    return colours.permute(0, 3, 1, 2) / 127.5 - 1
+
+
+def write_task_grid(pipeline: Pipeline, prompts: Sequence[str], path: Path, **kwargs: Any) -> Path:
+    """A sample grid that shows what the run's task does: prompts to images;
+    for mask-to-image, dataset maps beside the images made from them; for
+    inpainting, dataset images, the region to repaint, and the result."""
+    task = pipeline.task
+    if task == "text-to-image":
+        return write_grid(pipeline, prompts, path, **kwargs)
+    ds = pipeline.components.dataset
+    if ds is None:
+        raise ModiffError(f"sample grids for task {task!r} need a dataset")
+    examples = [ds[i] for i in range(min(4, len(ds)))]
+    captions = [e.caption for e in examples]
+    if task == "mask-to-image":
+        masks = torch.stack([e.mask for e in examples])  # type: ignore[misc]
+        made = pipeline.mask_to_image(captions, masks, **kwargs)
+        cells = [img for pair in zip(to_pil(colour_masks(masks)), to_pil(made)) for img in pair]
+        labels = [lbl for c in captions for lbl in ("map", c)]
+        save_png(labelled_grid(cells, labels, cols=4), path)
+        return path
+    if task == "inpainting":
+        images = torch.stack([e.image for e in examples])
+        size = images.shape[-1]
+        paint = torch.zeros(len(images), 1, size, size)
+        paint[:, :, size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
+        made = pipeline.inpaint(captions, images, paint, **kwargs)
+        shown = images * (1 - paint) + paint * 0.3
+        cells = [img for trio in zip(to_pil(images), to_pil(shown), to_pil(made)) for img in trio]
+        labels = [lbl for c in captions for lbl in ("original", "region", c)]
+        save_png(labelled_grid(cells, labels, cols=6), path)
+        return path
+    raise ModiffError(f"task {task!r} does not generate images")
 
 
 def write_trajectory(pipeline: Pipeline, prompts: Sequence[str], stem: Path, *, frames: int = 10, **kwargs: Any) -> list[Path]:

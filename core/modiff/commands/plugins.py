@@ -10,9 +10,51 @@ from ..plugins import ROLES, Registry, registry
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plugins", help="list installed plugins and their components")
+    p = sub.add_parser(
+        "plugins",
+        help="list installed plugins and their components, or start a new plugin",
+        description="Without an action: list installed plugins, what they register, conflicts and broken ones. "
+        "`modiff plugins new NAME --role ROLE` writes a working plugin skeleton.",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
+    actions = p.add_subparsers(dest="plugins_command", metavar="ACTION")
+    new = actions.add_parser(
+        "new",
+        help="write a plugin skeleton that passes its own tests",
+        description="Write modiff-NAME/ (pyproject with the entry point, a component with a settings model, "
+        "tests using the role's contract) into DIR. Install it with `pip install -e modiff-NAME`.",
+    )
+    new.add_argument("name", metavar="NAME", help="component name: lower-case letters, digits and dashes")
+    new.add_argument("--role", required=True, help=f"the role it fills: {', '.join(ROLES)}")
+    new.add_argument("--dir", default=".", metavar="DIR", help="where to create modiff-NAME/ (default: here)")
+    new.set_defaults(func=run_new)
+
+
+def run_new(args: argparse.Namespace) -> int:
+    from ..scaffold import new_plugin
+
+    skeleton = new_plugin(args.name, args.role, args.dir)
+    taken = _registered_elsewhere(skeleton.role, skeleton.name)
+    print(f"wrote {skeleton.distribution} ({skeleton.role} {skeleton.name!r}) into {skeleton.path}")
+    if taken:
+        print(
+            f"note: the {skeleton.role} name {skeleton.name!r} is also registered by {', '.join(taken)}; "
+            f"settings files will have to write \"{skeleton.distribution}:{skeleton.name}\""
+        )
+    print("next:")
+    print(f"  pip install -e {skeleton.path}")
+    print(f"  python -m pytest {skeleton.path}")
+    print(f"  modiff plugins   # lists {skeleton.distribution}")
+    return 0
+
+
+def _registered_elsewhere(role: str, name: str) -> list[str]:
+    """Distributions that already register ``name`` in ``role`` (a later conflict)."""
+    try:
+        return sorted({r.distribution for r in registry().components[role].get(name, [])})
+    except Exception:  # listing is a courtesy; a broken environment must not stop the skeleton
+        return []
 
 
 def as_json(reg: Registry) -> dict[str, Any]:

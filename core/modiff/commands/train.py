@@ -23,15 +23,19 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..settings import load
-    from ..workflows import run_dir_for, sample_prompts, train_run, write_grid
+    from ..workflows import run_dir_for, sample_prompts, train_run, write_task_grid
 
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args)
     resolved = load(args.files, args.sets)
     run_dir = run_dir_for(resolved)
     pipeline = train_run(resolved, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
-    if pipeline.components.dataset is not None and int(os.environ.get("RANK", "0")) == 0:
-        path = write_grid(pipeline, sample_prompts(pipeline), run_dir.samples / "final.png")
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if resolved.run.task == "segmentation":
+        print(f"trained {run_dir.path}; segment images with `modiff segment {run_dir.path} IMAGE...`")
+    elif pipeline.components.dataset is not None:
+        path = write_task_grid(pipeline, sample_prompts(pipeline), run_dir.samples / "final.png")
         print(f"trained {run_dir.path}; samples in {path}")
     return 0
 

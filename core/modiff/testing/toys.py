@@ -145,33 +145,38 @@ class ToyConditionerSettings(ComponentSettings):
 
 
 class ToyConditioner(nn.Module):
-    """Pooled text to a vector, tokens to a context; zeros as the null."""
+    """Pooled text to a vector, tokens to a context; zeros as the null.
+    Image context (a task's mask or masked image) is passed through as concat."""
 
-    def __init__(self, s: ToyConditionerSettings, text_dim: int):
+    def __init__(self, s: ToyConditionerSettings, text_dim: int, image_channels: int = 0):
         super().__init__()
         self.to_vector = nn.Linear(text_dim, s.width)
         self.to_context = nn.Linear(text_dim, s.width)
-        self.spec = ConditioningSpec(concat_channels=0, context_dim=s.width, vector_dim=s.width)
+        self.spec = ConditioningSpec(concat_channels=image_channels, context_dim=s.width, vector_dim=s.width)
 
     def condition(
         self, text: TextEmbedding | None, *, image_context: torch.Tensor | None = None, batch_size: int | None = None
     ) -> Conditioning:
         if text is None:
-            return self.null(batch_size or 1)
-        return Conditioning(None, self.to_context(text.tokens), text.mask, self.to_vector(text.pooled))
+            return self.null(batch_size or 1, image_context=image_context)
+        cond = Conditioning(None, self.to_context(text.tokens), text.mask, self.to_vector(text.pooled))
+        return cond.with_concat(image_context)
 
-    def null(self, batch_size: int, *, like: TextEmbedding | None = None) -> Conditioning:
+    def null(
+        self, batch_size: int, *, like: TextEmbedding | None = None, image_context: torch.Tensor | None = None
+    ) -> Conditioning:
         length = 1 if like is None else int(like.tokens.shape[1])
         w = self.spec.context_dim or 1
         device = self.to_vector.weight.device
         mask = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
         mask[:, 0] = True
-        return Conditioning(
+        null = Conditioning(
             None,
             torch.zeros(batch_size, length, w, device=device),
             mask,
             torch.zeros(batch_size, self.spec.vector_dim or 1, device=device),
         )
+        return null.with_concat(image_context)
 
 
 class ToyDenoiserSettings(ComponentSettings):
@@ -293,7 +298,9 @@ class ToyPlugin:
     def register_conditioners(self, register: Any) -> None:
         register(
             "toy",
-            lambda s, ctx: ToyConditioner(s, ctx.text_embedder.dim if ctx.text_embedder else 1),
+            lambda s, ctx: ToyConditioner(
+                s, ctx.text_embedder.dim if ctx.text_embedder else 1, ctx.image_context_channels
+            ),
             ToyConditionerSettings,
             description="vector and context",
         )

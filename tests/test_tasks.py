@@ -1,0 +1,135 @@
+"""Segmentation, mask-to-image and inpainting through the core, on toy components."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from modiff.errors import ModiffError
+from modiff.pipeline import Pipeline
+from modiff.runs import RunDir
+from modiff.settings import load_settings, resolve
+from modiff.tasks import image_context_channels, mask_context, random_paint_masks, segmentation_loss
+from modiff.testing import plugin_registry
+from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
+from modiff.workflows import train_run
+
+REGISTRY = plugin_registry(ToyPlugin())
+
+
+@pytest.fixture(autouse=True)
+def toys(use_registry):
+    use_registry(REGISTRY)
+
+
+def settings(task: str, **train: Any):
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"]["task"] = task
+    data["train"].update(train)
+    return resolve(load_settings(base=data, environ={}), REGISTRY)
+
+
+def trained(tmp_path: Path, task: str, **train: Any) -> tuple[Pipeline, RunDir]:
+    run = RunDir(tmp_path / task)
+    train_run(settings(task, **train), run, progress=False)
+    return Pipeline.load(run.path), run
+
+
+def test_image_context_channels_per_task() -> None:
+    assert image_context_channels("text-to-image", 4, 4) == 0
+    assert image_context_channels("mask-to-image", 4, 4) == 4
+    assert image_context_channels("inpainting", 4, 4) == 5
+
+
+def test_mask_context_is_a_one_hot_partition() -> None:
+    masks = torch.randint(0, 4, (2, 16, 16))
+    ctx = mask_context(masks, 4, 8)
+    assert ctx.shape == (2, 4, 8, 8)
+    torch.testing.assert_close(ctx.sum(1), torch.ones(2, 8, 8))
+
+
+def test_segmentation_loss_is_small_for_the_right_answer() -> None:
+    masks = torch.randint(0, 3, (2, 8, 8))
+    right = torch.nn.functional.one_hot(masks, 3).permute(0, 3, 1, 2).float() * 20
+    wrong = right.roll(1, dims=1)
+    assert segmentation_loss(right, masks, 3) < 0.05 < segmentation_loss(wrong, masks, 3)
+
+
+def test_paint_masks_are_rectangles_within_bounds() -> None:
+    m = random_paint_masks(16, 12, torch.Generator().manual_seed(0))
+    assert m.shape == (16, 1, 12, 12) and set(m.unique().tolist()) <= {0.0, 1.0}
+    assert bool((m.flatten(1).sum(1) > 0).all())
+
+
+def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
+    pipe, run = trained(tmp_path, "segmentation", steps=60, lr=1e-2, log_every=10, checkpoint_every=100)
+    losses = [m["loss"] for m in run.read_metrics() if m["stage"] == "denoiser"]
+    assert losses[-1] < losses[0]
+    ds = pipe.components.dataset
+    images = torch.stack([ds[i].image for i in range(4)])
+    masks = pipe.segment(images)
+    assert masks.shape == (4, 8, 8) and masks.dtype == torch.int64
+    with pytest.raises(ModiffError, match="segmentation needs a run trained with"):
+        trained(tmp_path, "text-to-image")[0].segment(images)
+
+
+def test_mask_to_image_generates_from_a_map(tmp_path: Path) -> None:
+    pipe, _ = trained(tmp_path, "mask-to-image")
+    assert pipe.components.denoiser.conv_in.in_channels == 3 + 2  # latent + one channel per class
+    masks = torch.stack([pipe.components.dataset[i].mask for i in range(2)])
+    out = pipe.mask_to_image(["", "a red square"], masks, seed=0)
+    assert out.shape == (2, 3, 8, 8)
+
+
+def test_trained_inpainting_changes_only_the_masked_region(tmp_path: Path) -> None:
+    pipe, _ = trained(tmp_path, "inpainting")
+    assert pipe.components.denoiser.conv_in.in_channels == 3 + 1 + 3  # SD layout: x_t, mask, masked latent
+    images = torch.stack([pipe.components.dataset[i].image for i in range(2)])
+    paint = torch.zeros(2, 1, 8, 8)
+    paint[:, :, 2:6, 2:6] = 1
+    out = pipe.inpaint(["a red square", "a blue square"], images, paint, seed=0)
+    torch.testing.assert_close(out * (1 - paint), images * (1 - paint), rtol=0, atol=0)
+    assert not torch.equal(out, images)
+
+
+def test_training_free_inpainting_with_a_text_to_image_run(tmp_path: Path) -> None:
+    pipe, _ = trained(tmp_path, "text-to-image")
+    images = torch.stack([pipe.components.dataset[i].image for i in range(3)])
+    paint = torch.zeros(3, 8, 8)
+    paint[:, 4:, :] = 1
+    out = pipe.inpaint(["a green square"] * 3, images, paint, seed=1, steps=4)
+    keep = (1 - paint)[:, None]
+    torch.testing.assert_close(out * keep, images * keep, rtol=0, atol=0)
+    again = pipe.inpaint(["a green square"] * 3, images, paint, seed=1, steps=4)
+    assert torch.equal(out, again)
+    with pytest.raises(ModiffError, match="trained inpainting needs"):
+        pipe.inpaint(["x"], images[:1], paint[:1], method="trained")
+
+
+def test_cli_segment_and_generate_with_mask_and_image(tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from modiff.cli import main
+    from modiff.images import to_pil
+
+    seg_pipe, seg_run = trained(tmp_path, "segmentation")
+    image = to_pil(seg_pipe.components.dataset[0].image[None])[0]
+    image.save(tmp_path / "in.png")
+    assert main(["segment", str(seg_run.path), str(tmp_path / "in.png"), "--out", str(tmp_path / "seg")]) == 0
+    assert Image.open(tmp_path / "seg" / "in-segmented.png").size == (8, 8)
+    assert Image.open(tmp_path / "seg" / "in-mask.png").mode == "L"
+
+    _, m2i = trained(tmp_path, "mask-to-image")
+    mask = Image.fromarray((seg_pipe.components.dataset[0].mask.numpy()).astype("uint8"), "L")
+    mask.save(tmp_path / "mask.png")
+    assert main(["generate", str(m2i.path), "a red square", "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").is_file()
+
+    _, t2i = trained(tmp_path, "text-to-image")
+    assert main(["generate", str(t2i.path), "a blue square", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "i.png")]) == 0
+    assert main(["generate", str(t2i.path), "x", "--image", str(tmp_path / "in.png")]) == 2
+    assert "--image needs --mask" in capsys.readouterr().err
