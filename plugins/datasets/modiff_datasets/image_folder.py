@@ -23,8 +23,9 @@ an epoch:
   item is remembered, so it is not decoded again.
 
 Every skip is logged as a warning (the first 10 individually, then every
-100th) and counted; ``report()`` gives the counts and ``summary()`` one line
-for the end of training. A folder that does not exist, holds no usable
+100th) and counted; after every ``len(dataset)`` reads (an epoch) the summary
+line is logged again if anything new was skipped. ``report()`` gives the
+counts and ``summary()`` the line, for the end of training. A folder that does not exist, holds no usable
 images, or has only unreadable ones raises :class:`modiff.ModiffError`.
 Counts are per process: with data-loader workers each worker counts its own
 skips (call ``validate()`` up front to find every bad file in one pass).
@@ -86,6 +87,8 @@ class ImageFolderDataset:
         self.skipped: Counter[str] = Counter()
         self.skipped_files: list[tuple[str, str]] = []  # (path, reason), first ones only
         self._bad: set[int] = set()
+        self._reads = 0
+        self._reported = 0  # skips already summarised at an epoch's end
         self.entries = self._index()
         if not self.entries:
             raise modiff.ModiffError(
@@ -95,6 +98,7 @@ class ImageFolderDataset:
             )
         if self.skipped:
             log.warning("image-folder: %s", self.summary())
+            self._reported = int(sum(self.skipped.values()))
         self.num_classes = self._num_classes()
 
     # ------------------------------------------------------------------ index
@@ -220,6 +224,23 @@ class ImageFolderDataset:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"index {index} is out of range for an image folder of {n} images")
+        try:
+            return self._first_readable(i)
+        finally:
+            self._reads += 1
+            if self._reads % n == 0:
+                self._epoch_summary()
+
+    def _epoch_summary(self) -> None:
+        """Every ``len(self)`` reads (an epoch of a sampler that visits each
+        index once), log the summary if anything new was skipped."""
+        total = int(sum(self.skipped.values()))
+        if total != self._reported:
+            self._reported = total
+            log.warning("image-folder, after %d reads: %s", self._reads, self.summary())
+
+    def _first_readable(self, i: int) -> modiff.Example:
+        n = len(self.entries)
         for step in range(n):
             k = (i + step) % n
             if k in self._bad:

@@ -95,7 +95,11 @@ def test_broken_files_are_skipped_counted_and_reported(tmp_path: Path, caplog: p
     }
     assert "missing.png" in caplog.text and "skipped 3" in caplog.text
     # a whole epoch: every index returns an example; corrupt ones are replaced by the next good one
-    captions = [d[i].caption for i in range(len(d))]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modiff_datasets"):
+        captions = [d[i].caption for i in range(len(d))]
+    assert "corrupt.png" in caplog.text and "truncated.png" in caplog.text
+    assert "after 5 reads: 3 usable images" in caplog.text, "the epoch ends with a summary"
     assert captions == ["a red picture", "a blue picture", "a blue picture", "a green picture", "a green picture"]
     for i, colour in ((0, RED), (1, BLUE), (4, GREEN)):  # the blue one is a JPEG: allow its rounding
         assert max(abs(x - y) for x, y in zip(colour_of(d[i]), colour)) <= 3
@@ -104,9 +108,11 @@ def test_broken_files_are_skipped_counted_and_reported(tmp_path: Path, caplog: p
     assert report["reasons"]["unreadable"] == 2
     assert {Path(f["path"]).name for f in report["files"]} >= {"corrupt.png", "truncated.png", "metadata.jsonl:5"}
     assert "skipped 5" in d.summary() and "3 usable" in d.summary()
-    # reading the epoch again is identical and counts nothing twice
-    assert [d[i].caption for i in range(len(d))] == captions
-    assert d.report()["skipped"] == 5
+    # reading the epoch again is identical, counts nothing twice and has nothing new to say
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="modiff_datasets"):
+        assert [d[i].caption for i in range(len(d))] == captions
+    assert d.report()["skipped"] == 5 and not caplog.text
 
 
 def test_validate_finds_every_bad_file_up_front(tmp_path: Path) -> None:
