@@ -24,9 +24,14 @@ def _blur(rgb: np.ndarray) -> np.ndarray:
     return sum(p[i : i + n, j : j + n] for i in range(3) for j in range(3)) / 9.0
 
 
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
 def main() -> None:
     rng = np.random.default_rng(0)
-    print(f"{'px':>4} {'examples/s':>11} {'captions/s':>11} {'check ms':>9} {'clean':>6} {'blur':>6} {'blur+noise10':>13}")
+    header = ("px", 4), ("examples/s", 11), ("captions/s", 11), ("check ms", 9), ("clean", 6), ("blur", 6)
+    print(" ".join(f"{name:>{w}}" for name, w in header), f"{'blur+noise10':>13}")
     for n in (32, 64, 128):
         d = ShapesDataset(ShapesSettings(image_size=n, max_objects=2, size=100_000))
         t = time.perf_counter()
@@ -42,13 +47,17 @@ def main() -> None:
         t = time.perf_counter()
         clean = np.mean([check_image(im, s.objects).correct for im, s in zip(images, scenes)])
         ms = (time.perf_counter() - t) / len(images) * 1e3
-        blur = np.mean([check_image(np.clip(_blur(im), 0, 255).astype(np.uint8), s.objects).correct for im, s in zip(images, scenes)])
-        noisy = np.mean(
-            [
-                check_image(np.clip(_blur(im) + rng.normal(0, 10, im.shape), 0, 255).astype(np.uint8), s.objects).correct
-                for im, s in zip(images, scenes)
-            ]
-        )
+        def verdicts(noise: float) -> float:
+            return float(
+                np.mean(
+                    [
+                        check_image(_to_uint8(_blur(im) + rng.normal(0, noise, im.shape)), s.objects).correct
+                        for im, s in zip(images, scenes)
+                    ]
+                )
+            )
+
+        blur, noisy = verdicts(0.0), verdicts(10.0)
         print(f"{n:>4} {ex_s:>11.0f} {cap_s:>11.0f} {ms:>9.2f} {clean:>6.3f} {blur:>6.3f} {noisy:>13.3f}")
 
 

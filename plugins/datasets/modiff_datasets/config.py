@@ -92,7 +92,9 @@ class PromptAccuracySettings(modiff.ComponentSettings):
     steps: int | None = Field(None, ge=1, description="Sampler steps; default: the pipeline's.")
     guidance: float | None = Field(None, description="Guidance scale; default: the pipeline's.")
     batch_size: int | None = Field(None, ge=1, description="Generation batch size; default: the pipeline's.")
-    threshold: int = Field(100, ge=0, le=254, description="A pixel is foreground when its largest channel exceeds this.")
+    threshold: int = Field(
+        100, ge=0, le=254, description="A pixel is foreground when its largest channel exceeds this."
+    )
     min_area_fraction: float = Field(
         0.15, ge=0.0, le=1.0, description="Blobs smaller than this × (small side)² pixels are noise."
     )

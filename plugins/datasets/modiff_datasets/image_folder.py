@@ -325,7 +325,8 @@ class ImageFolderDataset:
         total = int(sum(self.skipped.values()))
         if not total:
             return f"{len(self.entries)} images from {self.root}, none skipped"
-        return f"{len(self.entries) - len(self._bad)} usable images from {self.root}; skipped {total}: {self._skip_text()}"
+        usable = len(self.entries) - len(self._bad)
+        return f"{usable} usable images from {self.root}; skipped {total}: {self._skip_text()}"
 
     def __repr__(self) -> str:
         return f"ImageFolderDataset(root={str(self.root)!r}, images={len(self.entries)}, image_size={self.image_size})"

@@ -37,7 +37,9 @@ def centred_scenes(draw: Any, image_sizes: tuple[int, ...] = IMAGE_SIZES, max_ob
     n = draw(st.integers(1, max_objects))
     cells = draw(st.lists(st.integers(0, 8), min_size=n, max_size=n, unique=True))
     objects = tuple(
-        ShapeObject(draw(st.sampled_from(COLOURS)), draw(st.sampled_from(SHAPES)), c, draw(st.sampled_from(list(SIZES))))
+        ShapeObject(
+            draw(st.sampled_from(COLOURS)), draw(st.sampled_from(SHAPES)), c, draw(st.sampled_from(list(SIZES)))
+        )
         for c in cells
     )
     return size, objects
@@ -65,7 +67,9 @@ class TruthPipeline:
         guidance: float | None = None,
         batch_size: int | None = None,
     ) -> list[Image.Image]:
-        self.calls.append({"n": len(prompts), "seed": seed, "steps": steps, "guidance": guidance, "batch_size": batch_size})
+        self.calls.append(
+            {"n": len(prompts), "seed": seed, "steps": steps, "guidance": guidance, "batch_size": batch_size}
+        )
         out = []
         for p in prompts:
             objects = [replace(o, cell=4 if o.cell is None else o.cell) for o in parse(p)]

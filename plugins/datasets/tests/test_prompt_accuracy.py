@@ -86,7 +86,8 @@ def test_prompt_list_is_deterministic_and_covers_holdout() -> None:
     assert all(c.holdout == any(o.pair in held for o in c.objects) for c in a)
     # prompts are readable back into exactly their objects, and two objects never share a cell
     for c in a:
-        assert [(o.colour, o.shape, o.cell) for o in parse(c.prompt)] == [(o.colour, o.shape, o.cell) for o in c.objects]
+        truth = [(o.colour, o.shape, o.cell) for o in c.objects]
+        assert [(o.colour, o.shape, o.cell) for o in parse(c.prompt)] == truth
         assert len({o.cell for o in c.objects}) == c.num_objects
     # a tiny list still names every held-out pair
     few = evaluation_prompts(5, holdout=held)
@@ -117,7 +118,8 @@ def test_holdout_comes_from_the_shapes_dataset() -> None:
     ctx = modiff.BuildContext(dataset=dataset)
     ev = build_one("evaluator", "prompt-accuracy", {"num_prompts": 20}, context=ctx)
     assert ev.holdout == ("purple triangle",)
-    assert build_one("evaluator", "prompt-accuracy", {"holdout": ["red circle"]}, context=ctx).holdout == ("red circle",)
+    own = build_one("evaluator", "prompt-accuracy", {"holdout": ["red circle"]}, context=ctx)
+    assert own.holdout == ("red circle",)
     assert build_one("evaluator", "prompt-accuracy", {}).holdout == ()
     r = ev.evaluate(TruthPipeline(32))
     assert r["num_holdout"] >= 4 and r["holdout_accuracy"] == 1.0

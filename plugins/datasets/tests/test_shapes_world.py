@@ -123,7 +123,10 @@ def test_render_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown shape"):
         render([ShapeObject("red", "hexagon", 0, "small")], 32)
     with pytest.raises(ValueError, match="touches or overlaps"):
-        render([ShapeObject("red", "circle", 0, "large", (0, 0)), ShapeObject("red", "circle", 1, "large", (10, 0))], 32)
+        render(
+            [ShapeObject("red", "circle", 0, "large", (0, 0)), ShapeObject("red", "circle", 1, "large", (10, 0))],
+            32,
+        )
     with pytest.raises(ValueError, match="leaves the"):
         render([ShapeObject("red", "circle", 0, "large", (30, 0))], 32)
     with pytest.raises(ValueError, match="26"):
