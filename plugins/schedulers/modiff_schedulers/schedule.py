@@ -1,62 +1,215 @@
-"""The variance-preserving noise schedule: betas, alpha bars, noising, targets."""
+"""The variance-preserving noise schedule and its training side.
+
+Everything here is computed in float64 once per scheduler and is shared by
+all samplers: ``alpha_bar[t]`` (the fraction of signal variance left at
+timestep ``t``), the matching noise levels ``sigma[t] = sqrt((1 - a) / a)``
+of the equivalent variance-exploding process, and the training objective.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from .config import ScheduleSettings
 
+#: alpha_bar used instead of 0 for the last timestep of a zero-terminal-SNR
+#: schedule on the sigma scale, where sigma = inf cannot be represented; the
+#: same value diffusers uses, giving sigma_max ~ 4096.
+ZERO_SNR_ALPHA_BAR = 2.0**-24
+
 
 def make_betas(s: ScheduleSettings) -> torch.Tensor:
+    """``beta[t]`` for ``t = 0 .. T-1`` in float64."""
     n = s.num_train_timesteps
     if s.beta_schedule == "linear":
         return torch.linspace(s.beta_start, s.beta_end, n, dtype=torch.float64)
     if s.beta_schedule == "scaled_linear":
         return torch.linspace(s.beta_start**0.5, s.beta_end**0.5, n, dtype=torch.float64) ** 2
-    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
-    return torch.tensor([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+    if s.beta_schedule == "squaredcos_cap_v2":
+        # Nichol & Dhariwal: alpha_bar(t) = cos^2((t + s) / (1 + s) * pi / 2), betas capped at 0.999.
+        def abar(x: float) -> float:
+            return math.cos((x + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        return torch.tensor([min(1 - abar((i + 1) / n) / abar(i / n), 0.999) for i in range(n)], dtype=torch.float64)
+    raise ValueError(f"unknown beta_schedule {s.beta_schedule!r}; use linear, scaled_linear or squaredcos_cap_v2")
+
+
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """Shift and scale ``sqrt(alpha_bar)`` so the last timestep is pure noise
+    while the first keeps its value (Lin et al. 2023, Algorithm 1)."""
+    abar_sqrt = torch.cumprod(1 - betas, 0).sqrt()
+    first, last = abar_sqrt[0].clone(), abar_sqrt[-1].clone()
+    abar_sqrt = (abar_sqrt - last) * (first / (first - last))
+    abar = abar_sqrt**2
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return 1 - alphas
+
+
+def _bcast(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[B]`` coefficients shaped to broadcast over ``like`` ``[B, ...]``, in its dtype."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 class NoiseSchedule:
-    """Training side shared by all samplers of one schedule."""
+    """The training side every sampler shares.
+
+    Attributes:
+        settings: the validated settings.
+        betas, alphas_cumprod: ``[T]`` float64; with zero-terminal-SNR
+            rescaling ``alphas_cumprod[-1] == 0``.
+        sigmas: ``[T]`` float64 noise levels on the sigma scale, finite even at
+            zero SNR (``alpha_bar`` is floored at 2^-24 there).
+    """
 
     def __init__(self, settings: ScheduleSettings):
         self.settings = settings
-        self.prediction_type = settings.prediction_type
-        self.num_train_timesteps = settings.num_train_timesteps
-        self.betas = make_betas(settings)
-        self.alphas_cumprod = torch.cumprod(1 - self.betas, 0)
+        self.prediction_type: str = settings.prediction_type
+        self.num_train_timesteps: int = settings.num_train_timesteps
+        betas = make_betas(settings)
+        if settings.rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        self.betas = betas
+        self.alphas_cumprod = torch.cumprod(1 - betas, 0)
+        abar = self.alphas_cumprod.clone()
+        if settings.rescale_betas_zero_snr:
+            abar[-1] = ZERO_SNR_ALPHA_BAR
+        #: alpha_bar as the sigma-scale samplers see it (finite last sigma).
+        self.alphas_cumprod_sigma = abar
+        self.sigmas = ((1 - abar) / abar).sqrt()
+        self.log_sigmas = self.sigmas.log()
+        self._check()
 
-    def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        abar = self.alphas_cumprod.to(like.device)[t.long().clamp(0, self.num_train_timesteps - 1)]
-        return abar.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    def _check(self) -> None:
+        """Reject schedules that are not a proper diffusion: the SNR must fall
+        strictly from the first timestep to the last (otherwise timesteps are
+        indistinguishable, e.g. alpha_bar underflows to 0 long before T)."""
+        abar = self.alphas_cumprod
+        snr = abar / (1 - abar)
+        bad = (~torch.isfinite(snr)) | (snr < 0)
+        steps = snr[1:] >= snr[:-1]
+        if bool(bad.any()) or bool(steps.any()):
+            where = int(torch.nonzero(steps)[0]) + 1 if bool(steps.any()) else int(torch.nonzero(bad)[0])
+            s = self.settings
+            raise ValueError(
+                f"the noise schedule (beta_schedule={s.beta_schedule!r}, beta_start={s.beta_start}, "
+                f"beta_end={s.beta_end}, num_train_timesteps={s.num_train_timesteps}) does not have a strictly "
+                f"decreasing signal-to-noise ratio (it stops falling at timestep {where}; alpha_bar = "
+                f"{float(abar[where]):.3g}). Use smaller betas or fewer training timesteps."
+            )
+
+    # ------------------------------------------------------------------
+    # Continuous time: fractional timesteps and sigmas
+    # ------------------------------------------------------------------
+
+    def alpha_bar_at(self, t: torch.Tensor) -> torch.Tensor:
+        """``alpha_bar`` at float timesteps ``t`` (float64, same shape).
+
+        Integral timesteps read the table; fractional ones interpolate sigma
+        linearly between neighbouring timesteps, which is how the sigma-scale
+        samplers place spaced timesteps, so ``add_noise`` at any timestep a
+        sampler visits gives the noise level that sampler uses.
+        """
+        t64 = torch.as_tensor(t).to(device="cpu", dtype=torch.float64)
+        n = self.num_train_timesteps
+        if bool(torch.isnan(t64).any()) or bool((t64 < 0).any()) or bool((t64 > n - 1).any()):
+            raise ValueError(
+                f"timesteps must lie in [0, {n - 1}] (num_train_timesteps = {n}); got values from "
+                f"{float(t64.min())} to {float(t64.max())}"
+            )
+        lo = t64.floor().long().clamp(max=n - 1)
+        frac = t64 - lo
+        exact = self.alphas_cumprod[lo]
+        if not bool((frac > 0).any()):
+            return exact
+        hi = (lo + 1).clamp(max=n - 1)
+        sigma = (1 - frac) * self.sigmas[lo] + frac * self.sigmas[hi]
+        return torch.where(frac > 0, 1 / (1 + sigma**2), exact)
+
+    def sigma_to_t(self, sigma: float) -> float:
+        """The fractional timestep of noise level ``sigma``: linear in log sigma
+        between the two neighbouring training timesteps, clipped to [0, T-1]
+        (the inverse mapping k-diffusion and diffusers use)."""
+        log_sigma = math.log(max(sigma, 1e-10))
+        log_sigmas = self.log_sigmas
+        n = log_sigmas.shape[0]
+        low = int(torch.searchsorted(log_sigmas, torch.tensor(log_sigma, dtype=torch.float64), right=True)) - 1
+        low = min(max(low, 0), n - 2)
+        lo, hi = float(log_sigmas[low]), float(log_sigmas[low + 1])
+        w = min(max((lo - log_sigma) / (lo - hi), 0.0), 1.0)
+        return (1 - w) * low + w * (low + 1)
+
+    def sigma_at(self, t: float) -> float:
+        """Sigma (from the sigma-scale table) at a float timestep, interpolated linearly."""
+        n = self.num_train_timesteps
+        lo = min(int(math.floor(t)), n - 1)
+        w = t - lo
+        if w <= 0:
+            return float(self.sigmas[lo])
+        return (1 - w) * float(self.sigmas[lo]) + w * float(self.sigmas[min(lo + 1, n - 1)])
+
+    # ------------------------------------------------------------------
+    # Training side
+    # ------------------------------------------------------------------
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        abar = self._abar(t, x0)
-        return abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        """``sqrt(a) * x0 + sqrt(1 - a) * noise`` with ``a = alpha_bar(t)``, for
+        integer or float timesteps ``t`` ``[B]`` (a scalar is broadcast)."""
+        abar = self._abar_for(t, x0)
+        return _bcast(abar.sqrt(), x0) * x0 + _bcast((1 - abar).sqrt(), x0) * noise
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The denoiser's target: the noise, the clean sample, or the velocity
+        ``v = sqrt(a) * noise - sqrt(1 - a) * x0``."""
         if self.prediction_type == "epsilon":
             return noise
         if self.prediction_type == "sample":
             return x0
-        abar = self._abar(t, x0)
-        return abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        abar = self._abar_for(t, x0)
+        return _bcast(abar.sqrt(), x0) * noise - _bcast((1 - abar).sqrt(), x0) * x0
 
-    def sample_timesteps(self, batch_size: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-        t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator)
-        return t.to(device) if device is not None else t
+    def sample_timesteps(
+        self, batch_size: int, *, generator: torch.Generator | None = None, device: Any = None
+    ) -> torch.Tensor:
+        """Uniform integer timesteps in ``[0, T)`` (int64, ``[batch_size]``)."""
+        gen_device = generator.device if generator is not None else "cpu"
+        t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=gen_device)
+        return t if device is None else t.to(device)
+
+    def snr(self, t: torch.Tensor) -> torch.Tensor:
+        """Signal-to-noise ratio ``a / (1 - a)`` at timesteps ``t`` (float64)."""
+        abar = self.alpha_bar_at(t)
+        return abar / (1 - abar)
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        return torch.ones(t.shape[0], device=t.device)
+        """Per-sample weights ``[B]`` (float32, on ``t``'s device).
 
-    def to_x0_eps(self, pred: torch.Tensor, x: torch.Tensor, abar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, s = abar.sqrt(), (1 - abar).sqrt()
+        ``min-snr`` caps the weight of low-noise timesteps at ``snr_gamma``
+        (Hang et al. 2023), expressed for the chosen target: ``min(snr, g)``
+        for x0, ``min(snr, g) / snr`` for noise and ``min(snr, g) / (snr + 1)``
+        for velocity.
+        """
+        device = t.device if isinstance(t, torch.Tensor) else None
+        n = int(torch.as_tensor(t).numel())
+        if self.settings.loss_weighting == "none":
+            return torch.ones(n, device=device)
+        gamma = self.settings.snr_gamma
+        snr = self.snr(torch.as_tensor(t).reshape(-1))
+        capped = torch.clamp(snr, max=gamma)
         if self.prediction_type == "epsilon":
-            return (x - s * pred) / a, pred
-        if self.prediction_type == "sample":
-            return pred, (x - a * pred) / s
-        x0 = a * x - s * pred
-        return x0, s * x + a * pred
+            w = torch.clamp(gamma / snr, max=1.0)  # min(snr, g) / snr, finite at snr = 0
+        elif self.prediction_type == "v_prediction":
+            w = capped / (snr + 1)
+        else:
+            w = capped
+        return w.to(device=device, dtype=torch.float32)
+
+    def _abar_for(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        tt = torch.as_tensor(t).reshape(-1)
+        if tt.numel() == 1 and like.shape[0] != 1:
+            tt = tt.expand(like.shape[0])
+        if tt.numel() != like.shape[0]:
+            raise ValueError(f"got {tt.numel()} timesteps for a batch of {like.shape[0]}; pass one per sample")
+        return self.alpha_bar_at(tt)

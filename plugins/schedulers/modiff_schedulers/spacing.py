@@ -1,0 +1,88 @@
+"""Which timesteps a sampler visits for a number of steps.
+
+Samplers differ in how they spread ``steps`` over ``[0, T)`` and in whether
+they visit ``t = 0`` at all; each family below reproduces the grid of its
+diffusers counterpart, so a model tuned with one library's sampler settings
+behaves the same here:
+
+* ``discrete`` (ddpm, ddim): integer timesteps, the last one a real step.
+* ``continuous`` (euler, euler-ancestral, heun, lms): float timesteps; with
+  ``linspace`` they are fractional and sigma is interpolated between the
+  neighbouring training timesteps.
+* ``multistep`` (dpmpp-2m, dpmpp-2m-sde, unipc): integer timesteps spread over
+  ``steps + 1`` points whose last one (``t = 0``) is dropped, since the final
+  step goes to sigma = 0 anyway.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Family = Literal["discrete", "continuous", "multistep"]
+
+
+def _linspace(stop: float, num: int) -> list[float]:
+    """``numpy.linspace(0, stop, num)`` bit for bit (step = stop / (num - 1), exact endpoint)."""
+    if num == 1:
+        return [0.0]
+    step = stop / (num - 1)
+    out = [i * step for i in range(num)]
+    out[-1] = float(stop)
+    return out
+
+
+def _round(values: list[float]) -> list[int]:
+    """Round half to even, like ``numpy.round``."""
+    return [int(round(v)) for v in values]
+
+
+def spaced_timesteps(
+    num_train_timesteps: int, steps: int, spacing: str, steps_offset: int, family: Family
+) -> list[float]:
+    """The timesteps visited, first (noisiest) to last, as floats.
+
+    Raises ``ValueError`` when ``steps`` is not in ``[1, num_train_timesteps]``.
+    """
+    n = num_train_timesteps
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n:
+        raise ValueError(f"steps must be an integer from 1 to num_train_timesteps = {n}; got {steps!r}")
+    ts = _grid(n, steps, spacing, steps_offset, family)
+    if ts[0] > n - 1:
+        raise ValueError(
+            f"steps_offset = {steps_offset} with {steps} leading-spaced steps puts the first timestep at {ts[0]:g}, "
+            f"beyond the last training timestep {n - 1}; use fewer steps, steps_offset = 0 or another spacing"
+        )
+    return ts
+
+
+def _grid(n: int, steps: int, spacing: str, steps_offset: int, family: Family) -> list[float]:
+    if spacing == "trailing":
+        ratio = n / steps
+        return [float(round(n - k * ratio) - 1) for k in range(steps)]
+    if family == "multistep":
+        if spacing == "linspace":
+            ts = _round(_linspace(n - 1, steps + 1))[::-1][:-1]
+        elif spacing == "leading":
+            ratio = n // (steps + 1)
+            ts = [k * ratio + steps_offset for k in range(steps, 0, -1)]
+        else:
+            raise ValueError(f"unknown timestep_spacing {spacing!r}; use leading, trailing or linspace")
+        if len(set(ts)) < len(ts):
+            # diffusers repeats timesteps here (steps = T) and divides by zero;
+            # every training timestep once is the grid those settings mean.
+            ts = list(range(n - 1, n - 1 - steps, -1))
+        return [float(t) for t in ts]
+    if spacing == "linspace":
+        values = _linspace(n - 1, steps)[::-1]
+        return [float(v) for v in _round(values)] if family == "discrete" else values
+    if spacing == "leading":
+        ratio = n // steps
+        return [float(k * ratio + steps_offset) for k in range(steps - 1, -1, -1)]
+    raise ValueError(f"unknown timestep_spacing {spacing!r}; use leading, trailing or linspace")
+
+
+def karras_sigmas(sigma_min: float, sigma_max: float, steps: int, rho: float = 7.0) -> list[float]:
+    """Karras et al. (2022) noise levels: uniform in ``sigma ** (1 / rho)``."""
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    ramp = _linspace(1.0, steps)
+    return [(hi + r * (lo - hi)) ** rho for r in ramp]
