@@ -133,6 +133,10 @@ from modiff.testing import plugin_registry
 from modiff.testing.contracts import $contract
 
 import $package
+
+#: The package registered directly on a fresh plugin manager: the tests run
+#: before (and regardless of) installation, and no other plugin interferes.
+REGISTRY = plugin_registry($package)
 '''
 
 TEST_ENTRY_POINT = r'''

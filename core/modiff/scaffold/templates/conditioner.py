@@ -24,7 +24,9 @@ COMPONENT = r'''"""Text tokens projected to a context the denoiser cross-attends
 pooled text projected to a vector added to its time embedding.
 
 The null conditioning (for classifier-free guidance and condition dropout)
-is a single zero context token and a zero vector: "no text". This
+is "no text": a zero context as long as the prompts' tokens (so that the
+conditional and unconditional halves of a guided batch line up), of which
+only the first position is real, and a zero vector. This
 conditioner takes no image context (masks, masked images); a conditioner
 that does would add ``concat_channels`` to its spec.
 """
@@ -64,11 +66,17 @@ class ProjectedText(nn.Module):
         vector = self.to_vector(text.pooled) if self.to_vector is not None else None
         return Conditioning(context=self.to_context(text.tokens), context_mask=text.mask, vector=vector)
 
-    def null(self, batch_size: int, *, like: TextEmbedding | None = None) -> Conditioning:
+    def null(
+        self, batch_size: int, *, like: TextEmbedding | None = None, image_context: torch.Tensor | None = None
+    ) -> Conditioning:
+        if image_context is not None:
+            raise ValueError("the conditioner $name takes no image context; choose one that concatenates channels")
         device = self.to_context[1].weight.device
         width = self.spec.context_dim or 0
-        context = torch.zeros(batch_size, 1, width, device=device)
-        mask = torch.ones(batch_size, 1, dtype=torch.bool, device=device)
+        length = 1 if like is None else int(like.tokens.shape[1])
+        context = torch.zeros(batch_size, length, width, device=device)
+        mask = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
+        mask[:, 0] = True  # one real position: attention over nothing would be undefined
         vector = torch.zeros(batch_size, width, device=device) if self.to_vector is not None else None
         return Conditioning(context=context, context_mask=mask, vector=vector)
 
@@ -86,21 +94,21 @@ class $test_class($contract):
     settings: ClassVar[dict[str, Any]] = {"width": 12}
 
     def registry(self) -> modiff.Registry:
-        # The package registered directly: runs before (and regardless of)
-        # installation, and no other installed plugin can interfere.
-        return plugin_registry($package)
+        return REGISTRY
 
 
 class ${test_class}ContextOnly($test_class):
     settings: ClassVar[dict[str, Any]] = {"width": 8, "vector": False}
 
 
-def test_null_is_one_zero_token() -> None:
+def test_null_is_zeros_with_one_real_position() -> None:
     c = ${test_class}().build()
     null = c.null(3)
     assert null.context is not None and null.context.shape == (3, 1, 12)
-    assert not null.context.any() and bool(null.context_mask.all())
-    assert c.condition(None, batch_size=3).context.shape == (3, 1, 12)
+    assert not null.context.any() and not null.vector.any() and bool(null.context_mask.all())
+    like = modiff.TextEmbedding(torch.ones(3, 5, 16), torch.ones(3, 5, dtype=torch.bool), torch.ones(3, 16))
+    longer = c.null(3, like=like)
+    assert longer.context.shape == (3, 5, 12) and longer.context_mask.sum(1).tolist() == [1, 1, 1]
 
 
 def test_image_context_is_refused() -> None:

@@ -107,9 +107,7 @@ class $test_class($contract):
     settings: ClassVar[dict[str, Any]] = {"image_size": 16, "size": 50}
 
     def registry(self) -> modiff.Registry:
-        # The package registered directly: runs before (and regardless of)
-        # installation, and no other installed plugin can interfere.
-        return plugin_registry($package)
+        return REGISTRY
 
 
 def test_captions_say_what_the_image_shows() -> None:

@@ -157,8 +157,9 @@ TESTS = r'''
 
 class $test_class($contract):
     plugin = "$name"
-    #: Small settings keep the contract fast; test more configurations by
-    #: subclassing again with other settings or another ``spec``.
+    #: Small settings keep the contract fast. Test another configuration by
+    #: subclassing this class with other settings or another ``spec`` (each
+    #: subclass runs the whole contract again).
     settings: ClassVar[dict[str, Any]] = {"width": 16, "blocks": 1, "groups": 4}
     #: What the conditioner gives this denoiser: 2 concatenated channels,
     #: a context of width 12 and a vector of width 6.
@@ -168,17 +169,7 @@ class $test_class($contract):
     size_multiple = 4  # image sizes the shape tests try are multiples of this
 
     def registry(self) -> modiff.Registry:
-        # The package registered directly: runs before (and regardless of)
-        # installation, and no other installed plugin can interfere.
-        return plugin_registry($package)
-
-
-class ${test_class}TextOnly($test_class):
-    """A conditioner that gives only a context (cross-attention style)."""
-
-    spec = modiff.DenoiserSpec(
-        in_channels=3, out_channels=3, sample_size=8, conditioning=modiff.ConditioningSpec(0, 8, None)
-    )
+        return REGISTRY
 
 
 def test_groups_must_divide_width() -> None:

@@ -86,9 +86,7 @@ class $test_class($contract):
     exact = True  # decode(encode(x)) == x bit for bit
 
     def registry(self) -> modiff.Registry:
-        # The package registered directly: runs before (and regardless of)
-        # installation, and no other installed plugin can interfere.
-        return plugin_registry($package)
+        return REGISTRY
 
 
 class ${test_class}Scaled($test_class):

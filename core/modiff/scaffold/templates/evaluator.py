@@ -122,9 +122,7 @@ class $test_class($contract):
     settings: ClassVar[dict[str, Any]] = {"prompts": ["a red circle", "a blue square", "a green triangle"]}
 
     def registry(self) -> modiff.Registry:
-        # The package registered directly: runs before (and regardless of)
-        # installation, and no other installed plugin can interfere.
-        return plugin_registry($package)
+        return REGISTRY
 
     def pipeline(self) -> Any:
         return PromptPipeline()

@@ -113,9 +113,7 @@ class $test_class($contract):
     pads_to_longest = True  # a batch is as long as its longest prompt
 
     def registry(self) -> modiff.Registry:
-        # The package registered directly: runs before (and regardless of)
-        # installation, and no other installed plugin can interfere.
-        return plugin_registry($package)
+        return REGISTRY
 
 
 class ${test_class}Joint($test_class):
