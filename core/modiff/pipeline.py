@@ -28,6 +28,10 @@ from .runs import RunDir, load_component
 from .settings import ResolvedComponent, ResolvedSettings, load
 
 
+#: Images generated per forward batch unless told otherwise (guidance doubles it).
+DEFAULT_BATCH = 64
+
+
 @dataclass
 class Trajectory:
     """What the sampler predicted as the clean image at every step."""
@@ -176,7 +180,7 @@ class Pipeline:
     @torch.inference_mode()
     def generate_tensor(self, prompts: Sequence[str], *, batch_size: int | None = None, **kwargs: Any) -> torch.Tensor:
         """Images ``[B, 3, H, W]`` in [-1, 1] (not clamped)."""
-        batch_size = batch_size or len(prompts) or 1
+        batch_size = batch_size or min(len(prompts), DEFAULT_BATCH) or 1
         seed = int(kwargs.pop("seed", 0))
         out = []
         for start in range(0, len(prompts), batch_size):

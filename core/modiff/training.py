@@ -314,6 +314,18 @@ class Trainer:
         if "denoiser" not in self.state["stages_done"]:
             self.run_stage(self.denoiser_stage())
             self._finish_stage("denoiser", self._denoiser_roles())
+        self._report_data()
+
+    def _report_data(self) -> None:
+        """Datasets that skip unreadable files report them once training ends."""
+        report = getattr(self.c.dataset, "report", None)
+        if not callable(report) or not self.world.is_main:
+            return
+        data = report()
+        atomic_write_json(self.run.path / "data_report.json", data)
+        if isinstance(data, dict) and data.get("skipped"):
+            summary = getattr(self.c.dataset, "summary", None)
+            print(summary() if callable(summary) else f"data: {data['skipped']} unreadable file(s) skipped", flush=True)
 
     def _denoiser_roles(self) -> list[str]:
         roles = ["denoiser"]
