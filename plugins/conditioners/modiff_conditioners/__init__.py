@@ -52,7 +52,7 @@ def build_cross_attention(settings: CrossAttentionSettings, context: Any) -> Any
         context_dim=settings.context_dim or text_dim,
         project_context=settings.projection,
         null=settings.null,
-        image_context_channels=settings.image_context_channels,
+        image_context_channels=settings.image_channels(context),
     )
 
 
@@ -67,7 +67,7 @@ def build_concat(settings: ConcatSettings, context: Any) -> Any:
         latent_size=_latent_size(context),
         maps=settings.channels,
         null=settings.null,
-        image_context_channels=settings.image_context_channels,
+        image_context_channels=settings.image_channels(context),
     )
 
 
@@ -81,7 +81,7 @@ def build_vector(settings: VectorSettings, context: Any) -> Any:
         latent_size=_latent_size(context),
         vector_dim=settings.vector_dim or text_dim,
         null=settings.null,
-        image_context_channels=settings.image_context_channels,
+        image_context_channels=settings.image_channels(context),
     )
 
 
@@ -97,7 +97,7 @@ def build_hybrid(settings: HybridSettings, context: Any) -> Any:
         context_dim=settings.context_dim or text_dim,
         project_context=settings.projection,
         null=settings.null,
-        image_context_channels=settings.image_context_channels,
+        image_context_channels=settings.image_channels(context),
     )
 
 
@@ -108,7 +108,7 @@ def build_none(settings: NoneSettings, context: Any) -> Any:
     return PartsConditioner(
         text_dim=None,
         latent_size=_latent_size(context),
-        image_context_channels=settings.image_context_channels,
+        image_context_channels=settings.image_channels(context),
     )
 
 

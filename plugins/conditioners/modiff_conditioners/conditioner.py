@@ -102,13 +102,15 @@ class PartsConditioner(nn.Module):
         parts = self._null_parts(batch, None) if text is None else self._text_parts(text)
         return self._add_image(parts, image_context, batch)
 
-    def null(self, batch_size: int, *, like: TextEmbedding | None = None) -> Conditioning:
-        """The unconditional conditioning; its context is as long as ``like``'s tokens.
+    def null(
+        self, batch_size: int, *, like: TextEmbedding | None = None, image_context: Tensor | None = None
+    ) -> Conditioning:
+        """The conditioning with the text left out; its context is as long as ``like``'s tokens.
 
-        Image-context channels are zeros here; the pipeline puts the real image
-        context in when guidance should be over the text only.
+        ``image_context`` is kept as given (zeros when omitted), so guidance and
+        condition dropout act on the text only.
         """
-        return self._add_image(self._null_parts(batch_size, like), None, batch_size)
+        return self._add_image(self._null_parts(batch_size, like), image_context, batch_size)
 
     # -- the parts -------------------------------------------------------------
 

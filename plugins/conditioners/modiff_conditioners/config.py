@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -12,12 +12,19 @@ import modiff
 class ImageContextSettings(modiff.ComponentSettings):
     """What every conditioner accepts: extra image channels (a mask, a masked image latent)."""
 
-    image_context_channels: int = Field(
-        0,
+    image_context_channels: int | None = Field(
+        None,
         ge=0,
         description="Channels of an image context (given at the latent resolution) appended to the concatenated "
-        "channels; 0 for none. Segmentation maps and inpainting use it.",
+        "channels; 0 for none. Default: what the run's task needs (a one-hot map for mask-to-image, mask and "
+        "masked-image latent for inpainting, none otherwise).",
     )
+
+    def image_channels(self, context: Any) -> int:
+        """The setting, or the run's task's need (``BuildContext.image_context_channels``)."""
+        if self.image_context_channels is not None:
+            return self.image_context_channels
+        return int(getattr(context, "image_context_channels", 0) or 0)
 
 
 class TextSettings(ImageContextSettings):
