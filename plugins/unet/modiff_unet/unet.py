@@ -151,12 +151,15 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         """``x`` ``[B, N, dim]``; ``context`` ``[B, L, context_dim]`` (self-attention when None);
-        ``mask`` broadcastable to ``[B, heads, N, L]``, True where attending is allowed."""
+        ``mask`` broadcastable to ``[B, heads, N, L]``: boolean (True where attending is allowed)
+        or additive (0 or -inf)."""
         b, n, _ = x.shape
         source = x if context is None else context
         q = self.to_q(x).view(b, n, self.heads, self.head_dim).transpose(1, 2)
         k = self.to_k(source).view(b, -1, self.heads, self.head_dim).transpose(1, 2)
         v = self.to_v(source).view(b, -1, self.heads, self.head_dim).transpose(1, 2)
+        if mask is not None and mask.dtype != q.dtype and mask.dtype != torch.bool:
+            mask = mask.to(q.dtype)  # under autocast the projections may run in a lower precision
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(b, n, self.heads * self.head_dim)
         return self.to_out[1](self.to_out[0](out))
@@ -253,11 +256,21 @@ class Transformer2D(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens, context, mask)
         inner = tokens.shape[-1]
+        # Back to feature maps in the input's memory layout: a free view for channels-last
+        # inputs, one copy otherwise (mixing layouts would make every later op reorder).
+        layout = _memory_format(x)
         if self.linear:
             h = self.proj_out(tokens).view(b, height, width, c).permute(0, 3, 1, 2)
         else:
-            h = self.proj_out(tokens.view(b, height, width, inner).permute(0, 3, 1, 2))
-        return h + x
+            h = self.proj_out(tokens.view(b, height, width, inner).permute(0, 3, 1, 2).contiguous(memory_format=layout))
+        return h.contiguous(memory_format=layout) + x
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    """``channels_last`` when ``x`` is laid out that way (and not also plainly contiguous)."""
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 # --------------------------------------------------------------------------
@@ -573,7 +586,7 @@ class UNet(nn.Module):
     # -- inputs ------------------------------------------------------------
 
     def prepare_context(self, conditioning: Conditioning, batch: int, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
-        """The context and the SDPA mask every cross-attention layer uses, made once per call.
+        """The context and the additive SDPA mask every cross-attention layer uses, made once per call.
 
         Padding positions are zeroed, so nothing under the mask (not even an
         ``inf``) can reach the output. A row whose mask has no real position
@@ -601,9 +614,15 @@ class UNet(nn.Module):
         if mask.shape != context.shape[:2]:
             raise ValueError(f"context_mask has shape {tuple(mask.shape)}; expected {tuple(context.shape[:2])}")
         mask = mask.to(torch.bool)
+        if context.device.type == "cpu" and bool(mask.all()):
+            # Nothing to hide, and SDPA is faster without a mask. (Not checked on GPUs:
+            # reading the answer would wait for the device and stall the launch queue.)
+            return context, None
         context = context.masked_fill(~mask[..., None], 0.0)
         keep = mask | ~mask.any(dim=1, keepdim=True)
-        return context, keep[:, None, None, :]
+        # An additive mask made once per call is faster in SDPA than a boolean one.
+        bias = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep, float("-inf"))
+        return context, bias[:, None, None, :]
 
     def embedding(self, t: Tensor | None, conditioning: Conditioning, batch: int, dtype: torch.dtype) -> Tensor | None:
         """The time embedding plus the conditioning vector's, or None when there is neither."""
