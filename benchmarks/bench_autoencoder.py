@@ -219,28 +219,39 @@ def main() -> None:
         overrides.pop("downscale")
     print(f"kl-autoencoder {overrides}; {args.steps} steps, batch {args.batch}, lr {args.lr}, "
           f"{torch.get_num_threads()} threads, {args.held} held-out images")
-    rows = [run_size(size, args, overrides) for size in args.sizes]
-
     header = (
         f"{'size':>5} {'latent':>10} {'PSNR dB':>8} {'ref dB':>7} {'ratio':>6} {'colour':>7} {'ref':>6} "
         f"{'train s':>8} {'step/s':>7} {'codec ms/img':>12} {'loss':>7}"
     )
+    rows = []
+    for size in args.sizes:
+        rows.append(run_size(size, args, overrides))
+        if args.verbose:
+            print(row_text(rows[-1]), flush=True)
     print()
     print(header)
     print("-" * len(header))
     for r in rows:
-        latent = "x".join(str(v) for v in r["latent"])
-        print(
-            f"{r['size']:>5} {latent:>10} {r['psnr']:>8.2f} {r['psnr_ref']:>7.2f} {r['psnr'] / r['psnr_ref']:>6.2f} "
-            f"{r['colour_err']:>7.1f} {r['colour_err_ref']:>6.1f} {r['train_s']:>8.1f} {r['steps_per_s']:>7.2f} "
-            f"{r['codec_ms']:>12.2f} {r['final_loss']:>7.4f}"
-        )
+        print(row_text(r))
     print()
     for r in rows:
-        print(f"{r['size']}px ({r['source']}, {r['params']:,} parameters): raw latent channel std {r['raw_std']}, "
-              f"after {r['mode']} normalisation, held-out data {r['norm_std']}")
-    print("ref = average-pool by f + bilinear upsample (same spatial compression, nothing learned); "
-          "ratio = PSNR / ref PSNR; colour = mean |RGB| error (0..255) of each image's mean object colour.")
+        print(
+            f"{r['size']}px ({r['source']}, {r['params']:,} parameters): raw latent channel std {r['raw_std']}, "
+            f"after {r['mode']} normalisation, held-out data {r['norm_std']}"
+        )
+    print(
+        "ref = average-pool by f + bilinear upsample (same spatial compression, nothing learned); "
+        "ratio = PSNR / ref PSNR; colour = mean |RGB| error (0..255) of each image's mean object colour."
+    )
+
+
+def row_text(r: dict[str, Any]) -> str:
+    latent = "x".join(str(v) for v in r["latent"])
+    return (
+        f"{r['size']:>5} {latent:>10} {r['psnr']:>8.2f} {r['psnr_ref']:>7.2f} {r['psnr'] / r['psnr_ref']:>6.2f} "
+        f"{r['colour_err']:>7.1f} {r['colour_err_ref']:>6.1f} {r['train_s']:>8.1f} {r['steps_per_s']:>7.2f} "
+        f"{r['codec_ms']:>12.2f} {r['final_loss']:>7.4f}"
+    )
 
 
 if __name__ == "__main__":
