@@ -1,1 +1,40 @@
-"""CLIP text embeddings for modiff: trained offline or loaded from a local folder."""
+"""CLIP text embeddings for modiff: trained offline or loaded from a local folder.
+
+Registers the text embedder ``clip``. transformers takes seconds to import, so
+it is imported inside the factory only; listing plugins stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import modiff
+
+from .settings import ClipSettings
+
+__all__ = ["ClipSettings", "build_clip", "register_text_embedders"]
+
+#: Vision tower size when neither the dataset nor [run] image_size gives one.
+FALLBACK_IMAGE_SIZE = 32
+
+
+def _image_size(context: Any) -> int:
+    try:
+        return int(context.image_size)
+    except (modiff.ModiffError, AttributeError):
+        return FALLBACK_IMAGE_SIZE
+
+
+def build_clip(settings: ClipSettings, context: Any) -> Any:
+    """CLIP text encoder: a local Hugging Face folder, or a small CLIP trained contrastively on the dataset."""
+    from .embedder import ClipTextEmbedder
+
+    dataset = getattr(context, "dataset", None)
+    captions = [] if settings.pretrained is not None or dataset is None else list(dataset.captions())
+    size = FALLBACK_IMAGE_SIZE if settings.pretrained is not None else _image_size(context)
+    return ClipTextEmbedder.from_settings(settings, captions, size)
+
+
+@modiff.hookimpl
+def register_text_embedders(register: Any) -> None:
+    register("clip", build_clip, ClipSettings)

@@ -1,0 +1,191 @@
+"""Everything that touches transformers and tokenizers: quiet loading,
+folder layouts, the byte-level BPE tokenizer trained on captions.
+
+transformers takes seconds to import, so this module is imported only by the
+factory, never by the plugin's ``__init__``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import modiff
+
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+_WEIGHT_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Silence transformers' and tokenizers' progress bars and load reports,
+    restoring the user's settings afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger = logging.getLogger("huggingface_hub")
+    hub_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        hub_logger.setLevel(hub_level)
+
+
+# --------------------------------------------------------------------------
+# Tokenizer
+# --------------------------------------------------------------------------
+
+
+def byte_alphabet() -> list[str]:
+    """The 256 printable stand-ins byte-level BPE uses for the 256 byte values."""
+    from tokenizers import pre_tokenizers
+
+    return sorted(pre_tokenizers.ByteLevel.alphabet())
+
+
+def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Any:
+    """A CLIP tokenizer whose BPE merges are learned from ``captions``, offline.
+
+    The vocabulary is laid out like OpenAI's: every byte, every byte ending a
+    word (``x</w>``), the learned merges, then the start and end tokens. With
+    all 512 byte tokens present no text is ever out of vocabulary: an unknown
+    token would be mapped to the end token, and the pooled output (read at the
+    first end token) would then come from the wrong position.
+    """
+    from transformers import CLIPTokenizer
+
+    corpus = [c for c in captions if c.strip()]
+    n_merges = vocab_size - 2 * 256 - 2
+    merges: list[tuple[str, str]] = []
+    if corpus and n_merges > 0:
+        with quiet():
+            learned = CLIPTokenizer().train_new_from_iterator(corpus, vocab_size=256 + 2 + n_merges, show_progress=False)
+        model = json.loads(learned.backend_tokenizer.to_str())["model"]
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in model["merges"]][:n_merges]
+    return tokenizer_from_merges(merges)
+
+
+def tokenizer_from_merges(merges: list[tuple[str, str]]) -> Any:
+    """A CLIP tokenizer over the full byte alphabet plus ``merges``."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {}
+    alphabet = byte_alphabet()
+    for token in [*alphabet, *(c + "</w>" for c in alphabet)]:
+        vocab[token] = len(vocab)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    vocab[BOS] = len(vocab)
+    vocab[EOS] = len(vocab)
+    with quiet():
+        return CLIPTokenizer(vocab=vocab, merges=list(merges), bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=EOS)
+
+
+def save_tokenizer(tokenizer: Any, directory: Path) -> None:
+    """The tokenizer in every layout loaders expect: tokenizer.json (fast
+    tokenizers) and vocab.json + merges.txt (the classic CLIP files)."""
+    with quiet():
+        tokenizer.save_pretrained(str(directory))
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    (directory / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
+    lines = ["#version: 0.2"] + [m if isinstance(m, str) else f"{m[0]} {m[1]}" for m in model["merges"]]
+    (directory / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def load_tokenizer(directory: Path) -> Any:
+    from transformers import CLIPTokenizer
+
+    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
+        raise modiff.WeightsError(
+            f"no CLIP tokenizer in {directory}: expected tokenizer.json, or vocab.json and merges.txt"
+        )
+    try:
+        with quiet():
+            return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
+    except Exception as exc:
+        raise modiff.WeightsError(f"could not load the CLIP tokenizer in {directory}: {type(exc).__name__}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------
+# Model folders
+# --------------------------------------------------------------------------
+
+
+def resolve_pretrained(path: str) -> tuple[Path, Path]:
+    """``(model folder, tokenizer folder)`` for a Hugging Face CLIP folder or a
+    Stable Diffusion (diffusers) folder with ``text_encoder/`` and ``tokenizer/``."""
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise modiff.ModiffError(
+            f"pretrained = {path!r} is not a folder; modiff never downloads models, so give the path of a local "
+            "Hugging Face CLIP folder (config.json, model.safetensors, tokenizer files) or of a Stable Diffusion "
+            "folder that has text_encoder/ and tokenizer/"
+        )
+    model_dir = root / "text_encoder" if (root / "text_encoder" / "config.json").is_file() else root
+    token_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else model_dir
+    if not (model_dir / "config.json").is_file():
+        raise modiff.ModiffError(
+            f"no config.json in {model_dir}: pretrained must be a Hugging Face CLIP folder "
+            "(or a Stable Diffusion folder with text_encoder/config.json)"
+        )
+    return model_dir, token_dir
+
+
+def model_type(directory: Path) -> str:
+    try:
+        return str(json.loads((directory / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
+    except (OSError, ValueError) as exc:
+        raise modiff.WeightsError(f"{directory / 'config.json'} is unreadable: {exc}") from exc
+
+
+def has_safetensors(directory: Path) -> bool:
+    return any(directory.glob("*.safetensors"))
+
+
+def load_text_model(directory: Path) -> Any:
+    """A ``CLIPTextModel`` with weights, from a text-encoder or a full CLIP folder.
+
+    Only safetensors weights are read (pickled ``pytorch_model.bin`` files are
+    refused); weights missing from the folder are an error rather than the
+    silent random initialisation transformers would otherwise do.
+    """
+    import torch
+    from transformers import CLIPTextModel
+
+    kind = model_type(directory)
+    if kind not in {"clip", "clip_text_model"}:
+        raise modiff.WeightsError(
+            f"{directory} holds a {kind or 'unknown'!r} model, not CLIP (model_type 'clip' or 'clip_text_model')"
+        )
+    if not has_safetensors(directory):
+        pickles = [f for f in _WEIGHT_PICKLES if (directory / f).exists()]
+        found = f" (found {', '.join(pickles)}: pickled weights are refused)" if pickles else ""
+        raise modiff.WeightsError(
+            f"no *.safetensors weights in {directory}{found}; convert the weights to safetensors where you trust "
+            "them, e.g. `CLIPTextModel.from_pretrained(folder).save_pretrained(folder)`"
+        )
+    try:
+        with quiet():
+            model, info = CLIPTextModel.from_pretrained(
+                str(directory), local_files_only=True, use_safetensors=True, output_loading_info=True, dtype=torch.float32
+            )
+    except Exception as exc:
+        raise modiff.WeightsError(f"could not load a CLIP text model from {directory}: {type(exc).__name__}: {exc}") from exc
+    missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
+    if missing:
+        shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")
+        raise modiff.WeightsError(
+            f"the weights in {directory} do not cover the CLIP text model ({len(missing)} missing, e.g. {shown})"
+        )
+    return model
