@@ -220,8 +220,9 @@ class Transformer2D(nn.Module):
     """Feature maps -> tokens -> transformer blocks -> feature maps, plus the input.
 
     ``proj_in``/``proj_out`` are 1x1 convolutions (SD 1.x) or linear layers
-    (SD 2.x); the two are the same map, applied before or after flattening.
-    With channels-last inputs the flattening is a view, not a copy.
+    (SD 2.x): the same map with differently shaped weights, kept so that either
+    checkpoint layout loads. With channels-last inputs the flattening is a
+    view, not a copy.
     """
 
     def __init__(
@@ -237,7 +238,6 @@ class Transformer2D(nn.Module):
     ):
         super().__init__()
         inner = heads * head_dim
-        self.linear = linear
         self.norm = nn.GroupNorm(groups, channels, eps=TRANSFORMER_GROUPNORM_EPS)
         self.proj_in: nn.Module = nn.Linear(channels, inner) if linear else nn.Conv2d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
@@ -247,23 +247,22 @@ class Transformer2D(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor | None, mask: Tensor | None) -> Tensor:
         b, c, height, width = x.shape
-        h = self.norm(x)
-        if self.linear:
-            tokens = self.proj_in(h.permute(0, 2, 3, 1).reshape(b, height * width, c))
-        else:
-            h = self.proj_in(h)
-            tokens = h.permute(0, 2, 3, 1).reshape(b, height * width, h.shape[1])
+        # A 1x1 convolution is a matrix product over the channels of each pixel; applying
+        # it as one to the flattened tokens is the same map and measurably faster on CPUs.
+        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, height * width, c)
+        tokens = F.linear(tokens, _matrix(self.proj_in), self.proj_in.bias)
         for block in self.transformer_blocks:
             tokens = block(tokens, context, mask)
-        inner = tokens.shape[-1]
+        h = F.linear(tokens, _matrix(self.proj_out), self.proj_out.bias)
         # Back to feature maps in the input's memory layout: a free view for channels-last
         # inputs, one copy otherwise (mixing layouts would make every later op reorder).
-        layout = _memory_format(x)
-        if self.linear:
-            h = self.proj_out(tokens).view(b, height, width, c).permute(0, 3, 1, 2)
-        else:
-            h = self.proj_out(tokens.view(b, height, width, inner).permute(0, 3, 1, 2).contiguous(memory_format=layout))
-        return h.contiguous(memory_format=layout) + x
+        h = h.view(b, height, width, c).permute(0, 3, 1, 2).contiguous(memory_format=_memory_format(x))
+        return h + x
+
+
+def _matrix(layer: nn.Module) -> Tensor:
+    """The ``[out, in]`` weight matrix of a linear layer or a 1x1 convolution."""
+    return layer.weight if isinstance(layer, nn.Linear) else layer.weight.flatten(1)
 
 
 def _memory_format(x: Tensor) -> torch.memory_format:
