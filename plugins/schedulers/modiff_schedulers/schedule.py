@@ -17,7 +17,9 @@ from .config import ScheduleSettings
 
 #: alpha_bar used instead of 0 for the last timestep of a zero-terminal-SNR
 #: schedule on the sigma scale, where sigma = inf cannot be represented; the
-#: same value diffusers uses, giving sigma_max ~ 4096.
+#: same value diffusers uses, giving sigma_max ~ 4096. (If the timestep before
+#: already has less signal, half of its alpha_bar is used instead, so sigma
+#: keeps rising; diffusers would make sigma fall there.)
 ZERO_SNR_ALPHA_BAR = 2.0**-24
 
 
@@ -75,7 +77,7 @@ class NoiseSchedule:
         self.alphas_cumprod = torch.cumprod(1 - betas, 0)
         abar = self.alphas_cumprod.clone()
         if settings.rescale_betas_zero_snr:
-            abar[-1] = ZERO_SNR_ALPHA_BAR
+            abar[-1] = min(ZERO_SNR_ALPHA_BAR, float(abar[-2]) / 2)
         #: alpha_bar as the sigma-scale samplers see it (finite last sigma).
         self.alphas_cumprod_sigma = abar
         self.sigmas = ((1 - abar) / abar).sqrt()
@@ -142,9 +144,11 @@ class NoiseSchedule:
         return (1 - w) * low + w * (low + 1)
 
     def sigma_at(self, t: float) -> float:
-        """Sigma (from the sigma-scale table) at a float timestep, interpolated linearly."""
+        """Sigma (from the sigma-scale table) at a float timestep, interpolated
+        linearly; clamped to the table's ends like ``numpy.interp``."""
         n = self.num_train_timesteps
-        lo = min(int(math.floor(t)), n - 1)
+        t = min(max(t, 0.0), n - 1.0)
+        lo = int(math.floor(t))
         w = t - lo
         if w <= 0:
             return float(self.sigmas[lo])

@@ -107,14 +107,18 @@ class DiffusionScheduler(NoiseSchedule):
     def plan(self, steps: int) -> Plan:
         """Timesteps and noise levels for ``steps`` steps."""
         s = self.settings
-        ts = spaced_timesteps(s.num_train_timesteps, steps, s.timestep_spacing, s.steps_offset, self.spec.family)
+        karras = bool(getattr(s, "use_karras_sigmas", False))
+        ts = spaced_timesteps(
+            s.num_train_timesteps, steps, s.timestep_spacing, s.steps_offset, self.spec.family, check=not karras
+        )
         if self.spec.scale == "vp":
             abar = self.alphas_cumprod
             final = 1.0 if getattr(s, "set_alpha_to_one", True) else float(abar[0])
             return Plan(ts, [float(abar[int(t)]) for t in ts] + [final])
         if self.spec.family == "multistep":
-            sigmas = [float(self.sigmas[int(t)]) for t in ts]
-            if s.use_karras_sigmas:
+            if not karras:
+                sigmas = [float(self.sigmas[int(t)]) for t in ts]
+            else:
                 sigmas = karras_sigmas(float(self.sigmas[0]), float(self.sigmas[-1]), steps)
                 ts = [self.sigma_to_t(x) for x in sigmas]
                 rounding = self.spec.karras_timestep_rounding(s)
@@ -123,8 +127,8 @@ class DiffusionScheduler(NoiseSchedule):
                 elif rounding == "floor":
                     ts = [float(math.floor(t)) for t in ts]
         else:
-            sigmas = [self.sigma_at(t) for t in ts]
-            if s.use_karras_sigmas:
+            sigmas = [self.sigma_at(t) for t in ts]  # clamped to sigma(T - 1) beyond the table
+            if karras:
                 sigmas = karras_sigmas(sigmas[-1], sigmas[0], steps)
                 ts = [self.sigma_to_t(x) for x in sigmas]
         return Plan(ts, sigmas + [0.0])

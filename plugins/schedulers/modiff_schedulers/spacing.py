@@ -37,17 +37,20 @@ def _round(values: list[float]) -> list[int]:
 
 
 def spaced_timesteps(
-    num_train_timesteps: int, steps: int, spacing: str, steps_offset: int, family: Family
+    num_train_timesteps: int, steps: int, spacing: str, steps_offset: int, family: Family, *, check: bool = True
 ) -> list[float]:
     """The timesteps visited, first (noisiest) to last, as floats.
 
-    Raises ``ValueError`` when ``steps`` is not in ``[1, num_train_timesteps]``.
+    Raises ``ValueError`` when ``steps`` is not in ``[1, num_train_timesteps]``
+    or, with ``check``, when ``steps_offset`` pushes a timestep past the last
+    training timestep (Karras grids only use the spaced grid's noise range,
+    clamped, so they pass ``check=False``).
     """
     n = num_train_timesteps
     if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n:
         raise ValueError(f"steps must be an integer from 1 to num_train_timesteps = {n}; got {steps!r}")
     ts = _grid(n, steps, spacing, steps_offset, family)
-    if ts[0] > n - 1:
+    if check and ts[0] > n - 1:
         raise ValueError(
             f"steps_offset = {steps_offset} with {steps} leading-spaced steps puts the first timestep at {ts[0]:g}, "
             f"beyond the last training timestep {n - 1}; use fewer steps, steps_offset = 0 or another spacing"
@@ -57,8 +60,11 @@ def spaced_timesteps(
 
 def _grid(n: int, steps: int, spacing: str, steps_offset: int, family: Family) -> list[float]:
     if spacing == "trailing":
-        ratio = n / steps
-        return [float(round(n - k * ratio) - 1) for k in range(steps)]
+        # numpy.arange(n, 0, -n / steps) bit for bit (it steps by the
+        # difference of its first two values), but always exactly `steps`
+        # values: numpy's float length can come out one too long.
+        delta = (n - n / steps) - n
+        return [float(round(n + k * delta) - 1) for k in range(steps)]
     if family == "multistep":
         if spacing == "linspace":
             ts = _round(_linspace(n - 1, steps + 1))[::-1][:-1]

@@ -26,8 +26,10 @@ def model_fn():
 
 @pytest.fixture
 def diffusers_noise(monkeypatch: pytest.MonkeyPatch):
-    """diffusers' schedulers drawing their noise exactly like modiff (see _diffusers_reference)."""
+    """diffusers' schedulers drawing their noise exactly like modiff, and LMS
+    integrating with an exact rule instead of scipy (see _diffusers_reference)."""
     import _diffusers_reference as ref
 
     ref.patch_randn(monkeypatch)
+    ref.fast_lms_quadrature(monkeypatch)
     return ref
