@@ -18,7 +18,7 @@ import modiff
 import modiff_digits
 from modiff.testing import build_one, plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
-from modiff_digits.data import TEMPLATES, WORDS, caption, parse_digit, real_digits, split, to_8x8, upscale
+from modiff_digits.data import TEMPLATES, WORDS, caption, parse_digit, real_digits, split, to_8x8
 from modiff_digits.testing import BlankPipeline, TruthPipeline
 
 REGISTRY = plugin_registry(modiff_digits)
