@@ -253,10 +253,12 @@ class Transformer2D(nn.Module):
         tokens = F.linear(tokens, _matrix(self.proj_in), self.proj_in.bias)
         for block in self.transformer_blocks:
             tokens = block(tokens, context, mask)
-        h = F.linear(tokens, _matrix(self.proj_out), self.proj_out.bias)
+        tokens = F.linear(tokens, _matrix(self.proj_out), self.proj_out.bias)
         # Back to feature maps in the input's memory layout: a free view for channels-last
         # inputs, one copy otherwise (mixing layouts would make every later op reorder).
-        h = h.view(b, height, width, c).permute(0, 3, 1, 2).contiguous(memory_format=_memory_format(x))
+        # (One name for the intermediate results, so each is freed as soon as it is replaced.)
+        h = tokens.view(b, height, width, c).permute(0, 3, 1, 2).contiguous(memory_format=_memory_format(x))
+        del tokens
         return h + x
 
 
@@ -316,16 +318,13 @@ def _run(enabled: bool, fn: Callable[..., Tensor], *args: Any) -> Tensor:
 
 
 class Level(nn.Module):
-    """What down, middle and up blocks share: the checkpointing switch and the layer runner."""
+    """What down, middle and up blocks share: the gradient checkpointing switch.
+
+    The blocks' loops rebind one name, ``h``, at every step, so each
+    intermediate result is freed as soon as the next one exists.
+    """
 
     gradient_checkpointing: bool = False
-
-    def layer(self, i: int, h: Tensor, emb: Tensor | None, context: Tensor | None, mask: Tensor | None) -> Tensor:
-        """Residual block ``i``, then transformer ``i`` when the level has attention."""
-        h = _run(self.gradient_checkpointing, self.resnets[i], h, emb)
-        if self.attentions is not None:
-            h = _run(self.gradient_checkpointing, self.attentions[i], h, context, mask)
-        return h
 
 
 class DownBlock(Level):
@@ -355,8 +354,10 @@ class DownBlock(Level):
     def forward(
         self, h: Tensor, emb: Tensor | None, context: Tensor | None, mask: Tensor | None, skips: list[Tensor]
     ) -> Tensor:
-        for i in range(len(self.resnets)):
-            h = self.layer(i, h, emb, context, mask)
+        for i, resnet in enumerate(self.resnets):
+            h = _run(self.gradient_checkpointing, resnet, h, emb)
+            if self.attentions is not None:
+                h = _run(self.gradient_checkpointing, self.attentions[i], h, context, mask)
             skips.append(h)
         if self.downsamplers is not None:
             h = self.downsamplers[0](h)
@@ -420,9 +421,11 @@ class UpBlock(Level):
     def forward(
         self, h: Tensor, emb: Tensor | None, context: Tensor | None, mask: Tensor | None, skips: list[Tensor]
     ) -> Tensor:
-        for i in range(len(self.resnets)):
+        for i, resnet in enumerate(self.resnets):
             h = torch.cat([h, skips.pop()], dim=1)
-            h = self.layer(i, h, emb, context, mask)
+            h = _run(self.gradient_checkpointing, resnet, h, emb)
+            if self.attentions is not None:
+                h = _run(self.gradient_checkpointing, self.attentions[i], h, context, mask)
         if self.upsamplers is not None:
             h = self.upsamplers[0](h, skips[-1].shape[-2:])
         return h
