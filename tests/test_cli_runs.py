@@ -35,6 +35,7 @@ def test_train_generate_evaluate(settings_file: Path, tmp_path: Path, capsys) ->
     strip = tmp_path / "grid-trajectory.png"
     gif = Image.open(tmp_path / "grid-trajectory.gif")
     assert strip.is_file() and gif.n_frames == 4  # three steps and the final image
+    assert Image.open(strip).width > 4 * 96, "every step is a column of the strip, plus the final image"
     capsys.readouterr()
     assert main(["evaluate", str(run), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -189,7 +189,8 @@ def write_trajectory(pipeline: Pipeline, prompts: Sequence[str], stem: Path, *, 
     total = len(traj.predictions)
     if total == 0:
         raise ModiffError("the sampler reported no steps; cannot draw a trajectory")
-    picks = sorted({round(i * (total - 1) / max(1, frames - 1)) for i in range(min(frames, total))})
+    shown = min(frames, total)
+    picks = sorted({round(i * (total - 1) / max(1, shown - 1)) for i in range(shown)})
     cells, labels = [], []
     for row in range(len(prompts)):
         for k in picks:
