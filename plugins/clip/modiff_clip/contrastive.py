@@ -9,7 +9,7 @@ same scores, ranked, give retrieval accuracy.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,9 @@ from torch import Tensor
 MAX_LOGIT_SCALE = math.log(100.0)
 
 
-def same_caption(captions: Sequence[str], device: torch.device | None = None) -> Tensor:
-    """``[B, B]`` bool: pairs whose captions are the same string."""
-    ids: dict[str, int] = {}
+def same_caption(captions: Sequence[Hashable], device: torch.device | None = None) -> Tensor:
+    """``[B, B]`` bool: pairs whose captions (or any hashable keys) are equal."""
+    ids: dict[Hashable, int] = {}
     codes = torch.tensor([ids.setdefault(c, len(ids)) for c in captions], device=device)
     return codes[:, None] == codes[None, :]
 
@@ -47,19 +47,24 @@ def contrastive_loss(text: Tensor, image: Tensor, logit_scale: Tensor, captions:
 
 @torch.no_grad()
 def retrieval_accuracy(
-    image_features: Tensor, text_features: Tensor, captions: Sequence[str]
+    image_features: Tensor,
+    text_features: Tensor,
+    captions: Sequence[str],
+    keys: Sequence[Hashable] | None = None,
 ) -> dict[str, float]:
     """Top-1 retrieval among ``N`` held-out pairs, both directions, and its chance level.
 
-    Image -> caption is correct when the best-scoring caption is the same
-    string as the image's own (another image's identical caption counts);
-    caption -> image when the best image has that caption. ``chance`` is the
-    expected image -> caption accuracy of random scores.
+    Image -> caption is correct when the best-scoring caption has the same
+    key as the image's own caption (default key: the caption string, so
+    another image's identical caption counts; pass ``keys`` to count any
+    caption describing the same content, whatever its wording). Caption ->
+    image likewise. ``chance`` is the expected image -> caption accuracy of
+    random scores.
     """
     i = F.normalize(image_features.float(), dim=-1)
     t = F.normalize(text_features.float(), dim=-1)
     scores = i @ t.T  # [images, captions]
-    same = same_caption(captions, scores.device)
+    same = same_caption(list(keys) if keys is not None else list(captions), scores.device)
     rows = torch.arange(len(captions), device=scores.device)
     i2t = same[rows, scores.argmax(1)].float().mean()
     t2i = same[rows, scores.argmax(0)].float().mean()

@@ -35,14 +35,14 @@ class ClipSettings(modiff.ComponentSettings):
     skip_layers: int = Field(
         0, ge=0, description="Use the hidden state this many layers before the last (Stable Diffusion's 'clip skip')."
     )
-    width: int = Field(128, ge=8, description="Text tower width (the embedding dimension).")
-    layers: int = Field(4, ge=1, description="Text tower transformer layers.")
+    width: int = Field(64, ge=8, description="Text tower width (the embedding dimension).")
+    layers: int = Field(2, ge=1, description="Text tower transformer layers.")
     heads: int = Field(4, ge=1, description="Text tower attention heads (must divide width).")
-    vision_width: int = Field(128, ge=8, description="Vision tower width (used only for training).")
-    vision_layers: int = Field(4, ge=1, description="Vision tower transformer layers.")
+    vision_width: int = Field(64, ge=8, description="Vision tower width (used only for training).")
+    vision_layers: int = Field(2, ge=1, description="Vision tower transformer layers.")
     vision_heads: int = Field(4, ge=1, description="Vision tower attention heads (must divide vision_width).")
     patch_size: int | None = Field(None, ge=1, description="Vision patch size; default image_size / 8.")
-    projection_dim: int = Field(128, ge=1, description="Width of the shared image-text space of the contrastive loss.")
+    projection_dim: int = Field(64, ge=1, description="Width of the shared image-text space of the contrastive loss.")
     vocab_size: int = Field(
         1024, ge=514, description="BPE vocabulary: 512 byte tokens, 2 special tokens, and merges learned from the captions."
     )

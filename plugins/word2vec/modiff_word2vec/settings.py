@@ -41,6 +41,13 @@ class Word2VecSettings(modiff.ComponentSettings):
     max_tokens: int = Field(77, ge=1, description="Longer prompts are truncated, with a warning.")
     lowercase: bool = Field(True, description="Lower-case words before training and lookup.")
     positional: bool = Field(True, description="Add sinusoidal position encodings to the word vectors.")
+    standardize: Literal["rms", "whiten"] = Field(
+        "rms",
+        description=(
+            "How vectors are scaled before positions are added: rms keeps their geometry; whiten (ZCA over the "
+            "vocabulary) equalises every direction, so words used in identical contexts (colours) stop looking alike."
+        ),
+    )
 
     @model_validator(mode="after")
     def _training_options_need_no_file(self) -> Word2VecSettings:

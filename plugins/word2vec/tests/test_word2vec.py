@@ -111,7 +111,8 @@ def test_file_written_by_gensim_gives_the_same_vectors(
         torch.testing.assert_close(e.vector(word), torch.from_numpy(gensim_kv[word]), rtol=0, atol=0)
     # Plain vectors (depth 0, no positions): the tokens are the file's vectors, scaled by one RMS.
     out = e.embed(["red circle"])
-    expected = torch.from_numpy(np.stack([gensim_kv["red"], gensim_kv["circle"]])) / e.vector_scale
+    rms = float(np.sqrt(np.mean(np.square(gensim_kv.vectors.astype(np.float64)))))
+    expected = torch.from_numpy(np.stack([gensim_kv["red"], gensim_kv["circle"]])) / rms
     torch.testing.assert_close(out.tokens[0], expected)
     torch.testing.assert_close(out.pooled[0], expected.mean(0))
 
@@ -300,6 +301,22 @@ def test_load_assets_rejects_another_width(tmp_path: Path) -> None:
     fitted().save_assets(tmp_path)
     with pytest.raises(modiff.WeightsError, match="16-dimensional .* dim = 8"):
         build(dim=8).load_assets(tmp_path)
+
+
+def test_whitening_separates_words_used_in_the_same_contexts() -> None:
+    """Colour words share their contexts in templated captions: nearly parallel
+    vectors. Whitened, they are about as different as unrelated words."""
+    plain, white = fitted(positional=False), fitted(positional=False, standardize="whiten")
+    for e, low, high in ((plain, 0.9, 1.0), (white, -0.5, 0.5)):
+        out = e.embed(["red", "blue"]).tokens[:, 0]
+        cos = float(torch.nn.functional.cosine_similarity(out[0], out[1], dim=0))
+        assert low < cos < high, (e.settings.standardize, cos)
+    # Whitened vocabulary: zero mean, unit RMS, identity covariance up to scale.
+    w = (white.vectors[2:] - white.offset) @ white.transform
+    torch.testing.assert_close(w.mean(0), torch.zeros(16), atol=1e-4, rtol=0)
+    assert abs(float(w.pow(2).mean()) - 1) < 1e-3
+    eig = torch.linalg.eigvalsh(w.T.double() @ w.double() / (len(w) - 1))
+    assert float(eig.max() / eig[eig > 1e-3 * eig.max()].min()) < 1.01
 
 
 def test_sinusoidal_positions_match_the_formula() -> None:
