@@ -10,7 +10,7 @@ the x0 estimate itself, since the last step goes to sigma = 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -113,7 +113,9 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
     return out
 
 
-def _unipc_terms(h: float, rks: list[float], order: int, solver_type: str) -> tuple[float, float, list[list[float]], list[float]]:
+def _unipc_terms(
+    h: float, rks: list[float], order: int, solver_type: str
+) -> tuple[float, float, list[list[float]], list[float]]:
     """``h*phi_1(-h)``, ``B(h)`` and the system ``R rho = b`` of UniPC
     (Zhao et al. 2023, data prediction)."""
     hh = -h
@@ -229,9 +231,3 @@ def _unic(
         return x_t - b_h * (corr_res + rhos[-1] * corr)
     return x_t - b_h * (rhos[-1] * corr)
 
-
-SAMPLE_FNS: dict[str, Callable[..., torch.Tensor]] = {
-    "dpmpp-2m": sample_dpmpp_2m,
-    "dpmpp-2m-sde": sample_dpmpp_2m_sde,
-    "unipc": sample_unipc,
-}

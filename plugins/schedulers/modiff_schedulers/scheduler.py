@@ -86,13 +86,15 @@ class DiffusionScheduler(NoiseSchedule):
 
     def __init__(self, spec: SamplerSpec, settings: cfg.ScheduleSettings):
         if not isinstance(settings, spec.settings_model):
-            settings = spec.settings_model.model_validate(settings.model_dump() if hasattr(settings, "model_dump") else settings)
+            data = settings.model_dump() if hasattr(settings, "model_dump") else settings
+            settings = spec.settings_model.model_validate(data)
         super().__init__(settings)
         self.spec = spec
         self.name = spec.name
 
     def __repr__(self) -> str:
-        changed = {k: v for k, v in self.settings.model_dump().items() if v != type(self.settings).model_fields[k].default}
+        fields = type(self.settings).model_fields
+        changed = {k: v for k, v in self.settings.model_dump().items() if v != fields[k].default}
         return f"{type(self).__name__}({self.name!r}, {changed})"
 
     @property
@@ -292,7 +294,9 @@ SPECS: tuple[SamplerSpec, ...] = (
     ),
     SamplerSpec(
         "unipc", cfg.UniPCSettings, sample_unipc, "sigma", "multistep",
-        options=lambda s: {"order": s.order, "solver_type": s.solver_type, "disable_corrector": tuple(s.disable_corrector)},
+        options=lambda s: {
+            "order": s.order, "solver_type": s.solver_type, "disable_corrector": tuple(s.disable_corrector),
+        },
         karras_timestep_rounding=lambda s: "round",
     ),
 )
@@ -300,7 +304,9 @@ SPECS: tuple[SamplerSpec, ...] = (
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in SPECS}
 
 
-def build(name: str, settings: cfg.ScheduleSettings | dict[str, Any] | None = None, **overrides: Any) -> DiffusionScheduler:
+def build(
+    name: str, settings: cfg.ScheduleSettings | dict[str, Any] | None = None, **overrides: Any
+) -> DiffusionScheduler:
     """A scheduler by sampler name, from a settings model or a settings table."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")

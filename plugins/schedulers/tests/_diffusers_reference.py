@@ -77,7 +77,9 @@ _RANDN_MODULES = (
 )
 
 
-def modiff_randn_tensor(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, **_: Any) -> torch.Tensor:
+def modiff_randn_tensor(
+    shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, **_: Any
+) -> torch.Tensor:
     """diffusers' ``randn_tensor`` drawing like ``modiff.randn`` (float32, then cast)."""
     out = modiff.randn(tuple(shape), generator, device=device or "cpu", dtype=torch.float32)
     return out.to(dtype or torch.float32)
@@ -173,7 +175,8 @@ def inject_schedule(sched: Any, name: str, ours: Any) -> None:
     sched.alphas = 1.0 - sched.betas
     sched.alphas_cumprod = abar
     if name == "ddim":
-        sched.final_alpha_cumprod = torch.tensor(1.0, dtype=torch.float64) if ours.settings.set_alpha_to_one else abar[0]
+        one = torch.tensor(1.0, dtype=torch.float64)
+        sched.final_alpha_cumprod = one if ours.settings.set_alpha_to_one else abar[0]
     if hasattr(sched, "lambda_t"):
         sched.alpha_t = abar.sqrt()
         sched.sigma_t = (1 - abar).sqrt()

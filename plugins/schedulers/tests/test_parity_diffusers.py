@@ -137,7 +137,8 @@ OPTION_CASES = [
     ("ddim", {"set_alpha_to_one": False, "timestep_spacing": "leading", "steps_offset": 1}),
     ("ddim", {"set_alpha_to_one": False, "eta": 0.3}),
     # DDPM's other variance (leading spacing: the last step is t = 0, see test_ddpm_fixed_large_divergence)
-    *[("ddpm", {"variance_type": "fixed_large", "timestep_spacing": "leading", "prediction_type": p}) for p in PREDICTIONS],
+    *[("ddpm", {"variance_type": "fixed_large", "timestep_spacing": "leading", "prediction_type": p})
+      for p in PREDICTIONS],
     # Stable Diffusion 1.x: leading spacing with steps_offset = 1, for every sampler
     *[(n, {"timestep_spacing": "leading", "steps_offset": 1}) for n in ref.DIFFUSERS_CLASS],
     # Zero terminal SNR (v and sample prediction; epsilon is rejected)
@@ -162,7 +163,8 @@ OPTION_CASES = [
 
 
 @pytest.mark.parametrize(
-    ("name", "opts"), [pytest.param(n, o, id=f"{n}-" + "-".join(f"{k}={v}" for k, v in o.items())) for n, o in OPTION_CASES]
+    ("name", "opts"),
+    [pytest.param(n, o, id=f"{n}-" + "-".join(f"{k}={v}" for k, v in o.items())) for n, o in OPTION_CASES],
 )
 def test_options_match_diffusers(diffusers_noise: Any, model_fn: Any, name: str, opts: dict[str, Any]) -> None:
     compare(name, build(name, opts), model_fn, (1, 2, 10))
@@ -226,7 +228,8 @@ def test_schedule_matches_diffusers_float32() -> None:
 
     for beta in BETAS:
         for zero in (False, True):
-            ours = build("ddim", {"beta_schedule": beta, "rescale_betas_zero_snr": zero, "prediction_type": "v_prediction"})
+            opts = {"beta_schedule": beta, "rescale_betas_zero_snr": zero, "prediction_type": "v_prediction"}
+            ours = build("ddim", opts)
             theirs = diffusers.DDIMScheduler(
                 beta_schedule=beta, beta_start=0.00085, beta_end=0.012, rescale_betas_zero_snr=zero
             ).alphas_cumprod.double()

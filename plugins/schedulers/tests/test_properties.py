@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import modiff
 from modiff.testing.contracts.scheduler import oracle_model
 from modiff_schedulers.config import ScheduleSettings
-from modiff_schedulers.scheduler import SAMPLERS, DiffusionScheduler, build
+from modiff_schedulers.scheduler import SAMPLERS, build
 from modiff_schedulers.schedule import NoiseSchedule
 
 # model_fn is a pure function fixture, safe to share across examples
@@ -249,7 +249,8 @@ def test_noise_is_drawn_in_float32(name: str, model_fn: Any) -> None:
 
 @pytest.mark.parametrize(
     ("name", "opts"),
-    [("ddim", {}), ("ddim", {"timestep_spacing": "leading", "steps_offset": 1}), ("euler", {"timestep_spacing": "leading"}),
+    [("ddim", {}), ("ddim", {"timestep_spacing": "leading", "steps_offset": 1}),
+     ("euler", {"timestep_spacing": "leading"}),
      ("heun", {}), ("euler", {"use_karras_sigmas": True, "timestep_spacing": "leading"})],
 )
 def test_resuming_from_a_state_continues_the_run(name: str, opts: dict[str, Any], model_fn: Any) -> None:

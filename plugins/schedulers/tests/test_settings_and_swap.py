@@ -98,7 +98,9 @@ def test_schedule_params_are_shared_by_every_sampler() -> None:
         assert other.name == name
         torch.testing.assert_close(other.alphas_cumprod, base.alphas_cumprod, rtol=0, atol=0)
         torch.testing.assert_close(other.add_noise(x0, noise, t), base.add_noise(x0, noise, t), rtol=0, atol=0)
-        torch.testing.assert_close(other.training_target(x0, noise, t), base.training_target(x0, noise, t), rtol=0, atol=0)
+        torch.testing.assert_close(
+            other.training_target(x0, noise, t), base.training_target(x0, noise, t), rtol=0, atol=0
+        )
         built = build_one("scheduler", name, schedule_params(base.settings))  # what the pipeline does
         assert built.settings == other.settings
 
