@@ -33,8 +33,7 @@ addopts = "--import-mode=importlib -p no:cacheprovider"
 
 README = r'''# $dist
 
-A [modiff](https://pypi.org/project/modiff/) plugin: the $role component
-`$name`, $summary.
+A modiff plugin: the $role component `$name`, $summary.
 
 ## Use
 
@@ -78,6 +77,7 @@ Layout:
 ```sh
 python -m pip install build twine
 python -m build
+python -m twine check dist/*
 python -m twine upload dist/*
 ```
 '''
