@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .k_samplers import Callback, NoiseSampler, SigmaModel
+from .k_samplers import Callback, NoiseSampler, SigmaModel, lincomb
 
 
 def sample_dpmpp_2m(
@@ -197,8 +197,7 @@ def _unip(
             rhos = [0.5]
         else:
             rhos = _solve([row[:-1] for row in r_rows[:-1]], b[:-1])
-        res = sum(r * d for r, d in zip(rhos, d1s, strict=True))
-        x_next = x_next - b_h * res
+        x_next = x_next - b_h * lincomb(rhos, d1s)
     return x_next
 
 
@@ -227,7 +226,6 @@ def _unic(
     x_t = (sigmas[i] / sigmas[i - 1]) * last_sample - h_phi_1 * m0
     corr = model_t - m0
     if d1s:
-        corr_res = sum(r * d for r, d in zip(rhos[:-1], d1s, strict=True))
-        return x_t - b_h * (corr_res + rhos[-1] * corr)
+        return x_t - b_h * (lincomb(rhos[:-1], d1s) + rhos[-1] * corr)
     return x_t - b_h * (rhos[-1] * corr)
 
