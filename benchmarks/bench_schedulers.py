@@ -11,9 +11,10 @@ pipelines run (``scale_model_input``, model, ``step``), with the same
 schedule (Stable Diffusion's scaled_linear betas, epsilon prediction,
 trailing spacing), float32, one thread, at two latent sizes: a tiny one
 (1 x 4 x 8 x 8: pure Python overhead) and Stable Diffusion's at 512 px
-(1 x 4 x 64 x 64: tensor arithmetic starts to count). Each cell is the
-median of several repeats; the ratio is diffusers' time over ours (> 1: we
-are faster).
+(1 x 4 x 64 x 64: tensor arithmetic starts to count). The two sides run
+alternately, repeat after repeat, and each cell is the fastest repeat (on a
+shared machine outside load only ever adds time); the ratio is diffusers'
+time over ours (> 1: we are faster).
 
 Run: ``python benchmarks/bench_schedulers.py [--steps 50] [--repeats 7]``.
 """
@@ -55,20 +56,18 @@ def constant_model(shape: tuple[int, ...]) -> Callable[[torch.Tensor, torch.Tens
     return model
 
 
-def time_ours(name: str, shape: tuple[int, ...], steps: int, repeats: int) -> float:
+def ours_runner(name: str, shape: tuple[int, ...], steps: int) -> Callable[[], None]:
     sched = build(name, SCHEDULE)
     model = constant_model(shape)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    times = []
-    for _ in range(repeats + 1):
-        gens = modiff.generators([0] * shape[0])
-        start = time.perf_counter()
-        sched.sample(model, noise, steps, generator=gens)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:]) / steps
+
+    def run() -> None:
+        sched.sample(model, noise, steps, generator=modiff.generators([0] * shape[0]))
+
+    return run
 
 
-def time_diffusers(name: str, shape: tuple[int, ...], steps: int, repeats: int) -> float:
+def diffusers_runner(name: str, shape: tuple[int, ...], steps: int) -> Callable[[], None]:
     import diffusers
 
     cls_name, extra = DIFFUSERS[name]
@@ -76,18 +75,29 @@ def time_diffusers(name: str, shape: tuple[int, ...], steps: int, repeats: int) 
     model = constant_model(shape)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     takes_generator = "generator" in inspect.signature(sched.step).parameters
-    times = []
-    for _ in range(repeats + 1):
+
+    def run() -> None:
         gens = [torch.Generator().manual_seed(0) for _ in range(shape[0])]
         kwargs: dict[str, Any] = {"generator": gens} if takes_generator else {}
-        start = time.perf_counter()
         sched.set_timesteps(steps)
         x = noise * sched.init_noise_sigma
         for t in sched.timesteps:
             x_in = sched.scale_model_input(x, t)
             x = sched.step(model(x_in, t), t, x, **kwargs).prev_sample
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[1:]) / steps
+
+    return run
+
+
+def per_step(runs: list[Callable[[], None]], steps: int, repeats: int) -> list[float]:
+    """Fastest time per step of each runner, running them in turn ``repeats`` times (after a warm-up)."""
+    best = [float("inf")] * len(runs)
+    for r in range(repeats + 1):
+        for k, run in enumerate(runs):
+            start = time.perf_counter()
+            run()
+            if r:
+                best[k] = min(best[k], time.perf_counter() - start)
+    return [b / steps for b in best]
 
 
 def main() -> None:
@@ -100,13 +110,13 @@ def main() -> None:
     import diffusers  # noqa: F401  (import time kept out of the measurements)
 
     shapes = [(1, 4, 8, 8), (1, 4, 64, 64)]
-    print(f"per-step sampler overhead, {args.steps} steps, median of {args.repeats}, float32, 1 thread")
+    print(f"per-step sampler overhead, {args.steps} steps, best of {args.repeats}, float32, 1 thread")
     print(f"{'sampler':16s} {'latent':>12s} {'modiff us':>10s} {'diffusers us':>13s} {'ratio':>7s}")
     ratios = []
     for name in args.samplers:
         for shape in shapes:
-            ours = time_ours(name, shape, args.steps, args.repeats)
-            theirs = time_diffusers(name, shape, args.steps, args.repeats)
+            runs = [ours_runner(name, shape, args.steps), diffusers_runner(name, shape, args.steps)]
+            ours, theirs = per_step(runs, args.steps, args.repeats)
             ratios.append(theirs / ours)
             size = "x".join(map(str, shape[1:]))
             print(f"{name:16s} {size:>12s} {ours * 1e6:10.1f} {theirs * 1e6:13.1f} {theirs / ours:6.2f}x")
