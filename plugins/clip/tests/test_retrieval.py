@@ -88,8 +88,8 @@ def test_contrastive_training_lifts_retrieval_far_above_chance(one_thread: None)
     chance = after["chance"]
     assert chance < 0.02
     assert before["image_to_text"] < 5 * chance + 0.02
-    # Measured 0.55 (seed 0) and 0.54 (seed 1) image->caption; asserted at
-    # half that, 25 times chance.
+    # Measured 0.57 image->caption and 0.61 caption->image (and 0.54 with
+    # seed 1); asserted at less than half that, 25 times chance.
     assert after["image_to_text"] >= 0.25, (after, seconds)
     assert after["text_to_image"] >= 0.25, (after, seconds)
     assert sum(losses[-20:]) / 20 < 0.6 * sum(losses[:20]) / 20
