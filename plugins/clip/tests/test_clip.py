@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -83,12 +87,11 @@ def train_a_little(e: ClipTextEmbedder, steps: int = 2) -> ClipTextEmbedder:
 _FOLDERS: dict[str, Path] = {}
 
 
-def saved_folder(tmp_path_factory: pytest.TempPathFactory | None = None) -> Path:
+def saved_folder() -> Path:
     """The folder ``save_assets`` writes for a trained tiny CLIP (made once)."""
     if "tiny" not in _FOLDERS:
-        import tempfile
-
         root = Path(tempfile.mkdtemp(prefix="modiff-clip-test-"))
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
         torch.manual_seed(0)
         train_a_little(build()).save_assets(root)
         _FOLDERS["tiny"] = root
@@ -327,18 +330,20 @@ def test_trained_tokenizer_learns_whole_caption_words() -> None:
     assert len(e.tokenizer) <= TINY["vocab_size"]
 
 
+@functools.cache
+def shared_tiny() -> ClipTextEmbedder:
+    return build()
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.text(max_size=60))
 def test_tokenizer_has_no_unknown_token_for_any_text(text: str) -> None:
     """Every byte has a token, so the end token (also CLIP's unknown token)
     appears only at the end, where the pooled output is read."""
-    e = _TOKENIZER_HOLDER.setdefault("e", build())
+    e = shared_tiny()
     ids = e.tokenizer(text)["input_ids"]
     assert ids[0] == e.tokenizer.bos_token_id and ids[-1] == e.tokenizer.eos_token_id
     assert e.tokenizer.eos_token_id not in ids[1:-1]
-
-
-_TOKENIZER_HOLDER: dict[str, ClipTextEmbedder] = {}
 
 
 def test_without_a_dataset_the_tokenizer_is_bytes_only() -> None:

@@ -50,7 +50,7 @@ class Word2VecSettings(modiff.ComponentSettings):
     )
 
     @model_validator(mode="after")
-    def _training_options_need_no_file(self) -> Word2VecSettings:
+    def _limit_needs_a_file(self) -> Word2VecSettings:
         if self.vectors is None and self.limit is not None:
             raise ValueError("`limit` only applies when `vectors` names a file; remove it or set `vectors`")
         return self
