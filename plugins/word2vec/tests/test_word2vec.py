@@ -337,3 +337,8 @@ def test_tokenize_keeps_every_visible_character(text: str) -> None:
 
 def test_registered_as_a_text_embedder() -> None:
     assert "word2vec" in modiff.registry().names("text_embedder")
+
+
+def test_importing_the_plugin_imports_neither_torch_nor_gensim() -> None:
+    code = "import sys, modiff_word2vec; assert not {'torch', 'gensim'} & set(sys.modules), sorted(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
