@@ -39,7 +39,13 @@ class KLAutoencoderSettings(modiff.ComponentSettings):
         ge=0,
         description="Weight of the KL term (mean per latent element) against the reconstruction loss (mean per pixel).",
     )
-    reconstruction_loss: Literal["l1", "mse", "both"] = Field("l1", description="Pixel loss: l1, mse, or their sum.")
+    reconstruction_loss: Literal["l1", "mse", "both"] = Field(
+        "mse",
+        description=(
+            "Pixel loss: l1, mse, or their sum. On mostly-black images L1 is drawn to an all-black "
+            "output (its median) and learns colours far more slowly; see docs/autoencoders.md."
+        ),
+    )
     sample_posterior: bool = Field(
         False, description="encode() samples the posterior instead of returning its mean."
     )
