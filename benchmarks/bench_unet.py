@@ -16,8 +16,8 @@ hits both alike:
 
 Ratios are modiff / diffusers (below 1: modiff is faster or smaller).
 
-    python benchmarks/bench_unet.py                    # all configurations
-    python benchmarks/bench_unet.py --config shapes-8 --repeats 20 --threads 2
+    python benchmarks/bench_unet.py                    # all configurations, one CPU thread
+    python benchmarks/bench_unet.py --config shapes-8 --repeats 20 --threads 2 --channels-last
 """
 
 from __future__ import annotations
@@ -203,7 +203,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=[c.name for c in CASES], action="append", help="configurations to run")
     parser.add_argument("--repeats", type=int, default=10, help="timed repetitions per measurement (median)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: on a shared 2-core machine, OpenMP synchronisation under outside "
+        "load made 2-thread timings 3-10x slower and erratic; 0 keeps torch's default)",
+    )
     parser.add_argument("--channels-last", action="store_true", help="both models and inputs in channels_last")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
