@@ -102,7 +102,10 @@ def render(size: int, seed: int, index: int) -> tuple[torch.Tensor, torch.Tensor
     return image / 127.5 - 1.0, objects
 
 
-def load(get: Callable[[int], tuple[torch.Tensor, torch.Tensor]], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+Getter = Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def load(get: Getter, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     items = [get(i) for i in indices]
     return torch.stack([x for x, _ in items]), torch.stack([m for _, m in items])
 
@@ -133,7 +136,8 @@ def colour_scores(
         for colour in truth.unique(dim=0):
             sel = (truth == colour).all(dim=1)
             mean = pixels[sel].mean(0)
-            right.append(float(((palette - mean).square().sum(1).argmin() == (palette - colour).square().sum(1).argmin())))
+            nearest = (palette - mean).square().sum(1).argmin()
+            right.append(float(nearest == (palette - colour).square().sum(1).argmin()))
             errors.append(float((mean - colour).abs().mean() * 127.5))
     if not right:
         return math.nan, math.nan
@@ -180,7 +184,11 @@ def run_size(size: int, args: argparse.Namespace, overrides: dict[str, Any]) -> 
             print(f"  {size}px step {step + 1}: loss {sum(losses[-20:]) / len(losses[-20:]):.4f}", flush=True)
     train_time = time.perf_counter() - start
 
-    stats_batches = [Batch(load(get, list(range(10**6 - (k + 1) * args.batch, 10**6 - k * args.batch)))[0], [""] * args.batch) for k in range(8)]
+    # Statistics from 8 batches at the far end of the index range, as the core's finish step reads a few batches.
+    stats_batches = []
+    for k in range(8):
+        images, _ = load(get, list(range(10**6 - (k + 1) * args.batch, 10**6 - k * args.batch)))
+        stats_batches.append(Batch(images, [""] * args.batch))
     encoder.finish_training(stats_batches)
     encoder.eval()
     with torch.no_grad():
@@ -238,7 +246,8 @@ def main() -> None:
     print(f"kl-autoencoder {overrides}; {args.steps} steps, batch {args.batch}, lr {args.lr}, "
           f"{torch.get_num_threads()} threads, {args.held} held-out images")
     header = (
-        f"{'size':>5} {'latent':>10} {'PSNR dB':>8} {'ref dB':>7} {'ratio':>6} {'colour':>7} {'ref':>6} {'RGB err':>7} {'ref':>6} "
+        f"{'size':>5} {'latent':>10} {'PSNR dB':>8} {'ref dB':>7} {'ratio':>6} {'colour':>7} {'ref':>6} "
+        f"{'RGB err':>7} {'ref':>6} "
         f"{'train s':>8} {'step/s':>7} {'codec ms/img':>12} {'loss':>7}"
     )
     rows = []
@@ -268,7 +277,8 @@ def row_text(r: dict[str, Any]) -> str:
     latent = "x".join(str(v) for v in r["latent"])
     return (
         f"{r['size']:>5} {latent:>10} {r['psnr']:>8.2f} {r['psnr_ref']:>7.2f} {r['psnr'] / r['psnr_ref']:>6.2f} "
-        f"{r['colour'][0]:>7.2f} {r['colour_ref'][0]:>6.2f} {r['colour'][1]:>7.1f} {r['colour_ref'][1]:>6.1f} {r['train_s']:>8.1f} {r['steps_per_s']:>7.2f} "
+        f"{r['colour'][0]:>7.2f} {r['colour_ref'][0]:>6.2f} {r['colour'][1]:>7.1f} {r['colour_ref'][1]:>6.1f} "
+        f"{r['train_s']:>8.1f} {r['steps_per_s']:>7.2f} "
         f"{r['codec_ms']:>12.2f} {r['final_loss']:>7.4f}"
     )
 
