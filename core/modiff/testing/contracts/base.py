@@ -15,7 +15,7 @@ from .. import build_one
 CONTRACT_SETTINGS = hsettings(
     max_examples=8,
     deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.differing_executors],
     derandomize=True,
 )
 
