@@ -15,6 +15,7 @@ an error naming both, and ``"distribution:name"`` picks one.
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.metadata
 import os
 import re
@@ -326,8 +327,15 @@ def _distribution_of(plugin: Any) -> str | None:
 
     module = plugin.__name__ if isinstance(plugin, types.ModuleType) else type(plugin).__module__
     top = module.split(".")[0]
-    dists = importlib.metadata.packages_distributions().get(top)
+    dists = _packages_distributions().get(top)
     return dists[0] if dists else None
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    """Top-level package -> distributions; scanning every installed
+    distribution takes a tenth of a second, so it is done once."""
+    return dict(importlib.metadata.packages_distributions())
 
 
 def _version_of(plugin: Any) -> str:

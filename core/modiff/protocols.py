@@ -71,6 +71,8 @@ class TextEmbedding:
         tokens: ``[B, L, D]`` float, one vector per token position (``L`` is
             the embedder's ``max_tokens`` or the longest prompt in the batch).
         mask: ``[B, L]`` bool, ``True`` where ``tokens`` holds a real token.
+            Real tokens come first (padding is on the right) and every row
+            has at least one real token, even for an empty prompt.
             Positions that are ``False`` must not influence anything
             downstream: conditioners and denoisers mask them out.
         pooled: ``[B, D]`` float, one vector per prompt (CLIP's pooled output,
