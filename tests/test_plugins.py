@@ -110,3 +110,24 @@ def test_registration_validates_names_and_models() -> None:
 
 def test_process_registry_is_loaded_once() -> None:
     assert registry() is registry()
+
+
+def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> None:
+    from modiff.settings import load_settings, resolve
+    from modiff.testing.toys import TOY_SETTINGS
+    from modiff.assembly import build
+
+    class Faulty:
+        __name__ = "faulty"
+
+        @modiff.hookimpl
+        def register_denoisers(self, register):
+            def factory(settings, context):
+                raise RuntimeError("out of cheese")
+
+            register("faulty", factory)
+
+    reg = registry_from(ToyPlugin(), Faulty())
+    resolved = resolve(load_settings(base={**TOY_SETTINGS, "denoiser": {"plugin": "faulty"}}, environ={}), reg)
+    with pytest.raises(PluginError, match=r"denoiser plugin 'faulty' \(distribution faulty .*failed to build: RuntimeError: out of cheese"):
+        build(resolved)
