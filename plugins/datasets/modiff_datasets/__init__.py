@@ -18,7 +18,7 @@ from typing import Any
 
 import modiff
 
-from .config import ImageFolderSettings, PromptAccuracySettings, ShapesSettings
+from .config import ImageFolderSettings, IoUSettings, PromptAccuracySettings, ShapesSettings
 
 __all__ = [
     "ImageFolderSettings",
@@ -60,6 +60,14 @@ def register_datasets(register: Any) -> None:
     register("image-folder", build_image_folder, ImageFolderSettings)
 
 
+def build_iou(settings: IoUSettings, context: Any) -> Any:
+    """Segmentation: intersection over union per class and mean, on held-out images."""
+    from .evaluation.iou import IoUEvaluator
+
+    return IoUEvaluator(settings.num_images, settings.seed_offset, settings.batch_size)
+
+
 @modiff.hookimpl
 def register_evaluators(register: Any) -> None:
     register("prompt-accuracy", build_prompt_accuracy, PromptAccuracySettings)
+    register("iou", build_iou, IoUSettings)

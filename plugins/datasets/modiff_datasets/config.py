@@ -116,3 +116,11 @@ class PromptAccuracySettings(modiff.ComponentSettings):
                 f"triangle_below ({self.triangle_below}) must be less than square_from ({self.square_from})"
             )
         return self
+
+
+class IoUSettings(modiff.ComponentSettings):
+    """Segmentation evaluator: IoU per class and mean on held-out images."""
+
+    num_images: int = Field(256, ge=1, description="Held-out images to segment.")
+    seed_offset: int = Field(1000, ge=1, description="Shapes world: held-out images come from seed + this.")
+    batch_size: int = Field(64, ge=1)
