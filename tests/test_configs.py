@@ -19,3 +19,12 @@ def test_shipped_settings_resolve(path: Path) -> None:
     assert resolved.components["denoiser"].name in {"unet", "dit"}
     if resolved.run.task == "segmentation":
         assert resolved.components["evaluator"].name == "iou"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ablations").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_ablations_validate(path: Path) -> None:
+    from modiff.ablation import read_ablation, validate
+
+    ablation = read_ablation(path)
+    validate(ablation)
+    assert len(ablation.cells) >= 2
