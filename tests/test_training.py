@@ -176,3 +176,12 @@ def test_evaluate_runs_the_runs_evaluator(tmp_path: Path) -> None:
     train_run(settings(), run, progress=False)
     result = evaluate_run(Pipeline.load(run.path))
     assert 0.0 <= result["accuracy"] <= 1.0 and result["prompts"] == 3 and result["seconds"] > 0
+
+
+def test_channels_last_gives_the_same_images(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    train_run(settings(), run, progress=False)
+    plain = Pipeline.load(run.path).generate_tensor(["a red square"], seed=3)
+    fast = Pipeline.load(run.path, sets=["run.channels_last=true"])
+    assert fast.components.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast.generate_tensor(["a red square"], seed=3), plain, rtol=1e-4, atol=1e-5)
