@@ -36,7 +36,9 @@ from .toml_io import dumps, parse_value
 
 ENV_PREFIX = "MODIFF_"
 
-#: Roles a settings file must fill; the others may be left out.
+#: Roles a settings file must fill; the others may be left out. ``data`` may
+#: also be left out when ``[run] image_size`` is set: a run that only
+#: generates (imported weights) needs the image size, not a dataset.
 REQUIRED_ROLES = ("data", "encoder", "denoiser", "scheduler")
 
 
@@ -348,10 +350,14 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
     for role in ROLES:
         choice: ComponentChoice | None = getattr(settings, role)
         if choice is None:
-            needed = role in REQUIRED_ROLES and not (role == "scheduler" and settings.run.task == "segmentation")
+            needed = role in REQUIRED_ROLES and not (
+                (role == "scheduler" and settings.run.task == "segmentation")
+                or (role == "data" and settings.run.image_size is not None)
+            )
             if needed:
                 installed = ", ".join(registry.names(role)) or "none installed"
-                problems.append(f"the settings have no [{role}] table; choose a plugin ({installed})")
+                hint = " or set [run] image_size for a run that only generates" if role == "data" else ""
+                problems.append(f"the settings have no [{role}] table; choose a plugin ({installed}){hint}")
             continue
         try:
             registration = registry.lookup(role, choice.plugin)
