@@ -82,6 +82,13 @@ class Source:
     scheduler_table: dict[str, Any]
     parts: dict[str, Part]
     notes: list[str] = field(default_factory=list)
+    #: Where the configurations came from, for error messages.
+    config_origin: str = "the tensor shapes"
+
+    def described_by(self, part: str) -> str:
+        if self.config_origin == "the tensor shapes":
+            return "configured from the tensor shapes"
+        return f"configured by {Path(self.config_origin) / part / 'config.json'}"
 
 
 @dataclass
@@ -163,7 +170,7 @@ def read_diffusers_folder(root: Path, dtype: torch.dtype) -> Source:
                 raise modiff.WeightsError(f"{weights.file_of(name)}: tensors {renames[target][0]!r} and {name!r} are the same tensor")
             renames[target] = (name, Rename(target))
         parts[part] = Part(weights, renames)
-    return Source(root, unet, vae, text, tokenizer, _scheduler(scheduler, notes), parts, notes)
+    return Source(root, unet, vae, text, tokenizer, _scheduler(scheduler, notes), parts, notes, str(root))
 
 
 def read_single_file(
@@ -215,7 +222,8 @@ def read_single_file(
             "configurations read from the tensor shapes with SD 1.x's conventions (8 UNet attention heads, 64-wide "
             "CLIP heads, 32 normalisation groups, latent scale 0.18215); give --config FOLDER for other models"
         )
-    return Source(path, unet, vae, text, tokenizer, _scheduler(scheduler, notes), parts, notes)
+    origin = str(config_dir) if config_dir is not None else "the tensor shapes"
+    return Source(path, unet, vae, text, tokenizer, _scheduler(scheduler, notes), parts, notes, origin)
 
 
 def read_source(
@@ -247,13 +255,15 @@ def settings_table(src: Source, run: Path, text_folder: Path, *, precision: str,
     for key in ("in_channels", "out_channels"):
         if int(src.unet_config.get(key, 4)) != latent:
             raise modiff.WeightsError(
-                f"the UNet's {key} = {src.unet_config.get(key)} but the autoencoder has {latent} latent channels; "
+                f"the UNet ({src.described_by('unet')}) has {key} = {src.unet_config.get(key)} but the autoencoder "
+                f"has {latent} latent channels; "
                 "import-sd reads text-to-image UNets that denoise the latent alone (no inpainting UNets)"
             )
     width = int(src.text_config.get("hidden_size", 0))
     if unet["cross_attention_dim"] != width:
         raise modiff.WeightsError(
-            f"the UNet cross-attends to width {unet['cross_attention_dim']} but the text encoder's hidden size is {width}"
+            f"the UNet ({src.described_by('unet')}) cross-attends to width {unet['cross_attention_dim']} but the text "
+            f"encoder's hidden size is {width} ({src.described_by('text_encoder')})"
         )
     f = 2 ** (len(vae["channels"]) - 1)
     size = image_size or int(src.unet_config.get("sample_size") or configs.SD_IMAGE_SIZE // f) * f
@@ -302,7 +312,8 @@ def _shown(names: list[str]) -> str:
 
 
 def component_tensors(
-    role: str, expected: Mapping[str, torch.Tensor], part: Part | None, extra: Mapping[str, torch.Tensor]
+    role: str, expected: Mapping[str, torch.Tensor], part: Part | None, extra: Mapping[str, torch.Tensor],
+    described_by: str = "",
 ) -> dict[str, torch.Tensor]:
     """The component's state dict read from ``part``: every expected name
     present, with the expected shape, or a :class:`modiff.WeightsError`
@@ -317,7 +328,7 @@ def component_tensors(
             problems.append(f"{len(missing)} tensor(s) the {role} needs are missing: {_shown(missing)}")
         if unexpected:
             problems.append(f"{len(unexpected)} tensor(s) fit nowhere in it: {_shown(unexpected)}")
-        raise modiff.WeightsError(f"{where} does not fit the {role}: {'; '.join(problems)}")
+        raise modiff.WeightsError(f"{where} does not fit the {role}{' ' + described_by if described_by else ''}: {'; '.join(problems)}")
     for name, value in expected.items():
         if name in renames:
             got = part.shape(name)  # type: ignore[union-attr]
@@ -325,7 +336,7 @@ def component_tensors(
                 source = renames[name][0]
                 raise modiff.WeightsError(
                     f"{part.weights.file_of(source)}: tensor {source!r} has shape {got} but the {role} ({name!r}) "  # type: ignore[union-attr]
-                    f"expects {tuple(value.shape)}; the weights do not match the configuration"
+                    f"expects {tuple(value.shape)}; the weights do not match the configuration{' (' + described_by + ')' if described_by else ''}"
                 )
     out: dict[str, torch.Tensor] = {}
     for name, value in expected.items():
@@ -339,7 +350,8 @@ def component_tensors(
     return out
 
 
-def write_component(run: RunDir, role: str, module: torch.nn.Module, resolved: Any, tensors: dict[str, torch.Tensor]) -> None:
+def write_component(run: RunDir, role: str, resolved: Any, tensors: dict[str, torch.Tensor]) -> None:
+    """The component's weights with modiff's metadata (plugin, distribution, version, settings)."""
     atomic_save_tensors(run.weights(role), tensors, component_metadata(role, resolved.registration, resolved.params))
 
 
@@ -399,12 +411,13 @@ def import_sd(
         components = _meta_components(staged)
         parameters: dict[str, int] = {}
         for role, module in components.modules():
-            part = next((src.parts[p] for p, r in ROLES.items() if r == role), None)
+            name = next((p for p, r in ROLES.items() if r == role), None)
+            part = src.parts[name] if name is not None else None
             expected = module.state_dict()
             extra = _encoder_statistics(src, expected) if role == "encoder" else {}
             say(f"writing {role} ({type(module).__name__})")
-            tensors = component_tensors(role, expected, part, extra)
-            write_component(staging, role, module, staged.components[role], tensors)
+            tensors = component_tensors(role, expected, part, extra, src.described_by(name) if name else "")
+            write_component(staging, role, staged.components[role], tensors)
             parameters[role] = sum(t.numel() for t in tensors.values())
             del tensors
         settings = resolve(settings_table(src, final, final / "components" / "text_embedder", precision=precision, image_size=image_size))
