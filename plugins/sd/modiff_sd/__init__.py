@@ -31,7 +31,9 @@ def build_sd_clip(settings: SdClipSettings, context: Any) -> Any:
     """CLIP text encoder as Stable Diffusion uses it: padded to max_tokens, no mask, every position real."""
     from .text import SdClipEmbedder
 
-    return SdClipEmbedder.from_folder(settings.pretrained, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers)
+    return SdClipEmbedder.from_folder(
+        settings.pretrained, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers
+    )
 
 
 def build_sd_cross_attention(settings: SdCrossAttentionSettings, context: Any) -> Any:

@@ -21,7 +21,8 @@ def add_commands(sub: Any) -> None:
                    help="single file: a diffusers folder whose config files (and tokenizer/) describe it")
     p.add_argument("--tokenizer", type=Path, default=None, metavar="FOLDER",
                    help="single file: the CLIP tokenizer (vocab.json and merges.txt, or tokenizer.json)")
-    p.add_argument("--image-size", type=int, default=None, help="pixel size to generate at (default: the model's, 512 for SD 1.x)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="pixel size to generate at (default: the model's, 512 for SD 1.x)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32",
                    help="the run's precision; weights are stored in it (default fp32)")
     p.add_argument("--overwrite", action="store_true", help="replace RUN if it exists")

@@ -52,7 +52,9 @@ class SdCrossAttention(nn.Module):
             raise ValueError(f"inconsistent batch sizes: text has {len(text)} rows, batch_size = {batch_size}")
         return Conditioning(context=text.tokens, context_mask=text.mask.to(torch.bool))
 
-    def null(self, batch_size: int, *, like: TextEmbedding | None = None, image_context: Tensor | None = None) -> Conditioning:
+    def null(
+        self, batch_size: int, *, like: TextEmbedding | None = None, image_context: Tensor | None = None
+    ) -> Conditioning:
         """The empty prompt's embedding for every row, as long as ``like``'s tokens
         (cut or padded with masked zeros; SD's embeddings all have one length)."""
         _no_image(image_context)

@@ -50,10 +50,10 @@ def _config_error(component: str, key: str, value: Any, allowed: str) -> modiff.
 
 def _check(component: str, config: Mapping[str, Any], fixed: Mapping[str, Any], absent: tuple[str, ...]) -> None:
     for key, wanted in fixed.items():
-        if key in config and config[key] != wanted:
-            if isinstance(wanted, float) and isinstance(config[key], (int, float)) and abs(config[key] - wanted) < 1e-12:
-                continue
-            raise _config_error(component, key, config[key], repr(wanted))
+        value = config.get(key, wanted)
+        close = isinstance(wanted, float) and isinstance(value, (int, float)) and abs(value - wanted) < 1e-12
+        if value != wanted and not close:
+            raise _config_error(component, key, value, repr(wanted))
     for key in absent:
         if config.get(key) not in (None, False):
             raise _config_error(component, key, config[key], "null")
@@ -196,7 +196,9 @@ def unet_config(table: Mapping[str, Any], *, in_channels: int, sample_size: int)
 # Autoencoder
 # --------------------------------------------------------------------------
 
-_VAE_FIXED: dict[str, Any] = {"act_fn": "silu", "in_channels": 3, "out_channels": 3, "use_quant_conv": True, "use_post_quant_conv": True}
+_VAE_FIXED: dict[str, Any] = {
+    "act_fn": "silu", "in_channels": 3, "out_channels": 3, "use_quant_conv": True, "use_post_quant_conv": True
+}
 _VAE_ABSENT = ("latents_mean", "latents_std", "shift_factor")
 
 
@@ -259,7 +261,10 @@ def scheduler_table(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | No
         kind = config.get("algorithm_type", "dpmsolver++")
         sampler = {"dpmsolver++": "dpmpp-2m", "sde-dpmsolver++": "dpmpp-2m-sde"}.get(kind, "")
         if not sampler or config.get("solver_order", 2) != 2:
-            raise _config_error("scheduler", "algorithm_type/solver_order", (kind, config.get("solver_order")), "dpmsolver++ or sde-dpmsolver++ with solver_order 2")
+            raise _config_error(
+                "scheduler", "algorithm_type/solver_order", (kind, config.get("solver_order")),
+                "dpmsolver++ or sde-dpmsolver++ with solver_order 2",
+            )
     accepted = _accepted_keys(sampler)
     table: dict[str, Any] = {"plugin": sampler}
     for key, value in config.items():
@@ -321,12 +326,13 @@ def unet_config_from_shapes(names: list[str], shape: Shape, *, sample_size: int)
     attention = [any(n.startswith(f"down_blocks.{L}.attentions.") for n in names) for L in range(levels)]
     first = next(i for i, a in enumerate(attention + [True]) if a)
     attn = f"down_blocks.{first}.attentions.0" if first < levels else "mid_block.attentions.0"
+    mid_attention = any(n.startswith("mid_block.attentions.") for n in names)
     return {
         "block_out_channels": [shape(f"down_blocks.{L}.resnets.0.conv1.weight")[0] for L in range(levels)],
         "layers_per_block": _count(names, "down_blocks.0.resnets."),
         "down_block_types": ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attention],
         "up_block_types": ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention)],
-        "mid_block_type": "UNetMidBlock2DCrossAttn" if any(n.startswith("mid_block.attentions.") for n in names) else "UNetMidBlock2D",
+        "mid_block_type": "UNetMidBlock2DCrossAttn" if mid_attention else "UNetMidBlock2D",
         "attention_head_dim": SD_UNET_HEADS,
         "transformer_layers_per_block": _count(names, f"{attn}.transformer_blocks."),
         "cross_attention_dim": shape(f"{attn}.transformer_blocks.0.attn2.to_k.weight")[1],

@@ -57,12 +57,14 @@ def _check_components(resolved: modiff.ResolvedSettings, run: RunDir) -> None:
         elif not run.weights(role).is_file():
             problems.append(f"{run.weights(role)} is missing (the {role} is not trained or imported yet)")
     if resolved.run.task != "text-to-image":
-        problems.append(f"[run] task is {resolved.run.task!r}; only text-to-image runs export to StableDiffusionPipeline")
-    head = resolved.components["denoiser"].params.model_dump().get("head") if "denoiser" in resolved.components else None
-    if head == "segment":
+        problems.append(f"[run] task is {resolved.run.task!r}; only text-to-image runs are StableDiffusionPipelines")
+    denoiser = resolved.components.get("denoiser")
+    if denoiser is not None and denoiser.params.model_dump().get("head") == "segment":
         problems.append("the UNet has a segmentation head")
     if problems:
-        raise modiff.ModiffError(f"{run.path} cannot be written as a diffusers StableDiffusionPipeline: " + "; ".join(problems))
+        raise modiff.ModiffError(
+            f"{run.path} cannot be written as a diffusers StableDiffusionPipeline: " + "; ".join(problems)
+        )
 
 
 def _image_size(resolved: modiff.ResolvedSettings) -> int:
@@ -83,7 +85,8 @@ def _latent_scale(path: Path) -> float:
     if not torch.allclose(scale, scale[:1].expand_as(scale), rtol=1e-6, atol=0) or bool(shift.abs().max() > 0):
         raise modiff.ModiffError(
             f"{path} normalises its latents per channel (scale {scale.tolist()}, shift {shift.tolist()}); diffusers' "
-            "AutoencoderKL has one scaling_factor and no shift. Export a run trained with latent_normalization = \"global\""
+            "AutoencoderKL has one scaling_factor and no shift. Export a run trained with "
+            'latent_normalization = "global"'
         )
     return float(scale[0])
 
@@ -116,7 +119,9 @@ def model_index(scheduler_class: str) -> dict[str, Any]:
     }
 
 
-def export_diffusers(run: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False) -> ExportResult:
+def export_diffusers(
+    run: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False
+) -> ExportResult:
     """Write ``run`` as a diffusers ``StableDiffusionPipeline`` folder at ``out``."""
     rd = RunDir.of(run)
     rd.require()
@@ -142,11 +147,13 @@ def export_diffusers(run: str | os.PathLike[str], out: str | os.PathLike[str], *
         dims = unet.get("head_dim") or 32
         dims = dims if isinstance(dims, list) else [dims] * len(unet["channels"])
         if any(c % d for c, d in zip(unet["channels"], dims)):
-            raise modiff.ModiffError("set [denoiser] heads explicitly: the default head count has no diffusers equivalent here")
+            raise modiff.ModiffError(
+                "set [denoiser] heads explicitly: the default head count has no diffusers equivalent here"
+            )
     sampler = resolved.components["scheduler"].name
     sched = params["scheduler"]
     if sched.get("eta", 0) and sampler == "ddim":
-        notes.append(f"DDIM eta = {sched['eta']} is a call argument in diffusers (pipe(..., eta=...)), not configuration")
+        notes.append(f"DDIM eta = {sched['eta']} is a call argument in diffusers (pipe(..., eta=...)), not a setting")
     if sampler == "lms" and sched.get("order", 4) != 4:
         notes.append(f"LMS order {sched['order']}: diffusers' pipeline always uses order 4")
     if sampler == "euler" and sched.get("s_churn", 0):
@@ -167,7 +174,8 @@ def export_diffusers(run: str | os.PathLike[str], out: str | os.PathLike[str], *
             "_class_name": "AutoencoderKL", **vae, "act_fn": "silu", "in_channels": 3, "out_channels": 3,
             "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
         })
-        _copy_tensors(rd.weights("encoder"), tmp / "vae" / "diffusion_pytorch_model.safetensors", drop_prefix="latent_norm.")
+        vae_weights = tmp / "vae" / "diffusion_pytorch_model.safetensors"
+        _copy_tensors(rd.weights("encoder"), vae_weights, drop_prefix="latent_norm.")
         _write_json(tmp / "text_encoder" / "config.json", {**text_config, "architectures": ["CLIPTextModel"]})
         _copy_tensors(rd.weights("text_embedder"), tmp / "text_encoder" / "model.safetensors")
         (tmp / "tokenizer").mkdir(parents=True)
@@ -175,7 +183,8 @@ def export_diffusers(run: str | os.PathLike[str], out: str | os.PathLike[str], *
             if (text_assets / name).is_file():
                 shutil.copyfile(text_assets / name, tmp / "tokenizer" / name)
         scheduler = configs.scheduler_config(sampler, sched)
-        _write_json(tmp / "scheduler" / "scheduler_config.json", {**scheduler, "_diffusers_version": DIFFUSERS_FORMAT_VERSION})
+        scheduler["_diffusers_version"] = DIFFUSERS_FORMAT_VERSION
+        _write_json(tmp / "scheduler" / "scheduler_config.json", scheduler)
         _write_json(tmp / "model_index.json", model_index(scheduler["_class_name"]))
         if target.exists():
             shutil.rmtree(target)

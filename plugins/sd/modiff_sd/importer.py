@@ -123,7 +123,8 @@ def _check_model_index(root: Path) -> None:
     cls = data.get("_class_name")
     if cls not in PIPELINE_CLASSES:
         raise modiff.WeightsError(
-            f"{index} describes a {cls!r}; import-sd reads Stable Diffusion 1.x-style pipelines ({', '.join(PIPELINE_CLASSES)})"
+            f"{index} describes a {cls!r}; import-sd reads Stable Diffusion 1.x-style pipelines "
+            f"({', '.join(PIPELINE_CLASSES)})"
         )
     for part, wanted in COMPONENT_CLASSES.items():
         entry = data.get(part)
@@ -131,7 +132,10 @@ def _check_model_index(root: Path) -> None:
             raise modiff.WeightsError(f"{index}: {part} is a {entry[1]!r}; import-sd reads a {wanted}")
 
 
-def _configs_from_folder(root: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Path, dict[str, Any] | None]:
+Configs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], Path, dict[str, Any] | None]
+
+
+def _configs_from_folder(root: Path) -> Configs:
     """unet, vae and text-encoder configs, tokenizer folder, scheduler config (or None) of a diffusers folder."""
     unet = _read_json(root / "unet" / "config.json", "the UNet's configuration")
     vae = _read_json(root / "vae" / "config.json", "the autoencoder's configuration")
@@ -167,7 +171,9 @@ def read_diffusers_folder(root: Path, dtype: torch.dtype) -> Source:
         for name in weights.keys():
             target = canon(name)
             if target in renames:
-                raise modiff.WeightsError(f"{weights.file_of(name)}: tensors {renames[target][0]!r} and {name!r} are the same tensor")
+                raise modiff.WeightsError(
+                    f"{weights.file_of(name)}: tensors {renames[target][0]!r} and {name!r} are the same tensor"
+                )
             renames[target] = (name, Rename(target))
         parts[part] = Part(weights, renames)
     return Source(root, unet, vae, text, tokenizer, _scheduler(scheduler, notes), parts, notes, str(root))
@@ -232,10 +238,14 @@ def read_source(
 ) -> Source:
     if source.is_dir():
         if config_dir is not None or tokenizer_dir is not None:
-            raise modiff.ModiffError("--config and --tokenizer are for single-file checkpoints; a diffusers folder has its own")
+            raise modiff.ModiffError(
+                "--config and --tokenizer are for single-file checkpoints; a diffusers folder has its own"
+            )
         return read_diffusers_folder(source, dtype)
     if source.is_file():
-        return read_single_file(source, dtype, config_dir=config_dir, tokenizer_dir=tokenizer_dir, image_size=image_size)
+        return read_single_file(
+            source, dtype, config_dir=config_dir, tokenizer_dir=tokenizer_dir, image_size=image_size
+        )
     raise modiff.ModiffError(
         f"{source} does not exist; give a diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/) "
         "or a single-file checkpoint (.safetensors, or .ckpt read with weights-only loading)"
@@ -247,7 +257,9 @@ def read_source(
 # --------------------------------------------------------------------------
 
 
-def settings_table(src: Source, run: Path, text_folder: Path, *, precision: str, image_size: int | None) -> dict[str, Any]:
+def settings_table(
+    src: Source, run: Path, text_folder: Path, *, precision: str, image_size: int | None
+) -> dict[str, Any]:
     """The run's settings: modiff's components by name, with the source's shapes."""
     unet = configs.unet_table(src.unet_config, precision=precision)
     vae, _ = configs.vae_table(src.vae_config)
@@ -301,7 +313,9 @@ def write_text_assets(src: Source, folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     copied = [name for name in TOKENIZER_FILES if (src.tokenizer_dir / name).is_file()]
     if not any(name in copied for name in ("tokenizer.json", "vocab.json")):
-        raise modiff.WeightsError(f"missing part: no CLIP tokenizer in {src.tokenizer_dir} (tokenizer.json, or vocab.json and merges.txt)")
+        raise modiff.WeightsError(
+            f"missing part: no CLIP tokenizer in {src.tokenizer_dir} (tokenizer.json, or vocab.json and merges.txt)"
+        )
     for name in copied:
         shutil.copyfile(src.tokenizer_dir / name, folder / name)
     (folder / ASSETS_FILE).write_text(json.dumps({"format": ASSETS_FORMAT}) + "\n", encoding="utf-8")
@@ -320,6 +334,7 @@ def component_tensors(
     naming the file and the tensors. Checked before any tensor is read."""
     renames = part.renames if part is not None else {}
     where = part.weights.describe() if part is not None else "(nothing)"
+    suffix = f" {described_by}" if described_by else ""
     missing = [n for n in expected if n not in extra and n not in renames and not layout.is_derived(n)]
     unexpected = [src for n, (src, _) in renames.items() if n not in expected and not layout.is_derived(n)]
     if missing or unexpected:
@@ -328,15 +343,16 @@ def component_tensors(
             problems.append(f"{len(missing)} tensor(s) the {role} needs are missing: {_shown(missing)}")
         if unexpected:
             problems.append(f"{len(unexpected)} tensor(s) fit nowhere in it: {_shown(unexpected)}")
-        raise modiff.WeightsError(f"{where} does not fit the {role}{' ' + described_by if described_by else ''}: {'; '.join(problems)}")
+        raise modiff.WeightsError(f"{where} does not fit the {role}{suffix}: {'; '.join(problems)}")
     for name, value in expected.items():
         if name in renames:
             got = part.shape(name)  # type: ignore[union-attr]
             if got != tuple(value.shape):
                 source = renames[name][0]
                 raise modiff.WeightsError(
-                    f"{part.weights.file_of(source)}: tensor {source!r} has shape {got} but the {role} ({name!r}) "  # type: ignore[union-attr]
-                    f"expects {tuple(value.shape)}; the weights do not match the configuration{' (' + described_by + ')' if described_by else ''}"
+                    f"{part.weights.file_of(source)}: tensor {source!r} has shape {got} "  # type: ignore[union-attr]
+                    f"but the {role} ({name!r}) expects {tuple(value.shape)}; the weights do not match the "
+                    f"configuration{suffix}"
                 )
     out: dict[str, torch.Tensor] = {}
     for name, value in expected.items():
@@ -355,9 +371,12 @@ def write_component(run: RunDir, role: str, resolved: Any, tensors: dict[str, to
     atomic_save_tensors(run.weights(role), tensors, component_metadata(role, resolved.registration, resolved.params))
 
 
+WEIGHTED_ROLES = ("encoder", "text_embedder", "conditioner", "denoiser")
+
+
 def _meta_components(resolved: modiff.ResolvedSettings) -> Any:
     """The components that hold weights, built on the meta device (shapes only, no memory)."""
-    weighted = {k: v for k, v in resolved.components.items() if k in ("encoder", "text_embedder", "conditioner", "denoiser")}
+    weighted = {k: v for k, v in resolved.components.items() if k in WEIGHTED_ROLES}
     shapes_only = dataclasses.replace(resolved, components=weighted)
     with torch.device("meta"):
         return modiff.build(shapes_only, device="meta")
@@ -420,7 +439,8 @@ def import_sd(
             write_component(staging, role, staged.components[role], tensors)
             parameters[role] = sum(t.numel() for t in tensors.values())
             del tensors
-        settings = resolve(settings_table(src, final, final / "components" / "text_embedder", precision=precision, image_size=image_size))
+        final_text = RunDir(final).assets("text_embedder")
+        settings = resolve(settings_table(src, final, final_text, precision=precision, image_size=image_size))
         atomic_write_text(staging.settings, settings.to_toml())
         staging.write_state(
             {"stages_done": ["encoder", "text_embedder", "denoiser"], "step": 0, "imported_from": str(src.path)}

@@ -194,7 +194,10 @@ class UNetStructure:
             ("input_blocks.0.0", "conv_in", "same"),
         ]
         if self.class_embedding:
-            out += [("label_emb.0.0", "class_embedding.linear_1", "same"), ("label_emb.0.2", "class_embedding.linear_2", "same")]
+            out += [
+                ("label_emb.0.0", "class_embedding.linear_1", "same"),
+                ("label_emb.0.2", "class_embedding.linear_2", "same"),
+            ]
         per_level = self.layers + 1  # residual blocks plus the downsampler (or upsampler) slot
         for level, attends in enumerate(self.attention):
             for j in range(self.layers):
@@ -261,8 +264,11 @@ class UNetStructure:
         if not levels:
             raise LayoutError("no down_blocks.*: not a UNet in the diffusers layout")
         layers = len(_indices(keys, r"down_blocks\.0\.resnets\.(\d+)\."))
+        attention = tuple(
+            any(k.startswith(f"down_blocks.{L}.attentions.") for k in keys) for L in range(max(levels) + 1)
+        )
         return cls(
-            attention=tuple(any(k.startswith(f"down_blocks.{L}.attentions.") for k in keys) for L in range(max(levels) + 1)),
+            attention=attention,
             layers=layers,
             mid_attention=any(k.startswith("mid_block.attentions.") for k in keys),
             class_embedding=any(k.startswith("class_embedding.") for k in keys),
@@ -296,10 +302,11 @@ class VAEStructure:
             if self.mid_attention:
                 out.append((f"{side}.mid.attn_1", f"{side}.mid_block.attentions.0", "vae-attention"))
         for level in range(self.levels):
+            down = f"encoder.down_blocks.{level}"
             for j in range(self.layers):
-                out.append((f"encoder.down.{level}.block.{j}", f"encoder.down_blocks.{level}.resnets.{j}", "vae-resnet"))
+                out.append((f"encoder.down.{level}.block.{j}", f"{down}.resnets.{j}", "vae-resnet"))
             if level < self.levels - 1:
-                out.append((f"encoder.down.{level}.downsample.conv", f"encoder.down_blocks.{level}.downsamplers.0.conv", "same"))
+                out.append((f"encoder.down.{level}.downsample.conv", f"{down}.downsamplers.0.conv", "same"))
         # The decoder runs from the lowest resolution; the original numbers its levels from the highest.
         for u in range(self.levels):
             level = self.levels - 1 - u

@@ -67,7 +67,9 @@ class SafetensorsFile:
         try:
             return self._fh.get_tensor(key)
         except Exception as exc:
-            raise modiff.WeightsError(f"tensor {key!r} in {self.path} cannot be read ({exc}); the file may be corrupt") from None
+            raise modiff.WeightsError(
+                f"tensor {key!r} in {self.path} cannot be read ({exc}); the file may be corrupt"
+            ) from None
 
 
 class PickleFile:
@@ -191,6 +193,14 @@ def _shards(index: Path) -> Iterator[TensorFile]:
 
 #: Weight file names diffusers and transformers write, in order of preference.
 WEIGHT_STEMS = ("diffusion_pytorch_model", "model")
+WEIGHT_PATTERNS = (
+    "{}.safetensors",
+    "{}.safetensors.index.json",
+    "{}.fp16.safetensors",
+    "{}.fp16.safetensors.index.json",
+    "{}.bin",
+    "{}.bin.index.json",
+)
 
 
 def component_weights(folder: Path, dtype: torch.dtype | None = torch.float32) -> Weights:
@@ -202,7 +212,7 @@ def component_weights(folder: Path, dtype: torch.dtype | None = torch.float32) -
     folder = Path(folder)
     if not folder.is_dir():
         raise modiff.WeightsError(f"{folder} is missing: a diffusers folder needs this component")
-    for pattern in ("{}.safetensors", "{}.safetensors.index.json", "{}.fp16.safetensors", "{}.fp16.safetensors.index.json", "{}.bin", "{}.bin.index.json"):
+    for pattern in WEIGHT_PATTERNS:
         for stem in WEIGHT_STEMS:
             candidate = folder / pattern.format(stem)
             if candidate.is_file():

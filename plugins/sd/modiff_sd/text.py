@@ -32,7 +32,14 @@ from modiff.protocols import TextEmbedding
 
 ASSETS_FILE = "modiff_sd_clip.json"
 ASSETS_FORMAT = "modiff-sd-clip/1"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+)
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"}
 
 
@@ -73,7 +80,9 @@ def resolve_folder(path: str | Path) -> tuple[Path, Path]:
     model_dir = root / "text_encoder" if (root / "text_encoder" / "config.json").is_file() else root
     token_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else model_dir
     if not (model_dir / "config.json").is_file():
-        raise modiff.ModiffError(f"no config.json in {model_dir}: pretrained must hold a CLIP text-encoder configuration")
+        raise modiff.ModiffError(
+            f"no config.json in {model_dir}: pretrained must hold a CLIP text-encoder configuration"
+        )
     return model_dir, token_dir
 
 
@@ -81,12 +90,16 @@ def load_tokenizer(directory: Path) -> Any:
     from transformers import CLIPTokenizer
 
     if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
-        raise modiff.WeightsError(f"no CLIP tokenizer in {directory}: expected tokenizer.json, or vocab.json and merges.txt")
+        raise modiff.WeightsError(
+            f"no CLIP tokenizer in {directory}: expected tokenizer.json, or vocab.json and merges.txt"
+        )
     try:
         with quiet():
             return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:
-        raise modiff.WeightsError(f"could not load the CLIP tokenizer in {directory}: {type(exc).__name__}: {exc}") from None
+        raise modiff.WeightsError(
+            f"could not load the CLIP tokenizer in {directory}: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def load_config(directory: Path) -> Any:
@@ -114,9 +127,13 @@ def build_text_model(directory: Path) -> nn.Module:
     if any(directory.glob("*.safetensors")):
         try:
             with quiet():
-                return CLIPTextModel.from_pretrained(str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32)
+                return CLIPTextModel.from_pretrained(
+                    str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32
+                )
         except Exception as exc:
-            raise modiff.WeightsError(f"could not load the CLIP text encoder in {directory}: {type(exc).__name__}: {exc}") from None
+            raise modiff.WeightsError(
+                f"could not load the CLIP text encoder in {directory}: {type(exc).__name__}: {exc}"
+            ) from None
     with quiet():
         return CLIPTextModel(config)
 
@@ -144,7 +161,8 @@ class SdClipEmbedder(nn.Module):
     @classmethod
     def from_folder(cls, path: str | Path, *, max_tokens: int | None = None, skip_layers: int = 0) -> SdClipEmbedder:
         model_dir, token_dir = resolve_folder(path)
-        return cls(build_text_model(model_dir), load_tokenizer(token_dir), max_tokens=max_tokens, skip_layers=skip_layers)
+        model, tokenizer = build_text_model(model_dir), load_tokenizer(token_dir)
+        return cls(model, tokenizer, max_tokens=max_tokens, skip_layers=skip_layers)
 
     def _check(self) -> None:
         config = self.config

@@ -99,13 +99,19 @@ def make_pipeline(seed: int = 0) -> Any:
     return pipe
 
 
-def reference_images(pipe: Any, prompts: list[str], seed: int, steps: int, guidance: float, **kwargs: Any) -> torch.Tensor:
+def reference_images(
+    pipe: Any, prompts: list[str], seed: int, steps: int, guidance: float, **kwargs: Any
+) -> torch.Tensor:
     """diffusers' images in [0, 1] from modiff's initial noise (sample i seeded with seed + i)."""
     import modiff
 
-    latents = modiff.randn((len(prompts), 4, LATENT, LATENT), modiff.generators([seed + i for i in range(len(prompts))]))
+    gens = modiff.generators([seed + i for i in range(len(prompts))])
+    latents = modiff.randn((len(prompts), 4, LATENT, LATENT), gens)
     with torch.no_grad():
-        return pipe(prompts, latents=latents, num_inference_steps=steps, guidance_scale=guidance, output_type="pt", **kwargs).images
+        out = pipe(
+            prompts, latents=latents, num_inference_steps=steps, guidance_scale=guidance, output_type="pt", **kwargs
+        )
+    return out.images
 
 
 def modiff_images(pipeline: Any, prompts: list[str], seed: int, steps: int, guidance: float) -> torch.Tensor:
@@ -121,7 +127,8 @@ def _load(path: str) -> dict[str, torch.Tensor]:
 
 
 def _tensors(run: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {role: _load(str(run / "components" / f"{role}.safetensors")) for role in ("denoiser", "encoder", "text_embedder")}
+    roles = ("denoiser", "encoder", "text_embedder")
+    return {role: _load(str(run / "components" / f"{role}.safetensors")) for role in roles}
 
 
 def assert_same_tensors(a: Path, b: Path) -> None:

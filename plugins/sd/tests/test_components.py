@@ -140,6 +140,7 @@ def test_sd_clip_settings_are_checked() -> None:
 
 def test_null_context_carries_the_like_dtype() -> None:
     c = TestSdCrossAttentionContract().build()
-    like = TextEmbedding(torch.zeros(1, MAX_TOKENS, 32, dtype=torch.bfloat16), torch.ones(1, MAX_TOKENS, dtype=torch.bool), torch.zeros(1, 32))
+    tokens = torch.zeros(1, MAX_TOKENS, 32, dtype=torch.bfloat16)
+    like = TextEmbedding(tokens, torch.ones(1, MAX_TOKENS, dtype=torch.bool), torch.zeros(1, 32))
     null = c.null(1, like=like)
     assert isinstance(null, Conditioning) and null.context.dtype == torch.bfloat16

@@ -142,7 +142,11 @@ def test_single_file_missing_a_part(tiny_sd: tuple[Path, Any], tmp_path: Path) -
 
 def test_single_file_of_another_model_family(tiny_sd: tuple[Path, Any], tmp_path: Path) -> None:
     path = tmp_path / "sd2.safetensors"
-    save_file({"cond_stage_model.model.token_embedding.weight": torch.zeros(4, 4), "model.diffusion_model.out.2.bias": torch.zeros(4)}, str(path))
+    tensors = {
+        "cond_stage_model.model.token_embedding.weight": torch.zeros(4, 4),
+        "model.diffusion_model.out.2.bias": torch.zeros(4),
+    }
+    save_file(tensors, str(path))
     _fails(path, tmp_path, "OpenCLIP", tokenizer_dir=tiny_sd[0] / "tokenizer")
 
 

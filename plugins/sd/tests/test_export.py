@@ -40,7 +40,9 @@ def test_reimport_round_trips_exactly(imported: Path, exported: Path, tmp_path: 
     assert a == b
 
 
-def test_diffusers_loads_the_export_and_generates_the_same_image(tiny_sd: tuple[Path, Any], imported: Path, exported: Path) -> None:
+def test_diffusers_loads_the_export_and_generates_the_same_image(
+    tiny_sd: tuple[Path, Any], imported: Path, exported: Path
+) -> None:
     loaded = diffusers.StableDiffusionPipeline.from_pretrained(str(exported), safety_checker=None)
     loaded.set_progress_bar_config(disable=True)
     assert type(loaded.scheduler).__name__ == "DDIMScheduler"
@@ -58,7 +60,8 @@ def test_export_writes_diffusers_layout(exported: Path) -> None:
     assert index["unet"] == ["diffusers", "UNet2DConditionModel"]
     vae = json.loads((exported / "vae" / "config.json").read_text())
     assert vae["scaling_factor"] == pytest.approx(0.18215)
-    assert not any(k.startswith("latent_norm.") for k in load_file(str(exported / "vae" / "diffusion_pytorch_model.safetensors")))
+    weights = load_file(str(exported / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert not any(k.startswith("latent_norm.") for k in weights)
     assert (exported / "tokenizer" / "tokenizer.json").is_file()
 
 
@@ -85,7 +88,8 @@ def test_per_channel_latent_statistics_are_refused(imported: Path, tmp_path: Pat
 
 def test_components_without_a_diffusers_equivalent_are_refused(imported: Path, tmp_path: Path) -> None:
     run = _copy_run(imported, tmp_path)
-    settings = (run / "settings.toml").read_text().replace('plugin = "sd-cross-attention"', 'plugin = "cross-attention"\nprojection = false')
+    settings = (run / "settings.toml").read_text()
+    settings = settings.replace('plugin = "sd-cross-attention"', 'plugin = "cross-attention"\nprojection = false')
     (run / "settings.toml").write_text(settings)
     with pytest.raises(modiff.ModiffError, match=r"\[conditioner\] is 'cross-attention'"):
         export_diffusers(run, tmp_path / "out")

@@ -15,7 +15,9 @@ from modiff_sd.layout import LayoutError, UNetStructure, VAEStructure
 
 #: Parameter names inside each kind of block, on the diffusers side.
 INNER = {
-    "unet-resnet": ["norm1.weight", "conv1.weight", "time_emb_proj.weight", "norm2.bias", "conv2.weight", "conv_shortcut.weight"],
+    "unet-resnet": [
+        "norm1.weight", "conv1.weight", "time_emb_proj.weight", "norm2.bias", "conv2.weight", "conv_shortcut.weight"
+    ],
     "vae-resnet": ["norm1.weight", "conv1.bias", "conv2.weight", "conv_shortcut.weight"],
     "vae-attention": ["group_norm.weight", "to_q.weight", "to_k.bias", "to_v.weight", "to_out.0.weight"],
     "same": ["weight", "bias", "transformer_blocks.0.attn2.to_k.weight", "proj_in.weight"],
@@ -33,7 +35,9 @@ unet_structures = st.builds(
     mid_attention=st.booleans(),
     class_embedding=st.booleans(),
 )
-vae_structures = st.builds(VAEStructure, levels=st.integers(1, 5), layers=st.integers(1, 3), mid_attention=st.booleans())
+vae_structures = st.builds(
+    VAEStructure, levels=st.integers(1, 5), layers=st.integers(1, 3), mid_attention=st.booleans()
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -61,7 +65,8 @@ def test_vae_names_round_trip_and_reveal_the_structure(structure: VAEStructure) 
     assert [r.target for r in back] == names
     # Exactly the attention projections' weights change shape (1x1 convolutions in the original).
     reshaped = {n for n, r in zip(names, original) if r.reshape == "to_conv"}
-    assert reshaped == {n for n in names if ".attentions." in n and n.endswith(("to_q.weight", "to_v.weight", "to_out.0.weight"))}
+    projections = ("to_q.weight", "to_v.weight", "to_out.0.weight")
+    assert reshaped == {n for n in names if ".attentions." in n and n.endswith(projections)}
     assert all(b.reshape == "to_linear" for b, r in zip(back, original) if r.reshape == "to_conv")
     assert VAEStructure.from_original([r.target for r in original]) == structure
 
@@ -76,7 +81,8 @@ SD1 = UNetStructure(attention=(True, True, True, False), layers=2)
         ("time_embed.0.weight", "time_embedding.linear_1.weight"),
         ("input_blocks.0.0.weight", "conv_in.weight"),
         ("input_blocks.1.0.in_layers.0.weight", "down_blocks.0.resnets.0.norm1.weight"),
-        ("input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight", "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight"),
+        ("input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight",
+         "down_blocks.0.attentions.1.transformer_blocks.0.attn2.to_k.weight"),
         ("input_blocks.3.0.op.weight", "down_blocks.0.downsamplers.0.conv.weight"),
         ("input_blocks.4.0.skip_connection.weight", "down_blocks.1.resnets.0.conv_shortcut.weight"),
         ("input_blocks.11.0.emb_layers.1.bias", "down_blocks.3.resnets.1.time_emb_proj.bias"),
@@ -96,10 +102,15 @@ def test_stable_diffusion_1_names(original: str, diffusers: str) -> None:
 
 def test_vae_decoder_levels_are_numbered_from_the_top_in_the_original() -> None:
     mapper = VAEStructure(levels=4, layers=2).block_map()
-    assert mapper.to_diffusers("decoder.up.3.block.0.nin_shortcut.weight").target == "decoder.up_blocks.0.resnets.0.conv_shortcut.weight"
-    assert mapper.to_diffusers("decoder.up.0.block.2.conv1.weight").target == "decoder.up_blocks.3.resnets.2.conv1.weight"
-    assert mapper.to_diffusers("decoder.up.3.upsample.conv.weight").target == "decoder.up_blocks.0.upsamplers.0.conv.weight"
-    assert mapper.to_diffusers("encoder.mid.attn_1.proj_out.weight") == layout.Rename("encoder.mid_block.attentions.0.to_out.0.weight", "to_linear")
+    cases = {
+        "decoder.up.3.block.0.nin_shortcut.weight": "decoder.up_blocks.0.resnets.0.conv_shortcut.weight",
+        "decoder.up.0.block.2.conv1.weight": "decoder.up_blocks.3.resnets.2.conv1.weight",
+        "decoder.up.3.upsample.conv.weight": "decoder.up_blocks.0.upsamplers.0.conv.weight",
+    }
+    for original, diffusers in cases.items():
+        assert mapper.to_diffusers(original).target == diffusers
+    attention = layout.Rename("encoder.mid_block.attentions.0.to_out.0.weight", "to_linear")
+    assert mapper.to_diffusers("encoder.mid.attn_1.proj_out.weight") == attention
 
 
 def test_names_outside_the_structure_are_refused() -> None:
@@ -107,17 +118,25 @@ def test_names_outside_the_structure_are_refused() -> None:
     with pytest.raises(LayoutError, match="belongs to no block"):
         layout.original_renames("unet", [f"{o}.weight" for o, _, _ in SD1.blocks()] + ["output_blocks.12.0.weight"])
     with pytest.raises(LayoutError, match="equal depth"):
-        UNetStructure.from_original(["input_blocks.0.0.weight", "input_blocks.1.0.in_layers.0.weight", "input_blocks.3.0.op.weight"])
+        UNetStructure.from_original(
+            ["input_blocks.0.0.weight", "input_blocks.1.0.in_layers.0.weight", "input_blocks.3.0.op.weight"]
+        )
 
 
 def test_text_encoder_names() -> None:
     assert layout.text_canonical("encoder.layers.0.mlp.fc1.weight") == "text_model.encoder.layers.0.mlp.fc1.weight"
     assert layout.text_canonical("text_model.final_layer_norm.bias") == "text_model.final_layer_norm.bias"
     split = layout.split_original(
-        ["cond_stage_model.transformer.text_model.embeddings.position_ids", "model_ema.decay", "betas", "first_stage_model.quant_conv.weight"]
+        [
+            "cond_stage_model.transformer.text_model.embeddings.position_ids",
+            "model_ema.decay",
+            "betas",
+            "first_stage_model.quant_conv.weight",
+        ]
     )
     assert split.parts["text_encoder"] == ["text_model.embeddings.position_ids"]
-    assert split.parts["vae"] == ["quant_conv.weight"] and split.ignored == ["model_ema.decay"] and split.other == ["betas"]
+    assert split.parts["vae"] == ["quant_conv.weight"]
+    assert split.ignored == ["model_ema.decay"] and split.other == ["betas"]
 
 
 # --------------------------------------------------------------------------

@@ -71,7 +71,9 @@ def test_shapes_give_the_configuration_a_folder_gives(imported: Path, single_run
     assert_same_tensors(imported, single_run)
 
 
-def test_config_folder_describes_a_single_file(tiny_sd: tuple[Path, Any], single_file: Path, single_run: Path, tmp_path: Path) -> None:
+def test_config_folder_describes_a_single_file(
+    tiny_sd: tuple[Path, Any], single_file: Path, single_run: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "with-config"
     import_sd(single_file, run, config_dir=tiny_sd[0])
     assert_same_tensors(single_run, run)
