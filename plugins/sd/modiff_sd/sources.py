@@ -151,7 +151,7 @@ class Weights:
         if tensor.is_floating_point():
             if self.dtype is not None:
                 tensor = tensor.to(self.dtype)
-            if not bool(torch.isfinite(tensor).all()):
+            if not _finite(tensor):
                 raise modiff.WeightsError(
                     f"tensor {key!r} in {f.path} holds NaN or infinite values; the file is corrupt"
                 )
@@ -159,6 +159,14 @@ class Weights:
 
     def describe(self) -> str:
         return ", ".join(str(f.path) for f in self.files)
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite. A float32 sum is one fast pass (any NaN or
+    infinity makes it non-finite); only if it is not finite, which finite values
+    could also cause by overflowing, is every value checked."""
+    total = tensor.sum(dtype=torch.float32) if tensor.dtype != torch.float64 else tensor.sum()
+    return bool(torch.isfinite(total)) or bool(torch.isfinite(tensor).all())
 
 
 def open_file(path: Path) -> TensorFile:
