@@ -96,6 +96,11 @@ class SampleSettings(_Table):
     steps: int = Field(50, ge=1)
     guidance: float = Field(3.0, ge=0, description="Classifier-free guidance scale; 1 disables it.")
     scheduler: str | None = Field(None, description="Sampler to use instead of the training scheduler.")
+    batch_guidance: bool = Field(
+        True,
+        description="Run guidance's conditional and unconditional passes as one batch of 2B (faster); "
+        "false runs them one after the other (less memory per pass, same samples within float tolerance).",
+    )
     prompts: list[str] = Field(default_factory=list, description="Prompts for sample grids.")
 
 

@@ -35,7 +35,7 @@ from .multistep import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_unipc
 from .schedule import NoiseSchedule
 from .spacing import Family, karras_sigmas, spaced_timesteps
 from .vp import sample_ddim, sample_ddpm
-from .wrappers import SigmaDenoiser, VPDenoiser, time_dtype
+from .wrappers import SigmaDenoiser, TimeTable, VPDenoiser, time_dtype
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
@@ -198,12 +198,13 @@ class DiffusionScheduler(NoiseSchedule):
 
         options = self.spec.options(self.settings)
         ts = plan.timesteps[start_step:]
+        times = TimeTable(ts, noise)  # the model's `t` for every step, on the device before the loop
         if self.spec.scale == "vp":
             levels = plan.levels[start_step:]
             cb = None
             if callback is not None:
                 cb = lambda i, t, x, x0: callback(start_step + i, self._t(t, x), x, x0)  # noqa: E731
-            model = VPDenoiser(model_fn, self.settings)
+            model = VPDenoiser(model_fn, self.settings, times)
             return self.spec.function(model, noise, ts, levels, noise_sampler=draw, callback=cb, **options)
 
         sigmas = list(plan.levels[start_step:])
@@ -211,7 +212,7 @@ class DiffusionScheduler(NoiseSchedule):
             # `noise` was made by add_noise at ts[0]; start from exactly that noise level.
             sigmas[0] = self.sigma_at(ts[0])
         timestep_of = {sig: t for sig, t in zip(sigmas, ts, strict=False)}
-        denoiser = SigmaDenoiser(model_fn, self.settings, timestep_of, self.sigma_to_t)
+        denoiser = SigmaDenoiser(model_fn, self.settings, timestep_of, self.sigma_to_t, times)
         x = noise * math.sqrt(1 + sigmas[0] ** 2)
         cb = None
         if callback is not None:

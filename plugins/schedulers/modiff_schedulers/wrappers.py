@@ -11,7 +11,7 @@ wrappers do the conversions, so the samplers never see a prediction type.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -42,8 +42,32 @@ def time_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _call(model_fn: ModelFn, x: torch.Tensor, t: float) -> torch.Tensor:
-    tt = torch.full((x.shape[0],), t, dtype=time_dtype(x), device=x.device)
+class TimeTable:
+    """The timestep tensors of one sampling run, made before its loop.
+
+    Every timestep of the grid becomes a row ``[B]`` of one tensor built on the
+    host and copied to the device once, so the loop neither allocates nor
+    copies anything to give the model its ``t``. A timestep off the grid (the
+    raised noise level of Euler with churn) or a state of another batch size,
+    dtype or device falls back to a fresh ``torch.full``.
+    """
+
+    def __init__(self, timesteps: Sequence[float], like: torch.Tensor):
+        self.batch, self.dtype, self.device = like.shape[0], time_dtype(like), like.device
+        grid = sorted(set(timesteps))
+        table = torch.tensor(grid, dtype=self.dtype)[:, None].expand(len(grid), self.batch).contiguous()
+        table = table.to(self.device)
+        self.rows = {t: table[i] for i, t in enumerate(grid)}
+
+    def __call__(self, t: float, x: torch.Tensor) -> torch.Tensor:
+        row = self.rows.get(t)
+        if row is None or x.shape[0] != self.batch or time_dtype(x) != self.dtype or x.device != self.device:
+            return torch.full((x.shape[0],), t, dtype=time_dtype(x), device=x.device)
+        return row
+
+
+def _call(model_fn: ModelFn, x: torch.Tensor, t: float, times: TimeTable | None = None) -> torch.Tensor:
+    tt = times(t, x) if times is not None else torch.full((x.shape[0],), t, dtype=time_dtype(x), device=x.device)
     out = model_fn(x, tt)
     if out.shape != x.shape:
         raise ValueError(
@@ -60,13 +84,14 @@ class VPDenoiser:
     clipping of x0 (as DDIM defines it).
     """
 
-    def __init__(self, model_fn: ModelFn, settings: ScheduleSettings):
+    def __init__(self, model_fn: ModelFn, settings: ScheduleSettings, times: TimeTable | None = None):
         self.model_fn = model_fn
         self.settings = settings
         self.prediction_type = settings.prediction_type
+        self.times = times
 
     def __call__(self, x: torch.Tensor, t: float, abar: float) -> tuple[torch.Tensor, torch.Tensor]:
-        pred = _call(self.model_fn, x, t)
+        pred = _call(self.model_fn, x, t, self.times)
         a, s = math.sqrt(abar), math.sqrt(1 - abar)
         if self.prediction_type == "epsilon":
             x0, eps = (x - s * pred) / a, pred
@@ -92,12 +117,14 @@ class SigmaDenoiser:
         settings: ScheduleSettings,
         timestep_of: Mapping[float, float],
         sigma_to_t: Callable[[float], float],
+        times: TimeTable | None = None,
     ):
         self.model_fn = model_fn
         self.settings = settings
         self.prediction_type = settings.prediction_type
         self.timestep_of = timestep_of
         self.sigma_to_t = sigma_to_t
+        self.times = times
 
     def timestep(self, sigma: float) -> float:
         t = self.timestep_of.get(sigma)
@@ -105,7 +132,7 @@ class SigmaDenoiser:
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
         c_in = 1 / math.sqrt(sigma**2 + 1)
-        pred = _call(self.model_fn, x * c_in, self.timestep(sigma))
+        pred = _call(self.model_fn, x * c_in, self.timestep(sigma), self.times)
         if self.prediction_type == "epsilon":
             x0 = x - sigma * pred
         elif self.prediction_type == "sample":
