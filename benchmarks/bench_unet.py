@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from _common import count_flops, peak_bytes, sync, timed
 
 warnings.filterwarnings("ignore")
 logging.getLogger("diffusers").setLevel(logging.ERROR)
@@ -85,34 +85,6 @@ CASES = [
 ]
 
 
-def peak_bytes(fn: Callable[[], Any]) -> int:
-    """Peak live bytes allocated while ``fn`` runs (CUDA: the allocator's peak)."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted(
-        (e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"), key=lambda e: e.start_ns()
-    )
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 class Runner:
     """Forward and train-step closures for one model on fixed inputs."""
 
@@ -135,13 +107,9 @@ class Runner:
         sync()
 
 
-def timed(fn: Callable[[], None]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def bench_case(case: Case, repeats: int, device: torch.device, channels_last: bool) -> dict[str, tuple[float, float]]:
+def build_runners(case: Case, device: torch.device, channels_last: bool) -> tuple[dict[str, Runner], float]:
+    """modiff's and diffusers' UNet for ``case`` with the same weights and inputs,
+    and the largest difference of their outputs (the check that they compute the same)."""
     torch.manual_seed(0)
     reference = diffusers.UNet2DConditionModel(sample_size=case.size, in_channels=4, out_channels=4, **case.config)
     with torch.no_grad():
@@ -176,10 +144,18 @@ def bench_case(case: Case, repeats: int, device: torch.device, channels_last: bo
     reference.eval(), ours.eval()
     with torch.no_grad():
         diff = (call_ours() - call_reference()).abs().max().item()
+    runners = {"modiff": Runner(ours, call_ours, target), "diffusers": Runner(reference, call_reference, target)}
+    return runners, diff
+
+
+def bench_case(
+    case: Case, repeats: int, device: torch.device, channels_last: bool, *, flops: bool = False
+) -> dict[str, tuple[float, float]]:
+    """Median forward and train-step times, peak memory, and (``flops``) the
+    FLOPs of one train step, as ``{measure: (modiff, diffusers)}``."""
+    runners, diff = build_runners(case, device, channels_last)
     if diff > 1e-4:
         raise SystemExit(f"{case.name}: outputs differ by {diff:.2e}; the comparison would be meaningless")
-
-    runners = {"modiff": Runner(ours, call_ours, target), "diffusers": Runner(reference, call_reference, target)}
     for r in runners.values():  # warm up kernels and allocator
         r.forward()
         r.train_step()
@@ -195,6 +171,9 @@ def bench_case(case: Case, repeats: int, device: torch.device, channels_last: bo
     mib = 1024 * 1024
     out["forward peak MiB"] = tuple(peak_bytes(r.forward) / mib for r in runners.values())  # type: ignore[assignment]
     out["train peak MiB"] = tuple(peak_bytes(r.train_step) / mib for r in runners.values())  # type: ignore[assignment]
+    if flops:
+        gflop = tuple(count_flops(r.train_step) / 1e9 for r in runners.values())
+        out["train GFLOP"] = gflop  # type: ignore[assignment]
     out["max |diff|"] = (diff, 0.0)
     return out
 
