@@ -156,9 +156,10 @@ def bench_case(
     runners, diff = build_runners(case, device, channels_last)
     if diff > 1e-4:
         raise SystemExit(f"{case.name}: outputs differ by {diff:.2e}; the comparison would be meaningless")
-    for r in runners.values():  # warm up kernels and allocator
-        r.forward()
-        r.train_step()
+    for _ in range(2):  # warm up kernels, the allocator and the optimiser's state (the first two steps are slow)
+        for r in runners.values():
+            r.forward()
+            r.train_step()
     results: dict[str, dict[str, list[float]]] = {k: {"forward": [], "train": []} for k in runners}
     for _ in range(repeats):  # alternate, so load changes hit both models alike
         for key, r in runners.items():
