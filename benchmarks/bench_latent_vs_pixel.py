@@ -62,7 +62,7 @@ PROMPTS = [
 ]
 
 
-def settings(size: int, encoder: dict[str, Any]) -> modiff.ResolvedSettings:
+def settings(size: int, encoder: dict[str, Any], device: str = "cpu") -> modiff.ResolvedSettings:
     """The demo's settings at ``size`` pixels with ``encoder``; no dataset (an
     image size instead) and no evaluator, which timing needs neither of."""
     with DEMO.open("rb") as fh:
@@ -70,7 +70,7 @@ def settings(size: int, encoder: dict[str, Any]) -> modiff.ResolvedSettings:
     table.pop("data", None)
     table.pop("evaluator", None)
     table["run"]["image_size"] = size
-    table["run"]["device"] = "cpu"
+    table["run"]["device"] = device
     table["encoder"] = dict(encoder)
     return load(base=table, environ={})
 
@@ -88,10 +88,12 @@ class Cell:
     warm_generate: Callable[[], None]
 
 
-def make_cell(size: int, name: str, train_batch: int, images: int, steps: int, guidance: float) -> Cell:
+def make_cell(
+    size: int, name: str, train_batch: int, images: int, steps: int, guidance: float, device: str = "cpu"
+) -> Cell:
     torch.manual_seed(0)
-    resolved = settings(size, ENCODERS[name])
-    components = build(resolved, device="cpu")
+    resolved = settings(size, ENCODERS[name], device)
+    components = build(resolved, device=device)
     pipeline = Pipeline(components)
     c = components
     for m in (c.encoder, c.text_embedder):
@@ -102,7 +104,7 @@ def make_cell(size: int, name: str, train_batch: int, images: int, steps: int, g
     opt = torch.optim.AdamW(params, lr=1e-4)
     g = torch.Generator().manual_seed(1)
     batch = Batch(
-        images=torch.rand(train_batch, 3, size, size, generator=g) * 2 - 1,
+        images=(torch.rand(train_batch, 3, size, size, generator=g) * 2 - 1).to(device),
         captions=[PROMPTS[i % len(PROMPTS)] for i in range(train_batch)],
     )
     indices = list(range(train_batch))
@@ -142,12 +144,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per generation (default 4)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
     parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3.0, the demo's)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = args.size or [32, 64, 128]
     encoders = args.encoder or list(ENCODERS)
-    print(f"machine: {machine()}")
+    print(f"machine: {machine()}, device {args.device}")
     print(
         f"repeats {args.repeats}, train batch {args.train_batch}, generation: {args.images} images, "
         f"{args.steps} DDIM steps, guidance {args.guidance}, decode included",
@@ -157,7 +160,8 @@ def main() -> None:
     for size in sizes:
         print(f"[{size} px] building", flush=True)
         cells = {
-            name: make_cell(size, name, args.train_batch, args.images, args.steps, args.guidance) for name in encoders
+            name: make_cell(size, name, args.train_batch, args.images, args.steps, args.guidance, args.device)
+            for name in encoders
         }
         results: dict[str, dict[str, float]] = {name: {} for name in cells}
         for what in ("train_cached", "train_encoding", "generate"):

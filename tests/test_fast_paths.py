@@ -22,7 +22,10 @@ import modiff
 from modiff.assembly import build
 from modiff.pipeline import Pipeline
 from modiff.settings import load
-from modiff.testing import build_one
+from modiff.testing import build_one, plugin_registry
+
+#: The installed plugins, whatever registry another test module left in place.
+INSTALLED = plugin_registry(entry_points=True)
 
 TINY: dict[str, Any] = {
     "run": {"image_size": 16, "device": "cpu"},
@@ -45,7 +48,7 @@ PROMPTS = ["a red circle", "a blue square"]
 def pipeline(*sets: str, like: Pipeline | None = None) -> Pipeline:
     """The tiny pipeline with ``sets`` applied; with ``like``, its weights are ``like``'s."""
     torch.manual_seed(0)
-    pipe = Pipeline(build(load(base=TINY, sets=list(sets), environ={}), device="cpu"))
+    pipe = Pipeline(build(load(base=TINY, sets=list(sets), environ={}, registry=INSTALLED), device="cpu"))
     modules = dict(pipe.components.modules())
     if like is not None:
         for role, module in like.components.modules():
@@ -194,7 +197,7 @@ HOST_READS = ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool_
 
 def _built_in_samplers() -> list[str]:
     return sorted(
-        reg.name for reg in modiff.registry().all("scheduler") if reg.distribution == "modiff-schedulers"
+        reg.name for reg in INSTALLED.all("scheduler") if reg.distribution == "modiff-schedulers"
     )
 
 
@@ -202,7 +205,7 @@ def _built_in_samplers() -> list[str]:
 def test_sampling_loop_never_reads_back_or_allocates_timesteps(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """From the first model call on (the loop), no tensor value goes back to the host and
     no timestep tensor is made: they were all put on the device before the loop."""
-    scheduler = build_one("scheduler", name, {})
+    scheduler = build_one("scheduler", name, {}, registry_=INSTALLED)
     seen: list[torch.Tensor] = []
     armed = False
 
