@@ -10,11 +10,45 @@ the x0 estimate itself, since the last step goes to sigma = 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from .k_samplers import Callback, NoiseSampler, SigmaModel, lincomb
+
+
+# One DPM-Solver++ step from ``sigma`` to ``sigma_next > 0``: gets the state
+# ``x``, the x0 estimate ``denoised``, the second-order difference ``d1`` (None
+# on a first-order step), both sigmas and ``h``, the step in lambda.
+_DPMStep = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, float, float, float], torch.Tensor]
+
+
+def _dpmpp_2m_loop(
+    model: SigmaModel,
+    x: torch.Tensor,
+    sigmas: Sequence[float],
+    callback: Callback | None,
+    step: _DPMStep,
+) -> torch.Tensor:
+    """The loop both DPM-Solver++(2M) variants share: one model call a step,
+    the previous x0 estimate as history (``d1`` scaled to this step's ``h``),
+    and the x0 estimate itself as the step to sigma = 0; ``step`` is the
+    variant's update."""
+    old: torch.Tensor | None = None
+    h_last = 0.0
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = model(x, sigma)
+        if callback is not None:
+            callback(i, sigma, x, denoised)
+        if sigma_next == 0:
+            x = denoised
+            continue
+        h = math.log(sigma) - math.log(sigma_next)
+        d1 = None if old is None else (denoised - old) * (h / h_last)
+        x = step(x, denoised, d1, sigma, sigma_next, h)
+        old, h_last = denoised, h
+    return x
 
 
 def sample_dpmpp_2m(
@@ -28,27 +62,20 @@ def sample_dpmpp_2m(
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022), data-prediction multistep, order 2."""
     del noise_sampler
-    old: torch.Tensor | None = None
-    h_last = 0.0
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma)
-        if callback is not None:
-            callback(i, sigma, x, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        h = math.log(sigma) - math.log(sigma_next)
+
+    def step(
+        x: torch.Tensor, denoised: torch.Tensor, d1: torch.Tensor | None, sigma: float, sigma_next: float, h: float
+    ) -> torch.Tensor:
         phi = math.exp(-h) - 1.0  # exp(-h) - 1 < 0
         x = (sigma_next / sigma) * x - phi * denoised
-        if old is not None:
-            d1 = (denoised - old) * (h / h_last)
+        if d1 is not None:
             if solver_type == "heun":
                 x = x + (phi / h + 1.0) * d1
             else:
                 x = x - (0.5 * phi) * d1
-        old, h_last = denoised, h
-    return x
+        return x
+
+    return _dpmpp_2m_loop(model, x, sigmas, callback, step)
 
 
 def sample_dpmpp_2m_sde(
@@ -64,22 +91,14 @@ def sample_dpmpp_2m_sde(
 ) -> torch.Tensor:
     """DPM-Solver++(2M) SDE: the stochastic variant; ``eta = 1`` is the
     reverse SDE, ``eta = 0`` the ODE solver."""
-    old: torch.Tensor | None = None
-    h_last = 0.0
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        denoised = model(x, sigma)
-        if callback is not None:
-            callback(i, sigma, x, denoised)
-        if sigma_next == 0:
-            x = denoised
-            continue
-        h = math.log(sigma) - math.log(sigma_next)
+
+    def step(
+        x: torch.Tensor, denoised: torch.Tensor, d1: torch.Tensor | None, sigma: float, sigma_next: float, h: float
+    ) -> torch.Tensor:
         eta_h = eta * h
         one_minus = -math.expm1(-h - eta_h)  # 1 - exp(-(1 + eta) h)
         x = (sigma_next / sigma * math.exp(-eta_h)) * x + one_minus * denoised
-        if old is not None:
-            d1 = (denoised - old) * (h / h_last)
+        if d1 is not None:
             if solver_type == "heun":
                 x = x + (one_minus / (-h - eta_h) + 1.0) * d1
             else:
@@ -87,8 +106,9 @@ def sample_dpmpp_2m_sde(
         if eta:
             assert noise_sampler is not None, "dpmpp-2m-sde needs a noise sampler"
             x = x + noise_sampler(sigma, sigma_next) * (sigma_next * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise)
-        old, h_last = denoised, h
-    return x
+        return x
+
+    return _dpmpp_2m_loop(model, x, sigmas, callback, step)
 
 
 # ----------------------------------------------------------------------
@@ -172,6 +192,23 @@ def sample_unipc(
     return x
 
 
+def _unipc_history(
+    outputs: list[torch.Tensor], lambdas: Sequence[float], base: int, h: float, order: int
+) -> tuple[list[float], list[torch.Tensor]]:
+    """The ratios ``r_k`` of the past steps to ``h`` (lambdas counted back from
+    ``lambdas[base]``, with 1.0 appended for the current step) and the scaled
+    differences ``D1_k`` of the past x0 estimates to the newest one; shared by
+    the predictor and the corrector, which differ only in ``base``."""
+    m0 = outputs[-1]
+    rks, d1s = [], []
+    for k in range(1, order):
+        rk = (lambdas[base - k] - lambdas[base]) / h
+        rks.append(rk)
+        d1s.append((outputs[-(k + 1)] - m0) / rk)
+    rks.append(1.0)
+    return rks, d1s
+
+
 def _unip(
     outputs: list[torch.Tensor],
     x: torch.Tensor,
@@ -184,12 +221,7 @@ def _unip(
     """Predictor from ``sigmas[i]`` to ``sigmas[i + 1]``."""
     m0 = outputs[-1]
     h = lambdas[i + 1] - lambdas[i]
-    rks, d1s = [], []
-    for k in range(1, order):
-        rk = (lambdas[i - k] - lambdas[i]) / h
-        rks.append(rk)
-        d1s.append((outputs[-(k + 1)] - m0) / rk)
-    rks.append(1.0)
+    rks, d1s = _unipc_history(outputs, lambdas, i, h, order)
     h_phi_1, b_h, r_rows, b = _unipc_terms(h, rks, order, solver_type)
     x_next = (sigmas[i + 1] / sigmas[i]) * x - h_phi_1 * m0
     if d1s:
@@ -215,12 +247,7 @@ def _unic(
     using the model output ``model_t`` at that state."""
     m0 = outputs[-1]
     h = lambdas[i] - lambdas[i - 1]
-    rks, d1s = [], []
-    for k in range(1, order):
-        rk = (lambdas[i - 1 - k] - lambdas[i - 1]) / h
-        rks.append(rk)
-        d1s.append((outputs[-(k + 1)] - m0) / rk)
-    rks.append(1.0)
+    rks, d1s = _unipc_history(outputs, lambdas, i - 1, h, order)
     h_phi_1, b_h, r_rows, b = _unipc_terms(h, rks, order, solver_type)
     rhos = [0.5] if order == 1 else _solve(r_rows, b)
     x_t = (sigmas[i] / sigmas[i - 1]) * last_sample - h_phi_1 * m0
