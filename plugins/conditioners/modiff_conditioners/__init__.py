@@ -11,7 +11,7 @@ from typing import Any
 
 import modiff
 
-from .config import ConcatSettings, CrossAttentionSettings, HybridSettings, NoneSettings, VectorSettings
+from .config import ConcatSettings, CrossAttentionSettings, HybridSettings, NoneSettings, TextSettings, VectorSettings
 
 __all__ = [
     "ConcatSettings",
@@ -41,63 +41,50 @@ def _latent_size(context: Any) -> int | None:
         return None
 
 
-def build_cross_attention(settings: CrossAttentionSettings, context: Any) -> Any:
-    """Token embeddings -> linear -> context the denoiser cross-attends to, with the padding mask."""
+def _text_conditioner(settings: TextSettings, context: Any, text_dim: int, **parts: Any) -> Any:
+    """The :class:`PartsConditioner` every text conditioner builds: the text
+    width, the latent size, the null conditioning and the image context are
+    the same for all of them; ``parts`` picks the parts that use the text."""
     from .conditioner import PartsConditioner
 
-    text_dim = _text_dim(context, "cross-attention")
     return PartsConditioner(
         text_dim=text_dim,
         latent_size=_latent_size(context),
-        context_dim=settings.context_dim or text_dim,
-        project_context=settings.projection,
+        **parts,
         null=settings.null,
         image_context_channels=settings.image_channels(context),
+    )
+
+
+def build_cross_attention(settings: CrossAttentionSettings, context: Any) -> Any:
+    """Token embeddings -> linear -> context the denoiser cross-attends to, with the padding mask."""
+    text_dim = _text_dim(context, "cross-attention")
+    return _text_conditioner(
+        settings, context, text_dim, context_dim=settings.context_dim or text_dim, project_context=settings.projection
     )
 
 
 def build_concat(settings: ConcatSettings, context: Any) -> Any:
     """Pooled text -> linear -> constant feature maps concatenated to the denoiser's input."""
-    from .conditioner import PartsConditioner
-
-    text_dim = _text_dim(context, "concat")
-
-    return PartsConditioner(
-        text_dim=text_dim,
-        latent_size=_latent_size(context),
-        maps=settings.channels,
-        null=settings.null,
-        image_context_channels=settings.image_channels(context),
-    )
+    return _text_conditioner(settings, context, _text_dim(context, "concat"), maps=settings.channels)
 
 
 def build_vector(settings: VectorSettings, context: Any) -> Any:
     """Pooled text -> linear -> a vector added to the denoiser's time embedding."""
-    from .conditioner import PartsConditioner
-
     text_dim = _text_dim(context, "vector")
-    return PartsConditioner(
-        text_dim=text_dim,
-        latent_size=_latent_size(context),
-        vector_dim=settings.vector_dim or text_dim,
-        null=settings.null,
-        image_context_channels=settings.image_channels(context),
-    )
+    return _text_conditioner(settings, context, text_dim, vector_dim=settings.vector_dim or text_dim)
 
 
 def build_hybrid(settings: HybridSettings, context: Any) -> Any:
     """Concatenated feature maps and cross-attention context together."""
-    from .conditioner import PartsConditioner
-
     text_dim = _text_dim(context, "hybrid")
-    return PartsConditioner(
-        text_dim=text_dim,
-        latent_size=_latent_size(context),
+    return _text_conditioner(
+        settings,
+        context,
+        text_dim,
         maps=settings.channels,
         context_dim=settings.context_dim or text_dim,
         project_context=settings.projection,
-        null=settings.null,
-        image_context_channels=settings.image_channels(context),
     )
 
 
