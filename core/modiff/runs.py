@@ -42,21 +42,30 @@ FORMAT = "modiff/1"
 
 
 @contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success it replaces ``path``."""
+def _replacing(path: Path) -> Iterator[tuple[int, str]]:
+    """The one rename protocol every atomic write here uses: a temporary file
+    beside ``path`` (its open descriptor and its name) that, once the body has
+    written and synced it, is renamed over ``path`` (and the directory synced);
+    on any failure it is removed and ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield fd, tmp
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
         with _suppress():
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success it replaces ``path``."""
+    with _replacing(path) as (fd, _), os.fdopen(fd, mode) as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -91,20 +100,12 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """safetensors ``save_file`` made atomic (written beside, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with _replacing(path) as (fd, tmp):
+        os.close(fd)  # safetensors writes by name
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(contiguous, tmp, metadata=metadata)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
 
 
 def atomic_copy_dir(source: Path, target: Path) -> None:
