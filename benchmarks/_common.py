@@ -8,6 +8,7 @@ imported lazily, and only as references: modiff never imports them.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import time
@@ -189,6 +190,17 @@ def machine() -> str:
     return f"{cpu} ({cores} cores){gpu}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
 
 
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The command line of a timing script that has a ``--threads`` option:
+    adds ``--device`` (CUDA where there is one) as the last option, parses, and
+    applies ``--threads`` (0 keeps torch's default) before anything is timed."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
+
+
 # -------------------------------------------------------------- SD-shaped diffusers pipelines
 
 
@@ -266,7 +278,7 @@ SHAPES: dict[str, SDShape] = {
 
 
 def _sd_tiny() -> Any:
-    """The sd plugin's offline test helpers (tokenizer, weight perturbation)."""
+    """The sd plugin's offline test helpers (tokenizer, weight perturbation, pipeline assembly)."""
     folder = str(ROOT / "plugins" / "sd" / "tests")
     if folder not in sys.path:
         sys.path.insert(0, folder)
@@ -289,7 +301,7 @@ def make_sd_pipeline(shape: SDShape, seed: int = 0) -> Any:
     """A diffusers ``StableDiffusionPipeline`` of ``shape`` with random, perturbed
     weights (no parameter left at an inert value), built offline, with SD's DDIM
     configuration and a CLIP tokenizer trained on a few captions."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tiny = _sd_tiny()
@@ -313,16 +325,7 @@ def make_sd_pipeline(shape: SDShape, seed: int = 0) -> Any:
     )
     for i, m in enumerate((text, unet, vae)):
         tiny.perturb(m, seed * 10 + i, scale=0.02)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny.assemble_pipeline(text, tok, unet, vae)
 
 
 def prompts(n: int) -> list[str]:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import MIB, SHAPES, SDShape, alternate, machine, markdown_table, median, peak_bytes, prompts
+from _common import MIB, SHAPES, SDShape, alternate, machine, markdown_table, median, parse_args, peak_bytes, prompts
 from bench_generation import make_reference
 
 import modiff
@@ -98,10 +98,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 keeps torch's)")
     parser.add_argument("--batch", type=int, default=8, help="generation batch (default 8)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     variants = ["plain", *[v for v in (args.variant or list(VARIANTS)) if v != "plain"]]
     print(f"machine: {machine()}, device {args.device}")
     print(f"repeats {args.repeats}, generation batch {args.batch}, {args.steps} DDIM steps, guidance 7.5", flush=True)

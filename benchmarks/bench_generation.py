@@ -57,6 +57,7 @@ from _common import (
     markdown_table,
     dense_peaks,
     median,
+    parse_args,
     peak_bytes,
     prompts,
     quiet_libraries,
@@ -169,10 +170,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-unet", action="store_true", help="only the generation rows")
     parser.add_argument("--skip-generation", action="store_true", help="only the UNet rows")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device = torch.device(args.device)
     shapes = [SHAPES[n] for n in (args.config or list(SHAPES))]
     batches = args.batch or [1, 8]

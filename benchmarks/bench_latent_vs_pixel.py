@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import alternate, machine, markdown_table, median
+from _common import alternate, machine, markdown_table, median, parse_args
 
 import modiff
 from modiff.assembly import build
@@ -144,10 +144,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per generation (default 4)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
     parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3.0, the demo's)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     sizes = args.size or [32, 64, 128]
     encoders = args.encoder or list(ENCODERS)
     print(f"machine: {machine()}, device {args.device}")

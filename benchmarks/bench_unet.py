@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from _common import count_flops, peak_bytes, sync, timed
+from _common import count_flops, parse_args, peak_bytes, sync, timed
 
 warnings.filterwarnings("ignore")
 logging.getLogger("diffusers").setLevel(logging.ERROR)
@@ -191,10 +191,7 @@ def main() -> None:
         "load made 2-thread timings 3-10x slower and erratic; 0 keeps torch's default)",
     )
     parser.add_argument("--channels-last", action="store_true", help="both models and inputs in channels_last")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device = torch.device(args.device)
     cases = [c for c in CASES if not args.config or c.name in args.config]
     print(

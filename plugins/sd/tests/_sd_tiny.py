@@ -60,9 +60,27 @@ def perturb(module: torch.nn.Module, seed: int, scale: float = 0.05) -> None:
             p.add_(scale * torch.randn(p.shape, generator=g))
 
 
+def assemble_pipeline(text: Any, tok: Any, unet: Any, vae: Any) -> Any:
+    """A ``StableDiffusionPipeline`` of these parts with SD's DDIM configuration,
+    no safety checker and no progress bar; the benchmarks' SD-shaped pipelines
+    are put together the same way, so both compare against the same reference."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def make_pipeline(seed: int = 0) -> Any:
     """The tiny diffusers StableDiffusionPipeline (random, perturbed weights)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tok = make_tokenizer()
@@ -87,16 +105,7 @@ def make_pipeline(seed: int = 0) -> Any:
     )
     for i, m in enumerate((text, unet, vae)):
         perturb(m, seed * 10 + i)
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-        set_alpha_to_one=False, steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=scheduler, safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return assemble_pipeline(text, tok, unet, vae)
 
 
 def reference_images(
