@@ -23,6 +23,23 @@ def modiff_registry() -> Callable[..., Registry]:
 
 
 @pytest.fixture
+def single_thread() -> Iterator[None]:
+    """Run the test on one torch thread, then restore the setting.
+
+    Plugin tests use tiny networks: a second OpenMP thread gains nothing, and
+    on a loaded 2-core machine the synchronisation between threads made single
+    forward passes 10-100x slower than on one thread. A plugin's conftest
+    makes it apply to all its tests with an autouse fixture that requests it.
+    """
+    import torch  # here, so that loading this pytest plugin does not import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def fresh_plugins() -> Iterator[None]:
     """Forget the process-wide registry before and after the test (for tests
     that install or fake entry points)."""
