@@ -140,6 +140,25 @@ def bench_generation(sides: Sides, n: int, steps: int, guidance: float, repeats:
     }
 
 
+def profile_generation(sides: Sides, n: int, steps: int, guidance: float) -> None:
+    """Where each side's generation time goes: the operators by self CPU time,
+    and the share of the dense kernels (convolution, matrix multiply,
+    attention) against everything else (the framework around them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dense = ("conv", "mm", "addmm", "bmm", "matmul", "linear", "attention", "baddbmm")
+    for side, fn in sides.calls(n, steps, guidance).items():
+        fn()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        averages = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in averages)
+        in_dense = sum(e.self_cpu_time_total for e in averages if any(k in e.key.lower() for k in dense))
+        print(f"\n[{sides.shape.name}] {side}, batch {n}: {total / 1e6:.2f} s of operator time, "
+              f"{100 * in_dense / max(total, 1):.0f} % in convolution, matrix multiply and attention kernels")
+        print(averages.table(sort_by="self_cpu_time_total", row_limit=10))
+
+
 def fmt(value: float) -> str:
     if value == 0:
         return "0"
@@ -170,6 +189,7 @@ def main() -> None:
     )
     parser.add_argument("--skip-unet", action="store_true", help="only the generation rows")
     parser.add_argument("--skip-generation", action="store_true", help="only the UNet rows")
+    parser.add_argument("--profile", action="store_true", help="also print where each side's generation time goes")
     args = parse_args(parser)
     device = torch.device(args.device)
     shapes = [SHAPES[n] for n in (args.config or list(SHAPES))]
@@ -220,6 +240,8 @@ def main() -> None:
                 row(shape.name, f"{what}: s", g["s"], TARGETS["generation"])
                 row(shape.name, f"{what}: peak MiB", g["peak MiB"], TARGETS["peak"])
                 notes.append(f"{shape.name} batch {n} images agree to {g['max |diff|'][0]:.1e}")
+                if args.profile:
+                    profile_generation(sides, n, args.steps, args.guidance)
 
     print()
     print(markdown_table(["config", "measure", "modiff", "diffusers", "modiff/diffusers", "target"], rows))
