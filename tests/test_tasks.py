@@ -77,6 +77,14 @@ def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
         trained(tmp_path, "text-to-image")[0].segment(images)
 
 
+@pytest.mark.parametrize("task", ["mask-to-image", "inpainting"])
+def test_image_context_tasks_learn(tmp_path: Path, task: str) -> None:
+    """The denoising loss with a map or a masked image as context falls."""
+    _, run = trained(tmp_path, task, steps=80, lr=1e-2, log_every=10, checkpoint_every=100)
+    losses = [m["loss"] for m in run.read_metrics() if m["stage"] == "denoiser"]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+
+
 def test_mask_to_image_generates_from_a_map(tmp_path: Path) -> None:
     pipe, _ = trained(tmp_path, "mask-to-image")
     assert pipe.components.denoiser.conv_in.in_channels == 3 + 2  # latent + one channel per class
