@@ -62,7 +62,9 @@ PROMPTS = [
 ]
 
 
-def settings(size: int, encoder: dict[str, Any], device: str = "cpu") -> modiff.ResolvedSettings:
+def settings(
+    size: int, encoder: dict[str, Any], device: str = "cpu", sets: list[str] | None = None
+) -> modiff.ResolvedSettings:
     """The demo's settings at ``size`` pixels with ``encoder``; no dataset (an
     image size instead) and no evaluator, which timing needs neither of."""
     with DEMO.open("rb") as fh:
@@ -72,7 +74,7 @@ def settings(size: int, encoder: dict[str, Any], device: str = "cpu") -> modiff.
     table["run"]["image_size"] = size
     table["run"]["device"] = device
     table["encoder"] = dict(encoder)
-    return load(base=table, environ={})
+    return load(base=table, sets=list(sets or []), environ={})
 
 
 @dataclass
@@ -89,10 +91,11 @@ class Cell:
 
 
 def make_cell(
-    size: int, name: str, train_batch: int, images: int, steps: int, guidance: float, device: str = "cpu"
+    size: int, name: str, train_batch: int, images: int, steps: int, guidance: float, device: str = "cpu",
+    sets: list[str] | None = None,
 ) -> Cell:
     torch.manual_seed(0)
-    resolved = settings(size, ENCODERS[name], device)
+    resolved = settings(size, ENCODERS[name], device, sets)
     components = build(resolved, device=device)
     pipeline = Pipeline(components)
     c = components
@@ -144,20 +147,25 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=4, help="images per generation (default 4)")
     parser.add_argument("--steps", type=int, default=25, help="sampler steps (default 25)")
     parser.add_argument("--guidance", type=float, default=3.0, help="guidance scale (default 3.0, the demo's)")
+    parser.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        help="change the demo's settings for every cell, e.g. --set denoiser.attention_levels=[1]",
+    )
     args = parse_args(parser)
     sizes = args.size or [32, 64, 128]
     encoders = args.encoder or list(ENCODERS)
     print(f"machine: {machine()}, device {args.device}")
     print(
         f"repeats {args.repeats}, train batch {args.train_batch}, generation: {args.images} images, "
-        f"{args.steps} DDIM steps, guidance {args.guidance}, decode included",
+        f"{args.steps} DDIM steps, guidance {args.guidance}, decode included"
+        + (f"; settings changed: {' '.join(args.sets)}" if args.sets else ""),
         flush=True,
     )
     rows: list[list[str]] = []
     for size in sizes:
         print(f"[{size} px] building", flush=True)
         cells = {
-            name: make_cell(size, name, args.train_batch, args.images, args.steps, args.guidance, args.device)
+            name: make_cell(size, name, args.train_batch, args.images, args.steps, args.guidance, args.device, args.sets)
             for name in encoders
         }
         results: dict[str, dict[str, float]] = {name: {} for name in cells}

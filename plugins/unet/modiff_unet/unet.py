@@ -616,9 +616,10 @@ class UNet(nn.Module):
         if mask.shape != context.shape[:2]:
             raise ValueError(f"context_mask has shape {tuple(mask.shape)}; expected {tuple(context.shape[:2])}")
         mask = mask.to(torch.bool)
-        if context.device.type == "cpu" and bool(mask.all()):
+        if context.device.type == "cpu" and not torch.compiler.is_compiling() and bool(mask.all()):
             # Nothing to hide, and SDPA is faster without a mask. (Not checked on GPUs:
-            # reading the answer would wait for the device and stall the launch queue.)
+            # reading the answer would wait for the device and stall the launch queue;
+            # nor under torch.compile, where reading it would break the graph in two.)
             return context, None
         context = context.masked_fill(~mask[..., None], 0.0)
         keep = mask | ~mask.any(dim=1, keepdim=True)
