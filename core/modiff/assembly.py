@@ -140,11 +140,15 @@ def apply_fast_paths(denoiser: torch.nn.Module, run: RunSettings) -> None:
 
     Only ``forward`` is compiled, so the module, its parameter names and its
     state dict stay exactly as they are (checkpoints do not change format).
+    Shapes are static: a run sees few of them (the training batch, the
+    sampling batch doubled by guidance), and with symbolic shapes inductor
+    failed on the SD-shaped UNet ("cannot determine truth value of
+    Relational"); each new shape compiles once instead.
     """
     if run.channels_last:
         denoiser.to(memory_format=torch.channels_last)
     if run.compile:
-        denoiser.forward = torch.compile(denoiser.forward)  # type: ignore[method-assign]
+        denoiser.forward = torch.compile(denoiser.forward, dynamic=False)  # type: ignore[method-assign]
 
 
 def conditioning_spec(conditioner: Conditioner | None) -> ConditioningSpec:
