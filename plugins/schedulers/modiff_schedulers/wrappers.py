@@ -66,9 +66,8 @@ class TimeTable:
         return row
 
 
-def _call(model_fn: ModelFn, x: torch.Tensor, t: float, times: TimeTable | None = None) -> torch.Tensor:
-    tt = times(t, x) if times is not None else torch.full((x.shape[0],), t, dtype=time_dtype(x), device=x.device)
-    out = model_fn(x, tt)
+def _call(model_fn: ModelFn, x: torch.Tensor, t: float, times: TimeTable) -> torch.Tensor:
+    out = model_fn(x, times(t, x))
     if out.shape != x.shape:
         raise ValueError(
             f"model_fn returned shape {tuple(out.shape)} for an input of shape {tuple(x.shape)}; a sampler needs "
@@ -84,7 +83,7 @@ class VPDenoiser:
     clipping of x0 (as DDIM defines it).
     """
 
-    def __init__(self, model_fn: ModelFn, settings: ScheduleSettings, times: TimeTable | None = None):
+    def __init__(self, model_fn: ModelFn, settings: ScheduleSettings, times: TimeTable):
         self.model_fn = model_fn
         self.settings = settings
         self.prediction_type = settings.prediction_type
@@ -117,7 +116,7 @@ class SigmaDenoiser:
         settings: ScheduleSettings,
         timestep_of: Mapping[float, float],
         sigma_to_t: Callable[[float], float],
-        times: TimeTable | None = None,
+        times: TimeTable,
     ):
         self.model_fn = model_fn
         self.settings = settings
