@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -11,6 +12,15 @@ from hypothesis import strategies as st
 
 from ...protocols import Conditioner, Conditioning, TextEmbedding
 from .base import CONTRACT_SETTINGS, Contract
+from .checks import (
+    DeviceCheck,
+    assert_dtype,
+    assert_unchanged,
+    floating_dtype_of,
+    global_random_state_unchanged,
+    has_tensors,
+    snapshot,
+)
 
 #: The shared contract settings, plus: every subclass runs the same test
 #: functions with its own ``self``, which is intended here.
@@ -160,7 +170,7 @@ class ConditionerContract(Contract):
 
     def test_text_changes_the_output(self) -> None:
         if not self.uses_text:
-            return
+            pytest.skip("uses_text = False: the text is ignored (test_text_is_ignored_when_unused)")
         c = self.build()
         with torch.no_grad():
             a = c.condition(fake_embedding(1, 4, self.text_dim, seed=1))
@@ -172,7 +182,7 @@ class ConditionerContract(Contract):
 
     def test_text_is_ignored_when_unused(self) -> None:
         if self.uses_text:
-            return
+            pytest.skip("uses_text = True: the text must change the output (test_text_changes_the_output)")
         c = self.build()
         with torch.no_grad():
             a = c.condition(fake_embedding(2, 4, self.text_dim, seed=1))
@@ -203,7 +213,7 @@ class ConditionerContract(Contract):
     def test_image_context_is_appended_unchanged(self) -> None:
         k = self.image_context_channels
         if not k:
-            return
+            pytest.skip("image_context_channels = 0: the settings ask for no image context")
         c = self.build()
         image = self.image(2, seed=5)
         assert image is not None
@@ -221,3 +231,51 @@ class ConditionerContract(Contract):
             x, y = a.condition(emb, image_context=self.image(3)), b.condition(emb, image_context=self.image(3))
         for i in range(3):
             _rows_equal(x, i, y, i)
+
+    def test_dtype_follows_the_inputs(self) -> None:
+        """A float64 conditioner given a float64 embedding (and image context) conditions in
+        float64, and its null is float64 too (a conditioner without weights of its own, whose
+        null comes from elsewhere, has only ``condition`` checked)."""
+        c = self.build()
+        if floating_dtype_of(c) is not None:
+            c.to(torch.float64)
+        emb = fake_embedding(2, 5, self.text_dim, seed=7)
+        emb = TextEmbedding(emb.tokens.double(), emb.mask, emb.pooled.double())
+        image = self.image(2, seed=7)
+        image = None if image is None else image.double()
+        with torch.no_grad():
+            assert_dtype(c.condition(emb, image_context=image), torch.float64, "condition")
+            if floating_dtype_of(c) is None:
+                pytest.skip("no floating weights: the null has no dtype of the conditioner's to follow (condition checked)")
+            assert_dtype(c.condition(None, image_context=image, batch_size=2), torch.float64, "condition(None)")
+            assert_dtype(c.null(2, like=emb), torch.float64, "null, of a float64 conditioner")
+
+    def test_outputs_follow_the_device(self) -> None:
+        """On another device (a GPU, or torch's meta device without one) the conditioning and
+        the null are there too."""
+        c = self.build()
+        check = DeviceCheck()
+        if has_tensors(c):
+            c.to(check.device)
+        emb = fake_embedding(2, 5, self.text_dim, seed=8)
+        emb = TextEmbedding(emb.tokens.to(check.device), emb.mask.to(check.device), emb.pooled.to(check.device))
+        image = self.image(2, seed=8)
+        image = None if image is None else image.to(check.device)
+        with torch.no_grad():
+            check.check("condition", lambda: c.condition(emb, image_context=image))
+            if has_tensors(c):
+                check.check("condition(None)", lambda: c.condition(None, image_context=image, batch_size=2))
+                check.check("null", lambda: c.null(2, like=emb))
+        check.finish()
+        if not has_tensors(c):
+            pytest.skip("no weights or buffers: the null has no device of the conditioner's to follow (condition checked)")
+
+    def test_inputs_are_left_unchanged_and_no_random_numbers_drawn(self) -> None:
+        c = self.build()
+        emb = fake_embedding(2, 5, self.text_dim, seed=9, lengths=[5, 2])
+        image = self.image(2, seed=9)
+        before = snapshot((emb, image))
+        with torch.no_grad(), global_random_state_unchanged("condition and null (in eval mode)"):
+            c.condition(emb, image_context=image)
+            c.null(2, like=emb, image_context=image)
+        assert_unchanged(before, (emb, image), "the conditioner")
