@@ -112,6 +112,7 @@ def chromium() -> str | None:
 
 
 @pytest.mark.skipif(chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium when apt-get works)")
+@pytest.mark.slow  # a browser
 def test_report_opens_in_headless_chromium(base: Path, tmp_path: Path) -> None:
     path = ablation_file(tmp_path, '[grid]\n"denoiser.hidden" = [4, 8]\n')
     run_ablation(read_ablation(path), progress=False, log=lambda *a: None)

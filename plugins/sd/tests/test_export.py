@@ -40,6 +40,7 @@ def test_reimport_round_trips_exactly(imported: Path, exported: Path, tmp_path: 
     assert a == b
 
 
+@pytest.mark.slow  # parity: diffusers loads the export
 def test_diffusers_loads_the_export_and_generates_the_same_image(
     tiny_sd: tuple[Path, Any], imported: Path, exported: Path
 ) -> None:

@@ -21,7 +21,7 @@ pytest.importorskip("diffusers", reason="diffusers is the reference")
 
 # The second prompt is longer than the tiny tokenizer's 12 tokens: both sides truncate it alike.
 PROMPTS = [CAPTIONS[0], CAPTIONS[1]]
-pytestmark = pytest.mark.filterwarnings("ignore:.*CLIP tokens")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*CLIP tokens"), pytest.mark.slow]  # slow: parity with diffusers
 STEPS = 4
 TOL = 1e-3
 

@@ -24,6 +24,7 @@ from modiff_sd.importer import import_sd
 from modiff_sd.layout import to_original_checkpoint
 
 pytest.importorskip("diffusers", reason="diffusers is the reference")
+pytestmark = pytest.mark.slow  # single files checked against diffusers' images
 
 
 def original_checkpoint(pipe: Any) -> dict[str, torch.Tensor]:

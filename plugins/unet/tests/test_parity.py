@@ -19,6 +19,7 @@ from modiff.protocols import Conditioning
 from modiff_unet.diffusers_layout import from_diffusers_config, unet_from_diffusers_config
 
 diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow  # parity with diffusers
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 CROSS = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"

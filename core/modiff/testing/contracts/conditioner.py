@@ -66,7 +66,8 @@ class ConditionerContract(Contract):
     """Every conditioner: output and null fit its spec over batch sizes and token counts;
     padding and other samples do not matter; the null is one fixed row whose context is as
     long as the prompts'; ``condition(None)`` is the null; an image context lands unchanged
-    in the last concatenated channels; determinism.
+    in the last concatenated channels; determinism; float64 and the device follow the
+    inputs (and the weights, for the null); inputs left unchanged, no global random draws.
 
     Set ``image_context_channels`` to the value the settings give (0 for none)
     and ``uses_text = False`` for an unconditional conditioner.

@@ -25,7 +25,9 @@ SETTINGS = hsettings(
 class DenoiserContract(Contract):
     """Every denoiser: output shape over batch sizes, image sizes and token counts; batch
     independence; masked context positions do not matter; determinism; the conditioning
-    it was built for is used; a segmentation head ignores ``t``.
+    it was built for is used; a segmentation head ignores ``t``; the prediction has the
+    input's dtype and device; inputs are left unchanged and nothing is drawn from the
+    global random state.
 
     Set ``spec`` to the :class:`DenoiserSpec` to build for, ``size_multiple``
     to the factor image sizes must be divisible by, and ``segmentation`` when

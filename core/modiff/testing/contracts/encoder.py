@@ -30,7 +30,9 @@ ENCODER_SETTINGS = hsettings(
 
 
 class EncoderContract(Contract):
-    """Every encoder: latent shapes, round-trip shapes, batch independence, size errors."""
+    """Every encoder: latent shapes, round-trip shapes, batch independence, size errors;
+    reproducible with a generator and nothing drawn from the global random state; outputs
+    in the input's dtype and on its device; inputs left unchanged."""
 
     role: ClassVar[str] = "encoder"
     image_size: ClassVar[int] = 16

@@ -67,7 +67,15 @@ def oracle_model(s: Scheduler, x0: torch.Tensor) -> ModelFn:
 
 class SchedulerContract(Contract):
     """Every scheduler: shapes, finiteness, purity, determinism, batch
-    independence, and the properties of a variance-preserving noise schedule."""
+    independence, and the properties of a variance-preserving noise schedule;
+    for every prediction type its settings accept, the training target and
+    (deterministic samplers) the exact-model round trip; random draws only
+    from the generators it is given, in training as in sampling; dtypes and
+    devices that follow the inputs.
+
+    ``prediction_types()`` reads the accepted types from the settings model;
+    override it if your settings accept a type your sampler cannot use.
+    """
 
     role: ClassVar[str] = "scheduler"
     #: Whether ``sample`` draws random numbers (ancestral and SDE samplers).

@@ -16,8 +16,9 @@ override:
 What every text embedder is held to: shapes and dtypes; a real token in every
 row (an empty prompt too, so attention never runs over nothing); padding and
 batch invariance (a prompt embeds the same alone or next to any others);
-determinism; truncation with a warning; restoring from saved state; and no
-exception for any unicode prompt.
+determinism without global random draws and without state kept between
+calls; outputs in the weights' dtype and on their device; truncation with a
+warning; restoring from saved state; and no exception for any unicode prompt.
 """
 
 from __future__ import annotations
