@@ -185,3 +185,38 @@ def test_channels_last_gives_the_same_images(tmp_path: Path) -> None:
     fast = Pipeline.load(run.path, sets=["run.channels_last=true"])
     assert fast.components.denoiser.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(fast.generate_tensor(["a red square"], seed=3), plain, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_every_logs_a_learning_curve_without_changing_training(tmp_path: Path) -> None:
+    plain = RunDir(tmp_path / "plain")
+    train_run(settings(train__steps=6), plain, progress=False)
+    curve = RunDir(tmp_path / "curve")
+    train_run(settings(train__steps=6, train__eval_every=2), curve, progress=False)
+    evals = [m for m in curve.read_metrics() if m.get("kind") == "eval"]
+    assert [m["step"] for m in evals] == [2, 4, 6]
+    seconds = [m["train_seconds"] for m in evals]
+    assert all(s > 0 for s in seconds) and seconds == sorted(seconds)
+    assert all(isinstance(m["eval"], dict) and m["eval"] for m in evals)
+    for role in ("denoiser", "conditioner"):
+        a, b = weights(plain, role), weights(curve, role)
+        assert all(torch.equal(a[k], b[k]) for k in a), f"evaluating during training changed the {role}"
+    assert curve.read_state()["train_seconds"] >= seconds[-1]
+
+
+def test_ema_warmup_follows_the_model_early() -> None:
+    from modiff.training import EMA
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight.zero_()
+    plain, warm = EMA({"m": model}, 0.999), EMA({"m": model}, 0.999, warmup=True)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    plain.update()
+    warm.update()
+    assert warm.current_decay() == pytest.approx(2 / 11)
+    assert float(warm.shadow["m"]["weight"].mean()) == pytest.approx(0.9)  # 1 - 1/10
+    assert float(plain.shadow["m"]["weight"].mean()) == pytest.approx(0.001)
+    for _ in range(20000):
+        warm.updates += 1
+    assert warm.current_decay() == 0.999

@@ -82,10 +82,21 @@ class TrainSettings(_Table):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA.")
+    ema_warmup: bool = Field(
+        False,
+        description="Warm the EMA up: decay min(ema_decay, (1 + n) / (10 + n)) at update n, so the averaged "
+        "weights follow the model early instead of its random initialisation.",
+    )
     condition_dropout: float = Field(0.1, ge=0, le=1, description="Fraction of captions dropped for guidance.")
     checkpoint_every: int = Field(500, ge=1)
     sample_every: int = Field(0, ge=0, description="Write a sample grid every N steps (0: only at the end).")
     log_every: int = Field(10, ge=1)
+    eval_every: int = Field(
+        0,
+        ge=0,
+        description="Run the evaluator every N denoiser steps (EMA weights) and log its numbers with the "
+        "training seconds so far to metrics.jsonl: a learning curve (0: off).",
+    )
     encoder: StageSettings = Field(default_factory=StageSettings)
     text_embedder: StageSettings = Field(default_factory=StageSettings)
 

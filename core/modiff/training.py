@@ -99,22 +99,33 @@ def collate(dataset: Any, indices: Sequence[int]) -> Batch:
 class EMA:
     """Exponential moving average of a set of modules' parameters."""
 
-    def __init__(self, modules: dict[str, nn.Module], decay: float):
+    def __init__(self, modules: dict[str, nn.Module], decay: float, *, warmup: bool = False):
         self.decay = decay
+        self.warmup = warmup
+        self.updates = 0  # set to the resumed step on resume: the decay depends on it
         self.shadow = {
             role: {k: v.detach().clone() for k, v in m.state_dict().items()} for role, m in modules.items()
         }
         self.modules = modules
 
+    def current_decay(self) -> float:
+        """``decay``, or with warm-up ``min(decay, (1 + n) / (10 + n))`` at update ``n``: early on
+        the average follows the model instead of holding on to its random initialisation."""
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
     @torch.no_grad()
     def update(self) -> None:
+        decay = self.current_decay()
         for role, module in self.modules.items():
             shadow = self.shadow[role]
             for name, value in module.state_dict().items():
                 if value.is_floating_point():
-                    shadow[name].lerp_(value.detach(), 1 - self.decay)
+                    shadow[name].lerp_(value.detach(), 1 - decay)
                 else:
                     shadow[name].copy_(value)
+        self.updates += 1
 
     @contextmanager
     def applied(self) -> Iterator[None]:
@@ -242,6 +253,7 @@ class Stage:
     loss: Callable[[Batch, Sequence[int], torch.Generator], torch.Tensor]
     settings: Any  # StageSettings or TrainSettings (same optimisation fields)
     ema_decay: float = 0.0
+    ema_warmup: bool = False
     on_checkpoint: Callable[[int], None] | None = None
 
 
@@ -280,15 +292,18 @@ class Trainer:
         world: World | None = None,
         progress: bool = True,
         on_sample: Callable[[str, int], None] | None = None,
+        on_evaluate: Callable[[], dict[str, Any]] | None = None,
     ):
         self.c = components
         self.run = run
         self.world = world or World.single()
         self.progress = progress
         self.on_sample = on_sample
+        self.on_evaluate = on_evaluate
         self.settings = components.settings
         self.state = run.read_state() if run.state_file.exists() else {"stages_done": [], "step": 0}
         self.log = _Log(run, self.world)
+        self.clock = _TrainingClock(float(self.state.get("train_seconds", 0.0)))
 
     # -- stages ----------------------------------------------------------
 
@@ -354,7 +369,7 @@ class Trainer:
         else:
             loss = DenoiserLoss(c, latents, text, train.condition_dropout, self.world, task)
         modules = {role: c.get(role) for role in self._denoiser_roles()}
-        return Stage("denoiser", modules, loss, train, ema_decay=train.ema_decay)
+        return Stage("denoiser", modules, loss, train, ema_decay=train.ema_decay, ema_warmup=train.ema_warmup)
 
     def _sample_batches(self, batch_size: int, count: int = 8) -> list[Batch]:
         ds = self.c.dataset
@@ -376,6 +391,7 @@ class Trainer:
                 self._save_component(role, m)
         self.state["stages_done"] = [*self.state["stages_done"], stage]
         self.state["step"] = 0
+        self.state["train_seconds"] = self.clock.seconds()
         self.state.pop("stage", None)
         if self.world.is_main:
             self.run.write_state(self.state)
@@ -397,8 +413,10 @@ class Trainer:
         for m in stage.modules.values():
             m.train()
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-        ema = EMA(stage.modules, stage.ema_decay) if stage.ema_decay > 0 else None
+        ema = EMA(stage.modules, stage.ema_decay, warmup=stage.ema_warmup) if stage.ema_decay > 0 else None
         start = self._resume(stage, opt, ema)
+        if ema is not None:
+            ema.updates = start
         precision = self.settings.run.precision
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
         dataset = self.c.dataset
@@ -450,6 +468,9 @@ class Trainer:
                 sample_every = self.settings.train.sample_every
                 if stage.name == "denoiser" and sample_every and (step + 1) % sample_every == 0 and self.on_sample:
                     self._sample(ema, step + 1)
+                eval_every = self.settings.train.eval_every
+                if stage.name == "denoiser" and eval_every and (step + 1) % eval_every == 0 and step + 1 < s.steps:
+                    self._evaluate(ema, step + 1)
             self._checkpoint(stage, s.steps, opt, ema)
         except KeyboardInterrupt:
             done = step  # the interrupted step did not finish
@@ -466,8 +487,11 @@ class Trainer:
                 m.load_state_dict(ema.shadow[role])
         for m in stage.modules.values():
             m.eval()
+        if stage.name == "denoiser" and self.settings.train.eval_every and s.steps:
+            self._evaluate(None, s.steps)  # the EMA weights are loaded by now
         if stage.name == "denoiser" and self.on_sample:
-            self.on_sample("final", s.steps)
+            with self.clock.paused():
+                self.on_sample("final", s.steps)
 
     def _names(self, stage: Stage) -> str:
         parts = []
@@ -479,8 +503,30 @@ class Trainer:
     def _sample(self, ema: EMA | None, step: int) -> None:
         if not self.world.is_main or self.on_sample is None:
             return
-        with torch.no_grad(), ema.applied() if ema is not None else _nullcontext():
+        with self.clock.paused(), torch.no_grad(), ema.applied() if ema is not None else _nullcontext():
             self.on_sample(f"step-{step:06d}", step)
+
+    def _evaluate(self, ema: EMA | None, step: int) -> None:
+        """The run's evaluator on the current (EMA) weights, logged with the training
+        seconds so far; evaluation time is not training time."""
+        if self.on_evaluate is None:
+            return
+        if self.world.is_main:
+            seconds = self.clock.seconds()
+            with self.clock.paused(), torch.no_grad(), ema.applied() if ema is not None else _nullcontext():
+                modules = [m for _, m in self.c.modules()]
+                training = [m.training for m in modules]
+                for m in modules:
+                    m.eval()
+                try:
+                    result = self.on_evaluate()
+                finally:
+                    for m, was in zip(modules, training):
+                        m.train(was)
+            numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            self.log.write({"stage": "denoiser", "step": step, "kind": "eval", "train_seconds": seconds,
+                            "eval": numbers})
+        self.world.barrier()
 
     def _checkpoint(self, stage: Stage, step: int, opt: torch.optim.Optimizer, ema: EMA | None) -> None:
         """Weights for inference (EMA) into components/, raw weights and
@@ -496,7 +542,7 @@ class Trainer:
                     tensors[f"model.{role}.{k}"] = v
             atomic_save_tensors(self.run.checkpoint / "trainer.safetensors", tensors)
             atomic_write_json(self.run.checkpoint / "trainer.json", {"stage": stage.name, "step": step, **scalars})
-            self.state.update(stage=stage.name, step=step)
+            self.state.update(stage=stage.name, step=step, train_seconds=self.clock.seconds())
             self.run.write_state(self.state)
         world.barrier()
 
@@ -541,6 +587,27 @@ def _params(module: Any) -> list[nn.Parameter]:
 @contextmanager
 def _nullcontext() -> Iterator[None]:
     yield
+
+
+class _TrainingClock:
+    """Wall seconds spent training, carried across resumes (the state file keeps
+    them), with sampling and evaluation paused out: the x-axis of a learning curve."""
+
+    def __init__(self, already: float = 0.0):
+        self.already = already
+        self.started = time.perf_counter()
+        self.excluded = 0.0
+
+    def seconds(self) -> float:
+        return self.already + time.perf_counter() - self.started - self.excluded
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - t0
 
 
 class _Log:

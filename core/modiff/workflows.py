@@ -116,8 +116,14 @@ def train_run(
     def on_sample(tag: str, step: int) -> None:
         write_task_grid(pipeline, prompts, run.samples / f"{tag}.png")
 
+    def on_evaluate() -> dict[str, Any]:
+        return evaluate_run(pipeline)
+
     generative = resolved.run.task != "segmentation"
-    Trainer(components, run, world=world, progress=progress, on_sample=on_sample if generative else None).train()
+    Trainer(
+        components, run, world=world, progress=progress, on_sample=on_sample if generative else None,
+        on_evaluate=on_evaluate if components.evaluator is not None else None,
+    ).train()
     return pipeline
 
 
