@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from modiff.tasks import segment
 
 
 def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> list[float | None]:
@@ -25,7 +26,7 @@ def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int
 
 
 class IoUEvaluator:
-    """Segments held-out images with ``pipeline.segment`` and scores the maps."""
+    """Segments held-out images with :func:`modiff.tasks.segment` and scores the maps."""
 
     def __init__(self, num_images: int, seed_offset: int, batch_size: int):
         self.num_images = num_images
@@ -51,7 +52,7 @@ class IoUEvaluator:
             batch.append(data[i])
             if len(batch) == self.batch_size or i == indices[-1]:
                 images = torch.stack([e.image for e in batch])
-                predicted.append(pipeline.segment(images))
+                predicted.append(segment(pipeline, images))
                 truth.append(torch.stack([e.mask for e in batch]))
                 batch = []
         pred, true = torch.cat(predicted), torch.cat(truth)
