@@ -40,11 +40,13 @@ _LAZY = {
     "build": ("modiff.assembly", "build"),
     "randn": ("modiff.noise", "randn"),
     "generators": ("modiff.noise", "generators"),
+    "TrainingStep": ("modiff.training.step", "TrainingStep"),
 }
 
 if TYPE_CHECKING:
     from .assembly import BuildContext, Components, build
     from .noise import generators, randn
+    from .training.step import TrainingStep
 
 
 def __getattr__(name: str) -> Any:
@@ -85,6 +87,7 @@ __all__ = [
     "TextEmbedder",
     "TextEmbedding",
     "Trainable",
+    "TrainingStep",
     "WeightsError",
     "build",
     "generators",

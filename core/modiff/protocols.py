@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # torch is imported lazily so `modiff plugins` stays fast.
     import torch
     from torch import Tensor
 
+    from .training.step import TrainingStep
+
 __all__ = [
     "Batch",
     "Conditioner",
@@ -498,8 +500,16 @@ class Trainable(Protocol):
 
     needs_training: bool
 
-    def training_loss(self, batch: Batch) -> Tensor:
-        """A scalar loss for ``batch``; the core does backward and the step."""
+    def training_loss(self, batch: Batch, step: TrainingStep) -> Tensor:
+        """A scalar loss for ``batch``; the core does backward and the step.
+
+        ``batch`` is this process's share of the step's global batch. Draw
+        random numbers with ``step.randn`` and gather batch-wide quantities
+        (contrastive negatives) with ``step.gather``, and training on N
+        processes equals training on one (see
+        :class:`modiff.training.TrainingStep`). A loss that takes only the
+        batch still trains, but its draws then differ between processes.
+        """
         ...
 
     def finish_training(self, batches: Iterable[Batch]) -> None:

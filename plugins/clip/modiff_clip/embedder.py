@@ -243,12 +243,20 @@ class ClipTextEmbedder(nn.Module):
         out = model.get_image_features(pixel_values=images.to(self.device))
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
-    def training_loss(self, batch: Batch) -> Tensor:
-        """Symmetric InfoNCE between the batch's images and captions."""
+    def training_loss(self, batch: Batch, step: modiff.TrainingStep | None = None) -> Tensor:
+        """Symmetric InfoNCE between the batch's images and captions.
+
+        Every other pair of the *global* batch is a negative: features and
+        captions are gathered from every process (``step.gather``), so N
+        processes compute the loss one process would.
+        """
         model = self._require_vision()
         image = self.image_features(batch.images)
         text = self.text_features(batch.captions)
-        return contrastive_loss(text, image, model.logit_scale, batch.captions)
+        captions = list(batch.captions)
+        if step is not None and step.world_size > 1:
+            image, text, captions = step.gather(image), step.gather(text), step.gather_objects(captions)
+        return contrastive_loss(text, image, model.logit_scale, captions)
 
     def finish_training(self, batches: Iterable[Batch]) -> None:
         """Nothing to estimate after training: mark the model trained."""
