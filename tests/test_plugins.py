@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import textwrap
+from pathlib import Path
+
 import pytest
 
 import modiff
@@ -106,6 +110,119 @@ def test_registration_validates_names_and_models() -> None:
 
     reg = registry_from(Bad())
     assert reg.broken and "not valid" in reg.broken[0].error
+
+
+@pytest.mark.parametrize("name", ["under_score", "dot.ted", "2fast", "double--dash", "trailing-", "-leading", "Upper"])
+def test_one_name_rule_for_registering_and_for_the_skeleton(name: str, tmp_path: Path) -> None:
+    """The registry and ``modiff plugins new`` apply the same rule, stated once
+    in ``modiff.plugins``: what one refuses, the other refuses too."""
+    from modiff.plugins import COMPONENT_NAME, name_problem
+    from modiff.scaffold import check_name
+
+    class Named:
+        __name__ = "named"
+
+        @modiff.hookimpl
+        def register_denoisers(self, register):
+            register(name, lambda s, c: None)
+
+    assert not COMPONENT_NAME.match(name)
+    reg = registry_from(Named())
+    assert reg.broken and name_problem(name) in reg.broken[0].error
+    with pytest.raises(modiff.ModiffError, match="not valid"):
+        check_name(name)
+    for good in ("dpmpp-2m", "kl-autoencoder", "x", "sd-clip"):
+        assert name_problem(good) is None and check_name(good) == good
+
+
+def _declare(root: Path, dist: str, module: str, entry_point: str, source: str) -> None:
+    """An installed distribution ``dist`` whose ``modiff`` entry point
+    ``entry_point`` names ``module`` (what pip writes, minus the files)."""
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-0.0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
+    (info / "entry_points.txt").write_text(f"[modiff]\n{entry_point} = {module}\n")
+    (info / "top_level.txt").write_text(f"{module}\n")
+
+
+SCHEDULER_PLUGIN = """
+import modiff
+
+@modiff.hookimpl
+def register_schedulers(register):
+    register("{name}", lambda settings, context: None)
+"""
+
+
+def test_two_distributions_with_one_entry_point_name_are_both_loaded_and_a_conflict(
+    fake_distribution, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two authors who both call their entry point ``sampler``: neither
+    vanishes, and ``modiff plugins`` names both as a conflict."""
+    _declare(tmp_path, "fake-alpha", "fake_alpha", "sampler", SCHEDULER_PLUGIN.format(name="alpha"))
+    _declare(tmp_path, "fake-beta", "fake_beta", "sampler", SCHEDULER_PLUGIN.format(name="beta"))
+    importlib.invalidate_caches()
+    reg = registry_from(entry_points=True)
+    assert reg.lookup("scheduler", "alpha").distribution == "fake-alpha"
+    assert reg.lookup("scheduler", "beta").distribution == "fake-beta"
+    [conflict] = reg.entry_point_conflicts()
+    assert conflict.name == "sampler" and sorted(conflict.distributions) == ["fake-alpha", "fake-beta"]
+    assert {p.plugin for p in reg.plugins} >= {"fake-alpha:sampler", "fake-beta:sampler"}
+
+    from modiff.cli import main
+    from modiff.plugins import set_registry
+
+    set_registry(reg)
+    try:
+        assert main(["plugins"]) == 0
+    finally:
+        set_registry(None)
+    out = capsys.readouterr().out
+    [line] = [x for x in out.splitlines() if "entry point 'sampler'" in x]
+    assert line.startswith("conflict:") and "fake-alpha" in line and "fake-beta" in line
+
+
+def test_hook_parameters_are_typed() -> None:
+    """Every registration hook takes a ``modiff.Register``; the callback the
+    registry hands out has its signature."""
+    import inspect
+    import typing
+
+    from modiff import hookspecs
+
+    for role, hook in __import__("modiff.plugins", fromlist=["ROLE_HOOKS"]).ROLE_HOOKS.items():
+        hints = typing.get_type_hints(getattr(hookspecs, hook))
+        assert hints["register"] is modiff.Register, role
+        assert getattr(hookspecs, hook).__doc__.count("Example") == 1, role
+    seen: list[inspect.Signature] = []
+
+    class Probe:
+        __name__ = "probe"
+
+        @modiff.hookimpl
+        def register_denoisers(self, register: modiff.Register) -> None:
+            seen.append(inspect.signature(register))
+
+    registry_from(Probe())
+    [signature] = seen
+    assert list(signature.parameters) == list(inspect.signature(modiff.Register.__call__).parameters)[1:]
+
+
+def test_pipeline_is_public_and_is_what_evaluators_get() -> None:
+    """``modiff.Pipeline`` works as the package docstring says, and satisfies
+    the protocol evaluators are typed against."""
+    from modiff.assembly import build
+    from modiff.settings import load_settings, resolve
+    from modiff.testing.toys import TOY_SETTINGS
+
+    from modiff.pipeline import Pipeline
+
+    assert modiff.Pipeline is Pipeline and "Pipeline" in modiff.__all__
+    resolved = resolve(load_settings(base=TOY_SETTINGS, environ={}), registry_from(ToyPlugin()))
+    pipe = modiff.Pipeline(build(resolved))
+    assert isinstance(pipe, modiff.GeneratingPipeline)
+    assert pipe.components.dataset is not None
 
 
 def test_process_registry_is_loaded_once() -> None:

@@ -1,16 +1,22 @@
 """modiff: latent diffusion taken apart into swappable, plugin-provided pieces.
 
 The public API a plugin may import. Importing ``modiff`` is cheap (no torch);
-the torch-backed parts (``build``, ``BuildContext``, ``Pipeline``, ``randn``)
-load on first use.
+the torch-backed parts (``build``, ``BuildContext``, ``Pipeline``, ``randn``,
+the run-directory helpers) load on first use.
+
+Run directories, for plugins that read or write whole runs (``modiff-sd``
+imports and exports them): ``RunDir`` (the paths inside a run),
+``atomic_write_text`` and ``atomic_save_tensors`` (write beside, then rename)
+and ``component_metadata`` (what a component's weights file records about the
+plugin that made it).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModiffError, PluginError, RunError, SettingsError, WeightsError
-from .hookspecs import hookimpl
+from .errors import ModiffError, PluginError, RunError, SettingsError, TruncationWarning, WeightsError
+from .hookspecs import Factory, Register, hookimpl
 from .plugins import ComponentSettings, NoSettings, Registration, Registry, registry, registry_from
 from .protocols import (
     Batch,
@@ -24,6 +30,7 @@ from .protocols import (
     Evaluator,
     Example,
     Fittable,
+    GeneratingPipeline,
     Scheduler,
     TextEmbedder,
     TextEmbedding,
@@ -40,11 +47,18 @@ _LAZY = {
     "build": ("modiff.assembly", "build"),
     "randn": ("modiff.noise", "randn"),
     "generators": ("modiff.noise", "generators"),
+    "Pipeline": ("modiff.pipeline", "Pipeline"),
+    "RunDir": ("modiff.runs", "RunDir"),
+    "atomic_write_text": ("modiff.runs", "atomic_write_text"),
+    "atomic_save_tensors": ("modiff.runs", "atomic_save_tensors"),
+    "component_metadata": ("modiff.runs", "component_metadata"),
 }
 
 if TYPE_CHECKING:
     from .assembly import BuildContext, Components, build
     from .noise import generators, randn
+    from .pipeline import Pipeline
+    from .runs import RunDir, atomic_save_tensors, atomic_write_text, component_metadata
 
 
 def __getattr__(name: str) -> Any:
@@ -72,21 +86,30 @@ __all__ = [
     "Encoder",
     "Evaluator",
     "Example",
+    "Factory",
     "Fittable",
+    "GeneratingPipeline",
     "ModiffError",
     "NoSettings",
+    "Pipeline",
     "PluginError",
+    "Register",
     "Registration",
     "Registry",
     "ResolvedSettings",
+    "RunDir",
     "RunError",
     "Scheduler",
     "SettingsError",
     "TextEmbedder",
     "TextEmbedding",
     "Trainable",
+    "TruncationWarning",
     "WeightsError",
+    "atomic_save_tensors",
+    "atomic_write_text",
     "build",
+    "component_metadata",
     "generators",
     "hookimpl",
     "load_settings",

@@ -35,7 +35,7 @@ schedule_params = cfg.schedule_params
 
 
 def _factory(name: str) -> Any:
-    def build(settings: cfg.ScheduleSettings, context: Any) -> Any:
+    def build(settings: cfg.ScheduleSettings, context: modiff.BuildContext) -> Any:
         from .scheduler import SAMPLERS, DiffusionScheduler
 
         return DiffusionScheduler(SAMPLERS[name], settings)
@@ -46,7 +46,7 @@ def _factory(name: str) -> Any:
 
 
 @modiff.hookimpl
-def register_schedulers(register: Any) -> None:
+def register_schedulers(register: modiff.Register) -> None:
     for name, (model, description) in _COMPONENTS.items():
         register(name, _factory(name), model, description=description)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+import modiff
+
 
 def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> list[float | None]:
     """IoU of every class over a batch of class maps; ``None`` for a class absent
@@ -38,7 +40,7 @@ class IoUEvaluator:
             return type(dataset)(settings.model_copy(update={"seed": settings.seed + self.seed_offset}))
         return dataset
 
-    def evaluate(self, pipeline: Any, *, prompts: Any = None) -> dict[str, Any]:
+    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Any = None) -> dict[str, Any]:
         dataset = pipeline.components.dataset
         if dataset is None or not getattr(dataset, "num_classes", 0):
             raise ValueError("the iou evaluator needs a dataset with masks (num_classes > 0)")
