@@ -158,7 +158,7 @@ def conditioning_spec(conditioner: Conditioner | None) -> ConditioningSpec:
 def build(settings: ResolvedSettings, *, device: torch.device | str | None = None) -> Components:
     """Build every configured component, in dependency order, on ``device``
     (default: the ``[run] device`` setting)."""
-    dev = torch.device(device) if device is not None else resolve_device(settings.run.device)
+    dev = resolve_device(device, source="device") if device is not None else resolve_device(settings.run.device)
     ctx = BuildContext(run=settings.run, device=dev)
     built: dict[str, Any] = {}
 

@@ -4,7 +4,7 @@ The run holds the settings (naming ``unet``, ``kl-autoencoder``, ``sd-clip``,
 ``sd-cross-attention`` and a sampler with the source's schedule, plus
 ``[run] image_size`` instead of a dataset) and one
 ``components/<role>.safetensors`` per component, written with modiff's run
-helpers so that :meth:`modiff.pipeline.Pipeline.load` restores it like a
+helpers so that :meth:`modiff.Pipeline.load` restores it like a
 trained run.
 
 Memory: the components are built on the ``meta`` device only to learn the
@@ -31,23 +31,25 @@ from typing import Any
 import torch
 
 import modiff
-from modiff.runs import RunDir, atomic_save_tensors, atomic_write_text, component_metadata
+from modiff_clip.hf import load_tokenizer
 
 from . import configs, layout
 from .layout import Rename
 from .sources import Weights, component_weights, open_weights
-from .text import TOKENIZER_FILES, load_tokenizer
+from .text import TOKENIZER_FILES
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Source part -> modiff role.
 ROLES: dict[str, str] = {"unet": "denoiser", "vae": "encoder", "text_encoder": "text_embedder"}
 #: diffusers pipeline class and the component classes this importer understands.
 PIPELINE_CLASSES = ("StableDiffusionPipeline",)
-COMPONENT_CLASSES = {
-    "unet": "UNet2DConditionModel",
-    "vae": "AutoencoderKL",
-    "text_encoder": "CLIPTextModel",
-    "tokenizer": "CLIPTokenizer",
+#: Each part's accepted classes; transformers 5 has one CLIP tokenizer class and
+#: keeps ``CLIPTokenizerFast`` as another name for it, which many SD folders name.
+COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
+    "unet": ("UNet2DConditionModel",),
+    "vae": ("AutoencoderKL",),
+    "text_encoder": ("CLIPTextModel",),
+    "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
 }
 SAMPLE_DEFAULTS = {"steps": 50, "guidance": 7.5}
 
@@ -128,8 +130,8 @@ def _check_model_index(root: Path) -> None:
         )
     for part, wanted in COMPONENT_CLASSES.items():
         entry = data.get(part)
-        if isinstance(entry, list) and len(entry) == 2 and entry[1] not in (None, wanted):
-            raise modiff.WeightsError(f"{index}: {part} is a {entry[1]!r}; import-sd reads a {wanted}")
+        if isinstance(entry, list) and len(entry) == 2 and entry[1] is not None and entry[1] not in wanted:
+            raise modiff.WeightsError(f"{index}: {part} is a {entry[1]!r}; import-sd reads a {' or '.join(wanted)}")
 
 
 Configs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], Path, dict[str, Any] | None]
@@ -366,9 +368,10 @@ def component_tensors(
     return out
 
 
-def write_component(run: RunDir, role: str, resolved: Any, tensors: dict[str, torch.Tensor]) -> None:
+def write_component(run: modiff.RunDir, role: str, resolved: Any, tensors: dict[str, torch.Tensor]) -> None:
     """The component's weights with modiff's metadata (plugin, distribution, version, settings)."""
-    atomic_save_tensors(run.weights(role), tensors, component_metadata(role, resolved.registration, resolved.params))
+    metadata = modiff.component_metadata(role, resolved.registration, resolved.params)
+    modiff.atomic_save_tensors(run.weights(role), tensors, metadata)
 
 
 WEIGHTED_ROLES = ("encoder", "text_embedder", "conditioner", "denoiser")
@@ -422,7 +425,7 @@ def import_sd(
     tmp = final.with_name(f".{final.name}.import-tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    staging = RunDir(tmp)
+    staging = modiff.RunDir(tmp)
     try:
         text_folder = staging.assets("text_embedder")
         write_text_assets(src, text_folder)
@@ -439,9 +442,9 @@ def import_sd(
             write_component(staging, role, staged.components[role], tensors)
             parameters[role] = sum(t.numel() for t in tensors.values())
             del tensors
-        final_text = RunDir(final).assets("text_embedder")
+        final_text = modiff.RunDir(final).assets("text_embedder")
         settings = resolve(settings_table(src, final, final_text, precision=precision, image_size=image_size))
-        atomic_write_text(staging.settings, settings.to_toml())
+        modiff.atomic_write_text(staging.settings, settings.to_toml())
         staging.write_state(
             {"stages_done": ["encoder", "text_embedder", "denoiser"], "step": 0, "imported_from": str(src.path)}
         )
