@@ -248,3 +248,85 @@ def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> Non
     resolved = resolve(load_settings(base={**TOY_SETTINGS, "denoiser": {"plugin": "faulty"}}, environ={}), reg)
     with pytest.raises(PluginError, match=r"denoiser plugin 'faulty' \(distribution faulty .*failed to build: RuntimeError: out of cheese"):
         build(resolved)
+
+
+# --------------------------------------------------------------------------
+# What the first-party and contrib distributions import and declare
+# --------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTRIBUTIONS = sorted(p.parent for p in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")])
+#: Modules of modiff that plugins may import besides the package itself.
+PUBLIC_MODULES = {"protocols", "sampler_swap", "testing"}
+#: Distributions modiff's public API hands to plugins: a settings model is a
+#: pydantic model (``modiff.ComponentSettings``), so pydantic comes with modiff.
+WITH_MODIFF = {"pydantic"}
+
+
+def _sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.glob("modiff_*/**/*.py") if "tests" not in p.parts)
+
+
+def _imports(path: Path) -> list[tuple[str, int]]:
+    """Every module ``path`` imports (absolute imports), with its line."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.module, node.lineno))
+    return found
+
+
+@pytest.mark.parametrize("folder", DISTRIBUTIONS, ids=lambda p: p.name)
+def test_plugins_import_only_modiffs_public_api(folder: Path) -> None:
+    import ast
+
+    private = []
+    for path in _sources(folder):
+        for module, line in _imports(path):
+            parts = module.split(".")
+            if parts[0] == "modiff" and len(parts) > 1 and parts[1] not in PUBLIC_MODULES:
+                private.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "modiff"
+                and node.attr not in modiff.__all__
+                and node.attr not in PUBLIC_MODULES
+            ):
+                private.append(f"{path.relative_to(ROOT)}:{node.lineno} uses modiff.{node.attr}")
+    assert not private, "plugins must use only modiff's public API:\n" + "\n".join(private)
+
+
+@pytest.mark.parametrize("folder", DISTRIBUTIONS, ids=lambda p: p.name)
+def test_plugins_declare_the_distributions_they_import(folder: Path) -> None:
+    """Every third-party module a plugin's package imports comes from a
+    distribution its pyproject declares (an editable checkout hides the
+    difference; a user's ``pip install modiff-<thing>`` does not)."""
+    import importlib.metadata
+    import re
+    import sys
+    import tomllib
+
+    project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    requirements = [*project.get("dependencies", [])]
+    for extra in project.get("optional-dependencies", {}).values():  # e.g. hypothesis for a testing module
+        requirements += extra
+    declared = {norm(re.split(r"[\s<>=!~;\[]", d, maxsplit=1)[0]) for d in requirements} | WITH_MODIFF
+    own = {p.name for p in folder.glob("modiff_*")}
+    owners = importlib.metadata.packages_distributions()
+    missing = []
+    for path in _sources(folder):
+        for module, line in _imports(path):
+            top = module.split(".")[0]
+            if top in sys.stdlib_module_names or top in own or top == "__future__":
+                continue
+            dists = {norm(d) for d in owners.get(top, [top])}
+            if not dists & declared:
+                missing.append(f"{path.relative_to(ROOT)}:{line} imports {top} ({', '.join(sorted(dists))})")
+    assert not missing, f"{project['name']} does not declare:\n" + "\n".join(sorted(set(missing)))
