@@ -46,10 +46,15 @@ class Plan:
     ``timesteps[i]`` is given to the model at step ``i``. For VP samplers
     ``levels`` holds ``alpha_bar`` per timestep plus the final one; for sigma
     samplers it holds sigma per timestep plus the final 0.
+    ``noise_timesteps[i]`` is the timestep at which ``add_noise`` gives step
+    ``i``'s noise level: ``timesteps[i]`` itself, except with Karras noise
+    levels, whose model timesteps are log-linear (and, for the multistep
+    solvers, rounded) while ``add_noise`` interpolates linearly.
     """
 
     timesteps: list[float]
     levels: list[float] = field(default_factory=list)
+    noise_timesteps: list[float] = field(default_factory=list)
 
 
 class DiffusionScheduler(NoiseSchedule):
@@ -88,7 +93,7 @@ class DiffusionScheduler(NoiseSchedule):
         if self.spec.scale == "vp":
             abar = self.alphas_cumprod
             final = 1.0 if getattr(s, "set_alpha_to_one", True) else float(abar[0])
-            return Plan(ts, [float(abar[int(t)]) for t in ts] + [final])
+            return Plan(ts, [float(abar[int(t)]) for t in ts] + [final], list(ts))
         if self.spec.family == "multistep":
             if not karras:
                 sigmas = [float(self.sigmas[int(t)]) for t in ts]
@@ -105,10 +110,24 @@ class DiffusionScheduler(NoiseSchedule):
             if karras:
                 sigmas = karras_sigmas(sigmas[-1], sigmas[0], steps)
                 ts = [self.sigma_to_t(x) for x in sigmas]
-        return Plan(ts, sigmas + [0.0])
+        noise_ts = [self.noise_timestep(x) for x in sigmas] if karras else list(ts)
+        return Plan(ts, sigmas + [0.0], noise_ts)
 
     def timesteps(self, steps: int) -> torch.Tensor:
-        """The timesteps ``sample`` gives the model, one per step (float64)."""
+        """The timestep of each step's noise level, first to last (float64).
+
+        ``add_noise`` at ``timesteps(steps)[i]`` gives exactly the noise level
+        step ``i`` starts from, which is what ``start_step = i`` (img2img)
+        expects. The model is given these timesteps too, except with Karras
+        noise levels: it then gets the log-linear timestep of each level
+        (rounded, for the multistep solvers), as diffusers does, which
+        :meth:`model_timesteps` returns.
+        """
+        return torch.tensor(self.plan(steps).noise_timesteps, dtype=torch.float64)
+
+    def model_timesteps(self, steps: int) -> torch.Tensor:
+        """The timesteps ``sample`` gives the model, one per step (float64);
+        diffusers' ``scheduler.timesteps`` after ``set_timesteps(steps)``."""
         return torch.tensor(self.plan(steps).timesteps, dtype=torch.float64)
 
     def sigmas_for(self, steps: int) -> torch.Tensor:
@@ -181,8 +200,8 @@ class DiffusionScheduler(NoiseSchedule):
 
         sigmas = list(plan.levels[start_step:])
         if start_step > 0:
-            # `noise` was made by add_noise at ts[0]; start from exactly that noise level.
-            sigmas[0] = self.sigma_at(ts[0])
+            # `noise` was made by add_noise at timesteps(steps)[start_step]; start from exactly that noise level.
+            sigmas[0] = self.sigma_at(plan.noise_timesteps[start_step])
         timestep_of = {sig: t for sig, t in zip(sigmas, ts, strict=False)}
         denoiser = SigmaDenoiser(model_fn, self.settings, timestep_of, self.sigma_to_t, times)
         x = noise * math.sqrt(1 + sigmas[0] ** 2)
