@@ -24,7 +24,7 @@ start=$(date +%s)
 say() { echo "wheels: [$(($(date +%s) - start)) s] $*"; }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/modiff-wheels.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+trap 'rm -rf "$work"; say "cleaned up"' EXIT
 house="$work/wheelhouse"
 mkdir -p "$house"
 
@@ -91,10 +91,12 @@ say "fetching third-party wheels: $(tr '\n' ' ' <"$work/requirements.txt")"
 say "installing into a fresh environment"
 python3.11 -m venv "$work/venv"
 venv="$work/venv/bin"
-"$venv/pip" install -q "$torch_requirement" >"$work/torch.log" 2>&1 || { cat "$work/torch.log"; exit 1; }
-"$venv/pip" install -q --no-index --find-links "$house" "modiff[all]" modiff-dit modiff-digits >"$work/install.log" 2>&1 \
+"$venv/pip" install -q --no-compile "$torch_requirement" >"$work/torch.log" 2>&1 || { cat "$work/torch.log"; exit 1; }
+say "torch installed; installing the wheelhouse"
+"$venv/pip" install -q --no-compile --no-index --find-links "$house" "modiff[all]" modiff-dit modiff-digits >"$work/install.log" 2>&1 \
   || { cat "$work/install.log"; exit 1; }
 "$venv/pip" check
+say "installed"
 
 # 5. Used from outside the checkout: plugins found, a tiny demo trained, sampled, evaluated.
 cd "$work"
