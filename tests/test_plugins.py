@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -135,17 +133,6 @@ def test_one_name_rule_for_registering_and_for_the_skeleton(name: str, tmp_path:
         assert name_problem(good) is None and check_name(good) == good
 
 
-def _declare(root: Path, dist: str, module: str, entry_point: str, source: str) -> None:
-    """An installed distribution ``dist`` whose ``modiff`` entry point
-    ``entry_point`` names ``module`` (what pip writes, minus the files)."""
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-0.0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
-    (info / "entry_points.txt").write_text(f"[modiff]\n{entry_point} = {module}\n")
-    (info / "top_level.txt").write_text(f"{module}\n")
-
-
 SCHEDULER_PLUGIN = """
 import modiff
 
@@ -156,13 +143,12 @@ def register_schedulers(register):
 
 
 def test_two_distributions_with_one_entry_point_name_are_both_loaded_and_a_conflict(
-    fake_distribution, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake_distribution, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Two authors who both call their entry point ``sampler``: neither
     vanishes, and ``modiff plugins`` names both as a conflict."""
-    _declare(tmp_path, "fake-alpha", "fake_alpha", "sampler", SCHEDULER_PLUGIN.format(name="alpha"))
-    _declare(tmp_path, "fake-beta", "fake_beta", "sampler", SCHEDULER_PLUGIN.format(name="beta"))
-    importlib.invalidate_caches()
+    fake_distribution("fake-alpha", "fake_alpha", SCHEDULER_PLUGIN.format(name="alpha"), entry_point="sampler")
+    fake_distribution("fake-beta", "fake_beta", SCHEDULER_PLUGIN.format(name="beta"), entry_point="sampler")
     reg = registry_from(entry_points=True)
     assert reg.lookup("scheduler", "alpha").distribution == "fake-alpha"
     assert reg.lookup("scheduler", "beta").distribution == "fake-beta"
@@ -313,7 +299,7 @@ def test_plugins_declare_the_distributions_they_import(folder: Path) -> None:
     import tomllib
 
     project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
-    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
+    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
     requirements = [*project.get("dependencies", [])]
     for extra in project.get("optional-dependencies", {}).values():  # e.g. hypothesis for a testing module
         requirements += extra

@@ -9,6 +9,12 @@ imports and exports them): ``RunDir`` (the paths inside a run),
 ``atomic_write_text`` and ``atomic_save_tensors`` (write beside, then rename)
 and ``component_metadata`` (what a component's weights file records about the
 plugin that made it).
+
+Besides the names below, three modules are public: ``modiff.protocols`` (the
+roles' protocols and value types), ``modiff.sampler_swap`` (what carries over
+when a run is sampled with another sampler) and ``modiff.testing`` (contract
+tests, strategies and toy components for a plugin's tests). Anything else in
+the package is the core's own and may change.
 """
 
 from __future__ import annotations

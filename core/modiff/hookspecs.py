@@ -14,11 +14,13 @@ the same one are both loaded and reported as a conflict by ``modiff plugins``.
 When the hooks are called
 =========================
 
-Every registration hook is called once per process, the first time the
-registry is needed (``modiff train``, ``modiff plugins``, ``modiff.registry()``),
-in no particular order between plugins. A hook only *describes* components:
-it calls ``register`` once per component and returns ``None``. Nothing is
-built then; a factory runs only when a settings file names its component.
+Every registration hook (``register_<role>s(register)``) is called once per
+process, the first time the registry is needed (``modiff train``, ``modiff
+plugins``, ``modiff.registry()``), in no particular order between plugins.
+A hook only *describes* components: it calls ``register`` once per component
+and returns ``None`` (what counts is what it registered). Nothing is built
+then; a factory runs only when a settings file names its component, with
+the context of that role (each hook below says what its context holds).
 A hook that raises marks its plugin as broken (listed by ``modiff plugins``
 with the error) and every other plugin keeps working.
 
@@ -27,9 +29,8 @@ The ``register`` callback (:class:`Register`)
 
 ``register(name, factory, settings_model=None, *, description=None)``:
 
-* ``name`` — what settings files write as ``plugin = "name"``; the rule is
-  :data:`modiff.plugins.COMPONENT_NAME` (lower-case letters and digits in
-  words joined by single dashes, starting with a letter: ``kl-autoencoder``,
+* ``name`` — what settings files write as ``plugin = "name"``, following
+  the one name rule, :data:`modiff.plugins.COMPONENT_NAME` (``kl-autoencoder``,
   ``dpmpp-2m``). If two distributions register the same name in one role,
   settings must say ``"distribution:name"``.
 * ``factory(settings, context)`` — builds the component from a validated
@@ -115,15 +116,10 @@ class Register(Protocol):
 def register_datasets(register: Register) -> None:
     """Register datasets (settings table ``[data]``).
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per dataset. The factory returns a
             :class:`modiff.protocols.Dataset`; datasets are built first, so
             its context has only the ``[run]`` table (``context.run``) and the device.
-
-    Returns:
-        Nothing; what counts is what was registered.
 
     Example::
 
@@ -137,16 +133,11 @@ def register_datasets(register: Register) -> None:
 def register_encoders(register: Register) -> None:
     """Register encoders (``[encoder]``): pixel space, autoencoders.
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per encoder. The factory returns a
             :class:`modiff.protocols.Encoder`; ``context.dataset`` (or
             ``[run] image_size``) gives the image size through
             ``context.image_size``.
-
-    Returns:
-        Nothing.
 
     Example::
 
@@ -160,17 +151,12 @@ def register_encoders(register: Register) -> None:
 def register_text_embedders(register: Register) -> None:
     """Register text embedders (``[text_embedder]``): word2vec, CLIP.
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per text embedder. The factory returns a
             :class:`modiff.protocols.TextEmbedder`; ``context.dataset`` gives
             the captions an embedder that trains on text may read. Prompts
             longer than ``max_tokens`` are truncated with a
             :class:`modiff.TruncationWarning`.
-
-    Returns:
-        Nothing.
 
     Example::
 
@@ -184,16 +170,11 @@ def register_text_embedders(register: Register) -> None:
 def register_conditioners(register: Register) -> None:
     """Register conditioners (``[conditioner]``): concat, cross-attention.
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per conditioner. The factory returns a
             :class:`modiff.protocols.Conditioner`; ``context.text_embedder``
             (``None`` for unconditional runs), ``context.latent_size`` and
             ``context.latent_channels`` are available.
-
-    Returns:
-        Nothing.
 
     Example::
 
@@ -207,17 +188,12 @@ def register_conditioners(register: Register) -> None:
 def register_denoisers(register: Register) -> None:
     """Register denoisers (``[denoiser]``): the UNet, a transformer.
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per denoiser. The factory returns a
             :class:`modiff.protocols.Denoiser` shaped after
             ``context.denoiser_spec`` (input channels, sample size,
             conditioning widths), which the core derives from the encoder
             and the conditioner.
-
-    Returns:
-        Nothing.
 
     Example::
 
@@ -231,16 +207,11 @@ def register_denoisers(register: Register) -> None:
 def register_schedulers(register: Register) -> None:
     """Register noise schedules and samplers (``[scheduler]``).
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per sampler. The factory returns a
             :class:`modiff.protocols.Scheduler`. A settings model that
             declares ``schedule_keys`` (see :mod:`modiff.sampler_swap`) lets
             ``Pipeline.with_sampler`` carry the run's noise schedule to it.
-
-    Returns:
-        Nothing.
 
     Example::
 
@@ -254,15 +225,10 @@ def register_schedulers(register: Register) -> None:
 def register_evaluators(register: Register) -> None:
     """Register evaluators (``[evaluator]``).
 
-    Called: once per process, when the registry is first needed.
-
     Args:
         register: call it once per evaluator. The factory returns a
             :class:`modiff.protocols.Evaluator`, whose ``evaluate`` receives
             a :class:`modiff.protocols.GeneratingPipeline`.
-
-    Returns:
-        Nothing.
 
     Example::
 
@@ -286,9 +252,6 @@ def register_commands(cli: argparse._SubParsersAction[argparse.ArgumentParser]) 
             ``parser.set_defaults(func=handler)``; ``handler(args)`` returns
             the exit status. A :class:`modiff.ModiffError` raised by the
             handler is printed without a traceback and exits with status 2.
-
-    Returns:
-        Nothing.
 
     Example::
 

@@ -109,17 +109,6 @@ class Registration:
 
 
 @dataclass(frozen=True)
-class BrokenPlugin:
-    """A plugin that failed to import or whose registration hook raised."""
-
-    plugin: str
-    distribution: str
-    version: str
-    error: str
-    entry_point: str = ""
-
-
-@dataclass(frozen=True)
 class PluginInfo:
     """A loaded plugin and the distribution it came from.
 
@@ -133,6 +122,13 @@ class PluginInfo:
     distribution: str
     version: str
     entry_point: str = ""
+
+
+@dataclass(frozen=True)
+class BrokenPlugin(PluginInfo):
+    """A plugin that failed to import or whose registration hook raised."""
+
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -177,9 +173,8 @@ class Registry:
         distributions rather than the shared entry point)."""
         by_name: dict[str, list[str]] = {}
         for info in [*self.plugins, *self.broken]:
-            entry_point = getattr(info, "entry_point", "")
-            if entry_point and info.distribution not in by_name.setdefault(entry_point, []):
-                by_name[entry_point].append(info.distribution)
+            if info.entry_point and info.distribution not in by_name.setdefault(info.entry_point, []):
+                by_name[info.entry_point].append(info.distribution)
         return [EntryPointConflict(n, tuple(d)) for n, d in sorted(by_name.items()) if len(d) > 1]
 
     def lookup(self, role: str, name: str) -> Registration:
@@ -299,7 +294,7 @@ def load_entry_points(
                     f"plugin {ep.name!r} from distribution {dist} {version} failed to load: {error}. "
                     "Fix or uninstall it, or unset MODIFF_STRICT_PLUGINS to continue without it."
                 ) from exc
-            broken.append(BrokenPlugin(name, dist, version, error, ep.name))
+            broken.append(BrokenPlugin(name, dist, version, ep.name, error=error))
             continue
         loaded.append(PluginInfo(name, dist, version, ep.name))
     return loaded, broken
@@ -340,7 +335,7 @@ def collect(
                         f"plugin {info.plugin!r} from distribution {info.distribution} failed to register: {error}"
                     ) from exc
                 failed.add(info.plugin)
-                registry.broken.append(BrokenPlugin(info.plugin, info.distribution, info.version, error, info.entry_point))
+                registry.broken.append(BrokenPlugin(info.plugin, info.distribution, info.version, info.entry_point, error=error))
                 continue
             for reg in pending:
                 registry.add(reg)

@@ -468,7 +468,6 @@ class Dataset(Protocol):
         ...
 
 
-@runtime_checkable
 class PipelineComponents(Protocol):
     """What an evaluator may read of a pipeline's built components."""
 
@@ -531,6 +530,7 @@ class GeneratingPipeline(Protocol):
         ...
 
 
+@runtime_checkable
 class Evaluator(Protocol):
     """Numbers for a trained pipeline."""
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..plugins import ROLES, Registry, registry
+from ..plugins import COMPONENT_NAME_RULE, ROLES, Registry, registry
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         description="Write modiff-NAME/ (pyproject with the entry point, a component with a settings model, "
         "tests using the role's contract) into DIR. Install it with `pip install -e modiff-NAME`.",
     )
-    new.add_argument("name", metavar="NAME", help="component name: lower-case letters, digits and dashes")
+    new.add_argument("name", metavar="NAME", help=f"component name: {COMPONENT_NAME_RULE}")
     new.add_argument("--role", required=True, help=f"the role it fills: {', '.join(ROLES)}")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create modiff-NAME/ (default: here)")
     new.set_defaults(func=run_new)
@@ -102,5 +102,5 @@ def run(args: argparse.Namespace) -> int:
     for b in data["broken"]:
         print(f"broken: {b['plugin']} ({b['distribution']} {b['version']}): {b['error']}")
     if not data["distributions"] and not data["broken"]:
-        print("no plugins installed; `pip install -r requirements.txt` installs the built-in ones")
+        print('no plugins installed; `pip install "modiff[all]"` installs the built-in ones')
     return 0
