@@ -243,7 +243,7 @@ def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> Non
 ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTIONS = sorted(p.parent for p in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")])
 #: Modules of modiff that plugins may import besides the package itself.
-PUBLIC_MODULES = {"protocols", "sampler_swap", "testing"}
+PUBLIC_MODULES = {"protocols", "sampler_swap", "tasks", "testing"}
 #: Distributions modiff's public API hands to plugins: a settings model is a
 #: pydantic model (``modiff.ComponentSettings``), so pydantic comes with modiff.
 WITH_MODIFF = {"pydantic"}

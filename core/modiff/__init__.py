@@ -6,15 +6,18 @@ the run-directory helpers) load on first use.
 
 Run directories, for plugins that read or write whole runs (``modiff-sd``
 imports and exports them): ``RunDir`` (the paths inside a run),
-``atomic_write_text`` and ``atomic_save_tensors`` (write beside, then rename)
-and ``component_metadata`` (what a component's weights file records about the
-plugin that made it).
+``CheckpointWriter`` (a checkpoint staged, then committed at one step),
+``component_metadata`` (what a component's weights file records about the
+plugin that made it), ``atomic_write_text`` and ``atomic_save_tensors``
+(write beside, then rename).
 
-Besides the names below, three modules are public: ``modiff.protocols`` (the
-roles' protocols and value types), ``modiff.sampler_swap`` (what carries over
-when a run is sampled with another sampler) and ``modiff.testing`` (contract
-tests, strategies and toy components for a plugin's tests). Anything else in
-the package is the core's own and may change.
+Besides the names below, four modules are public: ``modiff.protocols`` (the
+roles' protocols and value types), ``modiff.tasks`` (the ``Task`` base class a
+``register_tasks`` plugin subclasses, and the task operations such as
+``segment``), ``modiff.sampler_swap`` (what carries over when a run is sampled
+with another sampler) and ``modiff.testing`` (contract tests, strategies and
+toy components for a plugin's tests). Anything else in the package is the
+core's own and may change.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .errors import ModiffError, PluginError, RunError, SettingsError, TruncationWarning, WeightsError
-from .hookspecs import Factory, Register, hookimpl
+from .hookspecs import Factory, Register, RegisterTask, hookimpl
 from .plugins import ComponentSettings, NoSettings, Registration, Registry, registry, registry_from
 from .protocols import (
     Batch,
@@ -55,16 +58,19 @@ _LAZY = {
     "generators": ("modiff.noise", "generators"),
     "Pipeline": ("modiff.pipeline", "Pipeline"),
     "RunDir": ("modiff.runs", "RunDir"),
-    "atomic_write_text": ("modiff.runs", "atomic_write_text"),
-    "atomic_save_tensors": ("modiff.runs", "atomic_save_tensors"),
-    "component_metadata": ("modiff.runs", "component_metadata"),
+    "CheckpointWriter": ("modiff.checkpoint", "CheckpointWriter"),
+    "component_metadata": ("modiff.checkpoint", "component_metadata"),
+    "atomic_write_text": ("modiff.files", "atomic_write_text"),
+    "atomic_save_tensors": ("modiff.files", "atomic_save_tensors"),
 }
 
 if TYPE_CHECKING:
     from .assembly import BuildContext, Components, build
     from .noise import generators, randn
+    from .checkpoint import CheckpointWriter, component_metadata
+    from .files import atomic_save_tensors, atomic_write_text
     from .pipeline import Pipeline
-    from .runs import RunDir, atomic_save_tensors, atomic_write_text, component_metadata
+    from .runs import RunDir
 
 
 def __getattr__(name: str) -> Any:
@@ -81,6 +87,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Batch",
     "BuildContext",
+    "CheckpointWriter",
     "Components",
     "ComponentSettings",
     "Conditioner",
@@ -100,6 +107,7 @@ __all__ = [
     "Pipeline",
     "PluginError",
     "Register",
+    "RegisterTask",
     "Registration",
     "Registry",
     "ResolvedSettings",

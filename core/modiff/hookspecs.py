@@ -79,6 +79,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from .assembly import BuildContext
+    from .tasks import Task
 
 PROJECT = "modiff"
 
@@ -108,6 +109,19 @@ class Register(Protocol):
                 or the plugin registered it twice in this role.
             TypeError: ``factory`` is not callable, or ``settings_model`` is
                 not a pydantic model class.
+        """
+        ...
+
+
+class RegisterTask(Protocol):
+    """The callback ``register_tasks`` receives."""
+
+    def __call__(self, task: Task) -> None:
+        """Register ``task`` (an instance of a :class:`modiff.tasks.Task` subclass).
+
+        Raises:
+            modiff.PluginError: not a Task, a name that breaks the rule, or a
+                name another task has.
         """
         ...
 
@@ -235,6 +249,31 @@ def register_evaluators(register: Register) -> None:
         @modiff.hookimpl
         def register_evaluators(register: modiff.Register) -> None:
             register("image-stats", build_image_stats, ImageStatsSettings)
+    """
+
+
+@hookspec
+def register_tasks(register: RegisterTask) -> None:
+    """Register tasks: what a run may name in ``[run] task``.
+
+    Called: the first time a task is looked up (tasks import torch), not
+    when the registry is loaded.
+
+    Args:
+        register: ``register(task)`` takes an instance of a
+            :class:`modiff.tasks.Task` subclass, whose ``name`` follows the
+            component-name rule and must not clash with the core's tasks
+            (text-to-image, mask-to-image, inpainting, segmentation) or another
+            plugin's. A task says what the denoiser sees and outputs, its loss,
+            and how its samples look; see ``docs/tasks.md``.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_tasks(register: modiff.RegisterTask) -> None:
+            from .task import Colourise     # a modiff.tasks.Task subclass
+
+            register(Colourise())
     """
 
 

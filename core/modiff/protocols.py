@@ -245,6 +245,9 @@ class DenoiserSpec:
         sample_size: spatial size of ``x_t`` (image size / downscale).
         conditioning: the conditioner's :class:`ConditioningSpec`.
         num_classes: classes of a segmentation target (0 when there is none).
+        head: what the run's task asks the denoiser to output: ``"denoise"``
+            (a prediction shaped like ``x_t``) or ``"segment"`` (``num_classes``
+            logits per pixel; ``t`` is ignored).
     """
 
     in_channels: int
@@ -252,6 +255,7 @@ class DenoiserSpec:
     sample_size: int
     conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
     num_classes: int = 0
+    head: str = "denoise"
 
 
 @dataclass(frozen=True)
@@ -482,7 +486,8 @@ class GeneratingPipeline(Protocol):
     """What an :class:`Evaluator` may use of a trained pipeline.
 
     :class:`modiff.Pipeline` satisfies it; an evaluator's tests can pass a
-    small stand-in that draws known images instead. Generation options an
+    small stand-in that draws known images instead. (Task operations such as
+    :func:`modiff.tasks.segment` take the pipeline itself.) Generation options an
     evaluator does not give take the run's ``[sample]`` defaults; sample
     ``i`` is seeded with ``seed + i`` alone, so results do not depend on
     the batch size.
@@ -521,12 +526,6 @@ class GeneratingPipeline(Protocol):
     ) -> Tensor:
         """Images ``[B, 3, H, W]`` in [-1, 1], not clamped (for statistics that
         must see values outside the range)."""
-        ...
-
-    def segment(self, images: Tensor) -> Tensor:
-        """Class maps ``[B, H, W]`` (int64) for images ``[B, 3, H, W]``; only
-        runs trained with ``task = "segmentation"`` can, others raise
-        :class:`modiff.ModiffError`."""
         ...
 
 
