@@ -77,23 +77,24 @@ class Pipeline:
     def with_sampler(self, name: str, **overrides: Any) -> Pipeline:
         """The same pipeline sampling with another sampler of the same noise schedule.
 
-        The training scheduler's settings carry over for every key the new
-        sampler accepts (schedule, prediction type), so the model's training
-        still matches; ``overrides`` set sampler options such as ``eta``.
+        Only the run's noise schedule and prediction type carry over (see
+        :mod:`modiff.sampler_swap`); the new sampler's own options (``eta``,
+        ``order``, ``use_karras_sigmas``, ...) start at its defaults unless
+        ``overrides`` set them.
         """
-        reg = self.components.settings.components["scheduler"].registration
+        from .sampler_swap import swap
+
+        trained = self.components.settings.components["scheduler"]
         new = default_registry().lookup("scheduler", name)
-        current = self.components.settings.components["scheduler"].params.model_dump()
-        accepted = {k: v for k, v in current.items() if k in new.settings_model.model_fields}
         try:
-            params = new.validate({**accepted, **overrides})
-        except Exception as exc:
-            raise ModiffError(f"sampler {name!r} ({new.distribution}) cannot use these settings: {exc}") from None
+            params = swap(trained.params, new.settings_model, overrides)
+        except ModiffError as exc:
+            raise ModiffError(f"sampler {name!r} ({new.distribution}): {exc}") from None
         scheduler = build_component(ResolvedComponent("scheduler", new, params), self.components.context)
         if scheduler.prediction_type != self.scheduler.prediction_type:
             raise ModiffError(
                 f"sampler {name!r} predicts {scheduler.prediction_type!r} but the model was trained with "
-                f"{reg.name!r} on {self.scheduler.prediction_type!r}"
+                f"{trained.registration.name!r} on {self.scheduler.prediction_type!r}"
             )
         other = Pipeline(self.components, self.run)
         other.scheduler = scheduler

@@ -50,6 +50,7 @@ __all__ = [
     "Evaluator",
     "Example",
     "Fittable",
+    "GeneratingPipeline",
     "HasAssets",
     "ModelFn",
     "SampleCallback",
@@ -473,13 +474,71 @@ class Dataset(Protocol):
         ...
 
 
+class PipelineComponents(Protocol):
+    """What an evaluator may read of a pipeline's built components."""
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The run's dataset (``None`` for a run that only generates)."""
+        ...
+
+
+@runtime_checkable
+class GeneratingPipeline(Protocol):
+    """What an :class:`Evaluator` may use of a trained pipeline.
+
+    :class:`modiff.Pipeline` satisfies it; an evaluator's tests can pass a
+    small stand-in that draws known images instead. (Task operations such as
+    :func:`modiff.tasks.segment` take the pipeline itself.) Generation options an
+    evaluator does not give take the run's ``[sample]`` defaults; sample
+    ``i`` is seeded with ``seed + i`` alone, so results do not depend on
+    the batch size.
+    """
+
+    @property
+    def image_size(self) -> int:
+        """Pixel size of the generated images."""
+        ...
+
+    @property
+    def components(self) -> PipelineComponents:
+        """The built components (an evaluator reads ``components.dataset``)."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]:
+        """One RGB ``PIL.Image.Image`` per prompt."""
+        ...
+
+    def generate_tensor(
+        self,
+        prompts: Sequence[str],
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1], not clamped (for statistics that
+        must see values outside the range)."""
+        ...
+
+
 @runtime_checkable
 class Evaluator(Protocol):
     """Numbers for a trained pipeline."""
 
-    def evaluate(self, pipeline: Any, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
-        """Evaluate ``pipeline`` (a :class:`modiff.Pipeline`) and return a flat
-        mapping of metric names to numbers (and optionally lists/dicts)."""
+    def evaluate(self, pipeline: GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
+        """Evaluate ``pipeline`` (a :class:`modiff.Pipeline`, or anything that
+        satisfies :class:`GeneratingPipeline`) and return a flat mapping of
+        metric names to numbers (and optionally lists/dicts)."""
         ...
 
 
