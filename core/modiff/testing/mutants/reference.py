@@ -73,10 +73,12 @@ class ToyConditionerWithImageContract(_OnToys, ConditionerContract):
     def context(self) -> Any:
         from ...assembly import BuildContext
         from ...settings import RunSettings
+        from ...tasks import MaskToImage
         from ..contracts.conditioner import FakeTextEmbedder
 
         return BuildContext(
             run=RunSettings(image_size=self.latent_size, task="mask-to-image"),
+            task=MaskToImage(),
             text_embedder=FakeTextEmbedder(self.text_dim),  # type: ignore[arg-type]
             dataset=SimpleNamespace(num_classes=2, image_size=self.latent_size),  # type: ignore[arg-type]
         )
