@@ -122,3 +122,17 @@ def test_from_needs_a_modiff_png(tmp_path: Path, capsys, use_registry) -> None:
     assert "no 'parameters' text chunk" in capsys.readouterr().err
     assert main(["generate"]) == 2
     assert "give the run" in capsys.readouterr().err
+
+
+def test_a_folder_that_refuses_the_images_is_a_clear_error(run: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    import errno
+
+    import modiff.files
+
+    def full(src, dst, *a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(modiff.files.os, "replace", full)
+    assert main(["generate", str(run), "a red square", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "disk is full" in err and "Traceback" not in err
