@@ -531,8 +531,12 @@ def train_settings(runs: Path, device: str, sets: tuple[str, ...] = (), steps: i
 
 
 def train(run: RunDir, resolved: Any, *, interrupt_at: int | None = None, resume: bool = False) -> None:
-    """Train ``run``; with ``interrupt_at``, stop with Ctrl-C during that denoiser step (1-based)."""
-    from modiff import training
+    """Train ``run``; with ``interrupt_at``, stop with Ctrl-C during that denoiser step (1-based).
+
+    The sample grid a run writes at its end is left out: it is generation, checked above, and with
+    ``compile`` it would compile the denoiser once more for the sampling batch (the GPU check's time
+    is short)."""
+    from modiff import training, workflows
     from modiff.workflows import train_run
 
     real = training.DenoiserLoss.__call__
@@ -545,12 +549,17 @@ def train(run: RunDir, resolved: Any, *, interrupt_at: int | None = None, resume
         return real(self, *args)
 
     training.DenoiserLoss.__call__ = interrupting  # type: ignore[method-assign]
+    write_grid = getattr(workflows, "write_task_grid", None)
+    if write_grid is not None:  # (if it is renamed, the grids are written: slower, still right)
+        workflows.write_task_grid = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deterministic-mode notices, tokenizer chatter
             train_run(resolved, run, resume=resume, progress=False)
     finally:
         training.DenoiserLoss.__call__ = real  # type: ignore[method-assign]
+        if write_grid is not None:
+            workflows.write_task_grid = write_grid  # type: ignore[assignment]
         torch.use_deterministic_algorithms(False)
 
 
