@@ -501,7 +501,7 @@ def test_sampling_loop_never_waits_for_the_device(sampler: str) -> None:
 
 #: A tiny run with a dataset, for training: every stage (autoencoder, CLIP, denoiser) on the device.
 TRAIN: dict[str, Any] = {
-    "run": {"name": "tiny", "device": DEVICE, "deterministic": True},
+    "run": {"name": "tiny", "device": DEVICE},
     "data": {"plugin": "shapes", "image_size": 24, "size": 64, "max_objects": 1},
     "train": {
         "steps": 24, "batch_size": 8, "lr": 3e-3, "warmup_steps": 2, "ema_decay": 0.9, "condition_dropout": 0.25,
@@ -530,8 +530,14 @@ def train_settings(runs: Path, device: str, sets: tuple[str, ...] = (), steps: i
     return settings(changes, sets)
 
 
-def train(run: RunDir, resolved: Any, *, interrupt_at: int | None = None, resume: bool = False) -> None:
+def train(
+    run: RunDir, resolved: Any, *, interrupt_at: int | None = None, resume: bool = False, strict: bool = False
+) -> None:
     """Train ``run``; with ``interrupt_at``, stop with Ctrl-C during that denoiser step (1-based).
+
+    ``strict``: torch's deterministic algorithms without exceptions (an operation that has no
+    deterministic kernel raises, naming itself). ``[run] deterministic = true`` asks for them with
+    ``warn_only=True``, which on CUDA leaves SDPA's memory-efficient backward non-deterministic.
 
     The sample grid a run writes at its end is left out: it is generation, checked above, and with
     ``compile`` it would compile the denoiser once more for the sampling batch (the GPU check's time
@@ -553,6 +559,8 @@ def train(run: RunDir, resolved: Any, *, interrupt_at: int | None = None, resume
     if write_grid is not None:  # (if it is renamed, the grids are written: slower, still right)
         workflows.write_task_grid = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
+        if strict:
+            torch.use_deterministic_algorithms(True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deterministic-mode notices, tokenizer chatter
             train_run(resolved, run, resume=resume, progress=False)
@@ -575,6 +583,9 @@ def component_weights(run: RunDir) -> dict[str, dict[str, torch.Tensor]]:
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_training_lowers_the_loss_and_resumes_bit_identically(variant: str, tmp_path: Path) -> None:
+    """Every stage on the device; under torch's strict deterministic mode, so that a difference
+    between the resumed and the uninterrupted run is the resume's (checkpoint, random state,
+    optimizer, EMA, gradient scaler), not a kernel's."""
     if variant == "compile" and ON_CPU and not os.environ.get("MODIFF_CHECK_CPU_COMPILE"):
         pytest.skip("compiling on a CPU takes minutes (MODIFF_CHECK_CPU_COMPILE=1 runs it); "
                     "tests/test_fast_paths.py checks compiled generation on the CPU")
@@ -582,7 +593,7 @@ def test_training_lowers_the_loss_and_resumes_bit_identically(variant: str, tmp_
         torch._dynamo.reset()
     sets = VARIANTS[variant]
     full = RunDir(tmp_path / "full")
-    train(full, train_settings(tmp_path, DEVICE, sets))
+    train(full, train_settings(tmp_path, DEVICE, sets), strict=True)
     losses = denoiser_losses(full)
     assert len(losses) == TRAIN["train"]["steps"] and all(math.isfinite(v) for v in losses), losses
     first, last = sum(losses[:6]) / 6, sum(losses[-6:]) / 6
@@ -593,15 +604,15 @@ def test_training_lowers_the_loss_and_resumes_bit_identically(variant: str, tmp_
     from modiff.training import TrainingInterrupted
 
     with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
-        train(cut, resolved, interrupt_at=14)
+        train(cut, resolved, interrupt_at=14, strict=True)
     assert cut.read_state()["step"] == 13
-    train(cut, resolved, resume=True)
+    train(cut, resolved, resume=True, strict=True)
     a, b = component_weights(full), component_weights(cut)
     assert a.keys() == b.keys() and {"denoiser", "conditioner"} <= set(a)
     differing = [(role, k) for role in a for k in a[role] if not torch.equal(a[role][k], b[role][k])]
     if differing:
         again = RunDir(tmp_path / "again")
-        train(again, train_settings(tmp_path, DEVICE, sets))
+        train(again, train_settings(tmp_path, DEVICE, sets), strict=True)
         c = component_weights(again)
         repeatable = all(torch.equal(a[r][k], c[r][k]) for r in a for k in a[r])
         pytest.fail(
@@ -609,6 +620,21 @@ def test_training_lowers_the_loss_and_resumes_bit_identically(variant: str, tmp_
             f"(first {differing[:3]}); two uninterrupted runs {'agree' if repeatable else 'differ too: the kernels are not deterministic'}"
         )
     assert denoiser_losses(cut) == losses, "the resumed run logs the uninterrupted run's losses"
+
+
+def test_the_deterministic_setting_makes_training_repeatable(tmp_path: Path) -> None:
+    """``[run] deterministic = true`` alone (no strict mode from the test): two runs of the same
+    settings end with the same weights, bit for bit, as the run directories' resume promise needs."""
+    runs = []
+    for name in ("first", "second"):
+        run = RunDir(tmp_path / name)
+        train(run, train_settings(tmp_path, DEVICE, ("run.deterministic=true",), steps=8))
+        runs.append(component_weights(run))
+    differing = [(r, k) for r in runs[0] for k in runs[0][r] if not torch.equal(runs[0][r][k], runs[1][r][k])]
+    assert not differing, (
+        f"two runs with [run] deterministic = true differ in {len(differing)} tensors (first {differing[:3]}): "
+        "torch.use_deterministic_algorithms(True, warn_only=True) leaves some kernels non-deterministic"
+    )
 
 
 # ---------------------------------------------------------------- runs move between devices
@@ -621,7 +647,7 @@ def trained_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, RunDir]:
     runs = {}
     for where, device in (("cpu", "cpu"), ("device", DEVICE)):
         run = RunDir(root / where)
-        resolved = train_settings(root, device, ('run.deterministic=false', f'run.name="{where}"'), steps=8)
+        resolved = train_settings(root, device, (f'run.name="{where}"',), steps=8)
         train(run, resolved)
         runs[where] = run
     return runs
