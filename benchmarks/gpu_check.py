@@ -135,17 +135,20 @@ def run(name: str, command: list[str], env: dict[str, str], limit: float, cwd: P
 
 
 def source_digest() -> str:
-    """A hash of every file the wheels are built from (the distributions' code and metadata)."""
+    """A hash of the code the wheels are built from: the distributions' Python files, package data
+    and pyproject files. Only files that travel to the GPU machine count (no hidden folders, caches,
+    build leftovers or tests), so that the hash is the same here and there."""
     h = hashlib.sha256()
     roots = [ROOT / "core", *sorted((ROOT / "plugins").glob("*")), *sorted((ROOT / "contrib").glob("*"))]
+    skip = {"__pycache__", "build", "dist", "tests", "benchmarks"}
     for folder in roots:
         for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(ROOT).as_posix()
-            if not path.is_file() or "/tests/" in f"/{rel}" or "__pycache__" in rel or ".egg-info" in rel:
+            parts = path.relative_to(ROOT).parts
+            if (not path.is_file() or path.suffix not in (".py", ".toml", ".typed")
+                    or any(p.startswith(".") or p in skip or p.endswith(".egg-info") for p in parts)):
                 continue
-            h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
-    for name in ("pyproject.toml",):
-        h.update(name.encode() + b"\0" + (ROOT / name).read_bytes())
+            h.update("/".join(parts).encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(b"pyproject.toml\0" + (ROOT / "pyproject.toml").read_bytes())
     return h.hexdigest()
 
 

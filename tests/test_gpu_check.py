@@ -84,10 +84,27 @@ def test_stale_wheels_are_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "site").exists(), "nothing was installed"
 
 
-def test_source_digest_follows_the_code_not_the_tests() -> None:
+def test_source_digest_follows_the_code_that_travels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same on the GPU machine as here: only files that travel there (no caches, hidden folders,
+    build leftovers) and that go into the wheels (no tests) count."""
     gc = gpu_check()
     assert re.fullmatch(r"[0-9a-f]{64}", gc.source_digest())
-    assert gc.source_digest() == gc.source_digest()
+    for path, text in {
+        "pyproject.toml": "[project]", "core/modiff/a.py": "A = 1", "plugins/x/pyproject.toml": "[project]",
+        "plugins/x/modiff_x/b.py": "B = 1", "contrib/y/modiff_y/c.py": "C = 1",
+    }.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    monkeypatch.setattr(gc, "ROOT", tmp_path)
+    before = gc.source_digest()
+    for path in ("plugins/x/.hypothesis/examples/1", "core/modiff/__pycache__/a.cpython-312.pyc",
+                 "plugins/x/build/lib/modiff_x/b.py", "plugins/x/modiff_x.egg-info/PKG-INFO",
+                 "plugins/x/tests/test_b.py", "contrib/y/README.md"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("anything")
+    assert gc.source_digest() == before
+    (tmp_path / "contrib/y/modiff_y/c.py").write_text("C = 2")
+    assert gc.source_digest() != before
 
 
 def test_a_stage_over_its_limit_is_stopped(tmp_path: Path) -> None:
