@@ -429,6 +429,26 @@ def test_same_seed_same_images(precision: str) -> None:
     assert relative_error(reference, cpu_pipe.generate_tensor(PROMPTS, seed=4)) > 10 * tolerance("fp32").images
 
 
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_timesteps_reach_the_denoiser_in_float32_under_autocast(precision: str) -> None:
+    """Half precision cannot hold the timesteps (fp16 has 11 bits: 999.5 and 999 round alike, as do
+    all neighbours above 1024 in bf16); autocast must not reach them, nor the sampler's state."""
+    _, dev_pipe = pipeline_pair((f'run.precision="{precision}"',))
+    seen: list[tuple[torch.dtype, torch.dtype, torch.device]] = []
+
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        def inner(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            seen.append((x.dtype, t.dtype, t.device))
+            return fn(x, t)
+
+        return inner
+
+    for sampler in ("ddim", "euler", "dpmpp-2m"):
+        dev_pipe.with_sampler(sampler).generate_latents(PROMPTS[:2], seed=1, steps=3, wrap_model=wrap)
+    assert seen and all(x == t == torch.float32 for x, t, _ in seen), set(seen)
+    assert all(device.type == torch.device(DEVICE).type for _, _, device in seen)
+
+
 def test_a_prompt_alone_or_in_a_batch_of_8_gives_the_same_image() -> None:
     _, dev_pipe = pipeline_pair()
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(8)]
