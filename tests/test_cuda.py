@@ -562,7 +562,7 @@ def train(
     The sample grid a run writes at its end is left out: it is generation, checked above, and with
     ``compile`` it would compile the denoiser once more for the sampling batch (the GPU check's time
     is short)."""
-    from modiff import training, workflows
+    from modiff import grids, training
     from modiff.workflows import train_run
 
     real = training.DenoiserLoss.__call__
@@ -575,9 +575,9 @@ def train(
         return real(self, *args)
 
     training.DenoiserLoss.__call__ = interrupting  # type: ignore[method-assign]
-    write_grid = getattr(workflows, "write_task_grid", None)
+    write_grid = getattr(grids, "write_grid", None)
     if write_grid is not None:  # (if it is renamed, the grids are written: slower, still right)
-        workflows.write_task_grid = lambda *args, **kwargs: None  # type: ignore[assignment]
+        grids.write_grid = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
         if strict:
             torch.use_deterministic_algorithms(True)
@@ -587,7 +587,7 @@ def train(
     finally:
         training.DenoiserLoss.__call__ = real  # type: ignore[method-assign]
         if write_grid is not None:
-            workflows.write_task_grid = write_grid  # type: ignore[assignment]
+            grids.write_grid = write_grid  # type: ignore[assignment]
         torch.use_deterministic_algorithms(False)
 
 
@@ -596,9 +596,15 @@ def denoiser_losses(run: RunDir) -> list[float]:
 
 
 def component_weights(run: RunDir) -> dict[str, dict[str, torch.Tensor]]:
+    """Every component's weights in the run's committed checkpoint, by role."""
     from safetensors.torch import load_file
 
-    return {p.stem: load_file(str(p)) for p in sorted(run.components.glob("*.safetensors"))}
+    out = {}
+    for role in ("encoder", "text_embedder", "conditioner", "denoiser"):
+        path = run.weights(role)
+        if path.is_file():
+            out[role] = load_file(str(path))
+    return out
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
