@@ -188,12 +188,12 @@ class Conditioning:
         """
         import torch
 
-        if not bool(use_other.any()):
-            return self
+        if use_other.device.type == "cpu" and not bool(use_other.any()):
+            return self  # (not asked on a GPU: reading the answer would wait for it)
         both = Conditioning.cat([self, other])
         n = int(use_other.shape[0])
-        pick = torch.where(use_other.to(torch.bool), torch.arange(n, 2 * n), torch.arange(n))
-        return both.index(pick.to(use_other.device))
+        rows = torch.arange(n, device=use_other.device)
+        return both.index(torch.where(use_other.to(torch.bool), rows + n, rows))
 
     def with_concat(self, extra: Tensor | None) -> Conditioning:
         """A copy with ``extra`` channels appended to ``concat``."""
