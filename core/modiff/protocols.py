@@ -293,8 +293,11 @@ class Batch:
         return int(self.images.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        masks = None if self.masks is None else self.masks.to(device)
-        return Batch(self.images.to(device), self.captions, masks)
+        """The batch on ``device`` (from the CPU to CUDA without making the host wait)."""
+        from .noise import to_device
+
+        masks = None if self.masks is None else to_device(self.masks, device)
+        return Batch(to_device(self.images, device), self.captions, masks)
 
 
 ModelFn = Callable[["Tensor", "Tensor"], "Tensor"]
