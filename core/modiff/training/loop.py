@@ -102,13 +102,10 @@ class Trainer:
             )
         self.checkpoint = resume_from
         self.stages_done: list[str] = resume_from.stages_done if resume_from is not None else []
-        self.plan = self._plan()
+        self.plan = stages_to_train(components)
         self.clock = _TrainingClock(resume_from.train_seconds if resume_from is not None else 0.0)
 
     # -- what to train -----------------------------------------------------
-
-    def _plan(self) -> list[str]:
-        return stages_to_train(self.components)
 
     def roles_of(self, stage: str) -> list[str]:
         """The roles whose weights ``stage`` trains (and its checkpoints hold)."""
