@@ -131,8 +131,10 @@ tiny=(
   --set evaluator.num_prompts=2 --set evaluator.steps=2 --set run.device=cpu
 )
 "$venv/modiff" demo --out demo --quiet "${tiny[@]}" >demo.log 2>&1 || { cat demo.log; exit 1; }
-test -s demo/samples.png && test -s demo/components/denoiser.safetensors
+grep -q "prompt accuracy" demo.log && test -s demo/samples.png \
+  || { cat demo.log; echo "wheels: the demo printed no prompt accuracy or wrote no demo/samples.png" >&2; exit 1; }
+say "generate from the demo's run"
 "$venv/modiff" generate demo "a blue square at the top" --steps 2 --n 1 --scheduler euler --out generated.png
-test -s generated.png
+test -s generated.png || { echo "wheels: generate wrote no generated.png" >&2; exit 1; }
 cd "$root"
 say "passed"

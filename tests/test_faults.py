@@ -146,7 +146,7 @@ KILLS = [
     ("00000[0-9]", 2),         # the encoder's finished checkpoint renamed, LATEST not yet moved
     ("state.json", 3),         # CLIP mid-stage, staged only: CLIP restarts from its initial weights
     ("text_embedder.safetensors", 2),  # CLIP's finished checkpoint half-written (its assets are in)
-    ("conditioner.safetensors", 5),    # the denoiser's first checkpoint half-written
+    ("conditioner.safetensors", 1),    # the denoiser's first checkpoint half-written
     ("LATEST", 6),             # the denoiser at step 6: text and latent caches rebuilt on resume
     ("LATEST", 7),             # everything done but the samples: resume has nothing to train
 ]

@@ -109,7 +109,7 @@ def test_an_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
 
 def test_non_finite_loss_stops_naming_step_and_component(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
-    with pytest.raises(NonFiniteLoss, match=r"at step \d+ \(component: denoiser 'toy' from modiff.*last good checkpoint"):
+    with pytest.raises(NonFiniteLoss, match=r"from step \d+ on \(component: denoiser .toy. from modiff.*last good checkpoint"):
         train_run(settings(train__lr=1e30, train__grad_clip=0.0, train__steps=40, train__warmup_steps=0), run, progress=False)
 
 

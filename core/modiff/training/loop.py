@@ -102,13 +102,10 @@ class Trainer:
             )
         self.checkpoint = resume_from
         self.stages_done: list[str] = resume_from.stages_done if resume_from is not None else []
-        self.plan = self._plan()
+        self.plan = stages_to_train(components)
         self.clock = _TrainingClock(resume_from.train_seconds if resume_from is not None else 0.0)
 
     # -- what to train -----------------------------------------------------
-
-    def _plan(self) -> list[str]:
-        return stages_to_train(self.components)
 
     def roles_of(self, stage: str) -> list[str]:
         """The roles whose weights ``stage`` trains (and its checkpoints hold)."""
@@ -221,7 +218,14 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------
 
-    def _commit(self, stage: Stage | None, step: int, opt: torch.optim.Optimizer | None, ema: EMA | None) -> None:
+    def _commit(
+        self,
+        stage: Stage | None,
+        step: int,
+        opt: torch.optim.Optimizer | None,
+        ema: EMA | None,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
         """One checkpoint: finished stages carried over, the stage in progress
         (EMA weights for inference, raw weights and optimizer state for resume)."""
         world = self.world
@@ -241,7 +245,8 @@ class Trainer:
                     for role, module in stage.modules.items():
                         for k, v in module.state_dict().items():
                             tensors[f"model.{role}.{k}"] = v
-                    writer.save_trainer(tensors, {"stage": stage.name, "step": step, **scalars})
+                    extra = {"grad_scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
+                    writer.save_trainer(tensors, {"stage": stage.name, "step": step, **scalars, **extra})
                 state = {
                     "stages_done": self.stages_done,
                     "stage": stage.name if stage is not None else None,
@@ -283,7 +288,10 @@ class Trainer:
         ckpt = self.checkpoint
         if ckpt is None or ckpt.stage != stage.name or not ckpt.step:
             return 0
-        tensors, scalars = ckpt.trainer_state(device=self.components.device)
+        # Read on the CPU: load_state_dict moves the moments to the parameters' device, but would leave
+        # AdamW's step counters on a GPU, where every step then waits to read them.
+        tensors, scalars = ckpt.trainer_state(device="cpu")
+        self._scaler_state = scalars.get("grad_scaler", {})
         for role, m in stage.modules.items():
             prefix = f"model.{role}."
             if role in self.roles_of(stage.name) and ckpt.assets(role).is_dir():
@@ -296,7 +304,7 @@ class Trainer:
             from ..files import read_tensors
 
             for role in stage.modules:  # the EMA weights are the component files
-                ema_tensors, _ = read_tensors(ckpt.weights(role), device=self.components.device)
+                ema_tensors, _ = read_tensors(ckpt.weights(role), device="cpu")
                 shadow = ema.shadow[role]
                 for k in shadow:
                     shadow[k].copy_(ema_tensors[k])
@@ -328,6 +336,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
         dataset = self.components.dataset
         train = self.settings.train
+        if scaler.is_enabled() and start and getattr(self, "_scaler_state", None):
+            scaler.load_state_dict(self._scaler_state)
+        finite = _FiniteWatch(device)
         bar = _progress(stage.name, s.steps, start, enabled=self.progress and world.is_main)
         t0, done_in_window = time.perf_counter(), 0
         completed = start  # steps whose update is fully applied
@@ -344,12 +355,7 @@ class Trainer:
                     batch = collate(dataset, idx).to(device)
                     with autocast(device, precision):
                         loss = stage.loss(batch, idx, g)
-                    if not torch.isfinite(loss.detach()):
-                        raise NonFiniteLoss(
-                            f"the {stage.name} loss is {float(loss.detach())} at step {step} (component: "
-                            f"{self._names(stage)}); stopped, keeping the last good checkpoint at step {last_saved}. "
-                            "Lower the learning rate, enable gradient clipping, or use precision = \"fp32\"."
-                        )
+                    finite.check(loss, step)
                     updating = True
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -363,7 +369,11 @@ class Trainer:
                         ema.update()
                     completed, updating = step + 1, False
                     done_in_window += 1
-                    if completed % train.log_every == 0 or completed == s.steps:
+                    at_log = completed % train.log_every == 0 or completed == s.steps
+                    checkpoint_due = completed % train.checkpoint_every == 0 and completed < s.steps
+                    if at_log or checkpoint_due or device.type == "cpu":
+                        finite.raise_if_seen(stage.name, self._names(stage), last_saved)
+                    if at_log:
                         value = world.mean(float(loss.detach()))
                         elapsed = time.perf_counter() - t0
                         self._log({"stage": stage.name, "step": completed, "loss": value, "lr": lr_at(step, s),
@@ -371,10 +381,11 @@ class Trainer:
                         bar.set_postfix(loss=f"{value:.4f}")
                         t0, done_in_window = time.perf_counter(), 0
                     bar.update(1)
-                    if world.any(interrupted.is_set()):
+                    # every rank stops at the same step: agreed at log steps (one all-reduce) when there are several
+                    if (world.size == 1 or at_log or checkpoint_due) and world.any(interrupted.is_set()):
                         raise KeyboardInterrupt
-                    if completed % train.checkpoint_every == 0 and completed < s.steps:
-                        self._commit(stage, completed, opt, ema)
+                    if checkpoint_due:
+                        self._commit(stage, completed, opt, ema, scaler)
                         last_saved = completed
                     if stage.name == "denoiser":
                         if train.sample_every and completed % train.sample_every == 0 and self.on_sample:
@@ -384,7 +395,7 @@ class Trainer:
             except KeyboardInterrupt:
                 # In the middle of an update the weights match no step: keep the last checkpoint.
                 if completed > last_saved and not updating:
-                    self._commit(stage, completed, opt, ema)
+                    self._commit(stage, completed, opt, ema, scaler)
                     last_saved = completed
                 raise TrainingInterrupted(
                     f"interrupted during {stage.name} at step {last_saved}; checkpoint saved. "
@@ -462,6 +473,30 @@ def _interrupts_deferred() -> Iterator[threading.Event]:
         yield event
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _FiniteWatch:
+    """Whether the loss went NaN or infinite, without making the host wait for the
+    device every step: the check is queued on the device and read at log steps
+    and before every checkpoint (every step on a CPU, where reading costs nothing),
+    so a non-finite loss never reaches a checkpoint and the error names its step."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def check(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.value = loss.detach()
+
+    def raise_if_seen(self, stage: str, names: str, last_saved: int) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise NonFiniteLoss(
+                f"the {stage} loss is not finite (last value {float(self.value)}) from step {step} on (component: "
+                f"{names}); stopped, keeping the last good checkpoint at step {last_saved}. "
+                "Lower the learning rate, enable gradient clipping, or use precision = \"fp32\"."
+            )
 
 
 class _TrainingClock:

@@ -15,7 +15,7 @@ import torch
 
 from ..assembly import Components
 from ..distributed import World
-from ..noise import randn
+from ..noise import randn, to_device
 from ..protocols import Batch, Conditioning, TextEmbedding
 from .step import TrainingStep
 
@@ -51,10 +51,10 @@ class DenoiserLoss:
         b = x0.shape[0]
         share = slice(world.rank, None, world.size)
         drop = torch.rand(b * world.size, generator=g)[share] < self.condition_dropout
-        t = scheduler.sample_timesteps(b * world.size, generator=g)[share].to(device)
-        noise = randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
+        t = to_device(scheduler.sample_timesteps(b * world.size, generator=g)[share], device)
+        noise = to_device(randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share], device)
         context = self.image_context(components, batch, g, share) if self.image_context is not None else None
-        cond = self.conditioning(batch, indices, drop.to(device), context)
+        cond = self.conditioning(batch, indices, to_device(drop, device), context)
         x_t = scheduler.add_noise(x0, noise, t)
         pred = components.denoiser(x_t, t.float(), cond)
         target = scheduler.training_target(x0, noise, t)

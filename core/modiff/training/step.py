@@ -36,9 +36,11 @@ class TrainingStep:
 
     def randn(self, shape: Sequence[int], *, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal noise for this share (``shape[0]`` rows) of the global batch."""
+        from ..noise import to_device
+
         rows, *rest = shape
         drawn = torch.randn((rows * self.world_size, *rest), generator=self.generator, dtype=dtype)
-        return drawn[self.rank :: self.world_size].to(device if device is not None else "cpu")
+        return to_device(drawn[self.rank :: self.world_size], device if device is not None else "cpu")
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.randn(x.shape, device=x.device, dtype=x.dtype)
