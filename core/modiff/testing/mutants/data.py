@@ -39,7 +39,7 @@ class LengthOneTooLong(ToyDataset):
 
 
 @mutant("data", "wrong range or type", "test_examples")
-class ImagesInZeroOne255(ToyDataset):
+class ImagesLeftInPixelValues(ToyDataset):
     """Images are left in [0, 255], as PIL gives them, not mapped to [-1, 1]."""
 
     def __getitem__(self, index: int) -> Example:

@@ -153,7 +153,8 @@ class TimestepsCachedAtTheFirstCall(ToyScheduler):
 
 @mutant("scheduler", "modifies its input", "test_sample_is_pure_and_deterministic")
 class SamplerUpdatesNoiseInPlace(ToyScheduler):
-    """sample writes the first step into the noise tensor it was given (x = noise; x.mul_(...))."""
+    """sample updates the noise tensor it was given in place (x = noise, then x.copy_(...)), so
+    the caller's noise is gone."""
 
     def sample(self, model_fn, noise, steps, *, generator=None, callback=None, start_step=0):  # type: ignore[no-untyped-def]
         out = super().sample(model_fn, noise, steps, generator=generator, callback=callback, start_step=start_step)
@@ -201,7 +202,7 @@ class NoisyFromTheFirstTimestep(ToyScheduler):
 
 @mutant("scheduler", "sign or off-by-one", "test_training_target_is_consistent_with_add_noise")
 class NoiseTargetNegated(ToyScheduler):
-    """training_target for epsilon is -noise (x_t - x0 mistaken for + noise direction)."""
+    """training_target for epsilon returns -noise: the noise's sign flipped."""
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return -noise if self.prediction_type == "epsilon" else super().training_target(x0, noise, t)
