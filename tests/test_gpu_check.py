@@ -107,6 +107,7 @@ def test_source_digest_follows_the_code_that_travels(tmp_path: Path, monkeypatch
     assert gc.source_digest() != before
 
 
+@pytest.mark.slow  # subprocesses, one stopped after its 2 s limit
 def test_a_stage_over_its_limit_is_stopped(tmp_path: Path) -> None:
     gc = gpu_check()
     stage = gc.run("sleepy", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(60)"],
