@@ -50,7 +50,7 @@ class TimestepsReseedTheGlobalGenerator(ToyScheduler):
 
 @mutant("scheduler", "global random state", "test_a_training_step_draws_only_from_its_generator")
 class TimestepJitterFromTheGlobalGenerator(ToyScheduler):
-    """add_noise dithers t by a random fraction of a step drawn from the global state."""
+    """add_noise dithers t by one step at random, drawn from the global state."""
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         jitter = (torch.rand(t.shape) < 0.5).to(t.device)
