@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from modiff.runs import RunDir
-
 from modiff.cli import main
 from modiff.plugins import ROLES
+from modiff.runs import RunDir
 from modiff.scaffold import check_role, new_plugin, render
 
 #: Role -> the component name its skeleton gets in these tests.
