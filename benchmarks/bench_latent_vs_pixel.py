@@ -114,7 +114,7 @@ def make_cell(
     cache = FrozenCache(c.dataset, encoder=c.encoder, embedder=c.text_embedder)
     text = cache.text if c.text_embedder is not None else None
     cached = DenoiserLoss(c, cache.latents, text, resolved.train.condition_dropout)
-    encoding = DenoiserLoss(c, lambda images, idx: c.encoder.encode(images), text, resolved.train.condition_dropout)
+    encoding = DenoiserLoss(c, lambda images, idx, step: c.encoder.encode(images), text, resolved.train.condition_dropout)
 
     def step(loss_fn: DenoiserLoss) -> Callable[[], None]:
         def run() -> None:

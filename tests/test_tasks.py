@@ -152,6 +152,9 @@ def test_cli_segment_and_generate_with_mask_and_image(tmp_path: Path, capsys) ->
     assert "--strength needs --image" in capsys.readouterr().err
 
 
+import modiff  # noqa: E402  (the public API a plugin's task uses)
+
+
 class GreyToColour(Task):
     """A task written in a test, as a plugin would: colour a grey image.
 
@@ -171,7 +174,7 @@ class GreyToColour(Task):
 
     def training_loss(self, components: Any, *, latents: Any, text: Any, condition_dropout: float, world: Any) -> Any:
         def loss(batch: Any, indices: Any, g: torch.Generator) -> torch.Tensor:
-            x0 = latents(batch.images, indices)
+            x0 = latents(batch.images, indices, modiff.TrainingStep(g))
             t = components.scheduler.sample_timesteps(len(x0), generator=g)
             noise = torch.randn(x0.shape, generator=g)
             context = self.training_image_context(components, batch, g, slice(None))

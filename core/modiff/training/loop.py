@@ -25,7 +25,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from .losses import Latents, StepLoss, Text, component_loss
 from .optim import EMA, lr_at, optimizer_state_from_tensors, optimizer_state_to_tensors
 from .order import batch_indices, collate, step_seed
 from .plan import roles_of, stages_to_train
+from .step import TrainingStep
 
 
 class TrainingInterrupted(ModiffError):
@@ -156,18 +157,24 @@ class Trainer:
     def denoiser_stage(self) -> Stage:
         c, train = self.components, self.settings.train
         joint = getattr(c.text_embedder, "joint_training", False)
-        frozen_encoder = not any(p.requires_grad for p in _params(c.encoder))
-        deterministic = frozen_encoder and not getattr(c.encoder, "sample_posterior", False)
         for role in ("encoder",) + (() if joint else ("text_embedder",)):
             m = c.get(role)
             if isinstance(m, nn.Module):
                 m.eval().requires_grad_(False)
+        # The encoder is frozen in this stage (whether or not a stage of its own trained it), so its latents
+        # can be cached unless it samples its posterior.
+        deterministic = not getattr(c.encoder, "sample_posterior", False)
         cache = FrozenCache(
             c.dataset,
             encoder=c.encoder if deterministic else None,
             embedder=c.text_embedder if c.text_embedder is not None and not joint else None,
         )
-        latents: Latents = cache.latents if deterministic else (lambda images, indices: c.encoder.encode(images))
+        def encoded(images: torch.Tensor, indices: Sequence[int], step: TrainingStep) -> torch.Tensor:
+            # the posterior sample's noise from the step, per sample, as one process would draw it
+            with torch.no_grad():
+                return c.encoder.encode(images, generator=step.generators(len(images)))
+
+        latents: Latents = cache.latents if deterministic else encoded
         text: Text | None = None
         if c.text_embedder is not None:
             text = (lambda captions, indices: c.text_embedder.embed(captions)) if joint else cache.text
@@ -447,10 +454,6 @@ class Trainer:
             numbers = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             self._log({"stage": "denoiser", "step": step, "kind": "eval", "train_seconds": seconds, "eval": numbers})
         self.world.barrier()
-
-
-def _params(module: Any) -> list[nn.Parameter]:
-    return list(module.parameters()) if isinstance(module, nn.Module) else []
 
 
 @contextlib.contextmanager

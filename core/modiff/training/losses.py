@@ -21,8 +21,9 @@ from .step import TrainingStep
 
 StepLoss = Callable[[Batch, Sequence[int], torch.Generator], torch.Tensor]
 ImageContext = Callable[[Components, Batch, torch.Generator, slice], "torch.Tensor | None"]
-#: ``latents(images, dataset_indices)``: the batch's latents (cached or encoded).
-Latents = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+#: ``latents(images, dataset_indices, step)``: the batch's latents (cached, or encoded with the
+#: step's per-sample generators).
+Latents = Callable[[torch.Tensor, Sequence[int], TrainingStep], torch.Tensor]
 #: ``text(captions, dataset_indices)``: the batch's text embedding (cached or embedded).
 Text = Callable[[Sequence[str], Sequence[int]], TextEmbedding]
 
@@ -47,7 +48,7 @@ class DenoiserLoss:
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
         components, world = self.components, self.world
         scheduler, device = components.scheduler, components.device
-        x0 = self.latents(batch.images, indices)
+        x0 = self.latents(batch.images, indices, TrainingStep(g, world.rank, world.size))
         b = x0.shape[0]
         share = slice(world.rank, None, world.size)
         drop = torch.rand(b * world.size, generator=g)[share] < self.condition_dropout

@@ -42,6 +42,15 @@ class TrainingStep:
         drawn = torch.randn((rows * self.world_size, *rest), generator=self.generator, dtype=dtype)
         return to_device(drawn[self.rank :: self.world_size], device if device is not None else "cpu")
 
+    def generators(self, rows: int) -> list[torch.Generator]:
+        """One generator for each of this share's ``rows`` samples, seeded from
+        draws made for the global batch: for components that take per-sample
+        generators (an encoder sampling its posterior)."""
+        from ..noise import generators
+
+        seeds = torch.randint(0, 2**62, (rows * self.world_size,), generator=self.generator)
+        return generators([int(s) for s in seeds[self.rank :: self.world_size]])
+
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.randn(x.shape, device=x.device, dtype=x.dtype)
 
