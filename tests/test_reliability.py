@@ -19,6 +19,9 @@ from modiff.testing.toys import TOY_SETTINGS
 from modiff.toml_io import dumps
 
 
+pytestmark = pytest.mark.slow  # subprocesses and torchrun
+
+
 def write_settings(tmp_path: Path, name: str, **train) -> Path:
     data = json.loads(json.dumps(TOY_SETTINGS))
     data["run"].update(name=name, runs_dir=str(tmp_path / "runs"), deterministic=True)

@@ -73,6 +73,7 @@ def test_paint_masks_are_rectangles_within_bounds() -> None:
     assert bool((m.flatten(1).sum(1) > 0).all())
 
 
+@pytest.mark.slow
 def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
     pipe, run = trained(tmp_path, "segmentation", steps=60, lr=1e-2, log_every=10, checkpoint_every=100)
     losses = [m["loss"] for m in run.read_metrics() if m["stage"] == "denoiser"]
@@ -85,6 +86,7 @@ def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
         segment(trained(tmp_path, "text-to-image")[0], images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["mask-to-image", "inpainting"])
 def test_image_context_tasks_learn(tmp_path: Path, task: str) -> None:
     """The denoising loss with a map or a masked image as context falls."""

@@ -58,6 +58,7 @@ def test_train_writes_a_complete_run(tmp_path: Path) -> None:
     assert not list(run.path.rglob("*.tmp")), "no temporary file may be left behind"
 
 
+@pytest.mark.slow
 def test_the_denoiser_loss_falls(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     train_run(settings(train__steps=60, train__lr=5e-3, train__log_every=10, train__checkpoint_every=100), run, progress=False)
