@@ -340,7 +340,9 @@ def make_sd_pipeline(shape: SDShape, seed: int = 0, device: str | torch.device =
     return tiny.assemble_pipeline(text, tok, unet, vae)
 
 
-def _sd_modules(shape: SDShape, tok: Any, config_cls: Any, text_cls: Any, unet_cls: Any, vae_cls: Any) -> tuple[Any, Any, Any]:
+def _sd_modules(
+    shape: SDShape, tok: Any, config_cls: Any, text_cls: Any, unet_cls: Any, vae_cls: Any
+) -> tuple[Any, Any, Any]:
     text = text_cls(
         config_cls(
             vocab_size=len(tok), hidden_size=shape.text_width, intermediate_size=4 * shape.text_width,

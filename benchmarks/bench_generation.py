@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from _common import (
     DTYPES,
     MIB,

@@ -162,7 +162,9 @@ def install(wheels: Path, site: Path, env: dict[str, str], limit: float) -> Stag
     built_from = json.loads(manifest.read_text()).get("sources")
     if built_from != source_digest():
         stage.status = "failed"
-        stage.tail = [f"the wheels in {wheels} were built from other sources than these; run benchmarks/gpu_wheels.sh again"]
+        stage.tail = [
+            f"the wheels in {wheels} were built from other sources than these; run benchmarks/gpu_wheels.sh again"
+        ]
         return stage
     files = sorted(str(p) for p in wheels.glob("*.whl"))
     command = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
@@ -283,7 +285,13 @@ def markdown(report: dict[str, Any]) -> str:
     tier = stages.get("tier", {}).get("result", {})
     bad = [t for t in tier.get("tests", []) if t["outcome"] != "passed"]
     if bad:
-        lines += ["", "## cuda tier: tests that failed or were skipped", "", "| test | outcome | message |", "|---|---|---|"]
+        lines += [
+            "",
+            "## cuda tier: tests that failed or were skipped",
+            "",
+            "| test | outcome | message |",
+            "|---|---|---|",
+        ]
         lines += [f"| `{t['test'].split('::')[-1]}` | {t['outcome']} | {t['message'].replace('|', '/')} |" for t in bad]
     for name, st in stages.items():
         if name.startswith("bench") and st.get("result", {}).get("markdown"):
@@ -382,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     if "bench" in only and ready:
         common = [sys.executable, "benchmarks/bench_generation.py", "--device", device]
         if args.dry_run:
-            runs = {"bench-demo": ["--config", "demo", "--steps", "2", "--batch", "1", "--repeats", "1", "--threads", "1"]}
+            runs = {
+                "bench-demo": ["--config", "demo", "--steps", "2", "--batch", "1", "--repeats", "1", "--threads", "1"]
+            }
         else:
             runs = {
                 "bench-sd15": ["--config", "sd15", "--dtype", "fp16", "--skip-unet", "--batch", "1", "--batch", "8",

@@ -15,7 +15,9 @@ BROKEN = 'raise ImportError("missing dependency xyz")\n'
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modiff", *args], capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "modiff", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.mark.slow  # a subprocess
@@ -30,7 +32,10 @@ def test_plugins_json_and_broken_plugin(fake_distribution, capsys) -> None:
     fake_distribution("fake-broken", "fake_broken", BROKEN)
     assert main(["plugins", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert any(d["distribution"] == "modiff-schedulers" and "ddim" in d["components"]["scheduler"] for d in data["distributions"])
+    assert any(
+        d["distribution"] == "modiff-schedulers" and "ddim" in d["components"]["scheduler"]
+        for d in data["distributions"]
+    )
     [broken] = [b for b in data["broken"] if b["distribution"] == "fake-broken"]
     assert "missing dependency xyz" in broken["error"]
     assert main(["plugins"]) == 0

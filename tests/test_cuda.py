@@ -237,7 +237,9 @@ def _sampler_cases() -> list[Case]:
     cases = [Case("scheduler", n, (("scheduler", {"plugin": n}),)) for n in names]
     cases.append(Case("scheduler", "ddim", (("scheduler", {"plugin": "ddim", "eta": 1.0}),), "ddim-eta1"))
     cases.append(Case("scheduler", "euler", (("scheduler", {"plugin": "euler", "s_churn": 1.0}),), "euler-churn"))
-    cases.append(Case("scheduler", "unipc", (("scheduler", {"plugin": "unipc", "use_karras_sigmas": True}),), "unipc-karras"))
+    cases.append(
+        Case("scheduler", "unipc", (("scheduler", {"plugin": "unipc", "use_karras_sigmas": True}),), "unipc-karras")
+    )
     return cases
 
 
@@ -245,22 +247,41 @@ CASES: list[Case] = [
     Case("encoder", "kl-autoencoder"),
     Case("encoder", "identity", (("encoder", {"plugin": "identity"}),)),
     Case("text_embedder", "clip"),
-    Case("text_embedder", "word2vec", (("text_embedder", {"plugin": "word2vec", "dim": 16, "depth": 1, "heads": 2,
-                                                          "epochs": 2, "max_tokens": 8}),)),
+    Case(
+        "text_embedder",
+        "word2vec",
+        (("text_embedder", {"plugin": "word2vec", "dim": 16, "depth": 1, "heads": 2, "epochs": 2, "max_tokens": 8}),),
+    ),
     Case("conditioner", "cross-attention"),
-    Case("conditioner", "cross-attention", (("conditioner", {"plugin": "cross-attention",
-                                                             "image_context_channels": 3}),), "cross-attention+image"),
+    Case(
+        "conditioner",
+        "cross-attention",
+        (("conditioner", {"plugin": "cross-attention", "image_context_channels": 3}),),
+        "cross-attention+image",
+    ),
     Case("conditioner", "concat", (("conditioner", {"plugin": "concat", "channels": 3}),)),
     Case("conditioner", "vector", (("conditioner", {"plugin": "vector"}),)),
     Case("conditioner", "hybrid", (("conditioner", {"plugin": "hybrid", "channels": 2}),)),
     Case("conditioner", "none", (("conditioner", {"plugin": "none", "image_context_channels": 2}),)),
     Case("denoiser", "unet"),
-    Case("denoiser", "unet", (("denoiser", {**BASE["denoiser"], "head": "segment", "num_classes": 4}),), "unet-segment"),
-    Case("denoiser", "dit", (("denoiser", {"plugin": "dit", "width": 32, "depth": 2, "heads": 4,
-                                           "frequency_dim": 32}),)),
-    Case("denoiser", "dit", (("denoiser", {"plugin": "dit", "width": 32, "depth": 1, "heads": 2, "frequency_dim": 32,
-                                           "pos_embed": "learned"}),
-                             ("conditioner", {"plugin": "hybrid", "channels": 2})), "dit-learned-hybrid"),
+    Case(
+        "denoiser", "unet", (("denoiser", {**BASE["denoiser"], "head": "segment", "num_classes": 4}),), "unet-segment"
+    ),
+    Case(
+        "denoiser", "dit", (("denoiser", {"plugin": "dit", "width": 32, "depth": 2, "heads": 4, "frequency_dim": 32}),)
+    ),
+    Case(
+        "denoiser",
+        "dit",
+        (
+            (
+                "denoiser",
+                {"plugin": "dit", "width": 32, "depth": 1, "heads": 2, "frequency_dim": 32, "pos_embed": "learned"},
+            ),
+            ("conditioner", {"plugin": "hybrid", "channels": 2}),
+        ),
+        "dit-learned-hybrid",
+    ),
     *_sampler_cases(),
     # From a tiny Stable Diffusion pipeline imported with modiff-sd (needs diffusers to build it).
     Case("text_embedder", "sd-clip"),
@@ -643,7 +664,8 @@ def test_training_lowers_the_loss_and_resumes_bit_identically(variant: str, tmp_
         repeatable = all(torch.equal(a[r][k], c[r][k]) for r in a for k in a[r])
         pytest.fail(
             f"{variant}: the resumed run differs from the uninterrupted one in {len(differing)} tensors "
-            f"(first {differing[:3]}); two uninterrupted runs {'agree' if repeatable else 'differ too: the kernels are not deterministic'}"
+            f"(first {differing[:3]}); two uninterrupted runs "
+            f"{'agree' if repeatable else 'differ too: the kernels are not deterministic'}"
         )
     assert denoiser_losses(cut) == losses, "the resumed run logs the uninterrupted run's losses"
 

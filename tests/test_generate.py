@@ -50,7 +50,9 @@ def test_negative_prompts_change_the_image(run: Path) -> None:
 
 def test_seed_n_gives_consecutive_seeds_each_equal_to_its_image_alone(run: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "batch"
-    assert main(["generate", str(run), "a red square", "a blue square", "--n", "2", "--seed", "5", "--out", str(out)]) == 0
+    assert (
+        main(["generate", str(run), "a red square", "a blue square", "--n", "2", "--seed", "5", "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     names = sorted(p.name for p in out.glob("p*.png"))
     assert names == ["p00-seed5.png", "p00-seed6.png", "p01-seed7.png", "p01-seed8.png"]
@@ -86,7 +88,9 @@ def test_image_to_image_from_the_command_line_is_reproducible(run: Path, tmp_pat
     start = tmp_path / "start.png"
     Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8)).save(start)
     out = tmp_path / "i2i"
-    assert main(["generate", str(run), "a red square", "--image", str(start), "--strength", "0.5", "--out", str(out)]) == 0
+    assert (
+        main(["generate", str(run), "a red square", "--image", str(start), "--strength", "0.5", "--out", str(out)]) == 0
+    )
     made = out / "p00-seed0.png"
     params = read(made)
     assert params.strength == 0.5 and params.init_image == str(start.resolve()) and params.init_image_hash

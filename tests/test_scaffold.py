@@ -138,7 +138,9 @@ def test_a_suggestion_for_a_near_miss(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_each_skeleton_passes_its_contract_in_process(role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_skeleton_passes_its_contract_in_process(
+    role: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The fast tier's check of the skeletons: the contract class of each generated test module,
     imported from the folder it was written to (no installation), passes every contract test.
     The slow test below installs them and runs their whole generated suites."""
@@ -275,7 +277,9 @@ def test_skeletons_install_are_discovered_configured_and_pass_their_tests(tmp_pa
     assert resolved["denoiser"]["attention"] is True and resolved["scheduler"]["prediction_type"] == "epsilon"
     run(sys.executable, "-m", "modiff", "train", str(settings), "--quiet")
     assert RunDir(tmp_path / "runs" / "kit").weights("denoiser").is_file()
-    result = json.loads(run(sys.executable, "-m", "modiff", "evaluate", str(tmp_path / "runs" / "kit"), "--json").stdout)
+    result = json.loads(
+        run(sys.executable, "-m", "modiff", "evaluate", str(tmp_path / "runs" / "kit"), "--json").stdout
+    )
     assert result["num_prompts"] == 3 and result["prompt_sensitivity"] > 0
 
     # the generated tests pass as generated

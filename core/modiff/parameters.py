@@ -5,7 +5,7 @@ A PNG's ``parameters`` text chunk reads::
 
     a red circle in the top left
     Negative prompt: a blue square
-    Steps: 25, Sampler: ddim, CFG scale: 3.0, Seed: 7, Size: 32x32, Model hash: 3f2a9c01de, Model: demo, Run: /home/me/demo
+    Steps: 25, Sampler: ddim, CFG scale: 3.0, Seed: 7, Size: 32x32, Model hash: 3f2a9c01de, Model: demo, Run: /me/demo
 
 The prompt comes first (it may span lines), then an optional ``Negative
 prompt:`` line, then one line of ``Key: value`` pairs (a value holding a comma

@@ -98,7 +98,9 @@ class Pipeline:
         ``order``, ``use_karras_sigmas``, ...) start at its defaults unless
         ``overrides`` set them.
         """
-        return Pipeline(self.components, self.run, registry=self.registry, sampler=(name, self._sampler(name, overrides)))
+        return Pipeline(
+            self.components, self.run, registry=self.registry, sampler=(name, self._sampler(name, overrides))
+        )
 
     def _sampler(self, name: str, overrides: dict[str, Any]) -> Scheduler:
         from .sampler_swap import swap
@@ -147,7 +149,9 @@ class Pipeline:
             return cond, c.conditioner.condition(negative, image_context=image_context, batch_size=len(prompts))
         return cond, c.conditioner.null(len(prompts), like=text, image_context=image_context)
 
-    def model_fn(self, cond: Conditioning, null: Conditioning, guidance: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def model_fn(
+        self, cond: Conditioning, null: Conditioning, guidance: float
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The denoiser with conditioning and classifier-free guidance bound.
 
         With ``[sample] batch_guidance`` (the default) the conditional and

@@ -31,11 +31,17 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None, metavar="NAME", help="another sampler of the same noise schedule")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt: what guidance steers away from")
-    p.add_argument("--image", type=Path, default=None, help="image to start from (image-to-image), or to inpaint with --mask")
+    p.add_argument(
+        "--image", type=Path, default=None, help="image to start from (image-to-image), or to inpaint with --mask"
+    )
     p.add_argument("--strength", type=float, default=None,
                    help="image-to-image: how far from the image to go, 0 (keep it) to 1 (ignore it); default 0.8")
-    p.add_argument("--mask", type=Path, default=None,
-                   help="segmentation map PNG (class indices): mask-to-image, or with --image the region to repaint (non-zero)")
+    p.add_argument(
+        "--mask",
+        type=Path,
+        default=None,
+        help="segmentation map PNG (class indices): mask-to-image, or with --image the region to repaint (non-zero)",
+    )
     p.add_argument("--inpaint", choices=["auto", "trained", "training-free"], default="auto", help="inpainting method")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the images and grid.png, or a .png for the grid with the images beside it "
@@ -130,7 +136,6 @@ def _text_or_image_to_image(pipeline: Any, args: argparse.Namespace, request: di
                                "negative_prompt": request["negative"]}
     init = None
     if request["image"] is not None:
-        import torch
 
         from ..images import from_pil
 

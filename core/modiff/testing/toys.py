@@ -138,7 +138,9 @@ class ToyTextEmbedder(nn.Module):
         words = [p.split() or [""] for p in prompts]
         cut = sum(len(w) > self.max_tokens for w in words)
         if cut:
-            warnings.warn(f"{cut} prompt(s) longer than {self.max_tokens} words were truncated", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{cut} prompt(s) longer than {self.max_tokens} words were truncated", UserWarning, stacklevel=2
+            )
         words = [w[: self.max_tokens] for w in words]
         length = max(1, max((len(w) for w in words), default=1))
         tokens = torch.zeros(len(prompts), length, self.dim)

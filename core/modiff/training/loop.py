@@ -125,7 +125,9 @@ class Trainer:
         c.task.check(c)
         self._restore_finished()
         if "encoder" in self.plan and "encoder" not in self.stages_done:
-            self.run_stage(Stage("encoder", {"encoder": c.encoder}, component_loss(c.encoder, self.world), train.encoder))
+            self.run_stage(
+                Stage("encoder", {"encoder": c.encoder}, component_loss(c.encoder, self.world), train.encoder)
+            )
             self._finish("encoder", c.encoder, train.encoder.batch_size)
             self._commit_stage("encoder")
         txt = c.text_embedder
@@ -263,7 +265,9 @@ class Trainer:
                 self.checkpoint = writer.commit(state)
         world.barrier()
 
-    def _save_component(self, writer: CheckpointWriter, role: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    def _save_component(
+        self, writer: CheckpointWriter, role: str, module: nn.Module, tensors: dict[str, torch.Tensor]
+    ) -> None:
         resolved = self.settings.components[role]
         writer.save_component(role, tensors, component_metadata(role, resolved.registration, resolved.params), module)
 
@@ -318,7 +322,9 @@ class Trainer:
         if self.world.is_main:
             done = set(self.stages_done)
             self.run.keep_metrics(
-                lambda r: r.get("stage") in done or (r.get("stage") == stage.name and int(r.get("step", 0)) <= ckpt.step)
+                lambda r: (
+                    r.get("stage") in done or (r.get("stage") == stage.name and int(r.get("step", 0)) <= ckpt.step)
+                )
             )
         return ckpt.step
 

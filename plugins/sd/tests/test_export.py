@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import torch
-from modiff.runs import RunDir
-from _sd_tiny import CAPTIONS, assert_same_tensors, modiff_images, reference_images
 from safetensors.torch import load_file, save_file
 
 import modiff
+from _sd_tiny import CAPTIONS, assert_same_tensors, modiff_images, reference_images
 from modiff.cli import main
 from modiff.pipeline import Pipeline
+from modiff.runs import RunDir
 from modiff_sd.exporter import export_diffusers
 from modiff_sd.importer import import_sd
 

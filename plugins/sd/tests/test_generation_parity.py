@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import torch
-from _sd_tiny import CAPTIONS, LATENT, modiff_images, reference_images
 
 import modiff
+from _sd_tiny import CAPTIONS, LATENT, modiff_images, reference_images
 from modiff.pipeline import Pipeline
 
 pytest.importorskip("diffusers", reason="diffusers is the reference")

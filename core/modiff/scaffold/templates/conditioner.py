@@ -78,7 +78,9 @@ class ProjectedText(nn.Module):
         mask = torch.zeros(batch_size, length, dtype=torch.bool, device=weight.device)
         mask[:, 0] = True  # one real position: attention over nothing would be undefined
         vector = (
-            torch.zeros(batch_size, width, device=weight.device, dtype=weight.dtype) if self.to_vector is not None else None
+            torch.zeros(batch_size, width, device=weight.device, dtype=weight.dtype)
+            if self.to_vector is not None
+            else None
         )
         return Conditioning(context=context, context_mask=mask, vector=vector)
 

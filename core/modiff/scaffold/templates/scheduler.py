@@ -22,7 +22,9 @@ class $settings_class(modiff.ComponentSettings):
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
         "epsilon", description="What the denoiser learns to predict: the noise, the velocity or the clean sample."
     )
-    offset: float = Field(0.008, ge=0.0, le=1.0, description="The cosine schedule's small offset s (Nichol & Dhariwal).")
+    offset: float = Field(
+        0.008, ge=0.0, le=1.0, description="The cosine schedule's small offset s (Nichol & Dhariwal)."
+    )
 '''
 
 COMPONENT = r'''"""A cosine noise schedule (training side) and a DDIM sampler over it.
@@ -145,7 +147,7 @@ def build_component(settings: $settings_class, context: modiff.BuildContext) -> 
     return CosineDDIM(settings)
 '''
 
-TESTS = r'''
+TESTS = r"""
 
 class $test_class($contract):
     plugin = "$name"
@@ -167,8 +169,9 @@ def test_signal_fades_from_almost_all_to_almost_none() -> None:
     a = s.alpha_bar(torch.tensor([0.0, 500.0, 999.0]))
     assert a[0] > 0.999 and 0.3 < a[1] < 0.7 and 0 < a[2] < 1e-3
     # fractional timesteps lie between their neighbours
-    assert s.alpha_bar(torch.tensor([0.0]))[0] > s.alpha_bar(torch.tensor([0.5]))[0] > s.alpha_bar(torch.tensor([1.0]))[0]
-'''
+    bars = [float(s.alpha_bar(torch.tensor([t]))[0]) for t in (0.0, 0.5, 1.0)]
+    assert bars[0] > bars[1] > bars[2]
+"""
 
 TEMPLATE = RoleTemplate(
     role="scheduler",

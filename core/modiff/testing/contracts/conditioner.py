@@ -94,11 +94,18 @@ class ConditionerContract(Contract):
     def check_fits_spec(self, c: Conditioner, out: Conditioning, batch: int) -> None:
         spec = c.spec
         if spec.concat_channels:
-            assert out.concat is not None and out.concat.shape == (batch, spec.concat_channels, self.latent_size, self.latent_size)
+            assert out.concat is not None and out.concat.shape == (
+                batch,
+                spec.concat_channels,
+                self.latent_size,
+                self.latent_size,
+            )
         else:
             assert out.concat is None
         if spec.context_dim is not None:
-            assert out.context is not None and out.context.shape[0] == batch and out.context.shape[2] == spec.context_dim
+            assert (
+                out.context is not None and out.context.shape[0] == batch and out.context.shape[2] == spec.context_dim
+            )
             if out.context_mask is not None:
                 assert out.context_mask.shape == out.context.shape[:2] and out.context_mask.dtype == torch.bool
                 assert bool(out.context_mask.any(1).all()), "every row needs at least one real context position"
@@ -177,7 +184,9 @@ class ConditionerContract(Contract):
             a = c.condition(fake_embedding(1, 4, self.text_dim, seed=1))
             b = c.condition(fake_embedding(1, 4, self.text_dim, seed=2))
         differs = [
-            not torch.equal(getattr(a, n), getattr(b, n)) for n in ("concat", "context", "vector") if getattr(a, n) is not None
+            not torch.equal(getattr(a, n), getattr(b, n))
+            for n in ("concat", "context", "vector")
+            if getattr(a, n) is not None
         ]
         assert any(differs), "different prompts gave identical conditioning"
 
@@ -247,7 +256,9 @@ class ConditionerContract(Contract):
         with torch.no_grad():
             assert_dtype(c.condition(emb, image_context=image), torch.float64, "condition")
             if floating_dtype_of(c) is None:
-                pytest.skip("no floating weights: the null has no dtype of the conditioner's to follow (condition checked)")
+                pytest.skip(
+                    "no floating weights: the null has no dtype of the conditioner's to follow (condition checked)"
+                )
             assert_dtype(c.condition(None, image_context=image, batch_size=2), torch.float64, "condition(None)")
             assert_dtype(c.null(2, like=emb), torch.float64, "null, of a float64 conditioner")
 
@@ -269,7 +280,9 @@ class ConditionerContract(Contract):
                 check.check("null", lambda: c.null(2, like=emb))
         check.finish()
         if not has_tensors(c):
-            pytest.skip("no weights or buffers: the null has no device of the conditioner's to follow (condition checked)")
+            pytest.skip(
+                "no weights or buffers: the null has no device of the conditioner's to follow (condition checked)"
+            )
 
     def test_inputs_are_left_unchanged_and_no_random_numbers_drawn(self) -> None:
         c = self.build()

@@ -168,7 +168,9 @@ class DenoiserContract(Contract):
         keep = torch.arange(batch) == row
         mixed_x = torch.where(keep[:, None, None, None], x, x2)
         mixed_t = torch.where(keep, t, t2)
-        mixed_c = Conditioning.cat([c.index(slice(i, i + 1)) if i == row else c2.index(slice(i, i + 1)) for i in range(batch)])
+        mixed_c = Conditioning.cat(
+            [c.index(slice(i, i + 1)) if i == row else c2.index(slice(i, i + 1)) for i in range(batch)]
+        )
         with torch.no_grad():
             a, b = d(x, t, c), d(mixed_x, mixed_t, mixed_c)
         torch.testing.assert_close(a[row], b[row], rtol=1e-4, atol=1e-5)
@@ -227,7 +229,9 @@ class DenoiserContract(Contract):
                 if getattr(c, name) is None:
                     continue
                 changed = Conditioning(**{**c._fields(), name: getattr(other, name)})
-                assert not torch.allclose(d(x, t, changed), base, atol=1e-6), f"changing conditioning.{name} changed nothing"
+                assert not torch.allclose(d(x, t, changed), base, atol=1e-6), (
+                    f"changing conditioning.{name} changed nothing"
+                )
 
     def test_time_input(self) -> None:
         """A denoising head depends on ``t``; a segmentation head ignores it."""

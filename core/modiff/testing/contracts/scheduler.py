@@ -212,7 +212,9 @@ class SchedulerContract(Contract):
         n = torch.randn(self.shape, generator=g, dtype=torch.float64)
         for kind in kinds:
             s = self.build_predicting(kind)
-            assert s.prediction_type == kind, f"settings prediction_type = {kind!r} built a {s.prediction_type!r} scheduler"
+            assert s.prediction_type == kind, (
+                f"settings prediction_type = {kind!r} built a {s.prediction_type!r} scheduler"
+            )
             t = s.sample_timesteps(self.shape[0], generator=torch.Generator().manual_seed(3))
             a, sd = (c.view(-1, *([1] * (x0.dim() - 1))) for c in schedule_coefficients(s, t))
             expected = {"epsilon": n, "sample": x0, "v_prediction": a * n - sd * x0}[kind]
@@ -233,7 +235,9 @@ class SchedulerContract(Contract):
             g = torch.Generator().manual_seed(seed)
             x0 = torch.randn(self.shape, generator=g)
             n = torch.randn(self.shape, generator=g)
-            with global_random_state_unchanged("a training step (sample_timesteps, add_noise, training_target, loss_weight)"):
+            with global_random_state_unchanged(
+                "a training step (sample_timesteps, add_noise, training_target, loss_weight)"
+            ):
                 t = s.sample_timesteps(self.shape[0] * 8, generator=g)[: self.shape[0]]
                 return t, s.add_noise(x0, n, t), s.training_target(x0, n, t), s.loss_weight(t)
 
@@ -265,7 +269,9 @@ class SchedulerContract(Contract):
         check = DeviceCheck()
         device = check.device
         g = torch.Generator().manual_seed(0)
-        t = check.check("sample_timesteps(device=...)", lambda: s.sample_timesteps(self.shape[0], generator=g, device=device))
+        t = check.check(
+            "sample_timesteps(device=...)", lambda: s.sample_timesteps(self.shape[0], generator=g, device=device)
+        )
         if t is None:
             t = s.sample_timesteps(self.shape[0], generator=g).to(device)
         noise = torch.randn(self.shape, generator=g).to(device)

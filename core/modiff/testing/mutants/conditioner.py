@@ -71,7 +71,9 @@ class NormalisesVectorsOverTheBatch(ToyConditioner):
         return Conditioning(out.concat, out.context, out.context_mask, out.vector / out.vector.norm().clamp(min=1e-6))
 
 
-@mutant("conditioner", "ignores an input", "test_image_context_is_appended_unchanged", "test_output_and_null_fit_the_spec")
+@mutant(
+    "conditioner", "ignores an input", "test_image_context_is_appended_unchanged", "test_output_and_null_fit_the_spec"
+)
 class ForgetsTheImageContext(ToyConditioner):
     """condition(text, image_context=...) leaves the image context out when there is text."""
 

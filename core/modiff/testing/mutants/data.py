@@ -19,7 +19,9 @@ class PlacesSquaresWithTheGlobalGenerator(ToyDataset):
     def __getitem__(self, index: int) -> Example:
         ex = super().__getitem__(index)
         shift = int(torch.randint(0, 2, ()))
-        return Example(ex.image.roll(shift, dims=-1), ex.caption, None if ex.mask is None else ex.mask.roll(shift, dims=-1))
+        return Example(
+            ex.image.roll(shift, dims=-1), ex.caption, None if ex.mask is None else ex.mask.roll(shift, dims=-1)
+        )
 
 
 @mutant("data", "sign or off-by-one", "test_index_out_of_range")
@@ -97,7 +99,9 @@ class OneGeneratorForEveryItem(ToyDataset):
     def __getitem__(self, index: int) -> Example:
         ex = super().__getitem__(index)
         shift = int(torch.randint(0, self.image_size, (), generator=self.g))
-        return Example(ex.image.roll(shift, dims=-1), ex.caption, None if ex.mask is None else ex.mask.roll(shift, dims=-1))
+        return Example(
+            ex.image.roll(shift, dims=-1), ex.caption, None if ex.mask is None else ex.mask.roll(shift, dims=-1)
+        )
 
 
 @mutant("data", "wrong range or type", "test_pickles")

@@ -70,7 +70,9 @@ class IgnoresTheConcatenatedChannels(_Parts):
         return super().forward(x, t, Conditioning(concat, c.context, c.context_mask, c.vector))
 
 
-@mutant("denoiser", "padding leaks", "test_masked_context_positions_do_not_matter", "test_padding_per_row_does_not_matter")
+@mutant(
+    "denoiser", "padding leaks", "test_masked_context_positions_do_not_matter", "test_padding_per_row_does_not_matter"
+)
 class AveragesPaddingIntoTheContext(_Parts):
     """The context is averaged over every position, padding included (context_mask ignored)."""
 
@@ -102,7 +104,12 @@ class HalvesAndDoublesTheResolution(_Parts):
         return self.conv_out(F.silu(h + self.embedding(h, t, c)[:, :, None, None]))
 
 
-@mutant("denoiser", "global random state", "test_deterministic", "test_inputs_are_left_unchanged_and_no_random_numbers_drawn")
+@mutant(
+    "denoiser",
+    "global random state",
+    "test_deterministic",
+    "test_inputs_are_left_unchanged_and_no_random_numbers_drawn",
+)
 class DropoutLeftOnInEval(_Parts):
     """F.dropout(h, 0.1) without training=self.training: dropout runs in evaluation too."""
 

@@ -111,7 +111,9 @@ def run_mutant(m: Mutant, *, only_killers: bool = False, max_examples: int = 3) 
     outcomes: list[Outcome] = []
     for cls in contracts_for(m.role, m.name):
         if only_killers:
-            outcomes += [run_test(cls, name, max_examples=max_examples) for name in m.killed_by if name in contract_tests(cls)]
+            outcomes += [
+                run_test(cls, name, max_examples=max_examples) for name in m.killed_by if name in contract_tests(cls)
+            ]
         else:
             outcomes += run_contract(cls, first=m.killed_by, max_examples=max_examples)
     return outcomes
