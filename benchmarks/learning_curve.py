@@ -386,8 +386,11 @@ def relative_costs(timing: dict[str, Any], reference: str, unit: float | None, n
 
 
 def train_command(recipe: Recipe, common: list[str], layout: Layout, resume: bool) -> list[str]:
+    # Ctrl-C (SIGINT) must reach the trainer, which saves a checkpoint on it; a process started in the
+    # background by a shell inherits SIGINT ignored, so the handler is put back first.
     boot = (
-        "import sys, torch; torch.set_num_threads(int(sys.argv.pop(1))); "
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "import torch; torch.set_num_threads(int(sys.argv.pop(1))); "
         "from modiff.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     cmd = [sys.executable, "-c", boot, str(recipe.threads), "train", str(ROOT / recipe.file)]
@@ -408,7 +411,98 @@ class Job:
     log: Any
 
 
-def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any, only: list[str] | None) -> None:
+# ---------------------------------------------------------------------------- sharing the encoder stage
+#
+# Recipes that differ only after the encoder stage (the text embedder, the
+# denoiser, the optimiser...) would train the very same autoencoder, bit for
+# bit (the core's determinism). So the first of them trains it, and the others
+# start from a copy of its run directory as it stood when that stage ended:
+# the encoder's weights, a state that says the stage is done (with the
+# donor's training seconds for it, so every curve still counts the stage),
+# and the stage's metrics; `modiff train --resume` then continues. This reads
+# the run-directory layout of this version of modiff (settings.toml,
+# state.json, components/encoder*, metrics.jsonl); when it cannot, the recipe
+# simply trains its own encoder.
+
+ENCODER_KEYS = ("data", "encoder")
+
+
+def encoder_key(recipe: Recipe, common: list[str]) -> str | None:
+    """What decides the trained autoencoder; ``None`` when there is no encoder stage."""
+    from modiff.settings import load
+
+    d = load([ROOT / recipe.file], [*common, *recipe.sets]).to_dict()
+    if not d["train"]["encoder"]["steps"]:
+        return None
+    run = {k: d["run"][k] for k in ("seed", "precision", "device", "deterministic")}
+    return json.dumps({**{k: d[k] for k in ENCODER_KEYS}, "train.encoder": d["train"]["encoder"], "run": run,
+                       "nproc": recipe.nproc}, sort_keys=True)
+
+
+class EncoderDonors:
+    """Watches runs that train an encoder and seeds other runs from them."""
+
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        #: recipe name -> training seconds at the end of its encoder stage (exactly, from its state file)
+        self.seconds: dict[str, float] = {}
+
+    def watch(self, name: str) -> None:
+        """Record the donor's encoder seconds the moment its state says the stage is done."""
+        if name in self.seconds:
+            return
+        state = read_json(self.layout.runs / name / "state.json", {}) or {}
+        done = state.get("stages_done") or []
+        if done == ["encoder"] and not state.get("stage"):
+            self.seconds[name] = float(state.get("train_seconds", 0.0))
+        elif "encoder" in done:  # the next stage moved on before we looked: add up the stage's logged windows
+            seconds, previous = 0.0, 0
+            for rec in (json.loads(ln) for ln in (self.layout.runs / name / "metrics.jsonl").read_text().splitlines()
+                        if '"stage": "encoder"' in ln):
+                if rec.get("steps_per_s"):
+                    seconds += (rec["step"] - previous) / rec["steps_per_s"]
+                previous = rec["step"]
+            self.seconds[name] = seconds
+
+    def ready(self, name: str) -> bool:
+        return name in self.seconds and (self.layout.runs / name / "components" / "encoder.safetensors").is_file()
+
+    def seed(self, donor: str, recipe: Recipe, common: list[str]) -> bool:
+        """Start ``recipe``'s run directory from ``donor``'s encoder stage."""
+        import shutil
+
+        from modiff.settings import load
+
+        src, dst = self.layout.runs / donor, self.layout.runs / recipe.name
+        tmp = self.layout.runs / f".{recipe.name}.seeding"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            (tmp / "components").mkdir(parents=True)
+            shutil.copy2(src / "components" / "encoder.safetensors", tmp / "components" / "encoder.safetensors")
+            if (src / "components" / "encoder").is_dir():
+                shutil.copytree(src / "components" / "encoder", tmp / "components" / "encoder")
+            resolved = load([ROOT / recipe.file], [*common, *recipe.sets, f'run.name="{recipe.name}"',
+                                                   f'run.runs_dir="{self.layout.runs}"'])
+            (tmp / "settings.toml").write_text(resolved.to_toml())
+            donor_state = read_json(src / "state.json", {}) or {}
+            state = {k: v for k, v in donor_state.items() if k not in ("stage", "step", "stages_done", "train_seconds")}
+            state.update(stages_done=["encoder"], step=0, train_seconds=self.seconds[donor], seeded_from=donor)
+            (tmp / "state.json").write_text(json.dumps(state))
+            lines = [ln for ln in (src / "metrics.jsonl").read_text().splitlines() if '"stage": "encoder"' in ln]
+            (tmp / "metrics.jsonl").write_text("".join(ln + "\n" for ln in lines))
+            os.replace(tmp, dst)
+            return True
+        except OSError as exc:
+            print(f"could not start {recipe.name} from {donor}'s encoder ({exc}); it trains its own", flush=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+
+
+# ---------------------------------------------------------------------------- scheduling
+
+
+def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any, only: list[str] | None,
+                share: bool = True) -> None:
     recipes = [Recipe(**r) for r in plan["recipes"].values()]
     todo = [r for r in recipes if (read_json(layout.status(r.name), {}) or {}).get("status") != "done"]
     if only:
@@ -416,6 +510,8 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
     for r in todo:
         if r.cores > cores:
             raise UsageError(f"recipe {r.name} needs {r.cores} cores (@threads x @nproc) but --cores is {cores}")
+    keys = {r.name: encoder_key(r, plan["common"]) for r in recipes} if share else {}
+    donors = EncoderDonors(layout)
     running: list[Job] = []
     layout.logs.mkdir(parents=True, exist_ok=True)
 
@@ -429,37 +525,57 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
                 j.proc.kill()
         raise KeyboardInterrupt
 
+    def plan_start(r: Recipe) -> str:
+        """"start", "wait" (a running recipe is training the same encoder) or "seeded"."""
+        key = keys.get(r.name)
+        if key is None or (layout.runs / r.name / "settings.toml").exists():
+            return "start"
+        same = [o.name for o in recipes if o.name != r.name and keys.get(o.name) == key]
+        for o in same:
+            donors.watch(o)
+            if donors.ready(o):
+                return "seeded" if donors.seed(o, r, plan["common"]) else "start"
+        busy = any(j.recipe.name in same for j in running)
+        return "wait" if busy else "start"
+
     previous = signal.signal(signal.SIGTERM, stop_all)
     try:
         while todo or running:
+            for j in running:
+                donors.watch(j.recipe.name)
             free = cores - sum(j.recipe.cores for j in running)
             for r in list(todo):
-                if r.cores <= free:
-                    todo.remove(r)
-                    resume = (layout.runs / r.name / "settings.toml").exists()
-                    cmd = train_command(r, plan["common"], layout, resume)
-                    log = open(layout.logs / f"{r.name}.log", "ab")  # noqa: SIM115 - open while the job runs
-                    log.write(f"\n$ {shlex.join(cmd)}\n".encode())
-                    log.flush()
-                    env = {**os.environ, "OMP_NUM_THREADS": str(r.threads), "MKL_NUM_THREADS": str(r.threads)}
-                    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-                    running.append(Job(r, proc, time.time(), log))
-                    free -= r.cores
-                    print(f"[{time.strftime('%H:%M:%S')}] started {r.name}" + (" (resuming)" if resume else ""),
-                          flush=True)
+                if r.cores > free:
+                    continue
+                how = plan_start(r)
+                if how == "wait":
+                    continue
+                todo.remove(r)
+                resume = (layout.runs / r.name / "settings.toml").exists()
+                cmd = train_command(r, plan["common"], layout, resume)
+                log = open(layout.logs / f"{r.name}.log", "ab")  # noqa: SIM115 - open while the job runs
+                log.write(f"\n$ {shlex.join(cmd)}\n".encode())
+                log.flush()
+                env = {**os.environ, "OMP_NUM_THREADS": str(r.threads), "MKL_NUM_THREADS": str(r.threads)}
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                running.append(Job(r, proc, time.time(), log))
+                free -= r.cores
+                note = " (encoder from another recipe)" if how == "seeded" else " (resuming)" if resume else ""
+                print(f"[{time.strftime('%H:%M:%S')}] started {r.name}{note}", flush=True)
             time.sleep(2)
             for j in list(running):
-                pid, wait_status, usage = os.wait4(j.proc.pid, os.WNOHANG)
+                pid, wait_status, ru = os.wait4(j.proc.pid, os.WNOHANG)
                 if pid == 0:
                     continue
                 rc = j.proc.returncode = os.waitstatus_to_exitcode(wait_status)
                 running.remove(j)
                 j.log.close()
-                usage = {"cpu_user_seconds": usage.ru_utime, "cpu_sys_seconds": usage.ru_stime}
                 old = read_json(layout.status(j.recipe.name), {}) or {}
                 wall = float(old.get("wall_seconds", 0.0)) + time.time() - j.started
                 status = {"status": "done" if rc == 0 else "failed", "returncode": rc, "wall_seconds": wall,
-                          "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **usage}
+                          "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                          "cpu_user_seconds": float(old.get("cpu_user_seconds", 0.0)) + ru.ru_utime,
+                          "cpu_sys_seconds": float(old.get("cpu_sys_seconds", 0.0)) + ru.ru_stime}
                 atomic_write(layout.status(j.recipe.name), json.dumps(status, indent=1))
                 print(f"[{time.strftime('%H:%M:%S')}] {j.recipe.name} {status['status']} (exit {rc}, "
                       f"{wall:.0f} s wall); log: {layout.logs / (j.recipe.name + '.log')}", flush=True)
@@ -604,6 +720,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-timing", action="store_true", help="skip the step-cost measurement")
     p.add_argument("--retime", action="store_true", help="measure the step costs again")
     p.add_argument("--only", action="append", default=None, help="train only these recipes now")
+    p.add_argument("--no-share", action="store_true",
+                   help="every recipe trains its own encoder (default: recipes with the same data, encoder and encoder "
+                   "stage start from the first one's)")
     p.add_argument("--report-only", action="store_true", help="write the tables and plots from what is there")
     p.add_argument("--title", default="", help="plot title (default: the output folder's name)")
     p.add_argument("--_timing", action="store_true", help=argparse.SUPPRESS)
@@ -654,7 +773,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"step-cost measurement failed (exit {rc}); the curves are drawn without the equivalent axis")
         write_results(plan, layout, args.ref_step_seconds, title)
         run_recipes(plan, layout, args.cores, lambda: write_results(plan, layout, args.ref_step_seconds, title),
-                    args.only)
+                    args.only, share=not args.no_share)
         result = write_results(plan, layout, args.ref_step_seconds, title)
         print(markdown(result))
         return 0
