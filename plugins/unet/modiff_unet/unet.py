@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+import modiff
 from modiff.protocols import Conditioning, DenoiserSpec
 
 from .config import UNetSettings
@@ -694,15 +695,14 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 
-def build(settings: UNetSettings, context: Any) -> UNet:
+def build(settings: UNetSettings, context: modiff.BuildContext) -> UNet:
     """Resolve the settings against the run (head, classes, context width) and build the UNet."""
     spec: DenoiserSpec | None = getattr(context, "denoiser_spec", None)
     if spec is None:
         raise ValueError("the UNet needs context.denoiser_spec (the assembly sets it before building the denoiser)")
     head = settings.head
     if head == "auto":
-        task = getattr(getattr(context, "run", None), "task", "text-to-image")
-        head = "segment" if task == "segmentation" else "denoise"
+        head = spec.head
     num_classes = settings.num_classes if settings.num_classes is not None else spec.num_classes
     given, from_spec = settings.cross_attention_dim, spec.conditioning.context_dim
     if given is not None and from_spec is not None and given != from_spec:

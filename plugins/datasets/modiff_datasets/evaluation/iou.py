@@ -8,9 +8,13 @@ yourself by sizing the training set).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+import modiff
+from modiff.tasks import segment
 
 
 def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> list[float | None]:
@@ -25,7 +29,7 @@ def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int
 
 
 class IoUEvaluator:
-    """Segments held-out images with ``pipeline.segment`` and scores the maps."""
+    """Segments held-out images with :func:`modiff.tasks.segment` and scores the maps."""
 
     def __init__(self, num_images: int, seed_offset: int, batch_size: int):
         self.num_images = num_images
@@ -38,7 +42,7 @@ class IoUEvaluator:
             return type(dataset)(settings.model_copy(update={"seed": settings.seed + self.seed_offset}))
         return dataset
 
-    def evaluate(self, pipeline: Any, *, prompts: Any = None) -> dict[str, Any]:
+    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> dict[str, Any]:
         dataset = pipeline.components.dataset
         if dataset is None or not getattr(dataset, "num_classes", 0):
             raise ValueError("the iou evaluator needs a dataset with masks (num_classes > 0)")
@@ -51,7 +55,7 @@ class IoUEvaluator:
             batch.append(data[i])
             if len(batch) == self.batch_size or i == indices[-1]:
                 images = torch.stack([e.image for e in batch])
-                predicted.append(pipeline.segment(images))
+                predicted.append(segment(pipeline, images))
                 truth.append(torch.stack([e.mask for e in batch]))
                 batch = []
         pred, true = torch.cat(predicted), torch.cat(truth)
