@@ -415,13 +415,16 @@ class Job:
 #
 # Recipes that differ only after the encoder stage (the text embedder, the
 # denoiser, the optimiser...) would train the very same autoencoder, bit for
-# bit (the core's determinism). So the first of them trains it, and the others
-# start from a copy of its run directory as it stood when that stage ended:
-# the encoder's weights, a state that says the stage is done (with the
-# donor's training seconds for it, so every curve still counts the stage),
-# and the stage's metrics; `modiff train --resume` then continues. This reads
-# the run-directory layout of this version of modiff (settings.toml,
-# state.json, components/encoder*, metrics.jsonl); when it cannot, the recipe
+# bit (the core's determinism). So the first of them trains it; the moment its
+# run commits the checkpoint that ends the encoder stage, that checkpoint's
+# encoder is copied into an encoder cache (``--encoder-cache``, shared between
+# sweeps if you point them at the same folder), keyed by everything the
+# encoder depends on. Every other recipe with the same key starts from a run
+# folder holding that encoder as its one committed checkpoint, with the
+# donor's training seconds for the stage (so every curve still counts it) and
+# the stage's metrics; `modiff train --resume` continues from there. This
+# reads the run-folder layout of modiff's checkpoints (LATEST,
+# checkpoints/NNNNNN/{state.json, components/}); when it cannot, the recipe
 # simply trains its own encoder.
 
 ENCODER_KEYS = ("data", "encoder")
@@ -439,61 +442,79 @@ def encoder_key(recipe: Recipe, common: list[str]) -> str | None:
                        "nproc": recipe.nproc}, sort_keys=True)
 
 
-class EncoderDonors:
-    """Watches runs that train an encoder and seeds other runs from them."""
+class EncoderCache:
+    """Trained encoders by key: filled from runs that train one, read by runs that need one."""
 
-    def __init__(self, layout: Layout):
-        self.layout = layout
-        #: recipe name -> training seconds at the end of its encoder stage (exactly, from its state file)
-        self.seconds: dict[str, float] = {}
+    def __init__(self, folder: Path, runs: Path):
+        self.folder, self.runs = folder, runs
 
-    def watch(self, name: str) -> None:
-        """Record the donor's encoder seconds the moment its state says the stage is done."""
-        if name in self.seconds:
+    def entry(self, key: str) -> Path:
+        import hashlib
+
+        return self.folder / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def has(self, key: str) -> bool:
+        return (self.entry(key) / "info.json").is_file()
+
+    def collect(self, name: str, key: str | None) -> None:
+        """If run ``name`` has committed the end of its encoder stage, keep a copy of that encoder."""
+        import shutil
+
+        if key is None or self.has(key):
             return
-        state = read_json(self.layout.runs / name / "state.json", {}) or {}
-        done = state.get("stages_done") or []
-        if done == ["encoder"] and not state.get("stage"):
-            self.seconds[name] = float(state.get("train_seconds", 0.0))
-        elif "encoder" in done:  # the next stage moved on before we looked: add up the stage's logged windows
-            seconds, previous = 0.0, 0
-            for rec in (json.loads(ln) for ln in (self.layout.runs / name / "metrics.jsonl").read_text().splitlines()
-                        if '"stage": "encoder"' in ln):
-                if rec.get("steps_per_s"):
-                    seconds += (rec["step"] - previous) / rec["steps_per_s"]
-                previous = rec["step"]
-            self.seconds[name] = seconds
+        run = self.runs / name
+        for state_file in sorted((run / "checkpoints").glob("[0-9]*/state.json")):
+            state = read_json(state_file, {}) or {}
+            if state.get("stages_done") != ["encoder"] or state.get("stage") is not None:
+                continue
+            entry, tmp = self.entry(key), self.folder / f".{self.entry(key).name}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                tmp.mkdir(parents=True)
+                components = state_file.parent / "components"
+                shutil.copy2(components / "encoder.safetensors", tmp / "encoder.safetensors")
+                if (components / "encoder").is_dir():
+                    shutil.copytree(components / "encoder", tmp / "encoder")
+                metrics = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if '"stage": "encoder"' in ln]
+                info = {"key": json.loads(key), "train_seconds": state.get("train_seconds", 0.0), "from": str(run),
+                        "metrics": metrics}
+                (tmp / "info.json").write_text(json.dumps(info, indent=1))
+                os.replace(tmp, entry)
+            except OSError:  # the checkpoint went away under us (tidied): another chance at the next one
+                shutil.rmtree(tmp, ignore_errors=True)
+            return
 
-    def ready(self, name: str) -> bool:
-        return name in self.seconds and (self.layout.runs / name / "components" / "encoder.safetensors").is_file()
-
-    def seed(self, donor: str, recipe: Recipe, common: list[str]) -> bool:
-        """Start ``recipe``'s run directory from ``donor``'s encoder stage."""
+    def seed(self, key: str, recipe: Recipe, common: list[str]) -> bool:
+        """Start ``recipe``'s run folder from the cached encoder."""
+        import datetime
         import shutil
 
         from modiff.settings import load
 
-        src, dst = self.layout.runs / donor, self.layout.runs / recipe.name
-        tmp = self.layout.runs / f".{recipe.name}.seeding"
+        entry, dst = self.entry(key), self.runs / recipe.name
+        info = read_json(entry / "info.json", {}) or {}
+        tmp = self.runs / f".{recipe.name}.seeding"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            (tmp / "components").mkdir(parents=True)
-            shutil.copy2(src / "components" / "encoder.safetensors", tmp / "components" / "encoder.safetensors")
-            if (src / "components" / "encoder").is_dir():
-                shutil.copytree(src / "components" / "encoder", tmp / "components" / "encoder")
+            components = tmp / "checkpoints" / "000001" / "components"
+            components.mkdir(parents=True)
+            shutil.copy2(entry / "encoder.safetensors", components / "encoder.safetensors")
+            if (entry / "encoder").is_dir():
+                shutil.copytree(entry / "encoder", components / "encoder")
             resolved = load([ROOT / recipe.file], [*common, *recipe.sets, f'run.name="{recipe.name}"',
-                                                   f'run.runs_dir="{self.layout.runs}"'])
+                                                   f'run.runs_dir="{self.runs}"'])
             (tmp / "settings.toml").write_text(resolved.to_toml())
-            donor_state = read_json(src / "state.json", {}) or {}
-            state = {k: v for k, v in donor_state.items() if k not in ("stage", "step", "stages_done", "train_seconds")}
-            state.update(stages_done=["encoder"], step=0, train_seconds=self.seconds[donor], seeded_from=donor)
-            (tmp / "state.json").write_text(json.dumps(state))
-            lines = [ln for ln in (src / "metrics.jsonl").read_text().splitlines() if '"stage": "encoder"' in ln]
-            (tmp / "metrics.jsonl").write_text("".join(ln + "\n" for ln in lines))
+            state = {"format": "modiff/1", "components": ["encoder"], "previous": None, "stage": None,
+                     "stages_done": ["encoder"], "step": 0, "train_seconds": float(info.get("train_seconds", 0.0)),
+                     "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                     "seeded_from": info.get("from")}
+            (components.parent / "state.json").write_text(json.dumps(state, indent=2))
+            (tmp / "LATEST").write_text("000001\n")
+            (tmp / "metrics.jsonl").write_text("".join(ln + "\n" for ln in info.get("metrics", [])))
             os.replace(tmp, dst)
             return True
         except OSError as exc:
-            print(f"could not start {recipe.name} from {donor}'s encoder ({exc}); it trains its own", flush=True)
+            print(f"could not start {recipe.name} from the cached encoder ({exc}); it trains its own", flush=True)
             shutil.rmtree(tmp, ignore_errors=True)
             return False
 
@@ -502,7 +523,7 @@ class EncoderDonors:
 
 
 def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any, only: list[str] | None,
-                share: bool = True) -> None:
+                share: bool = True, encoder_cache: Path | None = None) -> None:
     recipes = [Recipe(**r) for r in plan["recipes"].values()]
     todo = [r for r in recipes if (read_json(layout.status(r.name), {}) or {}).get("status") != "done"]
     if only:
@@ -511,7 +532,7 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
         if r.cores > cores:
             raise UsageError(f"recipe {r.name} needs {r.cores} cores (@threads x @nproc) but --cores is {cores}")
     keys = {r.name: encoder_key(r, plan["common"]) for r in recipes} if share else {}
-    donors = EncoderDonors(layout)
+    cache = EncoderCache(encoder_cache or layout.out / "encoders", layout.runs)
     running: list[Job] = []
     layout.logs.mkdir(parents=True, exist_ok=True)
 
@@ -530,19 +551,16 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
         key = keys.get(r.name)
         if key is None or (layout.runs / r.name / "settings.toml").exists():
             return "start"
-        same = [o.name for o in recipes if o.name != r.name and keys.get(o.name) == key]
-        for o in same:
-            donors.watch(o)
-            if donors.ready(o):
-                return "seeded" if donors.seed(o, r, plan["common"]) else "start"
-        busy = any(j.recipe.name in same for j in running)
+        if cache.has(key):
+            return "seeded" if cache.seed(key, r, plan["common"]) else "start"
+        busy = any(keys.get(j.recipe.name) == key for j in running)
         return "wait" if busy else "start"
 
     previous = signal.signal(signal.SIGTERM, stop_all)
     try:
         while todo or running:
             for j in running:
-                donors.watch(j.recipe.name)
+                cache.collect(j.recipe.name, keys.get(j.recipe.name))
             free = cores - sum(j.recipe.cores for j in running)
             for r in list(todo):
                 if r.cores > free:
@@ -724,6 +742,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="every recipe trains its own encoder (default: recipes with the same data, encoder and encoder "
                    "stage start from the first one's)")
     p.add_argument("--report-only", action="store_true", help="write the tables and plots from what is there")
+    p.add_argument("--timing-only", action="store_true", help="measure the step costs, train nothing")
+    p.add_argument("--encoder-cache", type=Path, default=None, metavar="DIR",
+                   help="where trained encoders are kept for recipes with the same encoder stage (default OUT/encoders;"
+                   " give sweeps the same folder to share between them)")
     p.add_argument("--title", default="", help="plot title (default: the output folder's name)")
     p.add_argument("--_timing", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -772,8 +794,14 @@ def main(argv: list[str] | None = None) -> int:
             if rc != 0:
                 print(f"step-cost measurement failed (exit {rc}); the curves are drawn without the equivalent axis")
         write_results(plan, layout, args.ref_step_seconds, title)
+        if args.timing_only:
+            costs = (read_json(layout.out / "curves.json", {}) or {}).get("costs", {})
+            for name, c in costs.get("recipes", {}).items():
+                print(f"{name:<24} step cost {c['denoiser_relative']:.2f} x {costs['reference']}, stages before the "
+                      f"denoiser {c['fixed_reference_steps']:.0f} reference steps, {c['denoiser_params']} parameters")
+            return 0
         run_recipes(plan, layout, args.cores, lambda: write_results(plan, layout, args.ref_step_seconds, title),
-                    args.only, share=not args.no_share)
+                    args.only, share=not args.no_share, encoder_cache=args.encoder_cache)
         result = write_results(plan, layout, args.ref_step_seconds, title)
         print(markdown(result))
         return 0
