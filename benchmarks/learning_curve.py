@@ -456,6 +456,25 @@ class EncoderCache:
     def has(self, key: str) -> bool:
         return (self.entry(key) / "info.json").is_file()
 
+    def claim(self, key: str, pid: int) -> None:
+        """Say that process ``pid`` trains this encoder, so other sweeps wait for it instead of training it too."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.folder / f"{self.entry(key).name}.training", str(pid))
+
+    def claimed_elsewhere(self, key: str, mine: set[int]) -> bool:
+        """Another live process (not one of ``mine``) is training this encoder."""
+        try:
+            pid = int((self.folder / f"{self.entry(key).name}.training").read_text())
+        except (OSError, ValueError):
+            return False
+        if pid in mine:
+            return False
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+
     def collect(self, name: str, key: str | None) -> None:
         """If run ``name`` has committed the end of its encoder stage, keep a copy of that encoder."""
         import shutil
@@ -554,7 +573,7 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
         if cache.has(key):
             return "seeded" if cache.seed(key, r, plan["common"]) else "start"
         busy = any(keys.get(j.recipe.name) == key for j in running)
-        return "wait" if busy else "start"
+        return "wait" if busy or cache.claimed_elsewhere(key, {j.proc.pid for j in running}) else "start"
 
     previous = signal.signal(signal.SIGTERM, stop_all)
     try:
@@ -577,6 +596,8 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
                 env = {**os.environ, "OMP_NUM_THREADS": str(r.threads), "MKL_NUM_THREADS": str(r.threads)}
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
                 running.append(Job(r, proc, time.time(), log))
+                if how == "start" and not resume and keys.get(r.name) is not None:
+                    cache.claim(keys[r.name], proc.pid)
                 free -= r.cores
                 note = " (encoder from another recipe)" if how == "seeded" else " (resuming)" if resume else ""
                 print(f"[{time.strftime('%H:%M:%S')}] started {r.name}{note}", flush=True)
