@@ -154,11 +154,28 @@ def test_truncation_keeps_the_first_tokens_and_warns() -> None:
 
 def test_gradients_reach_words_positions_and_layers() -> None:
     e = fitted().train()
-    out = e.embed(["a red circle at the top left and a blue square at the bottom right"])
-    out.tokens.pow(2).sum().backward()
-    for name in ("words.weight", "positions", "layers.0.qkv.weight", "layers.1.mlp.0.weight", "norm.weight"):
-        grad = dict(e.named_parameters())[name].grad
-        assert grad is not None and bool(grad.abs().sum() > 0), name
+    prompt = ["a red circle at the top left and a blue square at the bottom right"]
+    tokens = e.embed(prompt).tokens
+    (tokens * torch.randn(tokens.shape, generator=torch.Generator().manual_seed(0))).sum().backward()
+    params = dict(e.named_parameters())
+    for name in ("words.weight", "positions", "layers.0.qkv.weight", "layers.0.out.weight", "layers.1.mlp.0.weight",
+                 "layers.1.mlp.2.weight", "norm.weight"):
+        assert params[name].grad is not None and bool(params[name].grad.abs().sum() > 0), name
+
+
+def test_an_untrained_embedder_already_tells_the_words_apart() -> None:
+    """Before any training the tokens of a prompt must differ (the denoiser learns from them at once):
+    an untrained attention layer that averages over the prompt must not swamp the words."""
+    e = fitted()
+    with torch.no_grad():
+        out = e.embed(["a red circle at the top left"])
+    t = torch.nn.functional.normalize(out.tokens[0][out.mask[0]], dim=-1)
+    cos = t @ t.T
+    off_diagonal = (cos.sum() - cos.diagonal().sum()) / (cos.numel() - len(cos))
+    assert float(off_diagonal) < 0.3
+    with torch.no_grad():
+        red, blue = e.embed(["a red circle", "a blue circle"]).tokens[:, 2]
+    assert float(torch.nn.functional.cosine_similarity(red, blue, dim=0)) < 0.5
 
 
 # ---------------------------------------------------------------- settings
