@@ -1,46 +1,129 @@
 """Time `modiff demo` end to end and print its prompt accuracy.
 
     python benchmarks/demo.py [--out DIR] [--set train.steps=...]
+    python benchmarks/demo.py --compare configs/demo-baseline.toml [--json FILE]
 
 Runs the demo exactly as a new user would (a fresh output directory), then
 prints the wall time, the training time and the accuracy figures the demo's
 evaluator wrote (overall, per attribute, one- and two-object, held-out pairs).
+
+``--compare FILE`` runs the demo twice in one go, one after the other on the
+same machine: first with the settings in FILE (the old demo, kept as a file),
+then with the demo's own settings; it prints both, the wall-time ratio
+new / old, and the machine's load before, between and after (``uptime``),
+since other work on the machine slows both runs alike only when it is steady.
+Each demo is evaluated by its own settings' evaluator (the defaults: 300
+prompts, half of them two-object, at least 90 naming a held-out pair).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+KEYS = ("accuracy", "one_object_accuracy", "two_object_accuracy", "holdout_accuracy", "colour_accuracy",
+        "shape_accuracy", "position_accuracy", "count_accuracy", "num_prompts", "num_two_object", "num_holdout")
+TARGETS = {"one_object_accuracy": 0.95, "two_object_accuracy": 0.6, "holdout_accuracy": 0.5}
+MAX_RATIO = 0.55
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("bench-demo"))
-    parser.add_argument("--set", dest="sets", action="append", default=[])
-    args = parser.parse_args()
-    if args.out.exists():
-        shutil.rmtree(args.out)
-    cmd = [sys.executable, "-m", "modiff", "demo", "--out", str(args.out), "--quiet"]
-    for s in args.sets:
+# `modiff demo` trains the settings packaged with modiff; to run it on another
+# settings file (the old demo) this boot script points the command at that file.
+_BOOT = (
+    "import sys\n"
+    "from pathlib import Path\n"
+    "import modiff.commands.demo as demo\n"
+    "settings = sys.argv.pop(1)\n"
+    "if settings:\n"
+    "    demo.demo_settings_path = lambda: Path(settings)\n"
+    "from modiff.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def run_demo(out: Path, sets: list[str], settings: str | None = None) -> dict[str, object]:
+    """One `modiff demo` into a fresh ``out``: its wall time and evaluation."""
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-c", _BOOT, str(Path(settings).resolve()) if settings else "", "demo", "--out", str(out),
+           "--quiet"]
+    for s in sets:
         cmd += ["--set", s]
     started = time.perf_counter()
-    result = subprocess.run(cmd)
+    result = subprocess.run(cmd, check=False)
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        print(f"modiff demo failed with exit code {result.returncode}")
-        return result.returncode
-    ev = json.loads((args.out / "evaluation.json").read_text())
-    print(f"\nwall time {wall:.0f} s (target 600 s); training {ev.get('train_seconds', 0):.0f} s")
-    for key in ("accuracy", "one_object_accuracy", "two_object_accuracy", "holdout_accuracy",
-                "colour_accuracy", "shape_accuracy", "position_accuracy", "count_accuracy", "num_prompts"):
-        if key in ev:
-            print(f"{key:<22} {ev[key]}")
-    print("targets: one-object >= 0.9, two-object >= 0.5")
+        return {"returncode": result.returncode, "wall_seconds": wall}
+    ev = json.loads((out / "evaluation.json").read_text())
+    return {"returncode": 0, "wall_seconds": wall, "train_seconds": ev.get("train_seconds"),
+            **{k: ev[k] for k in KEYS if k in ev}}
+
+
+def show(name: str, r: dict[str, object]) -> None:
+    print(f"\n{name}: wall time {r['wall_seconds']:.0f} s; training {r.get('train_seconds') or 0:.0f} s")
+    for key in KEYS:
+        if key in r:
+            print(f"  {key:<22} {r[key]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench-demo"))
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="override a setting of the (new) demo")
+    parser.add_argument("--compare", metavar="SETTINGS", default=None,
+                        help="also run the demo on these settings first (the old demo) and compare")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
+    args = parser.parse_args()
+
+    if args.compare is None:
+        r = run_demo(args.out, args.sets)
+        if r["returncode"]:
+            print(f"modiff demo failed with exit code {r['returncode']}")
+            return int(r["returncode"])  # type: ignore[arg-type]
+        show("modiff demo", r)
+        print(f"targets: one-object >= {TARGETS['one_object_accuracy']}, two-object >= "
+              f"{TARGETS['two_object_accuracy']}, held-out pairs >= {TARGETS['holdout_accuracy']}; wall < 600 s")
+        if args.json:
+            args.json.write_text(json.dumps({"demo": r, "uptime": uptime()}, indent=1))
+        return 0
+
+    if not Path(args.compare).is_file():
+        print(f"--compare: {args.compare} does not exist")
+        return 2
+    loads = {"before": uptime()}
+    old = run_demo(args.out / "old", [], args.compare)
+    loads["between"] = uptime()
+    new = run_demo(args.out / "new", args.sets)
+    loads["after"] = uptime()
+    for name, r in (("old demo (" + args.compare + ")", old), ("new demo", new)):
+        if r["returncode"]:
+            print(f"{name} failed with exit code {r['returncode']}")
+            return int(r["returncode"])  # type: ignore[arg-type]
+        show(name, r)
+    ratio = float(new["wall_seconds"]) / float(old["wall_seconds"])  # type: ignore[arg-type]
+    print(f"\nwall-time ratio new / old: {ratio:.2f} (target <= {MAX_RATIO})")
+    print("| | old | new | target |\n|---|---|---|---|")
+    print(f"| wall s | {old['wall_seconds']:.0f} | {new['wall_seconds']:.0f} | ratio {ratio:.2f} <= {MAX_RATIO} |")
+    for key, target in TARGETS.items():
+        print(f"| {key} | {old.get(key)} | {new.get(key)} | >= {target} |")
+    for when, text in loads.items():
+        print(f"uptime {when}: {text}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"old": old, "new": new, "ratio": ratio, "compare": args.compare,
+                                         "sets": args.sets, "uptime": loads}, indent=1))
     return 0
 
 

@@ -24,7 +24,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModiffError, PluginError, RunError, SettingsError, TruncationWarning, WeightsError
+from .errors import (
+    ModiffError,
+    PluginError,
+    RunError,
+    SettingsError,
+    TruncationWarning,
+    UnknownWordWarning,
+    WeightsError,
+)
 from .hookspecs import Factory, Register, RegisterTask, hookimpl
 from .plugins import ComponentSettings, NoSettings, Registration, Registry, registry, registry_from
 from .protocols import (
@@ -122,6 +130,7 @@ __all__ = [
     "Trainable",
     "TrainingStep",
     "TruncationWarning",
+    "UnknownWordWarning",
     "WeightsError",
     "atomic_save_tensors",
     "atomic_write_text",

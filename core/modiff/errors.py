@@ -55,3 +55,11 @@ class TruncationWarning(UserWarning):
 
         warnings.filterwarnings("ignore", category=modiff.TruncationWarning)
     """
+
+
+class UnknownWordWarning(UserWarning):
+    """A prompt word is not in a text embedder's vocabulary; it is embedded as unknown.
+
+    One category for every text embedder with a fitted vocabulary (word2vec, the
+    text transformer), so that one filter covers them all.
+    """

@@ -101,6 +101,7 @@ class ClipTextEmbedder(nn.Module):
         skip_layers: int = 0,
         needs_training: bool = False,
         source: str | None = None,
+        joint_training: bool = False,
     ):
         super().__init__()
         self.model = model
@@ -110,8 +111,8 @@ class ClipTextEmbedder(nn.Module):
         self.source = source
         #: True for a freshly built small CLIP: the core then runs its contrastive stage.
         self.needs_training = needs_training
-        #: Frozen while the denoiser trains (its embeddings can be cached).
-        self.joint_training = False
+        #: Fine-tuned with the denoiser when true; otherwise frozen (its embeddings are cached).
+        self.joint_training = bool(joint_training)
         self._check()
 
     # ------------------------------------------------------------------ build
@@ -119,12 +120,24 @@ class ClipTextEmbedder(nn.Module):
     @classmethod
     def from_settings(cls, settings: ClipSettings, captions: Iterable[str], image_size: int) -> ClipTextEmbedder:
         if settings.pretrained is not None:
-            return cls.from_pretrained(settings.pretrained, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers)
+            return cls.from_pretrained(
+                settings.pretrained,
+                max_tokens=settings.max_tokens,
+                skip_layers=settings.skip_layers,
+                joint_training=settings.joint_training,
+            )
         tokenizer = train_tokenizer(captions, settings.vocab_size)
         config = tiny_config(settings, tokenizer, image_size)
         with quiet():
             model = CLIPModel(config)
-        return cls(model, tokenizer, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers, needs_training=True)
+        return cls(
+            model,
+            tokenizer,
+            max_tokens=settings.max_tokens,
+            skip_layers=settings.skip_layers,
+            needs_training=True,
+            joint_training=settings.joint_training,
+        )
 
     @classmethod
     def from_saved(cls, settings: ClipSettings, folder: Path) -> ClipTextEmbedder:
@@ -134,15 +147,27 @@ class ClipTextEmbedder(nn.Module):
             config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
             model = CLIPModel(config)
         tokenizer = load_tokenizer(Path(folder))
-        return cls(model, tokenizer, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers, needs_training=True)
+        return cls(
+            model,
+            tokenizer,
+            max_tokens=settings.max_tokens,
+            skip_layers=settings.skip_layers,
+            needs_training=True,
+            joint_training=settings.joint_training,
+        )
 
     @classmethod
-    def from_pretrained(cls, path: str, *, max_tokens: int = 77, skip_layers: int = 0) -> ClipTextEmbedder:
+    def from_pretrained(
+        cls, path: str, *, max_tokens: int = 77, skip_layers: int = 0, joint_training: bool = False
+    ) -> ClipTextEmbedder:
         """A text encoder and tokenizer from a local folder (see :func:`resolve_pretrained`)."""
         model_dir, token_dir = resolve_pretrained(path)
         model = load_text_model(model_dir)
         tokenizer = load_tokenizer(token_dir)
-        return cls(model, tokenizer, max_tokens=max_tokens, skip_layers=skip_layers, source=str(path))
+        return cls(
+            model, tokenizer, max_tokens=max_tokens, skip_layers=skip_layers, source=str(path),
+            joint_training=joint_training,
+        )
 
     def _check(self) -> None:
         config = self.text_model.config

@@ -35,6 +35,13 @@ class ClipSettings(modiff.ComponentSettings):
     skip_layers: int = Field(
         0, ge=0, description="Use the hidden state this many layers before the last (Stable Diffusion's 'clip skip')."
     )
+    joint_training: bool = Field(
+        False,
+        description=(
+            "Fine-tune the text tower with the denoiser on the denoising loss (after its contrastive stage, if any); "
+            "false keeps it frozen, so its embeddings are computed once per caption."
+        ),
+    )
     width: int = Field(64, ge=8, description="Text tower width (the embedding dimension).")
     layers: int = Field(2, ge=1, description="Text tower transformer layers.")
     heads: int = Field(4, ge=1, description="Text tower attention heads (must divide width).")

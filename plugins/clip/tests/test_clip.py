@@ -121,6 +121,16 @@ class TestClipSkipLayersContract(TestClipContract):
     settings: ClassVar[dict[str, Any]] = {**TINY, "skip_layers": 1}
 
 
+class TestClipJointContract(TestClipContract):
+    """Fine-tuned with the denoiser (``joint_training = true``): gradients reach the text tower."""
+
+    settings: ClassVar[dict[str, Any]] = {**TINY, "joint_training": True}
+
+    def test_joint_training_is_the_setting(self) -> None:
+        assert self.build().joint_training is True
+        assert self.build(joint_training=False).joint_training is False
+
+
 class TestClipPretrainedContract(TextEmbedderContract):
     """A text encoder loaded from a Hugging Face folder on disk."""
 

@@ -56,6 +56,13 @@ class ScheduleSettings(modiff.ComponentSettings):
         "none", description="Per-sample loss weights: none, or min-SNR-gamma (Hang et al. 2023)."
     )
     snr_gamma: float = Field(5.0, gt=0, description="gamma of min-SNR weighting.")
+    timestep_shift: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Training timesteps t = T * s u / (1 + (s - 1) u), u uniform in [0, 1): 1 draws them uniformly; "
+        "s > 1 draws noisier ones more often (where the layout, and so the prompt, is decided), s < 1 cleaner ones.",
+    )
 
     @model_validator(mode="after")
     def _zero_snr_needs_x0_information(self) -> ScheduleSettings:

@@ -230,9 +230,18 @@ class NoiseSchedule:
     def sample_timesteps(
         self, batch_size: int, *, generator: torch.Generator | None = None, device: Any = None
     ) -> torch.Tensor:
-        """Uniform integer timesteps in ``[0, T)`` (int64, ``[batch_size]``)."""
+        """Integer timesteps in ``[0, T)`` (int64, ``[batch_size]``): uniform, or with
+        ``timestep_shift = s`` the uniform ``u`` mapped to ``s u / (1 + (s - 1) u)``
+        (the time shift of Esser et al. 2024), which moves draws towards noisier
+        timesteps for ``s > 1`` (the median becomes ``s / (1 + s)`` of the way)."""
         gen_device = generator.device if generator is not None else "cpu"
-        t = torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator, device=gen_device)
+        n = self.num_train_timesteps
+        shift = float(getattr(self.settings, "timestep_shift", 1.0))
+        if shift == 1.0:  # the plain draw, kept exactly as it always was
+            t = torch.randint(0, n, (batch_size,), generator=generator, device=gen_device)
+        else:
+            u = torch.rand(batch_size, generator=generator, device=gen_device, dtype=torch.float64)
+            t = (n * shift * u / (1 + (shift - 1) * u)).long().clamp_(0, n - 1)
         return t if device is None else t.to(device)
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:

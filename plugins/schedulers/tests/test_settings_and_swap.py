@@ -150,3 +150,32 @@ def test_stochastic_flag() -> None:
     for name, (opts, stochastic) in flags.items():
         assert build(name, opts).stochastic is stochastic
     assert build("ddim").stochastic is False and build("euler-ancestral", {"eta": 0.0}).stochastic is False
+
+
+# ---------------------------------------------------------------- timestep shift
+
+
+def test_timestep_shift_one_is_the_plain_uniform_draw() -> None:
+    plain = build_one("scheduler", "ddim", {})
+    same = build_one("scheduler", "ddim", {"timestep_shift": 1.0})
+    a = plain.sample_timesteps(64, generator=torch.Generator().manual_seed(3))
+    b = same.sample_timesteps(64, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert torch.equal(a, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("shift", [0.5, 3.0])
+def test_timestep_shift_moves_the_draws(shift: float) -> None:
+    s = build_one("scheduler", "unipc", {"timestep_shift": shift})
+    t = s.sample_timesteps(20_000, generator=torch.Generator().manual_seed(0))
+    assert t.dtype == torch.int64 and int(t.min()) >= 0 and int(t.max()) <= 999
+    expected_median = 1000 * shift / (1 + shift)  # the shift maps u = 1/2 to s / (1 + s)
+    assert abs(float(t.float().median()) - expected_median) < 15
+    again = s.sample_timesteps(20_000, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(t, again), "deterministic for a seeded generator"
+
+
+@pytest.mark.parametrize("value", [0, -1, 101])
+def test_timestep_shift_must_be_positive_and_sane(value: float) -> None:
+    with pytest.raises(ValidationError, match="timestep_shift"):
+        ScheduleSettings(timestep_shift=value)

@@ -44,6 +44,12 @@ class UNetSettings(modiff.ComponentSettings):
         description="Width of the context the transformer blocks cross-attend to; default: the conditioner's "
         "context width. Without any, the transformer blocks only self-attend.",
     )
+    attention_positions: bool = Field(
+        False,
+        description="Add each pixel's position (sines and cosines of its coordinates, through a learned map that "
+        "starts at zero) to the tokens of every transformer block, so attention knows where a pixel is and "
+        "cross-attention can bind the words naming a place to that place. Off: SD's layout.",
+    )
     use_linear_projection: bool = Field(
         False, description="Linear layers instead of 1x1 convolutions around the transformer blocks (SD 2.x style)."
     )

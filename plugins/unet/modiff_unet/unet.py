@@ -217,6 +217,25 @@ class BasicTransformerBlock(nn.Module):
         return self.ff(self.norm3(x)) + x
 
 
+#: Frequencies (times pi) of the position features: 1, 2, 4, 8 cycles over the grid.
+POSITION_FREQUENCIES = 4
+
+
+def position_features(height: int, width: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``[height * width, 4 * POSITION_FREQUENCIES]``: sines and cosines of each pixel's
+    coordinates (pixel centres, scaled to [-1, 1]), row-major like the tokens.
+
+    They depend on where a pixel is relative to the grid, not on the grid's size
+    in pixels, so one learned map serves every resolution a UNet is run at.
+    """
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height * 2 - 1
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width * 2 - 1
+    grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
+    freq = math.pi * 2.0 ** torch.arange(POSITION_FREQUENCIES, device=device, dtype=torch.float32)
+    angles = torch.cat([grid_y.reshape(-1, 1) * freq, grid_x.reshape(-1, 1) * freq], dim=1)
+    return torch.cat([angles.sin(), angles.cos()], dim=1).to(dtype)
+
+
 class Transformer2D(nn.Module):
     """Feature maps -> tokens -> transformer blocks -> feature maps, plus the input.
 
@@ -236,11 +255,17 @@ class Transformer2D(nn.Module):
         groups: int,
         linear: bool,
         dropout: float,
+        positions: bool = False,
     ):
         super().__init__()
         inner = heads * head_dim
         self.norm = nn.GroupNorm(groups, channels, eps=TRANSFORMER_GROUPNORM_EPS)
         self.proj_in: nn.Module = nn.Linear(channels, inner) if linear else nn.Conv2d(channels, inner, 1)
+        # Starts at zero: with positions on, the block begins as the plain one and learns to use them.
+        self.pos_proj: nn.Linear | None = None
+        if positions:
+            self.pos_proj = nn.Linear(4 * POSITION_FREQUENCIES, inner, bias=False)
+            nn.init.zeros_(self.pos_proj.weight)
         self.transformer_blocks = nn.ModuleList(
             BasicTransformerBlock(inner, heads, head_dim, context_dim, dropout) for _ in range(depth)
         )
@@ -252,6 +277,8 @@ class Transformer2D(nn.Module):
         # it as one to the flattened tokens is the same map and measurably faster on CPUs.
         tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, height * width, c)
         tokens = F.linear(tokens, _matrix(self.proj_in), self.proj_in.bias)
+        if self.pos_proj is not None:
+            tokens = tokens + self.pos_proj(position_features(height, width, device=x.device, dtype=tokens.dtype))
         for block in self.transformer_blocks:
             tokens = block(tokens, context, mask)
         tokens = F.linear(tokens, _matrix(self.proj_out), self.proj_out.bias)
@@ -514,6 +541,7 @@ class UNet(nn.Module):
                 groups=groups,
                 linear=settings.use_linear_projection,
                 dropout=dropout,
+                positions=settings.attention_positions,
             )
 
         # Time (denoising head only) and conditioning vector, summed into one embedding.

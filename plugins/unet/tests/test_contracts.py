@@ -61,3 +61,12 @@ class TestUNetSegmentationWithVector(DenoiserContract):
     )
     segmentation = True  # head "auto" follows [run] task = "segmentation"
     size_multiple = 2
+
+
+class TestUNetAttentionPositions(DenoiserContract):
+    """Position features added to every transformer block's tokens, at any input size."""
+
+    plugin = "unet"
+    settings: ClassVar[dict[str, Any]] = {**TINY, "attention_positions": True}
+    spec = DenoiserSpec(in_channels=4, out_channels=4, sample_size=8, conditioning=ConditioningSpec(0, 16, None))
+    size_multiple = 3

@@ -189,3 +189,49 @@ def test_heads_follow_head_dim_or_heads() -> None:
     attn = lambda u, level: u.down_blocks[level].attentions[0].transformer_blocks[0].attn1  # noqa: E731
     assert (attn(by_dim, 0).heads, attn(by_dim, 1).heads) == (2, 4)
     assert (attn(by_heads, 0).head_dim, attn(by_heads, 1).head_dim) == (4, 8)
+
+
+# ---------------------------------------------------------------- attention positions
+
+
+def test_position_features_are_coordinates_not_pixels() -> None:
+    from modiff_unet.unet import POSITION_FREQUENCIES, position_features
+
+    small = position_features(2, 2, device=torch.device("cpu"), dtype=torch.float32)
+    assert small.shape == (4, 4 * POSITION_FREQUENCIES)
+    # the lowest frequency's sine of y: pixel centres at -0.5 and +0.5 of the grid
+    torch.testing.assert_close(small[:, 0], torch.tensor([-1.0, -1.0, 1.0, 1.0]))
+    big = position_features(4, 4, device=torch.device("cpu"), dtype=torch.float32)
+    assert len({tuple(row.tolist()) for row in big}) == 16, "every pixel has its own features"
+
+
+def test_positions_start_as_the_plain_unet_and_are_trained() -> None:
+    plain, placed = make(), make({"attention_positions": True})
+    extra = set(placed.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.endswith("pos_proj.weight") for k in extra)
+    placed.load_state_dict({**placed.state_dict(), **plain.state_dict()})
+    x, t, cond = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(placed(x, t, cond), plain(x, t, cond))
+    placed.train()
+    placed(x, t, cond).square().sum().backward()
+    grads = [p.grad for n, p in placed.named_parameters() if n.endswith("pos_proj.weight")]
+    assert grads and all(g is not None and bool(g.abs().sum() > 0) for g in grads)
+
+
+def test_positions_tell_pixels_apart() -> None:
+    """With positions, a block's output at two pixels differs even where its input is identical."""
+    from modiff_unet.unet import Transformer2D
+
+    torch.manual_seed(0)
+    block = Transformer2D(8, heads=2, head_dim=4, depth=1, context_dim=None, groups=4, linear=False, dropout=0.0,
+                          positions=True).eval()
+    with torch.no_grad():
+        block.pos_proj.weight.normal_()
+        x = torch.randn(1, 8, 1, 1).expand(1, 8, 4, 4).contiguous()
+        out = block(x, None, None)
+    assert not torch.allclose(out[0, :, 0, 0], out[0, :, 3, 3], atol=1e-4)
+    block.pos_proj = None
+    with torch.no_grad():
+        same = block(x, None, None)
+    torch.testing.assert_close(same[0, :, 0, 0], same[0, :, 3, 3])

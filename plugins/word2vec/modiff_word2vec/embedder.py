@@ -38,10 +38,6 @@ SPECIALS = ("<unk>", "<empty>")
 _MAX_REPORTED_UNKNOWN = 10_000
 
 
-class UnknownWordWarning(UserWarning):
-    """A prompt word has no vector; it is embedded as the ``<unk>`` vector."""
-
-
 
 def sinusoidal_positions(length: int, dim: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``[length, dim]`` sine/cosine position encodings (Vaswani et al.).
@@ -222,7 +218,7 @@ class Word2VecEmbedder(nn.Module):
                 warnings.warn(
                     "the word2vec embedder has no vectors yet (it is fitted on the captions in the fit stage of "
                     "`modiff train`, or set vectors = \"PATH\"); every word is embedded as <unk> until then",
-                    UnknownWordWarning,
+                    modiff.UnknownWordWarning,
                     stacklevel=3,
                 )
             return
@@ -237,7 +233,7 @@ class Word2VecEmbedder(nn.Module):
             warnings.warn(
                 f"unknown word {shown!r}: it is not among the {len(self.words)} words of the word2vec vocabulary "
                 f"and is embedded as the <unk> vector{note}",
-                UnknownWordWarning,
+                modiff.UnknownWordWarning,
                 stacklevel=3,
             )
 

@@ -16,7 +16,6 @@ from modiff.testing import build_one, plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 from modiff.workflows import train_run
 
-
 PARAMS = {"dim": 8, "epochs": 2, "depth": 1, "heads": 2}
 
 

@@ -18,9 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import modiff
+from modiff import UnknownWordWarning
 from modiff.testing import build_one
 from modiff.testing.contracts import TextEmbedderContract
-from modiff_word2vec.embedder import UnknownWordWarning, Word2VecEmbedder, sinusoidal_positions
+from modiff_word2vec.embedder import Word2VecEmbedder, sinusoidal_positions
 from modiff_word2vec.text import tokenize
 from modiff_word2vec.vectors import detect_format
 

@@ -1,0 +1,68 @@
+"""The text transformer inside the core's training loop: fitted in the
+text-embedder stage, trained with the denoiser, saved, restored, deterministic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from modiff.pipeline import Pipeline
+from modiff.runs import RunDir
+from modiff.settings import load_settings, resolve
+from modiff.testing import build_one, plugin_registry
+from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
+from modiff.workflows import train_run
+
+PARAMS = {"width": 16, "depth": 1, "heads": 2}
+
+
+def settings(tmp_path: Path, registry: Any, **train: Any) -> Any:
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"]["runs_dir"] = str(tmp_path)
+    data["text_embedder"] = {"plugin": "transformer", **PARAMS}
+    data["train"].update(train)
+    return resolve(load_settings(base=data, environ={}), registry)
+
+
+def test_fitted_trained_jointly_saved_and_restored(tmp_path: Path, use_registry: Any) -> None:
+    registry = use_registry(plugin_registry(ToyPlugin(), entry_points=True))
+    run = RunDir(tmp_path / "toy")
+    trained = train_run(settings(tmp_path, registry), run, progress=False)
+    text = trained.components.text_embedder
+    assert not text.needs_training and text.joint_training
+    assert {"red", "square"} <= set(text.vocabulary.words)
+    saved = json.loads((run.assets("text_embedder") / "vocabulary.json").read_text())
+    assert saved["words"] == text.vocabulary.words
+
+    # The denoiser stage changed every part of it (nothing here is pretrained).
+    fresh = build_one("text_embedder", "transformer", PARAMS, registry_=registry)
+    fresh.fit(trained.components.dataset.captions())
+    for name, value in fresh.state_dict().items():
+        assert not torch.equal(value, text.state_dict()[name]), f"{name} was not trained"
+
+    loaded = Pipeline.load(run, registry=registry).components.text_embedder
+    assert not loaded.needs_training and loaded.vocabulary.words == text.vocabulary.words
+    prompts = ["a red square", "a blue square", ""]
+    with torch.no_grad():
+        a, b = text.eval().embed(prompts), loaded.eval().embed(prompts)
+    assert torch.equal(a.mask, b.mask)
+    torch.testing.assert_close(b.tokens, a.tokens, rtol=0, atol=0)
+
+
+def test_same_settings_same_weights(tmp_path: Path, use_registry: Any) -> None:
+    """Determinism: two runs of the same settings train the same text transformer, bit for bit."""
+    registry = use_registry(plugin_registry(ToyPlugin(), entry_points=True))
+    runs = []
+    for name in ("a", "b"):
+        run = RunDir(tmp_path / name / "toy")
+        train_run(settings(tmp_path / name, registry), run, progress=False)
+        runs.append(run)
+    from safetensors.torch import load_file
+
+    a, b = (load_file(str(r.weights("text_embedder"))) for r in runs)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
