@@ -60,9 +60,21 @@ class UNetSettings(modiff.ComponentSettings):
     num_classes: int | None = Field(
         None, ge=1, description="Classes of the segmentation head; default: the dataset's number of classes."
     )
+    init_from: str | None = Field(
+        None,
+        description="Start from another run's weights, e.g. \"runs/x/components/denoiser.safetensors\": every "
+        "tensor whose name and shape match is loaded, the rest (time embedding, output layer, cross-attention "
+        "when heads or contexts differ) keeps its fresh initialisation, and what was skipped is logged. Read "
+        "when the UNet is built (relative to the current directory), so the file must exist then.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> UNetSettings:
+        if self.init_from is not None and not self.init_from.endswith(".safetensors"):
+            raise ValueError(
+                f"init_from = {self.init_from!r} must name a .safetensors file, e.g. "
+                "\"runs/x/components/denoiser.safetensors\""
+            )
         levels = len(self.channels)
         if any(c < 1 for c in self.channels):
             raise ValueError(f"channels must all be positive, got {self.channels}")
