@@ -8,11 +8,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import modiff
 import numpy as np
 import pytest
-from pydantic import Field
-
-import modiff
 from modiff import ablation as ablation_module
 from modiff.ablation import analyse, read_ablation, run_ablation, validate
 from modiff.cli import main
@@ -21,6 +19,7 @@ from modiff.stats import A_BETTER, B_BETTER, NOT_SEPARABLE
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 from modiff.toml_io import dumps
+from pydantic import Field
 
 
 class ScriptedSettings(modiff.ComponentSettings):
@@ -144,10 +143,14 @@ def test_a_typo_in_any_cell_is_reported_before_training(base: Path, tmp_path: Pa
     ("body", "message"),
     [
         ('[[variant]]\nname = "x"\n[[compare]]\na = "x"\nb = "y"\nmetrics = ["accuracy"]\n', "compare[0].b = 'y'"),
-        ('[[variant]]\nname = "pixel"\n[[variant]]\nname = "latent"\n[[compare]]\na = "latnet"\nb = "pixel"\n'
-         'metrics = ["accuracy"]\n', "did you mean 'latent'"),
-        ('[[variant]]\nname = "x"\n[[variant]]\nname = "y"\n[[compare]]\na = "x"\nb = "y"\n'
-         'metrics = ["seconds_to_threshold"]\n', "has no [threshold]"),
+        (
+            '[[variant]]\nname = "pixel"\n[[variant]]\nname = "latent"\n[[compare]]\na = "latnet"\nb = "pixel"\nmetrics = ["accuracy"]\n',
+            "did you mean 'latent'",
+        ),
+        (
+            '[[variant]]\nname = "x"\n[[variant]]\nname = "y"\n[[compare]]\na = "x"\nb = "y"\nmetrics = ["seconds_to_threshold"]\n',
+            "has no [threshold]",
+        ),
         ('[[variant]]\nname = "x"\n[[variant]]\nname = "y"\n[[compare]]\na = "x"\nb = "y"\nmetrics = []\n', "metrics"),
         ("seeds = [1, 1]\n", "repeat a seed"),
     ],
@@ -389,8 +392,8 @@ def test_report_opens_in_headless_chromium(base: Path, tmp_path: Path) -> None:
         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,900",
         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri(),
     ]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
-    # 4 sample grids, 2 curves (accuracy, seconds to it: the second has no curve of its own, so 1), 1 loss plot
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
+    # 4 sample grids, one learning curve (accuracy; the cost has none of its own), the loss plot
     images = int(dom.split('data-images="')[1].split("/")[1].split('"')[0])
     assert images == 4 + 1 + 1, dom[:500]
     assert f'data-images="{images}/{images}"' in dom, "every image and plot loaded"
