@@ -64,11 +64,13 @@ def fmt_difference(result: dict[str, Any]) -> str:
     if diff is None:
         return result.get("note") or "no data"
     d = _digits(result["metric"])
+    unit = " s" if "seconds" in result["metric"] else ""
     if math.isinf(diff["low"]) and diff["low"] < 0:
-        return f"< {_num(diff['high'], d, signed=True)}"
+        return f"< {_num(diff['high'], d, signed=True)}{unit}"
     if math.isinf(diff["high"]) and diff["high"] > 0:
-        return f"> {_num(diff['low'], d, signed=True)}"
-    return f"{_num(diff['value'], d, signed=True)} [{_num(diff['low'], d, signed=True)}, {_num(diff['high'], d, signed=True)}]"
+        return f"> {_num(diff['low'], d, signed=True)}{unit}"
+    low, high = _num(diff["low"], d, signed=True), _num(diff["high"], d, signed=True)
+    return f"{_num(diff['value'], d, signed=True)}{unit} [{low}, {high}]"
 
 
 # ---------------------------------------------------------------------------
@@ -259,14 +261,18 @@ def verdict_table(summary: dict[str, Any]) -> tuple[list[str], list[list[tuple[s
     name is blank.
     """
     metrics = list(dict.fromkeys(r["metric"] for c in summary["comparisons"] for r in c["results"]))
-    header = ["claim", "a", "b", *(f"{summary['names'].get(m, m)} (a − b)" for m in metrics)]
+    header = ["claim", "a", "b", *(summary["names"].get(m, m) for m in metrics)]
     rows = []
     for c in summary["comparisons"]:
         by_metric = {r["metric"]: r for r in c["results"]}
         row = [(c["claim"], "claim"), (c["a"], "cellname"), (c["b"], "cellname")]
         for m in metrics:
             r = by_metric.get(m)
-            row.append(("", "") if r is None else (f"{r['verdict']}|{fmt_difference(r)}", VERDICT_CLASS.get(r["verdict"], "ns")))
+            if r is None:
+                row.append(("", ""))
+                continue
+            note = f" ({r['note']})" if r.get("note") and r.get("difference") is not None else ""
+            row.append((f"{r['verdict']}|{fmt_difference(r)}{note}", VERDICT_CLASS.get(r["verdict"], "ns")))
         rows.append(row)
     return header, rows
 
@@ -332,7 +338,7 @@ def _intro(summary: dict[str, Any]) -> str:
 
 
 METHOD = (
-    "Intervals are 95 %: for accuracies a bootstrap over prompts (or images) and seeds, paired when two cells "
+    "Each comparison reads a − b: the verdict, the difference and its interval. Intervals are 95 %: for accuracies a bootstrap over prompts (or images) and seeds, paired when two cells "
     "scored the same prompts under the same seeds; for seconds to the threshold Student's (one cell) or Welch's "
     "(a difference) t over seeds. A verdict names a cell only when the interval of a − b excludes zero; "
     "it is computed, never written in the ablation file."
@@ -350,11 +356,19 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows)]
 
 
+def _cell_html(text: str) -> str:
+    """``0.81 [0.75, 0.86]`` as the value over its interval in small type (narrow columns)."""
+    value, sep, interval = text.partition(" [")
+    if not sep:
+        return html.escape(text)
+    return f'{html.escape(value)}<br><span class="ci">[{html.escape(interval)}</span>'
+
+
 def _html_table(header: list[str], rows: list[list[str]], cls: str, row_classes: list[str] | None = None) -> str:
     out = [f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for i, row in enumerate(rows):
         rc = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        out.append(f"<tr{rc}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
+        out.append(f"<tr{rc}>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 
@@ -413,7 +427,9 @@ def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tup
         for text, cls in row:
             if "|" in text and cls in ("a", "b", "ns"):
                 word, diff = text.split("|", 1)
-                cells.append(f'<td class="{cls}"><b>{html.escape(word)}</b><br><span class="diff">{html.escape(diff)}</span></td>')
+                diff, _, note = diff.partition(" (")
+                note_html = f'<br><span class="note">({html.escape(note)}</span>' if note else ""
+                cells.append(f'<td class="{cls}"><b>{html.escape(word)}</b><br>{_cell_html(diff)}{note_html}</td>')
             else:
                 cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
         verdicts.append("<tr>" + "".join(cells) + "</tr>")
@@ -443,7 +459,8 @@ td:first-child, th:first-child {{ text-align: left; }}
 table.verdicts td.claim {{ max-width: 22em; text-align: left; }}
 table.verdicts td.cellname {{ text-align: left; font-family: monospace; }}
 td.a, td.b {{ background: #e8f5e9; }} td.ns {{ color: #666; }}
-span.diff {{ font-size: 0.85em; white-space: nowrap; }}
+span.ci {{ font-size: 0.85em; color: #555; white-space: nowrap; }}
+span.note {{ font-size: 0.8em; color: #777; }}
 tr.failed td {{ background: #fee; }}
 div.failed {{ background: #fee; border: 1px solid #e99; padding: 0.5em 1em; }}
 .scroll {{ overflow-x: auto; max-width: 100%; }}
