@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from modiff.tasks import inpaint, mask_to_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +78,7 @@ def inpainting_rows(pipeline, label: str, n: int, seconds: float) -> list[tuple[
     size = pipeline.image_size
     prompts, paint = inpainting_cases(n, size)
     canvas = torch.full((n, 3, size, size), -1.0)
-    out = pipeline.inpaint(prompts, canvas, paint, seed=0)
+    out = inpaint(pipeline, prompts, canvas, paint, seed=0)
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     results = [check_image(np.ascontiguousarray(img), case.objects) for img, case in zip(pixels, cases_from_prompts(prompts, []))]
     change = float(((out - canvas).abs() * (1 - paint)).max())
@@ -111,7 +112,7 @@ def main() -> int:
     held = type(ds)(ds.settings.model_copy(update={"seed": ds.settings.seed + 1000}))
     examples = [held[i] for i in range(args.images)]
     masks = torch.stack([e.mask for e in examples])
-    made = m2i.mask_to_image([e.caption for e in examples], masks, seed=0)
+    made = mask_to_image(m2i, [e.caption for e in examples], masks, seed=0)
     rows.append(("mask-to-image foreground IoU", foreground_iou(made, masks), seconds))
 
     inp, seconds = train("inpainting.toml", args.out, args.steps)

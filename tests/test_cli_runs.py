@@ -27,7 +27,9 @@ def settings_file(tmp_path: Path, use_registry) -> Path:
 def test_train_generate_evaluate(settings_file: Path, tmp_path: Path, capsys) -> None:
     assert main(["train", str(settings_file), "--quiet"]) == 0
     run = tmp_path / "runs" / "toy"
-    assert (run / "components" / "denoiser.safetensors").is_file()
+    from modiff.runs import RunDir
+
+    assert RunDir(run).weights("denoiser").is_file()
     out = tmp_path / "grid.png"
     assert main(["generate", str(run), "a red square", "a blue square", "--n", "2", "--out", str(out), "--trajectory", "--steps", "3"]) == 0
     grid = Image.open(out)
@@ -46,7 +48,7 @@ def test_user_mistakes_exit_2(settings_file: Path, tmp_path: Path, capsys) -> No
     assert main(["train", str(settings_file), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["train", str(settings_file), "--quiet"]) == 2
-    assert "already exists; continue it with --resume" in capsys.readouterr().err
+    assert "already exists; continue it with `modiff train" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "nope"), "x"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["generate", str(tmp_path / "runs" / "toy"), "x", "--n", "0"]) == 2

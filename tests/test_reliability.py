@@ -48,7 +48,9 @@ def check_no_torn_file(run: Path) -> None:
 
 
 def final_weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {role: load_file(str(run / "components" / f"{role}.safetensors")) for role in ("denoiser", "conditioner")}
+    from modiff.runs import RunDir
+
+    return {role: load_file(str(RunDir(run).weights(role))) for role in ("denoiser", "conditioner")}
 
 
 def test_sigkill_at_random_points_then_resume_gives_identical_weights(tmp_path: Path, toy_subprocess_env) -> None:

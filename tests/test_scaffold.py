@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from modiff.runs import RunDir
+
 from modiff.cli import main
 from modiff.plugins import ROLES
 from modiff.scaffold import check_role, new_plugin, render
@@ -207,7 +209,7 @@ def test_skeletons_install_are_discovered_configured_and_pass_their_tests(tmp_pa
     resolved = json.loads(shown)
     assert resolved["denoiser"]["attention"] is True and resolved["scheduler"]["prediction_type"] == "epsilon"
     run(sys.executable, "-m", "modiff", "train", str(settings), "--quiet")
-    assert (tmp_path / "runs" / "kit" / "components" / "denoiser.safetensors").is_file()
+    assert RunDir(tmp_path / "runs" / "kit").weights("denoiser").is_file()
     result = json.loads(run(sys.executable, "-m", "modiff", "evaluate", str(tmp_path / "runs" / "kit"), "--json").stdout)
     assert result["num_prompts"] == 3 and result["prompt_sensitivity"] > 0
 

@@ -13,7 +13,8 @@ from modiff.errors import ModiffError
 from modiff.pipeline import Pipeline
 from modiff.runs import RunDir
 from modiff.settings import load_settings, resolve
-from modiff.tasks import image_context_channels, mask_context, random_paint_masks, segmentation_loss
+from modiff.assembly import BuildContext
+from modiff.tasks import BUILTIN_TASKS, inpaint, mask_context, mask_to_image, random_paint_masks, segment, segmentation_loss
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 from modiff.workflows import train_run
@@ -40,9 +41,15 @@ def trained(tmp_path: Path, task: str, **train: Any) -> tuple[Pipeline, RunDir]:
 
 
 def test_image_context_channels_per_task() -> None:
-    assert image_context_channels("text-to-image", 4, 4) == 0
-    assert image_context_channels("mask-to-image", 4, 4) == 4
-    assert image_context_channels("inpainting", 4, 4) == 5
+    class FourClasses:
+        image_size, num_classes = 8, 4
+
+    class FourLatents:
+        latent_channels, downscale = 4, 1
+
+    context = BuildContext(dataset=FourClasses(), encoder=FourLatents())  # type: ignore[arg-type]
+    channels = {task.name: task.image_context_channels(context) for task in BUILTIN_TASKS}
+    assert channels == {"text-to-image": 0, "mask-to-image": 4, "inpainting": 5, "segmentation": 0}
 
 
 def test_mask_context_is_a_one_hot_partition() -> None:
@@ -71,10 +78,10 @@ def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
     assert losses[-1] < losses[0]
     ds = pipe.components.dataset
     images = torch.stack([ds[i].image for i in range(4)])
-    masks = pipe.segment(images)
+    masks = segment(pipe, images)
     assert masks.shape == (4, 8, 8) and masks.dtype == torch.int64
     with pytest.raises(ModiffError, match="segmentation needs a run trained with"):
-        trained(tmp_path, "text-to-image")[0].segment(images)
+        segment(trained(tmp_path, "text-to-image")[0], images)
 
 
 @pytest.mark.parametrize("task", ["mask-to-image", "inpainting"])
@@ -89,7 +96,7 @@ def test_mask_to_image_generates_from_a_map(tmp_path: Path) -> None:
     pipe, _ = trained(tmp_path, "mask-to-image")
     assert pipe.components.denoiser.conv_in.in_channels == 3 + 2  # latent + one channel per class
     masks = torch.stack([pipe.components.dataset[i].mask for i in range(2)])
-    out = pipe.mask_to_image(["", "a red square"], masks, seed=0)
+    out = mask_to_image(pipe, ["", "a red square"], masks, seed=0)
     assert out.shape == (2, 3, 8, 8)
 
 
@@ -99,7 +106,7 @@ def test_trained_inpainting_changes_only_the_masked_region(tmp_path: Path) -> No
     images = torch.stack([pipe.components.dataset[i].image for i in range(2)])
     paint = torch.zeros(2, 1, 8, 8)
     paint[:, :, 2:6, 2:6] = 1
-    out = pipe.inpaint(["a red square", "a blue square"], images, paint, seed=0)
+    out = inpaint(pipe, ["a red square", "a blue square"], images, paint, seed=0)
     torch.testing.assert_close(out * (1 - paint), images * (1 - paint), rtol=0, atol=0)
     assert not torch.equal(out, images)
 
@@ -109,13 +116,13 @@ def test_training_free_inpainting_with_a_text_to_image_run(tmp_path: Path) -> No
     images = torch.stack([pipe.components.dataset[i].image for i in range(3)])
     paint = torch.zeros(3, 8, 8)
     paint[:, 4:, :] = 1
-    out = pipe.inpaint(["a green square"] * 3, images, paint, seed=1, steps=4)
+    out = inpaint(pipe, ["a green square"] * 3, images, paint, seed=1, steps=4)
     keep = (1 - paint)[:, None]
     torch.testing.assert_close(out * keep, images * keep, rtol=0, atol=0)
-    again = pipe.inpaint(["a green square"] * 3, images, paint, seed=1, steps=4)
+    again = inpaint(pipe, ["a green square"] * 3, images, paint, seed=1, steps=4)
     assert torch.equal(out, again)
     with pytest.raises(ModiffError, match="trained inpainting needs"):
-        pipe.inpaint(["x"], images[:1], paint[:1], method="trained")
+        inpaint(pipe, ["x"], images[:1], paint[:1], method="trained")
 
 
 def test_cli_segment_and_generate_with_mask_and_image(tmp_path: Path, capsys) -> None:

@@ -50,7 +50,7 @@ def test_train_writes_a_complete_run(tmp_path: Path) -> None:
     assert run.settings.is_file()
     state = run.read_state()
     assert state["stages_done"] == ["encoder", "denoiser"]
-    assert {p.name for p in run.components.iterdir()} >= {"encoder.safetensors", "denoiser.safetensors", "conditioner.safetensors"}
+    assert {p.name for p in run.checkpoint().components.iterdir()} >= {"encoder.safetensors", "denoiser.safetensors", "conditioner.safetensors"}
     metrics = run.read_metrics()
     assert [m["step"] for m in metrics if m["stage"] == "denoiser"] == [1, 2, 3, 4]
     assert all(m["loss"] == m["loss"] for m in metrics)
@@ -70,9 +70,9 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) ->
     train_run(settings(train__steps=6), full, progress=False)
 
     cut = RunDir(tmp_path / "cut")
-    from modiff import training
+    from modiff.training import losses
 
-    real = training.DenoiserLoss.__call__
+    real = losses.DenoiserLoss.__call__
     calls = {"n": 0}
 
     def interrupting(self, batch, indices, g):
@@ -81,11 +81,11 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) ->
             raise KeyboardInterrupt
         return real(self, batch, indices, g)
 
-    monkeypatch.setattr(training.DenoiserLoss, "__call__", interrupting)
+    monkeypatch.setattr(losses.DenoiserLoss, "__call__", interrupting)
     with pytest.raises(TrainingInterrupted, match="step 3; checkpoint saved"):
         train_run(settings(train__steps=6), cut, progress=False)
     assert cut.read_state()["step"] == 3
-    monkeypatch.setattr(training.DenoiserLoss, "__call__", real)
+    monkeypatch.setattr(losses.DenoiserLoss, "__call__", real)
     train_run(settings(train__steps=6), cut, resume=True, progress=False)
     for role in ("denoiser", "conditioner"):
         a, b = weights(full, role), weights(cut, role)
@@ -99,7 +99,7 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) ->
 def test_an_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     train_run(settings(), run, progress=False)
-    with pytest.raises(RunError, match="already exists; continue it with --resume"):
+    with pytest.raises(RunError, match="already exists; continue it with `modiff train .* --resume`"):
         train_run(settings(), run, progress=False)
     with pytest.raises(RunError, match="settings differ.*denoiser.hidden"):
         train_run(settings(denoiser__hidden=4), run, resume=True, progress=False)
@@ -200,7 +200,7 @@ def test_eval_every_logs_a_learning_curve_without_changing_training(tmp_path: Pa
     for role in ("denoiser", "conditioner"):
         a, b = weights(plain, role), weights(curve, role)
         assert all(torch.equal(a[k], b[k]) for k in a), f"evaluating during training changed the {role}"
-    assert curve.read_state()["train_seconds"] >= seconds[-1]
+    assert curve.read_state()["train_seconds"] == seconds[-1], "the last point is the finished training"
 
 
 def test_ema_warmup_follows_the_model_early() -> None:

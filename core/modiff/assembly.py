@@ -8,8 +8,9 @@ denoiser (shaped by all of the above) -> scheduler -> evaluator.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,25 +30,39 @@ from .protocols import (
 from .settings import ResolvedComponent, ResolvedSettings, RunSettings
 
 
+def _text_to_image() -> Any:
+    from .tasks import TextToImage
+
+    return TextToImage()
+
+
 @dataclass
 class BuildContext:
     """What a factory may know about the run and the components built before it.
 
     Attributes:
-        run: the ``[run]`` table (seed, device, precision, task).
+        run: the ``[run]`` table (seed, device, precision, task name).
+        task: the :class:`modiff.tasks.Task` the run learns.
         device: the device components should live on.
         dataset, encoder, text_embedder, conditioner: built components, or
             ``None`` when not built (yet) or not configured.
         denoiser_spec: set just before the denoiser is built.
+        assets: when building a trained run to restore it, the saved assets
+            folder of each role that has one (``Pipeline.load``). A factory that
+            would fit something to build its component (a tokenizer trained on
+            the dataset's captions) reads it from here instead: loading a run
+            does no training work.
     """
 
     run: RunSettings = field(default_factory=RunSettings)
+    task: Any = field(default_factory=_text_to_image)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dataset: Dataset | None = None
     encoder: Encoder | None = None
     text_embedder: TextEmbedder | None = None
     conditioner: Conditioner | None = None
     denoiser_spec: DenoiserSpec | None = None
+    assets: dict[str, Path] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:
@@ -82,9 +97,7 @@ class BuildContext:
     def image_context_channels(self) -> int:
         """Channels of image context the run's task concatenates (a mask, a
         masked-image latent); conditioners add them to their ``concat``."""
-        from .tasks import image_context_channels
-
-        return image_context_channels(self.run.task, self.num_classes, self.latent_channels)
+        return int(self.task.image_context_channels(self))
 
 
 @dataclass
@@ -100,6 +113,11 @@ class Components:
     denoiser: Any
     scheduler: Scheduler
     evaluator: Evaluator | None
+
+    @property
+    def task(self) -> Any:
+        """The run's :class:`modiff.tasks.Task`."""
+        return self.context.task
 
     ROLES = ("data", "encoder", "text_embedder", "conditioner", "denoiser", "scheduler", "evaluator")
 
@@ -155,11 +173,21 @@ def conditioning_spec(conditioner: Conditioner | None) -> ConditioningSpec:
     return ConditioningSpec() if conditioner is None else conditioner.spec
 
 
-def build(settings: ResolvedSettings, *, device: torch.device | str | None = None) -> Components:
+def build(
+    settings: ResolvedSettings,
+    *,
+    device: torch.device | str | None = None,
+    assets: Mapping[str, Path] | None = None,
+) -> Components:
     """Build every configured component, in dependency order, on ``device``
-    (default: the ``[run] device`` setting)."""
+    (default: the ``[run] device`` setting); ``assets`` as in :class:`BuildContext`."""
     dev = torch.device(device) if device is not None else resolve_device(settings.run.device)
-    ctx = BuildContext(run=settings.run, device=dev)
+    task = settings.task
+    if task is None:  # settings resolved by hand, without a registry
+        from .plugins import registry
+
+        task = registry().task(settings.run.task)
+    ctx = BuildContext(run=settings.run, task=task, device=dev, assets=dict(assets or {}))
     built: dict[str, Any] = {}
 
     def make(role: str) -> Any:
@@ -183,6 +211,7 @@ def build(settings: ResolvedSettings, *, device: torch.device | str | None = Non
         sample_size=ctx.latent_size,
         conditioning=conditioning_spec(ctx.conditioner),
         num_classes=ctx.num_classes,
+        head=task.head,
     )
     denoiser = make("denoiser")
     if isinstance(denoiser, torch.nn.Module):

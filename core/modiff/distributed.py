@@ -57,6 +57,15 @@ class World:
         dist.all_reduce(t)
         return float(t) / self.size
 
+    def any(self, flag: bool) -> bool:
+        """True on every rank if ``flag`` is true on any (one all-reduce): ranks
+        that decide to stop must decide it together."""
+        if self.size == 1:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._device())
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
     def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
         """Average gradients over ranks (one flat all-reduce)."""
         if self.size == 1:

@@ -117,6 +117,18 @@ def register_evaluators(register: Any) -> None:
 
 
 @hookspec
+def register_tasks(register: Any) -> None:
+    """Register tasks: what a run may name in ``[run] task``.
+
+    ``register(task)`` takes an instance of a :class:`modiff.tasks.Task`
+    subclass; its ``name`` must not clash with the core's tasks
+    (text-to-image, mask-to-image, inpainting, segmentation) or another
+    plugin's. A task says what the denoiser sees and outputs, its loss, and
+    how its samples look; see ``docs/tasks.md``.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add subcommands to the ``modiff`` command line.
 

@@ -11,22 +11,23 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from PIL import Image
 
 from .assembly import Components, build, build_component
+from .checkpoint import Checkpoint, load_component
 from .devices import autocast
-from .errors import ModiffError, RunError
+from .errors import ModiffError, RunError, WeightsError
 from .images import to_pil
 from .noise import generators, randn
 from .plugins import Registry
 from .plugins import registry as default_registry
 from .protocols import Conditioning, Scheduler
-from .runs import RunDir, load_component
+from .runs import RunDir
 from .settings import ResolvedComponent, ResolvedSettings, load
-
 
 #: Images generated per forward batch unless told otherwise (guidance doubles it).
 DEFAULT_BATCH = 64
@@ -59,17 +60,15 @@ class Pipeline:
         sets: Sequence[str] = (),
         registry: Registry | None = None,
     ) -> Pipeline:
-        """Rebuild a trained run from its directory (settings, then weights)."""
+        """Rebuild a trained run from its committed checkpoint: the settings, then
+        the weights and assets of every component the run trained. Nothing is
+        fitted or trained again (factories see ``context.assets``)."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         run.require()
+        checkpoint = run.checkpoint()
         resolved = load([run.settings], sets, registry=registry)
-        components = build(resolved, device=device)
-        restore(components, run)
-        if not run.weights("denoiser").is_file():
-            raise RunError(
-                f"{run.path} has no trained denoiser yet; finish training with "
-                f"`modiff train {run.settings} --resume`"
-            )
+        components = build(resolved, device=device, assets=_asset_folders(checkpoint))
+        restore(components, checkpoint)
         return cls(components, run)
 
     def with_sampler(self, name: str, **overrides: Any) -> Pipeline:
@@ -197,87 +196,22 @@ class Pipeline:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start : start + batch_size])
             latents = self.generate_latents(chunk, seed=seed + start, **kwargs)
-            with autocast(self.device, self.components.settings.run.precision):
-                out.append(self.components.encoder.decode(latents).float().cpu())
+            out.append(self.decode(latents))
         return torch.cat(out) if out else torch.empty(0, 3, self.image_size, self.image_size)
 
     def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[Image.Image]:
         """RGB PIL images for ``prompts`` (see :meth:`generate_latents` for the options)."""
         return to_pil(self.generate_tensor(list(prompts), **kwargs))
 
-    # -- the other tasks -------------------------------------------------
-
     @property
-    def task(self) -> str:
-        return self.components.settings.run.task
+    def task(self) -> Any:
+        """The run's :class:`modiff.tasks.Task` (its own operations, such as
+        :func:`modiff.tasks.segment`, take the pipeline)."""
+        return self.components.task
 
     @torch.inference_mode()
-    def segment(self, images: torch.Tensor) -> torch.Tensor:
-        """Class maps ``[B, H, W]`` for images ``[B, 3, H, W]`` (a ``segmentation`` run)."""
-        if self.task != "segmentation":
-            raise ModiffError(f"this run's task is {self.task!r}; segmentation needs a run trained with task = \"segmentation\"")
-        c = self.components
-        images = images.to(self.device)
-        with autocast(self.device, c.settings.run.precision):
-            x = c.encoder.encode(images)
-            cond = c.conditioner.condition(None, batch_size=len(images)) if c.conditioner is not None else Conditioning()
-            logits = c.denoiser(x, torch.zeros(len(images), device=self.device), cond).float()
-        if logits.shape[-2:] != images.shape[-2:]:
-            logits = torch.nn.functional.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        return logits.argmax(1).cpu()
-
-    def mask_to_image(self, prompts: Sequence[str], masks: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Images ``[B, 3, H, W]`` whose layout follows class maps ``masks [B, H, W]``
-        (a ``mask-to-image`` run); prompts may be empty strings."""
-        from .tasks import mask_context
-
-        if self.task != "mask-to-image":
-            raise ModiffError(f"this run's task is {self.task!r}; --mask needs a run trained with task = \"mask-to-image\"")
-        ctx = mask_context(masks, self.components.context.num_classes, self.components.context.latent_size)
-        return self._decode(self.generate_latents(list(prompts), image_context=ctx.to(self.device), **kwargs))
-
-    def inpaint(
-        self, prompts: Sequence[str], images: torch.Tensor, paint: torch.Tensor, *, method: str = "auto", **kwargs: Any
-    ) -> torch.Tensor:
-        """Repaint the region ``paint`` (``[B, 1, H, W]`` or ``[B, H, W]``, 1 =
-        new content) of ``images`` following ``prompts``; pixels outside it are
-        returned unchanged.
-
-        ``method = "trained"`` uses a run trained with ``task = "inpainting"``
-        (mask and masked-image latent as context); ``"training-free"`` works
-        with any text-to-image run by replacing the known region with the
-        noised original at every step. ``"auto"`` picks by the run's task.
-        """
-        from .tasks import blend_known, inpainting_context
-
-        c = self.components
-        if paint.dim() == 3:
-            paint = paint[:, None]
-        images, paint = images.to(self.device).float(), paint.to(self.device).float()
-        size = c.context.latent_size
-        if method == "auto":
-            method = "trained" if self.task == "inpainting" else "training-free"
-        if method == "trained":
-            if self.task != "inpainting":
-                raise ModiffError(f"this run's task is {self.task!r}; trained inpainting needs task = \"inpainting\"")
-            with torch.inference_mode():
-                ctx = inpainting_context(c.encoder, images, paint, size)
-            latents = self.generate_latents(list(prompts), image_context=ctx, **kwargs)
-        elif method == "training-free":
-            with torch.inference_mode():
-                known = c.encoder.encode(images)
-                keep = 1 - torch.nn.functional.adaptive_max_pool2d(paint, size)
-                seed = int(kwargs.get("seed", 0))
-                noise = randn(known.shape, generators([seed + 10_000 + i for i in range(len(images))]), device=self.device)
-            latents = self.generate_latents(list(prompts), wrap_model=blend_known(self.scheduler, known, keep, noise), **kwargs)
-            latents = keep * known + (1 - keep) * latents
-        else:
-            raise ModiffError(f"inpainting method {method!r} is unknown; use auto, trained or training-free")
-        painted = self._decode(latents).to(self.device)
-        return (paint * painted + (1 - paint) * images).cpu()
-
-    @torch.inference_mode()
-    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents to images ``[B, 3, H, W]`` in [-1, 1] (not clamped), on the CPU."""
         with autocast(self.device, self.components.settings.run.precision):
             return self.components.encoder.decode(latents).float().cpu()
 
@@ -288,12 +222,34 @@ class Pipeline:
         return final, traj
 
 
-def restore(components: Components, run: RunDir) -> None:
-    """Load every saved component of ``run`` into ``components``."""
+def restore(components: Components, checkpoint: Checkpoint) -> None:
+    """Load every component ``checkpoint`` holds into ``components``; a component
+    the run trained but the checkpoint lacks is a :class:`WeightsError`."""
+    from .training.plan import stages_to_train, trained_roles
+
     settings: ResolvedSettings = components.settings
+    if "denoiser" not in checkpoint.roles:
+        raise RunError(
+            f"{checkpoint.path.parent.parent} has no trained denoiser yet; finish training with "
+            f"`modiff train {checkpoint.path.parent.parent} --resume`"
+        )
+    done = set(checkpoint.stages_done) | {checkpoint.stage} if checkpoint.stage else set(checkpoint.stages_done)
+    expected = trained_roles(components, [s for s in stages_to_train(components) if s in done or s == "denoiser"])
+    for role in expected:
+        if role not in checkpoint.roles or not checkpoint.weights(role).is_file():
+            raise WeightsError(
+                f"{checkpoint.weights(role)} is missing: the run trained its {role}, and without those weights "
+                "it would generate with an untrained one. Restore the file, or train the run again."
+            )
     for role, module in components.modules():
-        if run.weights(role).is_file():
-            load_component(run, role, module, settings.components[role].registration)
+        if role in checkpoint.roles:
+            load_component(checkpoint, role, module, settings.components[role].registration)
             if hasattr(module, "needs_training"):
-                module.needs_training = False
+                module.needs_training = False  # it is trained: the run's checkpoint holds it
             module.eval()
+
+
+def _asset_folders(checkpoint: Checkpoint) -> dict[str, Path]:
+    """The saved assets of each component of ``checkpoint``, for factories that
+    would otherwise fit them (a tokenizer trained on the captions)."""
+    return {role: checkpoint.assets(role) for role in checkpoint.roles if checkpoint.assets(role).is_dir()}

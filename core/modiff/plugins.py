@@ -114,6 +114,42 @@ class Registry:
         default_factory=lambda: {role: {} for role in ROLES}
     )
     manager: pluggy.PluginManager | None = None
+    _tasks: dict[str, Any] | None = field(default=None, repr=False)
+
+    def tasks(self) -> dict[str, Any]:
+        """Every task a run may name in ``[run] task``: the core's own
+        (:data:`modiff.tasks.BUILTIN_TASKS`) and those plugins register through
+        ``register_tasks``. Collected on first use (tasks import torch)."""
+        if self._tasks is None:
+            from .tasks import BUILTIN_TASKS, Task
+
+            tasks: dict[str, Any] = {t.name: t for t in BUILTIN_TASKS}
+            owners = {name: "modiff" for name in tasks}
+            for impl in self.manager.hook.register_tasks.get_hookimpls() if self.manager is not None else []:
+
+                def register(task: Any, plugin: str = impl.plugin_name) -> None:
+                    if not isinstance(task, Task) or not _NAME.match(task.name or ""):
+                        raise PluginError(
+                            f"plugin {plugin!r} registered {task!r} as a task: a task is an instance of a "
+                            "modiff.tasks.Task subclass with a name of lower case letters, digits and dashes"
+                        )
+                    if task.name in tasks:
+                        raise PluginError(
+                            f"task {task.name!r} is registered by both {owners[task.name]!r} and {plugin!r}; "
+                            "uninstall one of them"
+                        )
+                    tasks[task.name], owners[task.name] = task, plugin
+
+                impl.function(register=register)
+            self._tasks = tasks
+        return self._tasks
+
+    def task(self, name: str) -> Any:
+        """The task called ``name``; a :class:`PluginError` listing the known ones."""
+        found = self.tasks().get(name)
+        if found is None:
+            raise PluginError(f"no task named {name!r}; tasks: {', '.join(sorted(self.tasks()))}")
+        return found
 
     def add(self, registration: Registration) -> None:
         self.components[registration.role].setdefault(registration.name, []).append(registration)

@@ -244,6 +244,9 @@ class DenoiserSpec:
         sample_size: spatial size of ``x_t`` (image size / downscale).
         conditioning: the conditioner's :class:`ConditioningSpec`.
         num_classes: classes of a segmentation target (0 when there is none).
+        head: what the run's task asks the denoiser to output: ``"denoise"``
+            (a prediction shaped like ``x_t``) or ``"segment"`` (``num_classes``
+            logits per pixel; ``t`` is ignored).
     """
 
     in_channels: int
@@ -251,6 +254,7 @@ class DenoiserSpec:
     sample_size: int
     conditioning: ConditioningSpec = field(default_factory=ConditioningSpec)
     num_classes: int = 0
+    head: str = "denoise"
 
 
 @dataclass(frozen=True)

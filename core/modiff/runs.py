@@ -1,144 +1,58 @@
-"""Run directories: where a trained pipeline lives, written so nothing is ever half-written.
+"""Run directories: where a trained pipeline lives, one writer at a time.
 
 Layout of ``runs/<name>/``::
 
-    settings.toml                 the resolved settings, every default filled in
-    state.json                    stages finished, last checkpointed step
-    components/<role>.safetensors weights for inference (EMA where kept), with the
-                                  plugin's name, distribution, version and settings
-                                  in the file's metadata
-    components/<role>/            non-tensor assets (vocabularies, tokenizers)
-    checkpoint/trainer.safetensors raw weights and optimizer state, for resume
-    checkpoint/trainer.json       step and scalars of the optimizer state
-    metrics.jsonl                 one JSON object per logged step
-    samples/                      sample grids and trajectories
+    settings.toml        the resolved settings, every default filled in
+    LATEST               names the committed checkpoint (see :mod:`modiff.checkpoint`)
+    checkpoints/NNNNNN/  complete checkpoints: the latest and the one before it
+    metrics.jsonl        one JSON object per logged step (and per evaluation)
+    samples/             sample grids and trajectories
+    .lock                locked (``flock``) by the one process writing the run
 
-Every file is written to a temporary name in the same directory, flushed,
-fsynced and renamed over the old one, so a run killed at any instant keeps
-either the old or the new file, never a torn one. Weights are only read from
-safetensors; pickle is never unpickled.
+A run is written by one process at a time: :meth:`RunDir.lock` takes an
+exclusive ``flock`` on ``.lock`` and names the holder in it. The kernel
+releases the lock when its process dies, however it dies, so a lock left by a
+killed process is never stale.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+import re
+import socket
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
+from .checkpoint import FORMAT, Checkpoint, component_metadata, latest, load_state, tidy  # noqa: F401
+from .errors import RunError
 
-from .errors import RunError, WeightsError
+# Durable writes used to live here; they are re-exported for plugins that import them from modiff.runs.
+from .files import (  # noqa: F401
+    atomic_open,
+    atomic_save_tensors,
+    atomic_write_json,
+    atomic_write_text,
+    read_tensors,
+    refused_writes_explained,
+)
 
-FORMAT = "modiff/1"
-
-
-@contextmanager
-def _replacing(path: Path) -> Iterator[tuple[int, str]]:
-    """The one rename protocol every atomic write here uses: a temporary file
-    beside ``path`` (its open descriptor and its name) that, once the body has
-    written and synced it, is renamed over ``path`` (and the directory synced);
-    on any failure it is removed and ``path`` is left as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        yield fd, tmp
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with _suppress():
-            os.unlink(tmp)
-        raise
+#: A run name is one path component: letters, digits, dots, dashes and underscores, not starting with a dot.
+RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 
 
-@contextmanager
-def atomic_open(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success it replaces ``path``."""
-    with _replacing(path) as (fd, _), os.fdopen(fd, mode) as fh:
-        yield fh
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextmanager
-def _suppress() -> Iterator[None]:
-    try:
-        yield
-    except OSError:
-        pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_open(path, "w") as fh:
-        fh.write(text)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """safetensors ``save_file`` made atomic (written beside, then renamed)."""
-    with _replacing(path) as (fd, tmp):
-        os.close(fd)  # safetensors writes by name
-        contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(contiguous, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-
-
-def atomic_copy_dir(source: Path, target: Path) -> None:
-    """Replace directory ``target`` by a copy of ``source`` (rename-swap)."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
-    old = target.with_name(f".{target.name}.old")
-    if target.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def read_tensors(path: Path, *, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file; any damage is a :class:`WeightsError`
-    naming the file."""
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    try:
-        with safe_open(str(path), framework="pt", device=str(device)) as fh:
-            metadata = dict(fh.metadata() or {})
-        tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise WeightsError(
-            f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt. "
-            "Delete it and resume from an earlier checkpoint, or retrain."
-        ) from None
-    return tensors, metadata
+def check_run_name(name: str) -> str:
+    """``name`` if it can name a run folder, else a :class:`RunError` saying what is allowed."""
+    if not RUN_NAME.match(name or ""):
+        raise RunError(
+            f"[run] name = {name!r} cannot name a run folder: use one folder name of letters, digits, '.', '-' and "
+            "'_' (at most 128, not starting with '.'), such as \"shapes-clip\"; no paths, no '..'"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -156,24 +70,6 @@ class RunDir:
         return self.path / "settings.toml"
 
     @property
-    def state_file(self) -> Path:
-        return self.path / "state.json"
-
-    @property
-    def components(self) -> Path:
-        return self.path / "components"
-
-    def weights(self, role: str) -> Path:
-        return self.components / f"{role}.safetensors"
-
-    def assets(self, role: str) -> Path:
-        return self.components / role
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.path / "checkpoint"
-
-    @property
     def metrics(self) -> Path:
         return self.path / "metrics.jsonl"
 
@@ -181,8 +77,19 @@ class RunDir:
     def samples(self) -> Path:
         return self.path / "samples"
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / ".lock"
+
     def exists(self) -> bool:
         return self.settings.is_file()
+
+    def is_run(self) -> bool:
+        """Whether this folder is a modiff run (its settings.toml was written by
+        modiff, which locks a run before writing it), not just any folder that
+        happens to hold a settings.toml."""
+        markers = (self.lock_file, self.path / "LATEST", self.path / "state.json")
+        return self.exists() and any(m.exists() for m in markers)
 
     def require(self) -> None:
         if not self.path.is_dir():
@@ -190,22 +97,72 @@ class RunDir:
         if not self.settings.is_file():
             raise RunError(f"{self.path} is not a modiff run: it has no settings.toml")
 
-    def read_state(self) -> dict[str, Any]:
-        if not self.state_file.is_file():
-            return {"format": FORMAT, "stages_done": [], "step": 0}
-        try:
-            return json.loads(self.state_file.read_text())
-        except (json.JSONDecodeError, OSError) as exc:
-            raise RunError(f"{self.state_file} is unreadable ({exc})") from None
+    # -- checkpoints -----------------------------------------------------
 
-    def write_state(self, state: dict[str, Any]) -> None:
-        atomic_write_json(self.state_file, {"format": FORMAT, **state})
+    def latest(self) -> Checkpoint | None:
+        """The committed checkpoint, or ``None`` before the first one."""
+        return latest(self.path)
+
+    def checkpoint(self) -> Checkpoint:
+        """The committed checkpoint; a :class:`RunError` saying what to do when there is none."""
+        found = self.latest()
+        if found is None:
+            raise RunError(
+                f"{self.path} has no checkpoint yet: its training stopped before the first one. "
+                f"Start it again with `modiff train {self.path} --resume`."
+            )
+        return found
+
+    def weights(self, role: str) -> Path:
+        """The weights file of ``role`` in the committed checkpoint."""
+        return self.checkpoint().weights(role)
+
+    def assets(self, role: str) -> Path:
+        """The assets folder of ``role`` in the committed checkpoint."""
+        return self.checkpoint().assets(role)
+
+    def read_state(self) -> dict[str, Any]:
+        """The committed checkpoint's state (stages done, stage, step), empty before one."""
+        found = self.latest()
+        if found is None:
+            return {"format": FORMAT, "stages_done": [], "step": 0}
+        return dict(found.state)
+
+    # -- one writer --------------------------------------------------------
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's write lock; a :class:`RunError` naming the holder when taken."""
+        import fcntl
+
+        with refused_writes_explained(self.lock_file):
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+                raise RunError(
+                    f"{self.path} is being written by {holder}; wait for it to finish (or stop it) "
+                    "before training this run again"
+                ) from None
+            me = f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])})"
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, me.encode(), 0)
+            tidy(self.path)
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    # -- metrics -----------------------------------------------------------
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one line; lines past the last checkpoint are dropped on resume."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.metrics, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        with refused_writes_explained(self.metrics):
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics.is_file():
@@ -218,86 +175,9 @@ class RunDir:
                 continue
         return out
 
-    def truncate_metrics(self, stage: str, step: int) -> None:
-        """Keep only records up to ``step`` of ``stage`` (and every other stage's)."""
-        kept = [r for r in self.read_metrics() if r.get("stage") != stage or int(r.get("step", 0)) <= step]
+    def keep_metrics(self, keep: Callable[[dict[str, Any]], bool]) -> None:
+        """Rewrite the metrics with only the records ``keep`` accepts."""
+        if not self.metrics.is_file():
+            return
+        kept = [r for r in self.read_metrics() if keep(r)]
         atomic_write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def component_metadata(role: str, registration: Any, params: Any) -> dict[str, str]:
-    return {
-        "format": FORMAT,
-        "role": role,
-        "plugin": registration.name,
-        "distribution": registration.distribution,
-        "version": registration.version,
-        "settings": json.dumps(params.model_dump(mode="json"), sort_keys=True),
-    }
-
-
-def save_component(run: RunDir, role: str, module: torch.nn.Module, registration: Any, params: Any,
-                   state: dict[str, torch.Tensor] | None = None) -> None:
-    """Write a component's weights (``state`` or its own state dict) and assets."""
-    save_assets = getattr(module, "save_assets", None)
-    if callable(save_assets):
-        tmp = run.components / f".{role}.assets-tmp"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_assets(tmp)
-        atomic_copy_dir(tmp, run.assets(role))
-        shutil.rmtree(tmp)
-    tensors = state if state is not None else module.state_dict()
-    atomic_save_tensors(run.weights(role), _unshare(tensors), component_metadata(role, registration, params))
-
-
-def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses tensors sharing memory (tied weights): copy duplicates."""
-    seen: set[tuple[int, int]] = set()
-    out = {}
-    for k, v in tensors.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else (id(v), 0)
-        out[k] = v.clone() if key in seen else v
-        seen.add(key)
-    return out
-
-
-def load_component(run: RunDir, role: str, module: torch.nn.Module, registration: Any) -> None:
-    """Restore a component's assets and weights, checking the file belongs to it."""
-    assets = run.assets(role)
-    load_assets = getattr(module, "load_assets", None)
-    if callable(load_assets) and assets.is_dir():
-        load_assets(assets)
-    path = run.weights(role)
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    tensors, metadata = read_tensors(path, device=device)
-    plugin = metadata.get("plugin")
-    if metadata.get("format") != FORMAT or plugin is None:
-        raise WeightsError(f"{path} was not written by modiff (no modiff metadata); it cannot be restored as the {role}")
-    if plugin != registration.name:
-        raise WeightsError(
-            f"{path} holds a {role} of plugin {plugin!r} ({metadata.get('distribution')}), "
-            f"but the settings ask for {registration.name!r}"
-        )
-    load_state(module, tensors, path)
-
-
-def load_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``load_state_dict(strict=True)`` with an error naming the file and the tensor."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected tensors {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        raise WeightsError(f"{path} does not fit the model: {'; '.join(parts)}")
-    for name, value in tensors.items():
-        if tuple(value.shape) != tuple(expected[name].shape):
-            raise WeightsError(
-                f"{path}: tensor {name!r} has shape {tuple(value.shape)} but the model expects "
-                f"{tuple(expected[name].shape)}; the settings differ from the ones the file was trained with"
-            )
-    module.load_state_dict(tensors, strict=True)

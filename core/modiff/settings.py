@@ -20,13 +20,14 @@ ever looked up among registered plugins.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ModiffError, SettingsError
@@ -35,6 +36,10 @@ from .plugins import registry as default_registry
 from .toml_io import dumps, parse_value
 
 ENV_PREFIX = "MODIFF_"
+
+#: A run name is one path component (``[run] name``): never "", ".", "..", a path, an absolute path, or a
+#: hidden folder; at most 128 characters, no control characters.
+RUN_NAME = re.compile(r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,127}$")
 
 #: Roles a settings file must fill; the others may be left out. ``data`` may
 #: also be left out when ``[run] image_size`` is set: a run that only
@@ -49,16 +54,33 @@ class _Table(BaseModel):
 class RunSettings(_Table):
     """``[run]``: what the run is called, where it goes and what it runs on."""
 
-    name: str = Field("run", description="Run directory name under runs_dir.")
+    name: str = Field(
+        "run",
+        description="Run directory name under runs_dir: one folder name (no '/', not starting with '.').",
+    )
     runs_dir: str = Field("runs", description="Folder that holds run directories.")
     seed: int = Field(0, description="Seed for weights, data order and noise.")
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto (CUDA when present).")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast precision.")
-    task: Literal["text-to-image", "segmentation", "inpainting", "mask-to-image"] = "text-to-image"
+    task: str = Field(
+        "text-to-image",
+        description="What the run learns: text-to-image, mask-to-image, inpainting, segmentation, or a task a "
+        "plugin registers.",
+    )
     channels_last: bool = Field(False, description="Use channels_last memory format for convolutions.")
     compile: bool = Field(False, description="torch.compile the denoiser.")
     deterministic: bool = Field(False, description="Ask torch for deterministic algorithms.")
     image_size: int | None = Field(None, ge=1, description="Image size when no dataset gives one.")
+
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str) -> str:
+        if not RUN_NAME.match(name):
+            raise ValueError(
+                "a run name is one folder name such as \"shapes-clip\": not empty, no '/' or '\\', not starting "
+                "with '.', at most 128 characters"
+            )
+        return name
 
 
 class StageSettings(_Table):
@@ -72,15 +94,15 @@ class StageSettings(_Table):
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
 
 
-class TrainSettings(_Table):
-    """``[train]``: the denoiser stage, and ``[train.encoder]``/``[train.text_embedder]``."""
+class TrainSettings(StageSettings):
+    """``[train]``: the denoiser stage (the optimisation keys of :class:`StageSettings`
+    with its own defaults, and what only the denoiser stage has), and
+    ``[train.encoder]``/``[train.text_embedder]``."""
 
     steps: int = Field(4000, ge=0)
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-4, gt=0)
     warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
     ema_decay: float = Field(0.999, ge=0, lt=1, description="0 disables EMA.")
     ema_warmup: bool = Field(
         False,
@@ -324,6 +346,8 @@ class ResolvedSettings:
     settings: Settings
     components: dict[str, ResolvedComponent]
     layers: Layers
+    #: the :class:`modiff.tasks.Task` that ``[run] task`` names
+    task: Any = None
 
     @property
     def run(self) -> RunSettings:
@@ -363,11 +387,15 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
     settings, layers = loaded.settings, loaded.layers
     problems: list[str] = []
     components: dict[str, ResolvedComponent] = {}
+    task = registry.tasks().get(settings.run.task)
+    if task is None:
+        known = ", ".join(sorted(registry.tasks()))
+        problems.append(f"[run] task = {settings.run.task!r} in {layers.origin('run', 'task')} is unknown; tasks: {known}")
     for role in ROLES:
         choice: ComponentChoice | None = getattr(settings, role)
         if choice is None:
             needed = role in REQUIRED_ROLES and not (
-                (role == "scheduler" and settings.run.task == "segmentation")
+                (role == "scheduler" and task is not None and not task.uses_scheduler)
                 or (role == "data" and settings.run.image_size is not None)
             )
             if needed:
@@ -394,7 +422,7 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
         components[role] = ResolvedComponent(role, registration, params)
     if problems:
         raise SettingsError(problems)
-    return ResolvedSettings(settings, components, layers)
+    return ResolvedSettings(settings, components, layers, task)
 
 
 def load(

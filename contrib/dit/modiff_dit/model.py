@@ -250,7 +250,7 @@ def build_dit(settings: DiTSettings, context: modiff.BuildContext) -> DiT:
             f"[denoiser] patch_size = {p} does not divide the latent size {spec.sample_size} "
             f"(image size / encoder downscale); choose one of {divisors}"
         )
-    segment = settings.head == "segment" or (settings.head == "auto" and context.run.task == "segmentation")
+    segment = settings.head == "segment" or (settings.head == "auto" and spec.head == "segment")
     num_classes = settings.num_classes or spec.num_classes
     if segment and num_classes < 2:
         raise modiff.ModiffError(

@@ -30,7 +30,7 @@ class DiTSettings(modiff.ComponentSettings):
     head: Literal["auto", "denoise", "segment"] = Field(
         "auto",
         description='"denoise": a prediction shaped like the input; "segment": per-pixel class logits and no time '
-        'input; "auto": segment when [run] task is "segmentation", else denoise.',
+        'input; "auto": what the run\'s task asks for (segment for segmentation, else denoise).',
     )
     num_classes: int | None = Field(
         None, ge=1, description="Classes of the segmentation head; default: the dataset's number of classes."

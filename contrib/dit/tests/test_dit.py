@@ -3,6 +3,8 @@ masking, errors, and use from a settings file."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ SPEC = DenoiserSpec(in_channels=4, out_channels=4, sample_size=8, conditioning=C
 
 def build(spec: DenoiserSpec = SPEC, task: str = "text-to-image", **settings: Any) -> DiT:
     torch.manual_seed(0)
+    spec = dataclasses.replace(spec, head="segment" if task == "segmentation" else "denoise")  # what the task asks
     ctx = modiff.BuildContext(run=RunSettings(task=task), denoiser_spec=spec)
     return build_one("denoiser", "dit", {**TINY, **settings}, context=ctx, registry_=REGISTRY).eval()
 

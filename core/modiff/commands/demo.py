@@ -31,9 +31,11 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..runs import RunDir, atomic_write_text
+    from ..files import atomic_write_text
+    from ..grids import write_grid, write_trajectory
+    from ..runs import RunDir
     from ..settings import load
-    from ..workflows import evaluate_run, format_table, save_evaluation, train_run, write_grid, write_trajectory
+    from ..workflows import evaluate_run, format_table, save_evaluation, train_run
 
     started = time.perf_counter()
     resolved = load([demo_settings_path()], args.sets)

@@ -27,8 +27,8 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..grids import write_grid, write_trajectory
     from ..pipeline import Pipeline
-    from ..workflows import write_grid, write_trajectory
 
     if args.n < 1:
         raise ModiffError(f"--n must be at least 1, not {args.n}")
@@ -65,8 +65,9 @@ def _with_image(pipeline, args: argparse.Namespace, out: Path, kwargs: dict) -> 
     import numpy as np
     import torch
 
+    from ..grids import colour_masks
     from ..images import from_pil, labelled_grid, save_png, to_pil
-    from ..workflows import colour_masks
+    from ..tasks import inpaint, mask_to_image
 
     if args.mask is None:
         raise ModiffError("--image needs --mask: the region to repaint (white/non-zero pixels)")
@@ -75,13 +76,13 @@ def _with_image(pipeline, args: argparse.Namespace, out: Path, kwargs: dict) -> 
     prompts = [p for p in args.prompts for _ in range(args.n)]
     if args.image is None:
         masks = mask[None].expand(len(prompts), -1, -1)
-        images = pipeline.mask_to_image(prompts, masks, **kwargs)
+        images = mask_to_image(pipeline, prompts, masks, **kwargs)
         cells = to_pil(colour_masks(mask[None])) + to_pil(images)
         labels = ["map"] + prompts
     else:
         image = from_pil(_read(args.image, "RGB", size))[None].expand(len(prompts), -1, -1, -1)
         paint = (mask > 0).float()[None, None].expand(len(prompts), -1, -1, -1)
-        images = pipeline.inpaint(prompts, image, paint, method=args.inpaint, **kwargs)
+        images = inpaint(pipeline, prompts, image, paint, method=args.inpaint, **kwargs)
         cells = to_pil(image[:1]) + to_pil(images)
         labels = ["original"] + prompts
     save_png(labelled_grid(cells, labels), out)

@@ -22,9 +22,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
+    from ..grids import colour_masks
     from ..images import from_pil, save_png, to_pil
     from ..pipeline import Pipeline
-    from ..workflows import colour_masks
+    from ..tasks import segment
 
     pipeline = Pipeline.load(args.run, device=args.device)
     size = pipeline.image_size
@@ -34,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise ModiffError(f"cannot read image {path}: {exc}") from None
         image = from_pil(original, size)[None]
-        mask = pipeline.segment(image)
+        mask = segment(pipeline, image)
         overlay = (0.5 * image + 0.5 * colour_masks(mask)).clamp(-1, 1)
         out = args.out / f"{path.stem}-segmented.png"
         save_png(to_pil(overlay)[0].resize(original.size, Image.NEAREST), out)

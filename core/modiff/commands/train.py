@@ -7,12 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from .settings import add_settings_arguments
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a run from settings (autoencoder, text embedder, denoiser)")
+    p = sub.add_parser(
+        "train",
+        help="train a run from settings (autoencoder, text embedder, denoiser)",
+        description="Train a run. SETTINGS are settings files, or the run's own folder to resume it from wherever "
+        "you stand: `modiff train runs/NAME --resume`.",
+    )
     add_settings_arguments(p)
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
     p.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
@@ -21,22 +27,50 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..settings import load
-    from ..workflows import run_dir_for, sample_prompts, train_run, write_task_grid
+def target(files: list[str], sets: list[str]) -> tuple[object, object]:
+    """The resolved settings and the run folder to train into.
 
+    A run's own folder (or its ``settings.toml``) trains into that folder,
+    wherever it lies and whatever its settings' ``runs_dir`` says, so that a
+    resumed or copied run is continued where it is. Settings files train into
+    ``<runs_dir>/<name>``.
+    """
+    from ..errors import RunError
+    from ..runs import RunDir
+    from ..settings import load
+    from ..workflows import run_dir_for
+
+    if len(files) == 1:
+        given = Path(files[0])
+        folder = given if given.is_dir() else given.parent if given.name == "settings.toml" else None
+        if folder is not None and RunDir(folder).is_run():
+            return load([folder / "settings.toml"], sets), RunDir(folder)
+        if given.is_dir():
+            raise RunError(f"{given} is a folder but not a modiff run (no settings.toml written by modiff)")
+    resolved = load(files, sets)
+    return resolved, run_dir_for(resolved)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ModiffError
+    from ..workflows import train_run
+
+    if args.nproc is not None and args.nproc < 1:
+        raise ModiffError(f"--nproc must be at least 1, not {args.nproc}")
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args)
-    resolved = load(args.files, args.sets)
-    run_dir = run_dir_for(resolved)
-    pipeline = train_run(resolved, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)
+    resolved, run_dir = target(args.files, args.sets)
+    pipeline = train_run(resolved, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)  # type: ignore[arg-type]
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    if resolved.run.task == "segmentation":
-        print(f"trained {run_dir.path}; segment images with `modiff segment {run_dir.path} IMAGE...`")
-    elif pipeline.components.dataset is not None:
-        path = write_task_grid(pipeline, sample_prompts(pipeline), run_dir.samples / "final.png")
-        print(f"trained {run_dir.path}; samples in {path}")
+    from ..workflows import sample_prompts
+
+    task = pipeline.task
+    path = None
+    if pipeline.components.dataset is not None:
+        path = task.write_samples(pipeline, sample_prompts(pipeline), run_dir.samples / "final.png")  # type: ignore[attr-defined]
+    where = f"; samples in {path}" if path is not None else ""
+    print(f"trained {run_dir.path}{where}; " + task.usage.format(run=run_dir.path))  # type: ignore[attr-defined]
     return 0
 
 

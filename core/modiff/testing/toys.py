@@ -193,7 +193,7 @@ class ToyDenoiser(nn.Module):
         assert spec is not None
         self.spec = spec
         cs = spec.conditioning
-        out = spec.num_classes if ctx.run.task == "segmentation" else spec.out_channels
+        out = spec.num_classes if spec.head == "segment" else spec.out_channels
         self.conv_in = nn.Conv2d(spec.in_channels + cs.concat_channels, s.hidden, 3, padding=1)
         self.time = nn.Linear(1, s.hidden)
         self.vec = nn.Linear(cs.vector_dim, s.hidden) if cs.vector_dim else None

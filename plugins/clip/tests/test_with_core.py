@@ -30,7 +30,7 @@ def test_trained_by_the_core_saved_and_restored(tmp_path: Path, use_registry: An
     trained = train_run(resolve(load_settings(base=data, environ={}), registry), run, progress=False)
     text = trained.components.text_embedder
     assert not text.needs_training
-    assert "text_embedder" in json.loads(run.state_file.read_text())["stages_done"]
+    assert "text_embedder" in run.read_state()["stages_done"]
 
     loaded = Pipeline.load(run, registry=registry).components.text_embedder
     assets = run.assets("text_embedder")

@@ -15,36 +15,45 @@ def test_iou_per_class_against_hand_counts() -> None:
     assert iou_per_class(pred, truth, 3) == [0.5, 2 / 3, None]
 
 
-class FakeSegmenter:
-    def __init__(self, dataset, mode: str):
+class FakePipeline:
+    def __init__(self, dataset):
         self.components = type("C", (), {"dataset": dataset})()
-        self.mode = mode
 
-    def segment(self, images: torch.Tensor) -> torch.Tensor:
+
+def fake_segment(mode: str):
+    def segment(pipeline, images: torch.Tensor) -> torch.Tensor:
         # the shapes world is black background: any bright pixel is an object
-        objects = (images.max(1).values > -0.5)
-        if self.mode == "background":
+        objects = images.max(1).values > -0.5
+        if mode == "background":
             return torch.zeros(images.shape[0], *images.shape[-2:], dtype=torch.int64)
         return objects.long() * 2  # everything is a "square"
 
+    return segment
 
-def test_iou_evaluator_scores_segmenters() -> None:
+
+def test_iou_evaluator_scores_segmenters(monkeypatch) -> None:
+    from modiff_datasets.evaluation import iou
+
     dataset = build_one("data", "shapes", {"size": 50})
     ev = build_one("evaluator", "iou", {"num_images": 40, "batch_size": 16}, context=BuildContext(dataset=dataset))
-    bg = ev.evaluate(FakeSegmenter(dataset, "background"))
+    monkeypatch.setattr(iou, "segment", fake_segment("background"))
+    bg = ev.evaluate(FakePipeline(dataset))
     assert bg["iou_class_0"] > 0.8 and bg["mean_iou"] < 0.4 and bg["num_images"] == 40
-    sq = ev.evaluate(FakeSegmenter(dataset, "squares"))
+    monkeypatch.setattr(iou, "segment", fake_segment("squares"))
+    sq = ev.evaluate(FakePipeline(dataset))
     assert sq["iou_class_0"] == 1.0, "background is found exactly from brightness"
     assert 0 < sq["iou_class_2"] < 1
     assert sq.get("iou_class_1", 0.0) == 0.0, "no pixel is predicted circle"
 
 
-def test_per_image_counts_reproduce_the_numbers_and_a_small_training_set_is_scored_on_num_images() -> None:
+def test_per_image_counts_reproduce_the_numbers_and_a_small_training_set_is_scored_on_num_images(monkeypatch) -> None:
     from modiff import stats
+    from modiff_datasets.evaluation import iou
 
     dataset = build_one("data", "shapes", {"size": 16, "max_objects": 2})
     ev = build_one("evaluator", "iou", {"num_images": 40, "batch_size": 16}, context=BuildContext(dataset=dataset))
-    result = ev.evaluate(FakeSegmenter(dataset, "squares"))
+    monkeypatch.setattr(iou, "segment", fake_segment("squares"))
+    result = ev.evaluate(FakePipeline(dataset))
     assert result["num_images"] == 40, "16 labelled masks for training, still 40 held-out images"
     per_item = result["per_item"]
     assert len(per_item["ids"]) == 40 and len(set(per_item["ids"])) == 40

@@ -2,10 +2,10 @@
 
 The run holds the settings (naming ``unet``, ``kl-autoencoder``, ``sd-clip``,
 ``sd-cross-attention`` and a sampler with the source's schedule, plus
-``[run] image_size`` instead of a dataset) and one
-``components/<role>.safetensors`` per component, written with modiff's run
-helpers so that :meth:`modiff.pipeline.Pipeline.load` restores it like a
-trained run.
+``[run] image_size`` instead of a dataset) and one checkpoint with a
+``components/<role>.safetensors`` per component, written with modiff's
+checkpoint writer so that :meth:`modiff.pipeline.Pipeline.load` restores it
+like a trained run.
 
 Memory: the components are built on the ``meta`` device only to learn the
 names and shapes they expect; then each component's tensors are read one
@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 import modiff
-from modiff.runs import RunDir, atomic_save_tensors, atomic_write_text, component_metadata
+from modiff.checkpoint import CheckpointWriter, component_metadata
+from modiff.runs import RunDir, atomic_write_text
 
 from . import configs, layout
 from .layout import Rename
@@ -366,12 +367,19 @@ def component_tensors(
     return out
 
 
-def write_component(run: RunDir, role: str, resolved: Any, tensors: dict[str, torch.Tensor]) -> None:
-    """The component's weights with modiff's metadata (plugin, distribution, version, settings)."""
-    atomic_save_tensors(run.weights(role), tensors, component_metadata(role, resolved.registration, resolved.params))
+class _CopiedAssets:
+    """Stands for a component whose assets are a folder already written."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def save_assets(self, directory: Path) -> None:
+        shutil.copytree(self.folder, directory, dirs_exist_ok=True)
 
 
 WEIGHTED_ROLES = ("encoder", "text_embedder", "conditioner", "denoiser")
+#: Where an imported run keeps the text encoder's config and tokenizer (its `pretrained` folder).
+IMPORTED_TEXT = Path("imported") / "text_embedder"
 
 
 def _meta_components(resolved: modiff.ResolvedSettings) -> Any:
@@ -424,27 +432,35 @@ def import_sd(
         shutil.rmtree(tmp)
     staging = RunDir(tmp)
     try:
-        text_folder = staging.assets("text_embedder")
+        # The text encoder's config and tokenizer: the `pretrained` folder its settings name (outside the
+        # checkpoints, so the path stays valid), and a copy in the checkpoint as the component's assets.
+        text_folder = tmp / IMPORTED_TEXT
         write_text_assets(src, text_folder)
         staged = resolve(settings_table(src, final, text_folder, precision=precision, image_size=image_size))
         components = _meta_components(staged)
         parameters: dict[str, int] = {}
-        for role, module in components.modules():
-            name = next((p for p, r in ROLES.items() if r == role), None)
-            part = src.parts[name] if name is not None else None
-            expected = module.state_dict()
-            extra = _encoder_statistics(src, expected) if role == "encoder" else {}
-            say(f"writing {role} ({type(module).__name__})")
-            tensors = component_tensors(role, expected, part, extra, src.described_by(name) if name else "")
-            write_component(staging, role, staged.components[role], tensors)
-            parameters[role] = sum(t.numel() for t in tensors.values())
-            del tensors
-        final_text = RunDir(final).assets("text_embedder")
-        settings = resolve(settings_table(src, final, final_text, precision=precision, image_size=image_size))
-        atomic_write_text(staging.settings, settings.to_toml())
-        staging.write_state(
-            {"stages_done": ["encoder", "text_embedder", "denoiser"], "step": 0, "imported_from": str(src.path)}
-        )
+        with CheckpointWriter(tmp) as writer:
+            for role, module in components.modules():
+                name = next((p for p, r in ROLES.items() if r == role), None)
+                part = src.parts[name] if name is not None else None
+                expected = module.state_dict()
+                extra = _encoder_statistics(src, expected) if role == "encoder" else {}
+                say(f"writing {role} ({type(module).__name__})")
+                tensors = component_tensors(role, expected, part, extra, src.described_by(name) if name else "")
+                resolved = staged.components[role]
+                assets = _CopiedAssets(text_folder) if role == "text_embedder" else None
+                writer.save_component(
+                    role, tensors, component_metadata(role, resolved.registration, resolved.params), assets
+                )
+                parameters[role] = sum(t.numel() for t in tensors.values())
+                del tensors
+            final_text = final / IMPORTED_TEXT
+            settings = resolve(settings_table(src, final, final_text, precision=precision, image_size=image_size))
+            atomic_write_text(staging.settings, settings.to_toml())
+            writer.commit(
+                {"stages_done": ["encoder", "text_embedder", "denoiser"], "stage": None, "step": 0,
+                 "imported_from": str(src.path)}
+            )
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from modiff.runs import RunDir
 
 CAPTIONS = [
     "a red circle",
@@ -137,7 +138,7 @@ def _load(path: str) -> dict[str, torch.Tensor]:
 
 def _tensors(run: Path) -> dict[str, dict[str, torch.Tensor]]:
     roles = ("denoiser", "encoder", "text_embedder")
-    return {role: _load(str(run / "components" / f"{role}.safetensors")) for role in roles}
+    return {role: _load(str(RunDir(run).weights(role))) for role in roles}
 
 
 def assert_same_tensors(a: Path, b: Path) -> None:

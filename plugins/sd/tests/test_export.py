@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from modiff.runs import RunDir
 from _sd_tiny import CAPTIONS, assert_same_tensors, modiff_images, reference_images
 from safetensors.torch import load_file, save_file
 
@@ -73,7 +74,7 @@ def _copy_run(imported: Path, tmp_path: Path) -> Path:
 
 def test_per_channel_latent_statistics_are_refused(imported: Path, tmp_path: Path) -> None:
     run = _copy_run(imported, tmp_path)
-    path = run / "components" / "encoder.safetensors"
+    path = RunDir(run).weights("encoder")
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as fh:

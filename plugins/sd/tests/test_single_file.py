@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from modiff.runs import RunDir
 from _sd_tiny import CAPTIONS, LATENT, assert_same_tensors, modiff_images, reference_images
 from safetensors.torch import load_file, save_file
 
@@ -101,7 +102,7 @@ def test_weights_are_stored_in_the_runs_precision(tiny_sd: tuple[Path, Any], sin
     import_sd(single_file, run, tokenizer_dir=tiny_sd[0] / "tokenizer", image_size=LATENT * 8, precision="bf16")
     settings = tomllib.loads((run / "settings.toml").read_text())
     assert settings["run"]["precision"] == "bf16"
-    unet = load_file(str(run / "components" / "denoiser.safetensors"))
+    unet = load_file(str(RunDir(run).weights("denoiser")))
     assert {t.dtype for t in unet.values()} == {torch.bfloat16}
     images = Pipeline.load(run, device="cpu").generate_tensor([CAPTIONS[0]], seed=0, steps=2, guidance=3.0)
     assert images.shape == (1, 3, LATENT * 8, LATENT * 8) and bool(torch.isfinite(images).all())

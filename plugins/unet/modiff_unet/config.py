@@ -55,26 +55,23 @@ class UNetSettings(modiff.ComponentSettings):
     head: Literal["auto", "denoise", "segment"] = Field(
         "auto",
         description='"denoise": a prediction shaped like the input; "segment": per-pixel class logits and no time '
-        'input; "auto": segment when [run] task is "segmentation", else denoise.',
+        'input; "auto": what the run\'s task asks for (segment for segmentation, else denoise).',
     )
     num_classes: int | None = Field(
         None, ge=1, description="Classes of the segmentation head; default: the dataset's number of classes."
     )
     init_from: str | None = Field(
         None,
-        description="Start from another run's weights, e.g. \"runs/x/components/denoiser.safetensors\": every "
-        "tensor whose name and shape match is loaded, the rest (time embedding, output layer, cross-attention "
-        "when heads or contexts differ) keeps its fresh initialisation, and what was skipped is logged. Read "
-        "when the UNet is built (relative to the current directory), so the file must exist then.",
+        description="Start from another run's weights: a run folder (its committed denoiser, e.g. \"runs/x\") or a "
+        ".safetensors file. Every tensor whose name and shape match is loaded, the rest (time embedding, output "
+        "layer, cross-attention when heads or contexts differ) keeps its fresh initialisation, and what was skipped "
+        "is logged. Read when the UNet is built (relative to the current directory), so it must exist then.",
     )
 
     @model_validator(mode="after")
     def _check(self) -> UNetSettings:
-        if self.init_from is not None and not self.init_from.endswith(".safetensors"):
-            raise ValueError(
-                f"init_from = {self.init_from!r} must name a .safetensors file, e.g. "
-                "\"runs/x/components/denoiser.safetensors\""
-            )
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError('init_from is empty; name a run folder ("runs/x") or a .safetensors file, or leave it out')
         levels = len(self.channels)
         if any(c < 1 for c in self.channels):
             raise ValueError(f"channels must all be positive, got {self.channels}")

@@ -62,21 +62,40 @@ def _grouped(names: list[str]) -> str:
     return ", ".join(f"{k} ({n})" if n > 1 else k for k, n in groups.items())
 
 
-def init_from(module: nn.Module, path: str | Path) -> InitReport:
-    """Copy into ``module`` every tensor of the safetensors file ``path`` whose name
-    and shape match its own; return what was loaded and skipped (also logged).
+def weights_file(source: str | Path) -> Path:
+    """The weights ``init_from`` names: a ``.safetensors`` file as it is, or a
+    run folder's denoiser in its committed checkpoint."""
+    path = Path(source)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise ValueError(
+                f"init_from = {str(source)!r} does not exist (relative paths are read from the current directory)"
+            )
+        return path
+    if not path.is_dir():
+        raise ValueError(
+            f"init_from = {str(source)!r} is neither a .safetensors file nor a run folder (relative paths are read "
+            "from the current directory); train that run first"
+        )
+    from modiff.runs import RunDir  # the core's reader of committed checkpoints
 
-    A missing file, or a file that shares no tensor with the module, is a
-    ``ValueError`` naming the file: nothing loaded means the setting is wrong.
+    try:
+        return RunDir(path).weights("denoiser")
+    except Exception as exc:  # noqa: BLE001 (any unreadable run is the same mistake for the user)
+        raise ValueError(f"init_from = {str(source)!r}: no trained denoiser in that run folder ({exc})") from None
+
+
+def init_from(module: nn.Module, source: str | Path) -> InitReport:
+    """Copy into ``module`` every tensor of ``source`` (a ``.safetensors`` file or
+    a run folder, see :func:`weights_file`) whose name and shape match its own;
+    return what was loaded and skipped (also logged).
+
+    A missing file, or one that shares no tensor with the module, is a
+    ``ValueError`` naming it: nothing loaded means the setting is wrong.
     """
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(
-            f"init_from = {str(path)!r} does not exist (relative paths are read from the current directory); "
-            "train the run it names first, e.g. runs/NAME/components/denoiser.safetensors"
-        )
+    path = weights_file(source)
     own = module.state_dict()
     report = InitReport(str(path), total_parameters=sum(v.numel() for v in own.values()))
     updated: dict[str, torch.Tensor] = {}
@@ -95,7 +114,7 @@ def init_from(module: nn.Module, path: str | Path) -> InitReport:
             report.loaded_parameters += tensor.numel()
         report.unused = sorted(names - set(own))
     if not updated:
-        raise ValueError(f"init_from = {str(path)!r} shares no tensor (name and shape) with this UNet: {report.summary()}")
+        raise ValueError(f"init_from = {str(source)!r} shares no tensor (name and shape) with this UNet: {report.summary()}")
     module.load_state_dict(updated, strict=False)
     log.warning(report.summary())
     return report

@@ -701,8 +701,7 @@ def build(settings: UNetSettings, context: Any) -> UNet:
         raise ValueError("the UNet needs context.denoiser_spec (the assembly sets it before building the denoiser)")
     head = settings.head
     if head == "auto":
-        task = getattr(getattr(context, "run", None), "task", "text-to-image")
-        head = "segment" if task == "segmentation" else "denoise"
+        head = spec.head
     num_classes = settings.num_classes if settings.num_classes is not None else spec.num_classes
     given, from_spec = settings.cross_attention_dim, spec.conditioning.context_dim
     if given is not None and from_spec is not None and given != from_spec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from modiff.assembly import BuildContext
 from modiff.protocols import ConditioningSpec, DenoiserSpec
 from modiff.settings import RunSettings
 from modiff.testing import build_one
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 TINY: dict[str, Any] = {"channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "head_dim": 4}
 TEXT_TO_IMAGE = DenoiserSpec(3, 3, 8, ConditioningSpec(0, 12, None), num_classes=4)
@@ -22,6 +23,7 @@ SEGMENTATION = DenoiserSpec(3, 3, 8, ConditioningSpec(0, None, None), num_classe
 
 def make(spec: DenoiserSpec, task: str, seed: int, **settings: Any) -> Any:
     torch.manual_seed(seed)
+    spec = dataclasses.replace(spec, head="segment" if task == "segmentation" else "denoise")  # what the task asks
     ctx = BuildContext(run=RunSettings(task=task), denoiser_spec=spec)  # type: ignore[arg-type]
     return build_one("denoiser", "unet", {**TINY, **settings}, context=ctx)
 
@@ -74,14 +76,46 @@ def test_the_same_shape_loads_everything(denoiser_file) -> None:
 def test_a_missing_file_or_one_without_shared_tensors_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(modiff.PluginError, match="init_from = '.*nowhere.safetensors' does not exist"):
         make(SEGMENTATION, "segmentation", seed=0, init_from=str(tmp_path / "nowhere.safetensors"))
+    with pytest.raises(modiff.PluginError, match="init_from = '.*no-run' is neither a .safetensors file nor a run folder"):
+        make(SEGMENTATION, "segmentation", seed=0, init_from=str(tmp_path / "no-run"))
+    (tmp_path / "empty-run").mkdir()
+    with pytest.raises(modiff.PluginError, match="no trained denoiser in that run folder"):
+        make(SEGMENTATION, "segmentation", seed=0, init_from=str(tmp_path / "empty-run"))
     other = tmp_path / "other.safetensors"
     save_file({"encoder.weight": torch.zeros(2)}, str(other))
     with pytest.raises(modiff.PluginError, match="shares no tensor"):
         make(SEGMENTATION, "segmentation", seed=0, init_from=str(other))
 
 
-def test_init_from_must_name_a_safetensors_file() -> None:
+def test_a_run_folder_means_its_committed_denoiser(tmp_path: Path, use_registry) -> None:
+    """The text-to-image run is trained for real (toys around a tiny UNet) and
+    named by its folder, as an ablation file does."""
+    import json
+
+    from modiff.runs import RunDir
+    from modiff.settings import load
+    from modiff.testing import plugin_registry
+    from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
+    from modiff.toml_io import dumps
+    from modiff.workflows import train_run
+
+    use_registry(plugin_registry(ToyPlugin(), entry_points=True))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["denoiser"] = {"plugin": "unet", **TINY}
+    data["run"]["runs_dir"] = str(tmp_path / "runs")
+    settings = tmp_path / "t2i.toml"
+    settings.write_text(dumps(data))
+    run = RunDir(tmp_path / "runs" / "toy")
+    train_run(load([settings]), run, progress=False)
+    trained = load_file(str(run.weights("denoiser")))
+    spec = DenoiserSpec(trained["conv_in.weight"].shape[1], 3, 8, ConditioningSpec(0, None, None), num_classes=4)
+    seg = make(spec, "segmentation", seed=5, init_from=str(run.path))
+    assert seg.init_report.path == str(run.weights("denoiser"))
+    assert torch.equal(seg.state_dict()["down_blocks.0.resnets.0.conv1.weight"], trained["down_blocks.0.resnets.0.conv1.weight"])
+
+
+def test_init_from_may_not_be_empty() -> None:
     reg = modiff.registry().lookup("denoiser", "unet")
-    with pytest.raises(ValueError, match="init_from = 'runs/x/denoiser.pt' must name a .safetensors file"):
-        reg.validate({"init_from": "runs/x/denoiser.pt"})
-    assert reg.validate({"init_from": "runs/x/components/denoiser.safetensors"}).init_from.endswith(".safetensors")
+    with pytest.raises(ValueError, match="init_from is empty"):
+        reg.validate({"init_from": " "})
+    assert reg.validate({"init_from": "runs/x"}).init_from == "runs/x"

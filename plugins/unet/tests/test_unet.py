@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ SPEC = DenoiserSpec(4, 4, 8, ConditioningSpec(0, 12, None), num_classes=3)
 
 def make(settings: dict[str, Any] | None = None, spec: DenoiserSpec = SPEC, task: str = "text-to-image") -> UNet:
     torch.manual_seed(0)
+    spec = dataclasses.replace(spec, head="segment" if task == "segmentation" else "denoise")  # what the task asks
     ctx = BuildContext(run=RunSettings(task=task), denoiser_spec=spec)  # type: ignore[arg-type]
     return build_one("denoiser", "unet", {**TINY, **(settings or {})}, context=ctx).eval()
 

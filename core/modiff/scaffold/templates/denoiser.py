@@ -145,7 +145,7 @@ def build_component(settings: $settings_class, context: modiff.BuildContext) -> 
     spec = context.denoiser_spec
     if spec is None:
         raise modiff.ModiffError("$name needs context.denoiser_spec; build it through modiff.build")
-    if context.run.task == "segmentation":
+    if spec.head != "denoise":
         raise modiff.ModiffError(
             "the denoiser $name has no segmentation head; use [run] task = \"text-to-image\" "
             "or a denoiser with one (e.g. unet)"

@@ -43,11 +43,15 @@ class DenoiserContract(Contract):
         return self.spec.num_classes if self.segmentation else self.spec.out_channels
 
     def context(self) -> Any:
+        import dataclasses
+
         from ...assembly import BuildContext
         from ...settings import RunSettings
+        from ...tasks import Segmentation, TextToImage
 
-        task = "segmentation" if self.segmentation else "text-to-image"
-        return BuildContext(run=RunSettings(task=task), denoiser_spec=self.spec)
+        task = Segmentation() if self.segmentation else TextToImage()
+        spec = dataclasses.replace(self.spec, head=task.head)
+        return BuildContext(run=RunSettings(task=task.name), task=task, denoiser_spec=spec)
 
     def inputs(
         self,
@@ -90,7 +94,7 @@ class DenoiserContract(Contract):
     def test_is_a_denoiser(self) -> None:
         d = self.build()
         assert isinstance(d, Denoiser)
-        assert d.spec == self.spec
+        assert d.spec == self.context().denoiser_spec, "the denoiser's spec is the one it was built for"
 
     def test_output_shape(self) -> None:
         d = self.build()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from modiff.tasks import segment
 
 
 def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> list[float | None]:
@@ -29,7 +30,7 @@ def counts_per_image(predicted: torch.Tensor, truth: torch.Tensor, num_classes: 
 
 
 class IoUEvaluator:
-    """Segments held-out images with ``pipeline.segment`` and scores the maps.
+    """Segments held-out images with :func:`modiff.tasks.segment` and scores the maps.
 
     Besides the flat numbers, ``per_item`` holds each image's intersection and
     union per class (``mean_iou`` and ``iou_class_k`` are ratios of their
@@ -65,7 +66,7 @@ class IoUEvaluator:
             batch.append(data[i])
             if len(batch) == self.batch_size or i == indices[-1]:
                 images = torch.stack([e.image for e in batch])
-                predicted.append(pipeline.segment(images))
+                predicted.append(segment(pipeline, images))
                 truth.append(torch.stack([e.mask for e in batch]))
                 batch = []
         pred, true = torch.cat(predicted), torch.cat(truth)

@@ -1,0 +1,105 @@
+"""The :class:`Task` interface and the plain text-to-image task."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..assembly import BuildContext, Components
+    from ..distributed import World
+    from ..pipeline import Pipeline
+    from ..protocols import Batch, TextEmbedding
+
+#: ``loss(batch, dataset_indices, step_generator) -> scalar``: one training step's loss.
+StepLoss = Callable[["Batch", Sequence[int], "torch.Generator"], "torch.Tensor"]
+
+
+class Task:
+    """What a run learns to do; subclass it for a new task.
+
+    Class attributes say what the task needs; methods say what differs. The
+    defaults are the text-to-image task, so a subclass overrides only what is
+    its own.
+
+    Attributes:
+        name: what ``[run] task`` says (lower case, digits and dashes).
+        description: one line for documentation and error messages.
+        head: what the denoiser outputs, handed to its factory as
+            ``DenoiserSpec.head``: ``"denoise"`` (a prediction shaped like its
+            input) or ``"segment"`` (per-pixel class logits, no time input).
+        uses_scheduler: whether the task adds noise and samples (False: no
+            ``[scheduler]`` table is needed).
+        needs_masks: whether training needs a dataset with masks.
+        usage: what to do with a trained run, ``{run}`` replaced by its path.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    head: ClassVar[str] = "denoise"
+    uses_scheduler: ClassVar[bool] = True
+    needs_masks: ClassVar[bool] = False
+    usage: ClassVar[str] = 'generate images with `modiff generate {run} "a prompt"`'
+
+    def image_context_channels(self, context: BuildContext) -> int:
+        """Channels of image context concatenated to ``x_t`` (a mask, a masked-image
+        latent); conditioners add them to their ``concat``. 0 for none."""
+        return 0
+
+    def training_image_context(
+        self, components: Components, batch: Batch, generator: torch.Generator, share: slice
+    ) -> torch.Tensor | None:
+        """The image context of a training batch (``None`` for none).
+
+        Random choices must be drawn for the global batch from ``generator``
+        and sliced to this rank's ``share``, like every other draw of a step,
+        so that N processes train as one.
+        """
+        return None
+
+    def training_loss(
+        self,
+        components: Components,
+        *,
+        latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
+        text: Callable[[Sequence[str]], TextEmbedding] | None,
+        condition_dropout: float,
+        world: World,
+    ) -> StepLoss:
+        """The loss of the denoiser stage: by default, denoising with this task's
+        image context."""
+        from ..training.losses import DenoiserLoss
+
+        return DenoiserLoss(
+            components, latents, text, condition_dropout, world, image_context=self.training_image_context
+        )
+
+    def write_samples(self, pipeline: Pipeline, prompts: Sequence[str], path: Path, **kwargs: Any) -> Path | None:
+        """A picture of what the trained run does, written to ``path``
+        (``None`` when the task draws none)."""
+        from ..grids import write_grid
+
+        return write_grid(pipeline, prompts, path, **kwargs)
+
+    def check(self, components: Components) -> None:
+        """Raise a :class:`modiff.ModiffError` if the built components cannot do
+        this task (called before training)."""
+        if self.needs_masks and components.dataset is not None and not getattr(components.dataset, "num_classes", 0):
+            from ..errors import ModiffError
+
+            raise ModiffError(
+                f"task {self.name!r} needs a dataset with segmentation masks, but the [data] plugin gives none"
+            )
+
+    def __repr__(self) -> str:
+        return f"<task {self.name!r}>"
+
+
+class TextToImage(Task):
+    """Prompts in, images out: the denoising loss with no image context."""
+
+    name = "text-to-image"
+    description = "images from prompts"

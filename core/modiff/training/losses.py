@@ -1,0 +1,78 @@
+"""The losses of the training stages.
+
+The denoiser stage's loss is :class:`DenoiserLoss` (the task decides the
+image context, or replaces the loss altogether: see :mod:`modiff.tasks`);
+the other stages use the component's own ``training_loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..assembly import Components
+from ..distributed import World
+from ..noise import randn
+from ..protocols import Batch, Conditioning, TextEmbedding
+
+StepLoss = Callable[[Batch, Sequence[int], torch.Generator], torch.Tensor]
+ImageContext = Callable[[Components, Batch, torch.Generator, slice], "torch.Tensor | None"]
+
+
+@dataclass
+class DenoiserLoss:
+    """The denoising objective: predict the scheduler's target from ``x_t``.
+
+    Random draws (condition dropout, timesteps, noise, then the task's image
+    context) are made for the whole global batch from the step's generator,
+    and each rank keeps its share, so a run gives the same updates on one
+    process or several.
+    """
+
+    components: Components
+    latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+    text: Callable[[Sequence[str]], TextEmbedding] | None
+    condition_dropout: float
+    world: World = field(default_factory=World.single)
+    image_context: ImageContext | None = None
+
+    def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
+        components, world = self.components, self.world
+        scheduler, device = components.scheduler, components.device
+        x0 = self.latents(batch.images, indices)
+        b = x0.shape[0]
+        share = slice(world.rank, None, world.size)
+        drop = torch.rand(b * world.size, generator=g)[share] < self.condition_dropout
+        t = scheduler.sample_timesteps(b * world.size, generator=g)[share].to(device)
+        noise = randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
+        context = self.image_context(components, batch, g, share) if self.image_context is not None else None
+        cond = self.conditioning(batch, b, drop.to(device), context)
+        x_t = scheduler.add_noise(x0, noise, t)
+        pred = components.denoiser(x_t, t.float(), cond)
+        target = scheduler.training_target(x0, noise, t)
+        per_sample = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+        return (scheduler.loss_weight(t).to(per_sample) * per_sample).mean()
+
+    def conditioning(
+        self, batch: Batch, b: int, drop: torch.Tensor, image_context: torch.Tensor | None
+    ) -> Conditioning:
+        conditioner = self.components.conditioner
+        if conditioner is None:
+            return Conditioning()
+        text = self.text(batch.captions) if self.text is not None else None
+        cond = conditioner.condition(text, image_context=image_context, batch_size=b)
+        if self.condition_dropout > 0 and text is not None:
+            cond = cond.where(drop, conditioner.null(b, like=text, image_context=image_context))
+        return cond
+
+
+def component_loss(component: Any) -> StepLoss:
+    """A stage loss from a component's own ``training_loss(batch)``."""
+
+    def loss(batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
+        return component.training_loss(batch)
+
+    return loss
