@@ -46,7 +46,7 @@ from modiff.assembly import build
 from modiff.pipeline import Pipeline
 from modiff.protocols import Batch
 from modiff.settings import load
-from modiff.training import DenoiserLoss, LatentCache, TextCache
+from modiff.training import DenoiserLoss, FrozenCache
 
 DEMO = Path(modiff.__file__).parent / "configs" / "demo.toml"
 ENCODERS: dict[str, dict[str, Any]] = {
@@ -111,9 +111,10 @@ def make_cell(
         captions=[PROMPTS[i % len(PROMPTS)] for i in range(train_batch)],
     )
     indices = list(range(train_batch))
-    text = TextCache(c.text_embedder) if c.text_embedder is not None else None
-    cached = DenoiserLoss(c, LatentCache(c.encoder, True), text, resolved.train.condition_dropout)
-    encoding = DenoiserLoss(c, LatentCache(c.encoder, False), text, resolved.train.condition_dropout)
+    cache = FrozenCache(c.dataset, encoder=c.encoder, embedder=c.text_embedder)
+    text = cache.text if c.text_embedder is not None else None
+    cached = DenoiserLoss(c, cache.latents, text, resolved.train.condition_dropout)
+    encoding = DenoiserLoss(c, lambda images, idx: c.encoder.encode(images), text, resolved.train.condition_dropout)
 
     def step(loss_fn: DenoiserLoss) -> Callable[[], None]:
         def run() -> None:

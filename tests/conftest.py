@@ -13,19 +13,20 @@ from modiff.plugins import reset_registry
 
 
 @pytest.fixture
-def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str, str, str], None]]:
-    """Install a fake distribution on ``sys.path``: ``make(dist, module, source)``
-    writes ``module.py`` with ``source`` and a dist-info whose ``modiff`` entry
-    point names that module, exactly as ``pip install`` would."""
+def fake_distribution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
+    """Install a fake distribution on ``sys.path``: ``make(dist, module, source,
+    entry_point=module)`` writes ``module.py`` with ``source`` and a dist-info
+    whose ``modiff`` entry point ``entry_point`` names that module, exactly as
+    ``pip install`` would."""
     monkeypatch.syspath_prepend(str(tmp_path))
     reset_registry()
 
-    def make(dist: str, module: str, source: str) -> None:
+    def make(dist: str, module: str, source: str, entry_point: str | None = None) -> None:
         (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
         info = tmp_path / f"{dist.replace('-', '_')}-0.0.1.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.0.1\n")
-        (info / "entry_points.txt").write_text(f"[modiff]\n{module} = {module}\n")
+        (info / "entry_points.txt").write_text(f"[modiff]\n{entry_point or module} = {module}\n")
         (info / "top_level.txt").write_text(f"{module}\n")
         import importlib
 

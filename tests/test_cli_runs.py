@@ -54,3 +54,42 @@ def test_user_mistakes_exit_2(settings_file: Path, tmp_path: Path, capsys) -> No
     assert main(["generate", str(tmp_path / "runs" / "toy"), "x", "--n", "0"]) == 2
     assert main(["train", str(settings_file), "--set", "train.steps=-1"]) == 2
     assert "[train] steps = -1" in capsys.readouterr().err
+
+
+def test_generate_refuses_values_no_sampler_can_honour(settings_file: Path, tmp_path: Path, capsys) -> None:
+    assert main(["train", str(settings_file), "--quiet"]) == 0
+    run = str(tmp_path / "runs" / "toy")
+    out = str(tmp_path / "x.png")
+    cases = {
+        ("--seed", "-1"): "seeds must lie in 0..",
+        ("--seed", str(2**64)): "seeds must lie in 0..",
+        ("--seed", str(2**64 - 1), "--n", "2"): "seeds must lie in 0..",
+        ("--steps", "5000"): "the noise schedule has",
+        ("--guidance", "nan"): "is not a number",
+    }
+    for args, message in cases.items():
+        capsys.readouterr()
+        assert main(["generate", run, "a red square", "--out", out, *args]) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+
+
+def test_evaluate_shows_the_result_before_a_read_only_run_refuses_it(
+    settings_file: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import errno
+    import os
+
+    import modiff.files
+
+    assert main(["train", str(settings_file), "--quiet"]) == 0
+    capsys.readouterr()
+
+    def read_only(src, dst, *a, **k):  # type: ignore[no-untyped-def]
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(modiff.files.os, "replace", read_only)
+    assert main(["evaluate", str(tmp_path / "runs" / "toy")]) == 2
+    captured = capsys.readouterr()
+    assert "accuracy" in captured.out, "the numbers are shown although they cannot be saved"
+    assert "evaluation.json" in captured.err and "read-only" in captured.err

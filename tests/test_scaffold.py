@@ -37,7 +37,8 @@ def test_every_role_has_a_skeleton_with_its_contract(tmp_path: Path) -> None:
         package = "modiff_" + name.replace("-", "_")
         project = tomllib.loads((root / "pyproject.toml").read_text())
         assert project["project"]["name"] == f"modiff-{name}"
-        assert project["project"]["entry-points"]["modiff"] == {name: package}
+        # the entry point is named after the distribution: two authors' plugins never share it
+        assert project["project"]["entry-points"]["modiff"] == {f"modiff-{name}": package}
         for path in [*root.joinpath(package).glob("*.py"), *root.joinpath("tests").glob("*.py")]:
             compile(path.read_text(), str(path), "exec")  # valid Python, placeholders all filled
             assert "$" not in path.read_text().replace("$$", ""), path
@@ -94,6 +95,42 @@ def test_existing_target_is_never_overwritten(tmp_path: Path, capsys: pytest.Cap
     assert [p.name for p in target.iterdir()] == ["mine.txt"]
     assert main(["plugins", "new", "thing", "--role", "data", "--dir", str(target / "mine.txt")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_the_name_of_an_installed_distribution_is_refused_naming_it(
+    fake_distribution, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``plugins new zebra`` would write modiff-zebra, whose install replaces
+    the installed modiff-zebra: refused, naming it, and nothing is written."""
+    fake_distribution("modiff-zebra", "modiff_zebra", "import modiff\n")
+    out = tmp_path / "out"
+    assert main(["plugins", "new", "zebra", "--role", "denoiser", "--dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "modiff-zebra 0.0.1 is installed" in err and "would replace" in err and "Traceback" not in err
+    assert "'my-zebra'" in err  # a name that is free
+    assert not out.exists()
+    # a package of that name from a distribution of another name counts too
+    fake_distribution("zebra-tools", "modiff_okapi", "import modiff\n")
+    assert main(["plugins", "new", "okapi", "--role", "denoiser", "--dir", str(out)]) == 2
+    assert "zebra-tools 0.0.1 (its package modiff_okapi)" in capsys.readouterr().err
+
+
+def test_printed_advice_installs_tests_and_names_the_qualified_plugin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from modiff.plugins import registry_from, set_registry
+    from modiff.testing.toys import ToyPlugin
+
+    set_registry(registry_from(ToyPlugin()))  # registers the scheduler "toy"
+    try:
+        assert main(["plugins", "new", "toy", "--role", "scheduler", "--dir", str(tmp_path)]) == 0
+    finally:
+        set_registry(None)
+    out = capsys.readouterr().out
+    target = (tmp_path / "modiff-toy").as_posix()
+    assert f'pip install -e "{target}[test]"' in out  # pytest and hypothesis come with the [test] extra
+    assert f"python -m pytest {target}" in out
+    assert 'plugin = "modiff-toy:toy"' in out
 
 
 def test_a_suggestion_for_a_near_miss(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

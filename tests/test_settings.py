@@ -91,6 +91,19 @@ def test_values_are_parsed_as_toml() -> None:
         parse_set("nothing")
 
 
+def test_an_env_variable_naming_no_table_is_reported_like_a_typo_in_a_file(base: Path) -> None:
+    """``MODIFF_DENOSIER__HIDDEN`` must not be dropped silently (the denoiser
+    would keep its old width without a word)."""
+    env = {"MODIFF_DENOSIER__HIDDEN": "24", "MODIFF_TRAIN__BATCH_SIZE": "7", "MODIFF_STRICT_PLUGINS": "1"}
+    with pytest.raises(SettingsError) as info:
+        load([base], environ=env, registry=REGISTRY)
+    message = str(info.value)
+    assert "unknown table 'denosier' in environment variable MODIFF_DENOSIER__HIDDEN" in message
+    assert "did you mean MODIFF_DENOISER__HIDDEN?" in message and "allowed tables: run, data" in message
+    with pytest.raises(SettingsError, match="environment variable MODIFF_NOPE__X; allowed tables"):
+        load([base], environ={"MODIFF_NOPE__X": "1"}, registry=REGISTRY)
+
+
 def test_env_lists_are_parsed(base: Path) -> None:
     env = {"MODIFF_SAMPLE__PROMPTS": '["a", "b"]'}
     assert load([base], environ=env, registry=REGISTRY).sample.prompts == ["a", "b"]

@@ -14,6 +14,7 @@ from modiff.pipeline import Pipeline
 from modiff.runs import RunDir
 from modiff.settings import load_settings, resolve
 from modiff.assembly import BuildContext
+from modiff.tasks import Task
 from modiff.tasks import BUILTIN_TASKS, inpaint, mask_context, mask_to_image, random_paint_masks, segment, segmentation_loss
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
@@ -148,3 +149,87 @@ def test_cli_segment_and_generate_with_mask_and_image(tmp_path: Path, capsys) ->
     assert main(["generate", str(t2i.path), "a blue square", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "i.png")]) == 0
     assert main(["generate", str(t2i.path), "x", "--image", str(tmp_path / "in.png")]) == 2
     assert "--image needs --mask" in capsys.readouterr().err
+
+
+class GreyToColour(Task):
+    """A task written in a test, as a plugin would: colour a grey image.
+
+    Its image context is the image's brightness at the latent size (one
+    channel), and its loss is its own (the noise prediction error, weighted
+    towards the bright, coloured pixels). No core module knows it.
+    """
+
+    name = "grey-to-colour"
+    description = "colour a grey image"
+
+    def image_context_channels(self, context: Any) -> int:
+        return 1
+
+    def training_image_context(self, components: Any, batch: Any, generator: torch.Generator, share: slice) -> torch.Tensor:
+        return grey(batch.images, components.context.latent_size)
+
+    def training_loss(self, components: Any, *, latents: Any, text: Any, condition_dropout: float, world: Any) -> Any:
+        def loss(batch: Any, indices: Any, g: torch.Generator) -> torch.Tensor:
+            x0 = latents(batch.images, indices)
+            t = components.scheduler.sample_timesteps(len(x0), generator=g)
+            noise = torch.randn(x0.shape, generator=g)
+            context = self.training_image_context(components, batch, g, slice(None))
+            cond = components.conditioner.condition(text(batch.captions, indices), image_context=context)
+            pred = components.denoiser(components.scheduler.add_noise(x0, noise, t), t.float(), cond)
+            weight = 1 + context  # brighter latent cells count more
+            return (weight * (pred - noise) ** 2).mean()
+
+        return loss
+
+    def write_samples(self, pipeline: Any, prompts: Any, path: Path, **kwargs: Any) -> Path:
+        from modiff.grids import save_labelled
+        from modiff.images import to_pil
+
+        images = torch.stack([pipeline.components.dataset[i].image for i in range(2)])
+        return save_labelled(to_pil(colour(pipeline, images)), ["coloured"] * 2, path)
+
+
+def grey(images: torch.Tensor, size: int) -> torch.Tensor:
+    brightness = images.mean(1, keepdim=True)
+    return torch.nn.functional.adaptive_avg_pool2d(brightness, size)
+
+
+def colour(pipeline: Pipeline, images: torch.Tensor) -> torch.Tensor:
+    context = grey(images, pipeline.components.context.latent_size)
+    latents = pipeline.generate_latents(["a red square"] * len(images), image_context=context, steps=3)
+    return pipeline.decode(latents)
+
+
+class GreyToColourPlugin:
+    @staticmethod
+    def register_tasks(register: Any) -> None:
+        register(GreyToColour())
+
+
+def test_a_task_is_one_class_registered_by_a_plugin(tmp_path: Path, use_registry, capsys) -> None:
+    import modiff
+    from modiff.cli import main
+    from modiff.toml_io import dumps
+
+    plugin = GreyToColourPlugin()
+    plugin.register_tasks = modiff.hookimpl(plugin.register_tasks)  # type: ignore[method-assign]
+    registry = use_registry(plugin_registry(ToyPlugin(), plugin))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"].update(task="grey-to-colour", runs_dir=str(tmp_path / "runs"), name="grey")
+    data["train"].update(steps=6)
+    path = tmp_path / "grey.toml"
+    path.write_text(dumps(data))
+    assert main(["train", str(path), "--quiet"]) == 0
+    assert "samples in" in capsys.readouterr().out
+    pipe = Pipeline.load(tmp_path / "runs" / "grey", registry=registry)
+    assert isinstance(pipe.task, GreyToColour)
+    assert pipe.components.denoiser.conv_in.in_channels == 3 + 1, "the task's one context channel reached the denoiser"
+    images = torch.stack([pipe.components.dataset[i].image for i in range(2)])
+    out = colour(pipe, images)
+    assert out.shape == (2, 3, 8, 8) and torch.isfinite(out).all()
+    losses = [m["loss"] for m in RunDir(tmp_path / "runs" / "grey").read_metrics() if m["stage"] == "denoiser"]
+    assert len(losses) == 6 and all(v == v for v in losses)
+    data["run"]["task"] = "grey-to-colur"
+    path.write_text(dumps(data))
+    assert main(["train", str(path)]) == 2
+    assert "task = 'grey-to-colur'" in capsys.readouterr().err

@@ -1,16 +1,31 @@
 """modiff: latent diffusion taken apart into swappable, plugin-provided pieces.
 
 The public API a plugin may import. Importing ``modiff`` is cheap (no torch);
-the torch-backed parts (``build``, ``BuildContext``, ``Pipeline``, ``randn``)
-load on first use.
+the torch-backed parts (``build``, ``BuildContext``, ``Pipeline``, ``randn``,
+the run-directory helpers) load on first use.
+
+Run directories, for plugins that read or write whole runs (``modiff-sd``
+imports and exports them): ``RunDir`` (the paths inside a run),
+``CheckpointWriter`` (a checkpoint staged, then committed at one step),
+``component_metadata`` (what a component's weights file records about the
+plugin that made it), ``atomic_write_text`` and ``atomic_save_tensors``
+(write beside, then rename).
+
+Besides the names below, four modules are public: ``modiff.protocols`` (the
+roles' protocols and value types), ``modiff.tasks`` (the ``Task`` base class a
+``register_tasks`` plugin subclasses, and the task operations such as
+``segment``), ``modiff.sampler_swap`` (what carries over when a run is sampled
+with another sampler) and ``modiff.testing`` (contract tests, strategies and
+toy components for a plugin's tests). Anything else in the package is the
+core's own and may change.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModiffError, PluginError, RunError, SettingsError, WeightsError
-from .hookspecs import hookimpl
+from .errors import ModiffError, PluginError, RunError, SettingsError, TruncationWarning, WeightsError
+from .hookspecs import Factory, Register, RegisterTask, hookimpl
 from .plugins import ComponentSettings, NoSettings, Registration, Registry, registry, registry_from
 from .protocols import (
     Batch,
@@ -24,6 +39,7 @@ from .protocols import (
     Evaluator,
     Example,
     Fittable,
+    GeneratingPipeline,
     Scheduler,
     TextEmbedder,
     TextEmbedding,
@@ -40,11 +56,23 @@ _LAZY = {
     "build": ("modiff.assembly", "build"),
     "randn": ("modiff.noise", "randn"),
     "generators": ("modiff.noise", "generators"),
+    "TrainingStep": ("modiff.training.step", "TrainingStep"),
+    "Pipeline": ("modiff.pipeline", "Pipeline"),
+    "RunDir": ("modiff.runs", "RunDir"),
+    "CheckpointWriter": ("modiff.checkpoint", "CheckpointWriter"),
+    "component_metadata": ("modiff.checkpoint", "component_metadata"),
+    "atomic_write_text": ("modiff.files", "atomic_write_text"),
+    "atomic_save_tensors": ("modiff.files", "atomic_save_tensors"),
 }
 
 if TYPE_CHECKING:
     from .assembly import BuildContext, Components, build
     from .noise import generators, randn
+    from .training.step import TrainingStep
+    from .checkpoint import CheckpointWriter, component_metadata
+    from .files import atomic_save_tensors, atomic_write_text
+    from .pipeline import Pipeline
+    from .runs import RunDir
 
 
 def __getattr__(name: str) -> Any:
@@ -61,6 +89,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Batch",
     "BuildContext",
+    "CheckpointWriter",
     "Components",
     "ComponentSettings",
     "Conditioner",
@@ -72,21 +101,32 @@ __all__ = [
     "Encoder",
     "Evaluator",
     "Example",
+    "Factory",
     "Fittable",
+    "GeneratingPipeline",
     "ModiffError",
     "NoSettings",
+    "Pipeline",
     "PluginError",
+    "Register",
+    "RegisterTask",
     "Registration",
     "Registry",
     "ResolvedSettings",
+    "RunDir",
     "RunError",
     "Scheduler",
     "SettingsError",
     "TextEmbedder",
     "TextEmbedding",
     "Trainable",
+    "TrainingStep",
+    "TruncationWarning",
     "WeightsError",
+    "atomic_save_tensors",
+    "atomic_write_text",
     "build",
+    "component_metadata",
     "generators",
     "hookimpl",
     "load_settings",

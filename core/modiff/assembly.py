@@ -181,7 +181,7 @@ def build(
 ) -> Components:
     """Build every configured component, in dependency order, on ``device``
     (default: the ``[run] device`` setting); ``assets`` as in :class:`BuildContext`."""
-    dev = torch.device(device) if device is not None else resolve_device(settings.run.device)
+    dev = resolve_device(device, source="device") if device is not None else resolve_device(settings.run.device)
     task = settings.task
     if task is None:  # settings resolved by hand, without a registry
         from .plugins import registry

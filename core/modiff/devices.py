@@ -12,20 +12,64 @@ from .errors import ModiffError
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present (the current rank's device under
-    torchrun), else the CPU; ``cuda`` without CUDA is a user error."""
-    if name == "auto":
+def resolve_device(name: str | torch.device = "auto", *, source: str = "[run] device") -> torch.device:
+    """The device ``name`` names, checked against this machine.
+
+    ``auto`` picks CUDA when present (the current rank's device under
+    torchrun), else the CPU. Anything else must be a device this machine has:
+    ``cpu``, ``cuda``, ``cuda:N`` (N below the number of CUDA devices) or
+    ``mps`` where available. A value that names no device, or a device the
+    machine lacks, is a :class:`ModiffError` naming ``source`` (the settings
+    key or command-line option the value came from), the value and what is
+    allowed here.
+    """
+    if isinstance(name, torch.device):
+        return name
+    key = str(name).strip().lower()
+    if key == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
+    if key == "meta":  # shapes only, no memory: how plugins inspect a model's parameters
+        return torch.device("meta")
+    allowed = _allowed()
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ModiffError(f"[run] device = {name!r} is not a device; use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModiffError(f"[run] device = {name!r} but CUDA is not available here; use device = \"auto\" or \"cpu\"")
+        device = torch.device(key)
+    except (RuntimeError, ValueError):
+        device = None
+    if device is None or device.type not in {"cpu", "cuda", "mps"} or (device.index is not None and device.index < 0):
+        raise ModiffError(f"{source} = {name!r} is not a device; use {allowed}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this build of torch has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ModiffError(f"{source} = {name!r}, but {why} here; use {allowed}")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ModiffError(
+                f"{source} = {name!r}, but this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}; "
+                f"use {allowed}"
+            )
+    if device.type == "mps" and not _mps_available():
+        raise ModiffError(f"{source} = {name!r}, but MPS (Apple GPUs) is not available here; use {allowed}")
     return device
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def _allowed() -> str:
+    """The device names this machine accepts, for error messages."""
+    names = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        names += ["cuda"] + [f"cuda:{i}" for i in range(min(count, 4))] + (["..."] if count > 4 else [])
+    if _mps_available():
+        names.append("mps")
+    if len(names) == 2:
+        return "auto or cpu (cuda and cuda:N need a CUDA device)"
+    return ", ".join(names)
 
 
 def autocast_dtype(precision: str) -> torch.dtype:

@@ -45,3 +45,13 @@ class RunError(ModiffError):
 
 class WeightsError(ModiffError):
     """A weights file is corrupt, truncated, foreign or does not fit the model."""
+
+
+class TruncationWarning(UserWarning):
+    """A prompt had more tokens than a text embedder's ``max_tokens``; the rest were dropped.
+
+    One category for every text embedder, so that a user silences (or turns
+    into an error) truncation from any plugin with one filter::
+
+        warnings.filterwarnings("ignore", category=modiff.TruncationWarning)
+    """

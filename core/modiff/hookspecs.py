@@ -5,135 +5,298 @@ A plugin is a module (or any object) with functions marked
 entry point in the ``modiff`` group of its distribution::
 
     [project.entry-points.modiff]
-    myplugin = "modiff_myplugin"
+    modiff-myplugin = "modiff_myplugin"
 
-and each registration hook receives a ``register`` callback, called once per
-component the plugin provides::
+The entry point's name only has to be unique among installed distributions
+(the distribution's own name is a safe choice); two distributions declaring
+the same one are both loaded and reported as a conflict by ``modiff plugins``.
 
-    import modiff
+When the hooks are called
+=========================
 
-    class Settings(modiff.ComponentSettings):
-        width: int = 64
+Every registration hook (``register_<role>s(register)``) is called once per
+process, the first time the registry is needed (``modiff train``, ``modiff
+plugins``, ``modiff.registry()``), in no particular order between plugins.
+A hook only *describes* components: it calls ``register`` once per component
+and returns ``None`` (what counts is what it registered). Nothing is built
+then; a factory runs only when a settings file names its component, with
+the context of that role (each hook below says what its context holds).
+A hook that raises marks its plugin as broken (listed by ``modiff plugins``
+with the error) and every other plugin keeps working.
 
-    def build(settings: Settings, context: modiff.BuildContext):
-        return MyDenoiser(context.denoiser_spec, settings.width)
-
-    @modiff.hookimpl
-    def register_denoisers(register):
-        register("my-denoiser", build, Settings)
+The ``register`` callback (:class:`Register`)
+=============================================
 
 ``register(name, factory, settings_model=None, *, description=None)``:
 
-* ``name`` — what settings files write as ``plugin = "name"``; lower case,
-  digits and dashes. If two distributions register the same name in one role,
+* ``name`` — what settings files write as ``plugin = "name"``, following
+  the one name rule, :data:`modiff.plugins.COMPONENT_NAME` (``kl-autoencoder``,
+  ``dpmpp-2m``). If two distributions register the same name in one role,
   settings must say ``"distribution:name"``.
 * ``factory(settings, context)`` — builds the component from a validated
   instance of ``settings_model`` and a :class:`modiff.BuildContext` holding
   the components built before it. Heavy imports belong inside the factory,
   so that listing plugins stays fast.
 * ``settings_model`` — a pydantic model of the component's parameters
-  (``modiff.ComponentSettings`` forbids unknown keys); ``None`` means the
-  component takes no parameters.
+  (subclass :class:`modiff.ComponentSettings`, which forbids unknown keys);
+  ``None`` means the component takes no parameters.
 * ``description`` — one line for ``modiff plugins``; defaults to the first
   line of the factory's docstring.
 
-Hooks are called once per process, when the registry is first needed. A hook
-that raises marks its plugin as broken (listed by ``modiff plugins``) and the
-other plugins keep working.
+A name that breaks the rule, a factory that is not callable or a settings
+model that is not a pydantic class makes ``register`` raise, which marks the
+plugin broken.
+
+Example
+=======
+
+::
+
+    import modiff
+
+    class Settings(modiff.ComponentSettings):
+        width: int = 64
+
+    def build(settings: Settings, context: modiff.BuildContext) -> MyDenoiser:
+        \"\"\"A small residual denoiser.\"\"\"
+        from .model import MyDenoiser     # torch is imported here, not at import time
+
+        return MyDenoiser(context.denoiser_spec, settings.width)
+
+    @modiff.hookimpl
+    def register_denoisers(register: modiff.Register) -> None:
+        register("my-denoiser", build, Settings)
 """
 
 from __future__ import annotations
 
-from typing import Any
+import argparse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from .assembly import BuildContext
+    from .tasks import Task
 
 PROJECT = "modiff"
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+#: ``factory(settings, context) -> component``: the settings are an instance of
+#: the registered settings model, the context a :class:`modiff.BuildContext`.
+Factory = Callable[[Any, "BuildContext"], Any]
+
+
+class Register(Protocol):
+    """The callback every registration hook receives (see the module docstring)."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Factory,
+        settings_model: type[BaseModel] | None = None,
+        *,
+        description: str | None = None,
+    ) -> None:
+        """Register one component of the hook's role under ``name``.
+
+        Raises:
+            ValueError: ``name`` breaks :data:`modiff.plugins.COMPONENT_NAME`,
+                or the plugin registered it twice in this role.
+            TypeError: ``factory`` is not callable, or ``settings_model`` is
+                not a pydantic model class.
+        """
+        ...
+
+
+class RegisterTask(Protocol):
+    """The callback ``register_tasks`` receives."""
+
+    def __call__(self, task: Task) -> None:
+        """Register ``task`` (an instance of a :class:`modiff.tasks.Task` subclass).
+
+        Raises:
+            modiff.PluginError: not a Task, a name that breaks the rule, or a
+                name another task has.
+        """
+        ...
+
 
 @hookspec
-def register_datasets(register: Any) -> None:
-    """Register datasets (role ``data``).
+def register_datasets(register: Register) -> None:
+    """Register datasets (settings table ``[data]``).
 
-    A dataset factory returns a :class:`modiff.protocols.Dataset`. Its
-    context has only the run settings: datasets are built first.
+    Args:
+        register: call it once per dataset. The factory returns a
+            :class:`modiff.protocols.Dataset`; datasets are built first, so
+            its context has only the ``[run]`` table (``context.run``) and the device.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_datasets(register: modiff.Register) -> None:
+            register("stripes", build_stripes, StripesSettings)
     """
 
 
 @hookspec
-def register_encoders(register: Any) -> None:
-    """Register encoders (role ``encoder``): pixel space, autoencoders.
+def register_encoders(register: Register) -> None:
+    """Register encoders (``[encoder]``): pixel space, autoencoders.
 
-    The factory returns a :class:`modiff.protocols.Encoder`; ``context.dataset``
-    is available (to read ``image_size``).
+    Args:
+        register: call it once per encoder. The factory returns a
+            :class:`modiff.protocols.Encoder`; ``context.dataset`` (or
+            ``[run] image_size``) gives the image size through
+            ``context.image_size``.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_encoders(register: modiff.Register) -> None:
+            register("space-to-depth", build_space_to_depth, SpaceToDepthSettings)
     """
 
 
 @hookspec
-def register_text_embedders(register: Any) -> None:
-    """Register text embedders (role ``text_embedder``): word2vec, CLIP.
+def register_text_embedders(register: Register) -> None:
+    """Register text embedders (``[text_embedder]``): word2vec, CLIP.
 
-    The factory returns a :class:`modiff.protocols.TextEmbedder`.
+    Args:
+        register: call it once per text embedder. The factory returns a
+            :class:`modiff.protocols.TextEmbedder`; ``context.dataset`` gives
+            the captions an embedder that trains on text may read. Prompts
+            longer than ``max_tokens`` are truncated with a
+            :class:`modiff.TruncationWarning`.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_text_embedders(register: modiff.Register) -> None:
+            register("hashed-words", build_hashed_words, HashedWordsSettings)
     """
 
 
 @hookspec
-def register_conditioners(register: Any) -> None:
-    """Register conditioners (role ``conditioner``): concat, cross-attention.
+def register_conditioners(register: Register) -> None:
+    """Register conditioners (``[conditioner]``): concat, cross-attention.
 
-    The factory returns a :class:`modiff.protocols.Conditioner`;
-    ``context.text_embedder`` (possibly ``None`` for unconditional runs) and
-    ``context.latent_size``/``context.latent_channels`` are available.
+    Args:
+        register: call it once per conditioner. The factory returns a
+            :class:`modiff.protocols.Conditioner`; ``context.text_embedder``
+            (``None`` for unconditional runs), ``context.latent_size`` and
+            ``context.latent_channels`` are available.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_conditioners(register: modiff.Register) -> None:
+            register("film", build_film, FilmSettings)
     """
 
 
 @hookspec
-def register_denoisers(register: Any) -> None:
-    """Register denoisers (role ``denoiser``): the UNet, a transformer.
+def register_denoisers(register: Register) -> None:
+    """Register denoisers (``[denoiser]``): the UNet, a transformer.
 
-    The factory returns a :class:`modiff.protocols.Denoiser` shaped after
-    ``context.denoiser_spec`` (input channels, sample size, conditioning
-    widths), which the core derives from the encoder and conditioner.
+    Args:
+        register: call it once per denoiser. The factory returns a
+            :class:`modiff.protocols.Denoiser` shaped after
+            ``context.denoiser_spec`` (input channels, sample size,
+            conditioning widths), which the core derives from the encoder
+            and the conditioner.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_denoisers(register: modiff.Register) -> None:
+            register("my-denoiser", build, MyDenoiserSettings)
     """
 
 
 @hookspec
-def register_schedulers(register: Any) -> None:
-    """Register noise schedules and samplers (role ``scheduler``).
+def register_schedulers(register: Register) -> None:
+    """Register noise schedules and samplers (``[scheduler]``).
 
-    The factory returns a :class:`modiff.protocols.Scheduler`.
+    Args:
+        register: call it once per sampler. The factory returns a
+            :class:`modiff.protocols.Scheduler`. A settings model that
+            declares ``schedule_keys`` (see :mod:`modiff.sampler_swap`) lets
+            ``Pipeline.with_sampler`` carry the run's noise schedule to it.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_schedulers(register: modiff.Register) -> None:
+            register("cosine-ddim", build_cosine_ddim, CosineSettings)
     """
 
 
 @hookspec
-def register_evaluators(register: Any) -> None:
-    """Register evaluators (role ``evaluator``).
+def register_evaluators(register: Register) -> None:
+    """Register evaluators (``[evaluator]``).
 
-    The factory returns a :class:`modiff.protocols.Evaluator`.
+    Args:
+        register: call it once per evaluator. The factory returns a
+            :class:`modiff.protocols.Evaluator`, whose ``evaluate`` receives
+            a :class:`modiff.protocols.GeneratingPipeline`.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_evaluators(register: modiff.Register) -> None:
+            register("image-stats", build_image_stats, ImageStatsSettings)
     """
 
 
 @hookspec
-def register_tasks(register: Any) -> None:
+def register_tasks(register: RegisterTask) -> None:
     """Register tasks: what a run may name in ``[run] task``.
 
-    ``register(task)`` takes an instance of a :class:`modiff.tasks.Task`
-    subclass; its ``name`` must not clash with the core's tasks
-    (text-to-image, mask-to-image, inpainting, segmentation) or another
-    plugin's. A task says what the denoiser sees and outputs, its loss, and
-    how its samples look; see ``docs/tasks.md``.
+    Called: the first time a task is looked up (tasks import torch), not
+    when the registry is loaded.
+
+    Args:
+        register: ``register(task)`` takes an instance of a
+            :class:`modiff.tasks.Task` subclass, whose ``name`` follows the
+            component-name rule and must not clash with the core's tasks
+            (text-to-image, mask-to-image, inpainting, segmentation) or another
+            plugin's. A task says what the denoiser sees and outputs, its loss,
+            and how its samples look; see ``docs/tasks.md``.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_tasks(register: modiff.RegisterTask) -> None:
+            from .task import Colourise     # a modiff.tasks.Task subclass
+
+            register(Colourise())
     """
 
 
 @hookspec
-def register_commands(cli: Any) -> None:
+def register_commands(cli: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add subcommands to the ``modiff`` command line.
 
-    ``cli`` is an ``argparse`` sub-parser collection: call
-    ``cli.add_parser(name, help=...)`` and set ``func`` with
-    ``parser.set_defaults(func=handler)``; ``handler(args)`` returns an exit
-    status.
+    Called: once per ``modiff`` invocation, while the command line is built
+    (after the registry is loaded), so ``modiff --help`` lists the commands.
+    A hook that raises is reported on stderr and the other commands work.
+
+    Args:
+        cli: the ``argparse`` sub-parser collection of ``modiff``. Call
+            ``cli.add_parser(name, help=...)`` and set the handler with
+            ``parser.set_defaults(func=handler)``; ``handler(args)`` returns
+            the exit status. A :class:`modiff.ModiffError` raised by the
+            handler is printed without a traceback and exits with status 2.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_commands(cli: argparse._SubParsersAction) -> None:
+            parser = cli.add_parser("import-thing", help="make a run from a thing")
+            parser.add_argument("source")
+            parser.set_defaults(func=run_import)
     """

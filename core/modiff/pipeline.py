@@ -8,6 +8,7 @@ retraining (:meth:`Pipeline.with_sampler`).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from .settings import ResolvedComponent, ResolvedSettings, load
 
 #: Images generated per forward batch unless told otherwise (guidance doubles it).
 DEFAULT_BATCH = 64
+#: The largest seed a torch generator takes.
+MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -74,23 +77,24 @@ class Pipeline:
     def with_sampler(self, name: str, **overrides: Any) -> Pipeline:
         """The same pipeline sampling with another sampler of the same noise schedule.
 
-        The training scheduler's settings carry over for every key the new
-        sampler accepts (schedule, prediction type), so the model's training
-        still matches; ``overrides`` set sampler options such as ``eta``.
+        Only the run's noise schedule and prediction type carry over (see
+        :mod:`modiff.sampler_swap`); the new sampler's own options (``eta``,
+        ``order``, ``use_karras_sigmas``, ...) start at its defaults unless
+        ``overrides`` set them.
         """
-        reg = self.components.settings.components["scheduler"].registration
+        from .sampler_swap import swap
+
+        trained = self.components.settings.components["scheduler"]
         new = default_registry().lookup("scheduler", name)
-        current = self.components.settings.components["scheduler"].params.model_dump()
-        accepted = {k: v for k, v in current.items() if k in new.settings_model.model_fields}
         try:
-            params = new.validate({**accepted, **overrides})
-        except Exception as exc:
-            raise ModiffError(f"sampler {name!r} ({new.distribution}) cannot use these settings: {exc}") from None
+            params = swap(trained.params, new.settings_model, overrides)
+        except ModiffError as exc:
+            raise ModiffError(f"sampler {name!r} ({new.distribution}): {exc}") from None
         scheduler = build_component(ResolvedComponent("scheduler", new, params), self.components.context)
         if scheduler.prediction_type != self.scheduler.prediction_type:
             raise ModiffError(
                 f"sampler {name!r} predicts {scheduler.prediction_type!r} but the model was trained with "
-                f"{reg.name!r} on {self.scheduler.prediction_type!r}"
+                f"{trained.registration.name!r} on {self.scheduler.prediction_type!r}"
             )
         other = Pipeline(self.components, self.run)
         other.scheduler = scheduler
@@ -145,6 +149,19 @@ class Pipeline:
 
         return fn
 
+    def check_request(self, *, seed: int, count: int, steps: int, guidance: float) -> None:
+        """A :class:`ModiffError` naming the value for a request no sampler can honour."""
+        last = seed + max(count, 1) - 1
+        if seed < 0 or last > MAX_SEED:
+            raise ModiffError(
+                f"seed {seed} gives seeds {seed}..{last}; seeds must lie in 0..{MAX_SEED} (a 64-bit generator's range)"
+            )
+        limit = int(self.scheduler.num_train_timesteps)
+        if not 1 <= steps <= limit:
+            raise ModiffError(f"steps = {steps}: the noise schedule has {limit} timesteps; use 1 to {limit} steps")
+        if not math.isfinite(guidance):
+            raise ModiffError(f"guidance = {guidance} is not a number; use a finite scale such as 3.0 (1 disables it)")
+
     @torch.inference_mode()
     def generate_latents(
         self,
@@ -162,9 +179,10 @@ class Pipeline:
         alone, so it does not depend on the rest of the batch."""
         c = self.components
         sample = c.settings.sample
-        steps = steps or sample.steps
+        steps = sample.steps if steps is None else steps
         guidance = sample.guidance if guidance is None else guidance
         n = len(prompts)
+        self.check_request(seed=seed, count=n, steps=steps, guidance=guidance)
         size = c.context.latent_size
         shape = (n, c.context.latent_channels, size, size)
         gens = generators([seed + i for i in range(n)])

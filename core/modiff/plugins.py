@@ -9,7 +9,11 @@ distributions (an empty value loads none).
 
 Registrations are attributed to the distribution that made them, which is
 what lets two plugins register the same name: looking the bare name up is then
-an error naming both, and ``"distribution:name"`` picks one.
+an error naming both, and ``"distribution:name"`` picks one. Two
+distributions that declare the same entry-point name are both loaded and
+reported as a conflict (:meth:`Registry.entry_point_conflicts`).
+
+The rule for component names lives here, once: :data:`COMPONENT_NAME`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import importlib.metadata
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +48,26 @@ ROLE_HOOKS: dict[str, str] = {
 }
 ROLES: tuple[str, ...] = tuple(ROLE_HOOKS)
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: The one rule for component names (what settings files write as ``plugin =
+#: "name"``): lower-case letters and digits in words joined by single dashes,
+#: starting with a letter. ``modiff plugins new`` derives the distribution
+#: (``modiff-NAME``) and the package (``modiff_NAME``) from such a name, so
+#: every valid name also makes a valid Python package name.
+COMPONENT_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+COMPONENT_NAME_RULE = "lower-case letters and digits in words joined by single dashes, starting with a letter"
+
+
+def name_problem(name: object) -> str | None:
+    """Why ``name`` is not a valid component name, or ``None`` when it is."""
+    if isinstance(name, str) and COMPONENT_NAME.match(name):
+        return None
+    message = f"component name {name!r} is not valid: use {COMPONENT_NAME_RULE} (for example 'kl-autoencoder')"
+    if isinstance(name, str):
+        suggestion = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+        suggestion = re.sub(r"^[0-9-]+", "", suggestion)
+        if suggestion and COMPONENT_NAME.match(suggestion):
+            message += f"; {suggestion!r} would do"
+    return message
 
 
 class ComponentSettings(BaseModel):
@@ -61,7 +84,7 @@ class NoSettings(ComponentSettings):
     """Parameters of a component that takes none."""
 
 
-Factory = Callable[[Any, Any], Any]
+Factory = hookspecs.Factory
 
 
 @dataclass(frozen=True)
@@ -86,22 +109,34 @@ class Registration:
 
 
 @dataclass(frozen=True)
-class BrokenPlugin:
-    """A plugin that failed to import or whose registration hook raised."""
+class PluginInfo:
+    """A loaded plugin and the distribution it came from.
+
+    ``plugin`` is its name in the plugin manager: the entry-point name, or
+    ``"distribution:entry-point"`` when several distributions declare that
+    entry point; ``entry_point`` is the declared name (empty for a plugin
+    registered directly, as tests do).
+    """
 
     plugin: str
     distribution: str
     version: str
-    error: str
+    entry_point: str = ""
 
 
 @dataclass(frozen=True)
-class PluginInfo:
-    """A loaded plugin and the distribution it came from."""
+class BrokenPlugin(PluginInfo):
+    """A plugin that failed to import or whose registration hook raised."""
 
-    plugin: str
-    distribution: str
-    version: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class EntryPointConflict:
+    """One entry-point name declared by more than one distribution."""
+
+    name: str
+    distributions: tuple[str, ...]
 
 
 @dataclass
@@ -128,10 +163,10 @@ class Registry:
             for impl in self.manager.hook.register_tasks.get_hookimpls() if self.manager is not None else []:
 
                 def register(task: Any, plugin: str = impl.plugin_name) -> None:
-                    if not isinstance(task, Task) or not _NAME.match(task.name or ""):
+                    if not isinstance(task, Task) or not COMPONENT_NAME.match(task.name or ""):
                         raise PluginError(
                             f"plugin {plugin!r} registered {task!r} as a task: a task is an instance of a "
-                            "modiff.tasks.Task subclass with a name of lower case letters, digits and dashes"
+                            f"modiff.tasks.Task subclass with a name of {COMPONENT_NAME_RULE}"
                         )
                     if task.name in tasks:
                         raise PluginError(
@@ -167,6 +202,16 @@ class Registry:
     def conflicts(self) -> list[list[Registration]]:
         """Names registered by more than one distribution in one role."""
         return [regs for regs in (r for role in ROLES for r in self.components[role].values()) if len(regs) > 1]
+
+    def entry_point_conflicts(self) -> list[EntryPointConflict]:
+        """Entry-point names declared by more than one installed distribution
+        (all of them are loaded; ``MODIFF_LOAD_PLUGINS`` should then name
+        distributions rather than the shared entry point)."""
+        by_name: dict[str, list[str]] = {}
+        for info in [*self.plugins, *self.broken]:
+            if info.entry_point and info.distribution not in by_name.setdefault(info.entry_point, []):
+                by_name[info.entry_point].append(info.distribution)
+        return [EntryPointConflict(n, tuple(d)) for n, d in sorted(by_name.items()) if len(d) > 1]
 
     def lookup(self, role: str, name: str) -> Registration:
         """The registration for ``name`` (or ``distribution:name``) in ``role``.
@@ -218,7 +263,7 @@ class Registry:
 
 
 def _same_dist(a: str, b: str) -> bool:
-    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()  # noqa: E731
+    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()
     return norm(a) == norm(b)
 
 
@@ -249,10 +294,14 @@ def load_entry_points(
     """Import every ``modiff`` entry point into ``pm``, one at a time.
 
     A plugin that raises on import is returned as broken (or re-raised as a
-    :class:`PluginError` when ``strict``); the others load regardless.
+    :class:`PluginError` when ``strict``); the others load regardless. When
+    several distributions declare the same entry-point name, each is loaded
+    under ``"distribution:name"`` (none silently hides another) and
+    :meth:`Registry.entry_point_conflicts` reports them.
     """
     loaded: list[PluginInfo] = []
     broken: list[BrokenPlugin] = []
+    found: list[tuple[importlib.metadata.EntryPoint, str, str]] = []
     seen: set[tuple[str, str]] = set()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "?"
@@ -260,13 +309,20 @@ def load_entry_points(
         if (dist, ep.name) in seen:  # the same distribution seen twice on sys.path
             continue
         seen.add((dist, ep.name))
+        found.append((ep, dist, version))
+    declared_by: dict[str, set[str]] = {}
+    for ep, dist, _ in found:
+        declared_by.setdefault(ep.name, set()).add(dist)
+    for ep, dist, version in found:
         if allow is not None and ep.name not in allow and dist not in allow:
             continue
-        if pm.get_plugin(ep.name) is not None:
+        shared = len(declared_by[ep.name]) > 1
+        name = f"{dist}:{ep.name}" if shared else ep.name
+        if pm.get_plugin(name) is not None:
             continue
         try:
             module = ep.load()
-            pm.register(module, name=ep.name)
+            pm.register(module, name=name)
         except Exception as exc:  # a broken plugin must not take the others down
             error = f"{type(exc).__name__}: {exc}"
             if strict:
@@ -274,9 +330,9 @@ def load_entry_points(
                     f"plugin {ep.name!r} from distribution {dist} {version} failed to load: {error}. "
                     "Fix or uninstall it, or unset MODIFF_STRICT_PLUGINS to continue without it."
                 ) from exc
-            broken.append(BrokenPlugin(ep.name, dist, version, error))
+            broken.append(BrokenPlugin(name, dist, version, ep.name, error=error))
             continue
-        loaded.append(PluginInfo(ep.name, dist, version))
+        loaded.append(PluginInfo(name, dist, version, ep.name))
     return loaded, broken
 
 
@@ -315,7 +371,7 @@ def collect(
                         f"plugin {info.plugin!r} from distribution {info.distribution} failed to register: {error}"
                     ) from exc
                 failed.add(info.plugin)
-                registry.broken.append(BrokenPlugin(info.plugin, info.distribution, info.version, error))
+                registry.broken.append(BrokenPlugin(info.plugin, info.distribution, info.version, info.entry_point, error=error))
                 continue
             for reg in pending:
                 registry.add(reg)
@@ -331,7 +387,7 @@ def collect(
     return registry
 
 
-def _register_callback(role: str, info: PluginInfo, out: list[Registration]) -> Callable[..., None]:
+def _register_callback(role: str, info: PluginInfo, out: list[Registration]) -> hookspecs.Register:
     def register(
         name: str,
         factory: Factory,
@@ -339,10 +395,9 @@ def _register_callback(role: str, info: PluginInfo, out: list[Registration]) -> 
         *,
         description: str | None = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ValueError(
-                f"component name {name!r} is not valid: use lower case letters, digits, '.', '_' and '-'"
-            )
+        problem = name_problem(name)
+        if problem is not None:
+            raise ValueError(f"{role} {problem}")
         if not callable(factory):
             raise TypeError(f"the factory for {role} {name!r} is not callable")
         model = settings_model or NoSettings

@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # torch is imported lazily so `modiff plugins` stays fast.
     import torch
     from torch import Tensor
 
+    from .training.step import TrainingStep
+
 __all__ = [
     "Batch",
     "Conditioner",
@@ -48,6 +50,7 @@ __all__ = [
     "Evaluator",
     "Example",
     "Fittable",
+    "GeneratingPipeline",
     "HasAssets",
     "ModelFn",
     "SampleCallback",
@@ -471,13 +474,71 @@ class Dataset(Protocol):
         ...
 
 
+class PipelineComponents(Protocol):
+    """What an evaluator may read of a pipeline's built components."""
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The run's dataset (``None`` for a run that only generates)."""
+        ...
+
+
+@runtime_checkable
+class GeneratingPipeline(Protocol):
+    """What an :class:`Evaluator` may use of a trained pipeline.
+
+    :class:`modiff.Pipeline` satisfies it; an evaluator's tests can pass a
+    small stand-in that draws known images instead. (Task operations such as
+    :func:`modiff.tasks.segment` take the pipeline itself.) Generation options an
+    evaluator does not give take the run's ``[sample]`` defaults; sample
+    ``i`` is seeded with ``seed + i`` alone, so results do not depend on
+    the batch size.
+    """
+
+    @property
+    def image_size(self) -> int:
+        """Pixel size of the generated images."""
+        ...
+
+    @property
+    def components(self) -> PipelineComponents:
+        """The built components (an evaluator reads ``components.dataset``)."""
+        ...
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        batch_size: int | None = None,
+    ) -> list[Any]:
+        """One RGB ``PIL.Image.Image`` per prompt."""
+        ...
+
+    def generate_tensor(
+        self,
+        prompts: Sequence[str],
+        *,
+        seed: int = 0,
+        steps: int | None = None,
+        guidance: float | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
+        """Images ``[B, 3, H, W]`` in [-1, 1], not clamped (for statistics that
+        must see values outside the range)."""
+        ...
+
+
 @runtime_checkable
 class Evaluator(Protocol):
     """Numbers for a trained pipeline."""
 
-    def evaluate(self, pipeline: Any, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
-        """Evaluate ``pipeline`` (a :class:`modiff.Pipeline`) and return a flat
-        mapping of metric names to numbers (and optionally lists/dicts)."""
+    def evaluate(self, pipeline: GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
+        """Evaluate ``pipeline`` (a :class:`modiff.Pipeline`, or anything that
+        satisfies :class:`GeneratingPipeline`) and return a flat mapping of
+        metric names to numbers (and optionally lists/dicts)."""
         ...
 
 
@@ -498,8 +559,16 @@ class Trainable(Protocol):
 
     needs_training: bool
 
-    def training_loss(self, batch: Batch) -> Tensor:
-        """A scalar loss for ``batch``; the core does backward and the step."""
+    def training_loss(self, batch: Batch, step: TrainingStep) -> Tensor:
+        """A scalar loss for ``batch``; the core does backward and the step.
+
+        ``batch`` is this process's share of the step's global batch. Draw
+        random numbers with ``step.randn`` and gather batch-wide quantities
+        (contrastive negatives) with ``step.gather``, and training on N
+        processes equals training on one (see
+        :class:`modiff.training.TrainingStep`). A loss that takes only the
+        batch still trains, but its draws then differ between processes.
+        """
         ...
 
     def finish_training(self, batches: Iterable[Batch]) -> None:

@@ -61,6 +61,9 @@ class RunDir:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> RunDir:
         return cls(Path(path))

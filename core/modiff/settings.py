@@ -235,7 +235,15 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """``MODIFF_TABLE__KEY=value`` variables as nested settings, values parsed as TOML."""
+    """``MODIFF_TABLE__KEY=value`` variables as nested settings, values parsed as TOML.
+
+    A variable whose TABLE names no settings table (``MODIFF_DENOSIER__WIDTH``)
+    is an error naming the variable, the closest table and the allowed ones,
+    as the same typo in a settings file is: left unreported, the setting it
+    meant would silently keep its old value.
+    """
+    import difflib
+
     environ = os.environ if environ is None else environ
     relevant = {
         k: v
@@ -244,6 +252,20 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     }
     if not relevant:
         return {}
+    tables = list(Settings.model_fields)
+    problems = []
+    for variable in sorted(relevant):
+        table = variable[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if table not in tables:
+            close = difflib.get_close_matches(table, tables, n=1, cutoff=0.6)
+            rest = variable[len(ENV_PREFIX) :].split("__", 1)[1]
+            hint = f" (did you mean {ENV_PREFIX}{close[0].upper()}__{rest}?)" if close else ""
+            problems.append(
+                f"unknown table {table!r} in environment variable {variable}{hint}; "
+                f"allowed tables: {', '.join(tables)}"
+            )
+    if problems:
+        raise SettingsError(problems)
     source = EnvSettingsSource(
         Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
     )

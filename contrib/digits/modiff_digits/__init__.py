@@ -40,12 +40,12 @@ def build_evaluator(settings: DigitAccuracySettings, context: modiff.BuildContex
 
 
 @modiff.hookimpl
-def register_datasets(register: Any) -> None:
+def register_datasets(register: modiff.Register) -> None:
     register("digits", build_dataset, DigitsSettings)
 
 
 @modiff.hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: modiff.Register) -> None:
     register("digit-accuracy", build_evaluator, DigitAccuracySettings)
 
 

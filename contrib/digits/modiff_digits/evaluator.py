@@ -67,7 +67,7 @@ class DigitAccuracy:
         s = self.settings
         return [s.template.format(word=WORDS[d], digit=d) for d in range(10) for _ in range(s.samples_per_digit)]
 
-    def evaluate(self, pipeline: Any, *, prompts: Sequence[str] | None = None) -> dict[str, Any]:
+    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> dict[str, Any]:
         s = self.settings
         asked = list(prompts) if prompts else self.default_prompts()
         targets = [parse_digit(p) for p in asked]

@@ -23,7 +23,7 @@ def build(settings: DiTSettings, context: modiff.BuildContext) -> Any:
 
 
 @modiff.hookimpl
-def register_denoisers(register: Any) -> None:
+def register_denoisers(register: modiff.Register) -> None:
     register("dit", build, DiTSettings)
 
 

@@ -28,10 +28,12 @@ def run(args: argparse.Namespace) -> int:
         pipeline = pipeline.with_sampler(args.scheduler)
     prompts = read_prompts(args.prompts) if args.prompts else None
     result = evaluate_run(pipeline, evaluator=args.evaluator, prompts=prompts)
-    path = save_evaluation(pipeline.run, result)  # type: ignore[arg-type]
+    # Shown first, saved second: a run folder that cannot be written must not cost the result.
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result, indent=2, default=str), flush=True)
     else:
-        print(format_table(result))
+        print(format_table(result), flush=True)
+    path = save_evaluation(pipeline.run, result)  # type: ignore[arg-type]
+    if not args.json:
         print(f"(full result in {path})")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..plugins import ROLES, Registry, registry
+from ..plugins import COMPONENT_NAME_RULE, ROLES, Registry, registry
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -25,27 +25,17 @@ def add(sub: argparse._SubParsersAction) -> None:
         description="Write modiff-NAME/ (pyproject with the entry point, a component with a settings model, "
         "tests using the role's contract) into DIR. Install it with `pip install -e modiff-NAME`.",
     )
-    new.add_argument("name", metavar="NAME", help="component name: lower-case letters, digits and dashes")
+    new.add_argument("name", metavar="NAME", help=f"component name: {COMPONENT_NAME_RULE}")
     new.add_argument("--role", required=True, help=f"the role it fills: {', '.join(ROLES)}")
     new.add_argument("--dir", default=".", metavar="DIR", help="where to create modiff-NAME/ (default: here)")
     new.set_defaults(func=run_new)
 
 
 def run_new(args: argparse.Namespace) -> int:
-    from ..scaffold import new_plugin
+    from ..scaffold import new_plugin, next_steps
 
     skeleton = new_plugin(args.name, args.role, args.dir)
-    taken = _registered_elsewhere(skeleton.role, skeleton.name)
-    print(f"wrote {skeleton.distribution} ({skeleton.role} {skeleton.name!r}) into {skeleton.path}")
-    if taken:
-        print(
-            f"note: the {skeleton.role} name {skeleton.name!r} is also registered by {', '.join(taken)}; "
-            f"settings files will have to write \"{skeleton.distribution}:{skeleton.name}\""
-        )
-    print("next:")
-    print(f"  pip install -e {skeleton.path}")
-    print(f"  python -m pytest {skeleton.path}")
-    print(f"  modiff plugins   # lists {skeleton.distribution}")
+    print("\n".join(next_steps(skeleton, _registered_elsewhere(skeleton.role, skeleton.name))))
     return 0
 
 
@@ -78,6 +68,9 @@ def as_json(reg: Registry) -> dict[str, Any]:
         "distributions": sorted(dists.values(), key=lambda d: d["distribution"]),
         "broken": [b.__dict__ for b in reg.broken],
         "conflicts": conflicts,
+        "entry_point_conflicts": [
+            {"entry_point": c.name, "distributions": list(c.distributions)} for c in reg.entry_point_conflicts()
+        ],
     }
 
 
@@ -100,8 +93,14 @@ def run(args: argparse.Namespace) -> int:
             f"conflict: {c['role']} {c['name']!r} is registered by {' and '.join(c['distributions'])}; "
             f"settings must write \"distribution:{c['name']}\""
         )
+    for c in data["entry_point_conflicts"]:
+        print(
+            f"conflict: entry point {c['entry_point']!r} is declared by {' and '.join(c['distributions'])}; "
+            f"both are loaded, as \"distribution:{c['entry_point']}\" (name distributions, not this entry point, "
+            "in MODIFF_LOAD_PLUGINS)"
+        )
     for b in data["broken"]:
         print(f"broken: {b['plugin']} ({b['distribution']} {b['version']}): {b['error']}")
     if not data["distributions"] and not data["broken"]:
-        print("no plugins installed; `pip install -r requirements.txt` installs the built-in ones")
+        print('no plugins installed; `pip install "modiff[all]"` installs the built-in ones')
     return 0

@@ -18,19 +18,22 @@ keeping the contract green.
 from __future__ import annotations
 
 import difflib
+import importlib.metadata
 import keyword
 import re
 import string
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
 from ..errors import ModiffError
-from ..plugins import ROLES
+from ..plugins import COMPONENT_NAME, ROLES, name_problem
 from .templates import RoleTemplate, common
 
-#: A component name: lower-case letters, digits and single dashes, starting with a letter.
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+#: The component-name rule, which lives in :mod:`modiff.plugins` (one rule for
+#: registering and for the skeleton); kept under this name for callers.
+NAME_PATTERN = COMPONENT_NAME
 
 #: Other spellings people write for a role, mapped to its settings table.
 ROLE_ALIASES = {
@@ -58,19 +61,47 @@ def templates() -> dict[str, RoleTemplate]:
 
 def check_name(name: str) -> str:
     """The component name, or a :class:`ModiffError` saying what is allowed."""
-    if name.startswith("modiff-") or name.startswith("modiff_"):
+    if name.startswith(("modiff-", "modiff_")):
         raise ModiffError(
             f"plugin name {name!r}: leave out the 'modiff-' prefix, it is added to the distribution name "
             f"(write `modiff plugins new {name[7:] or 'NAME'} ...` to get modiff-{name[7:] or 'NAME'})"
         )
-    if not NAME_PATTERN.match(name):
-        suggestion = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-        hint = f"; for example {suggestion!r}" if suggestion and NAME_PATTERN.match(suggestion) else ""
-        raise ModiffError(
-            f"plugin name {name!r} is not valid: use lower-case letters, digits and single dashes, "
-            f"starting with a letter (it becomes the component name in settings files){hint}"
-        )
+    problem = name_problem(name)
+    if problem is not None:
+        raise ModiffError(f"plugin {problem} (it becomes the component name in settings files)")
     return name
+
+
+def installed_owner(name: str) -> str | None:
+    """The installed distribution (``"modiff-clip 0.1.0"``) that the skeleton
+    of ``name`` would replace, or ``None``.
+
+    The skeleton is the distribution ``modiff-NAME`` with the package
+    ``modiff_NAME``: installing it over a distribution of that name (or over
+    another distribution's package of that name) silently replaces the
+    installed one, as ``modiff plugins new clip`` once replaced the
+    first-party CLIP plugin.
+    """
+    n = names(name)
+    try:
+        dist = importlib.metadata.distribution(n["dist"])
+        return f"{dist.metadata['Name']} {dist.version}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    owners = importlib.metadata.packages_distributions().get(n["package"], [])
+    if owners:
+        owner = owners[0]
+        try:
+            return f"{owner} {importlib.metadata.version(owner)} (its package {n['package']})"
+        except importlib.metadata.PackageNotFoundError:
+            return f"{owner} (its package {n['package']})"
+    return None
+
+
+def _free_names(name: str) -> list[str]:
+    """A few names near ``name`` whose skeleton would replace nothing installed."""
+    candidates = [f"my-{name}", f"{name}-2", f"{name}-plus"]
+    return [c for c in candidates if name_problem(c) is None and installed_owner(c) is None][:2]
 
 
 def check_role(role: str) -> str:
@@ -152,6 +183,15 @@ def new_plugin(name: str, role: str, directory: str | Path = ".") -> Skeleton:
     """
     name = check_name(name)
     role = check_role(role)
+    owner = installed_owner(name)
+    if owner is not None:
+        free = _free_names(name)
+        hint = f", for example {' or '.join(repr(f) for f in free)}" if free else ""
+        raise ModiffError(
+            f"plugin name {name!r}: {owner} is installed, and the skeleton would be the distribution "
+            f"modiff-{name} with the package modiff_{name.replace('-', '_')}, so installing it would replace "
+            f"that one. Choose another name{hint} (nothing was written)"
+        )
     parent = Path(directory)
     if parent.exists() and not parent.is_dir():
         raise ModiffError(f"--dir {parent} is a file, not a directory")
@@ -174,4 +214,38 @@ def new_plugin(name: str, role: str, directory: str | Path = ".") -> Skeleton:
     return Skeleton(target, name, role, n["dist"], n["package"], tuple(written))
 
 
-__all__ = ["NAME_PATTERN", "Skeleton", "check_name", "check_role", "new_plugin", "render", "templates"]
+def next_steps(skeleton: Skeleton, taken: Sequence[str] = ()) -> list[str]:
+    """What ``modiff plugins new`` prints after writing ``skeleton``.
+
+    ``taken`` lists other installed distributions that register the same
+    component name in the same role: settings files must then qualify it.
+    """
+    path = skeleton.path.as_posix()
+    if not (path.startswith(("/", ".")) or ":" in path[:3]):
+        path = f"./{path}"  # what pip reads as a folder, not a project name
+    lines = [f"wrote {skeleton.distribution} ({skeleton.role} {skeleton.name!r}) into {skeleton.path}"]
+    if taken:
+        lines.append(
+            f"note: the {skeleton.role} name {skeleton.name!r} is also registered by {', '.join(taken)}; "
+            f"once both are installed, settings files write plugin = \"{skeleton.distribution}:{skeleton.name}\""
+        )
+    lines += [
+        "next:",
+        f"  pip install -e \"{path}[test]\"   # the plugin, plus pytest and hypothesis for its tests",
+        f"  python -m pytest {path}",
+        f"  modiff plugins   # lists {skeleton.distribution} and its {skeleton.role} {skeleton.name!r}",
+    ]
+    return lines
+
+
+__all__ = [
+    "NAME_PATTERN",
+    "Skeleton",
+    "check_name",
+    "check_role",
+    "installed_owner",
+    "new_plugin",
+    "next_steps",
+    "render",
+    "templates",
+]

@@ -65,12 +65,14 @@ class Task:
         components: Components,
         *,
         latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
-        text: Callable[[Sequence[str]], TextEmbedding] | None,
+        text: Callable[[Sequence[str], Sequence[int]], TextEmbedding] | None,
         condition_dropout: float,
         world: World,
     ) -> StepLoss:
         """The loss of the denoiser stage: by default, denoising with this task's
-        image context."""
+        image context. ``latents(images, indices)`` and ``text(captions,
+        indices)`` give a batch's latents and text embedding (cached where the
+        components are frozen); ``indices`` are the batch's dataset indices."""
         from ..training.losses import DenoiserLoss
 
         return DenoiserLoss(

@@ -76,7 +76,7 @@ class Segmentation(Task):
         components: Components,
         *,
         latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
-        text: Callable[[Sequence[str]], TextEmbedding] | None,
+        text: Callable[[Sequence[str], Sequence[int]], TextEmbedding] | None,
         condition_dropout: float,
         world: World,
     ) -> StepLoss:

@@ -9,20 +9,21 @@
   :mod:`modiff.checkpoint`.
 """
 
-from .caches import LatentCache, TextCache
+from .caches import FrozenCache
 from .loop import NonFiniteLoss, Stage, Trainer, TrainingInterrupted
 from .losses import DenoiserLoss, component_loss
 from .optim import EMA, lr_at
 from .order import batch_indices, collate, step_seed
+from .step import TrainingStep
 
 __all__ = [
     "EMA",
     "DenoiserLoss",
-    "LatentCache",
+    "FrozenCache",
     "NonFiniteLoss",
     "Stage",
-    "TextCache",
     "Trainer",
+    "TrainingStep",
     "TrainingInterrupted",
     "batch_indices",
     "collate",

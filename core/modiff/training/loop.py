@@ -40,8 +40,8 @@ from ..errors import ModiffError, RunError
 from ..protocols import Batch, Fittable, Trainable
 from ..runs import RunDir
 from ..settings import StageSettings
-from .caches import LatentCache, TextCache
-from .losses import StepLoss, component_loss
+from .caches import FrozenCache
+from .losses import Latents, StepLoss, Text, component_loss
 from .optim import EMA, lr_at, optimizer_state_from_tensors, optimizer_state_to_tensors
 from .order import batch_indices, collate, step_seed
 from .plan import roles_of, stages_to_train
@@ -127,8 +127,8 @@ class Trainer:
         c.task.check(c)
         self._restore_finished()
         if "encoder" in self.plan and "encoder" not in self.stages_done:
-            self.run_stage(Stage("encoder", {"encoder": c.encoder}, component_loss(c.encoder), train.encoder))
-            c.encoder.finish_training(self._sample_batches(train.encoder.batch_size))  # type: ignore[union-attr]
+            self.run_stage(Stage("encoder", {"encoder": c.encoder}, component_loss(c.encoder, self.world), train.encoder))
+            self._finish("encoder", c.encoder, train.encoder.batch_size)
             self._commit_stage("encoder")
         txt = c.text_embedder
         if "text_embedder" in self.plan and "text_embedder" not in self.stages_done:
@@ -136,8 +136,9 @@ class Trainer:
                 self._log_stage("text_embedder", "fitting on the caption corpus")
                 txt.fit(c.dataset.captions())
             else:
-                self.run_stage(Stage("text_embedder", {"text_embedder": txt}, component_loss(txt), train.text_embedder))
-                txt.finish_training(self._sample_batches(train.text_embedder.batch_size))  # type: ignore[union-attr]
+                loss = component_loss(txt, self.world)
+                self.run_stage(Stage("text_embedder", {"text_embedder": txt}, loss, train.text_embedder))
+                self._finish("text_embedder", txt, train.text_embedder.batch_size)
             self._commit_stage("text_embedder")
         if "denoiser" not in self.stages_done:
             self.run_stage(self.denoiser_stage())
@@ -158,21 +159,32 @@ class Trainer:
     def denoiser_stage(self) -> Stage:
         c, train = self.components, self.settings.train
         joint = getattr(c.text_embedder, "joint_training", False)
-        text: Any = None
-        if c.text_embedder is not None:
-            text = c.text_embedder.embed if joint else TextCache(c.text_embedder)
         frozen_encoder = not any(p.requires_grad for p in _params(c.encoder))
         deterministic = frozen_encoder and not getattr(c.encoder, "sample_posterior", False)
         for role in ("encoder",) + (() if joint else ("text_embedder",)):
             m = c.get(role)
             if isinstance(m, nn.Module):
                 m.eval().requires_grad_(False)
-        latents = LatentCache(c.encoder, deterministic)
+        cache = FrozenCache(
+            c.dataset,
+            encoder=c.encoder if deterministic else None,
+            embedder=c.text_embedder if c.text_embedder is not None and not joint else None,
+        )
+        latents: Latents = cache.latents if deterministic else (lambda images, indices: c.encoder.encode(images))
+        text: Text | None = None
+        if c.text_embedder is not None:
+            text = (lambda captions, indices: c.text_embedder.embed(captions)) if joint else cache.text
         loss = c.task.training_loss(
             c, latents=latents, text=text, condition_dropout=train.condition_dropout, world=self.world
         )
         modules = {role: c.get(role) for role in self.roles_of("denoiser")}
         return Stage("denoiser", modules, loss, train, ema_decay=train.ema_decay, ema_warmup=train.ema_warmup)
+
+    def _finish(self, stage: str, component: Any, batch_size: int) -> None:
+        """The component's ``finish_training`` (a latent scale to estimate), seeded
+        alike on every process so that all of them keep the same component."""
+        torch.manual_seed(step_seed(self.settings.run.seed, f"{stage}/finish", 0))
+        component.finish_training(self._sample_batches(batch_size))
 
     def _sample_batches(self, batch_size: int, count: int = 8) -> list[Batch]:
         ds = self.components.dataset

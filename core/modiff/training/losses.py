@@ -17,9 +17,14 @@ from ..assembly import Components
 from ..distributed import World
 from ..noise import randn
 from ..protocols import Batch, Conditioning, TextEmbedding
+from .step import TrainingStep
 
 StepLoss = Callable[[Batch, Sequence[int], torch.Generator], torch.Tensor]
 ImageContext = Callable[[Components, Batch, torch.Generator, slice], "torch.Tensor | None"]
+#: ``latents(images, dataset_indices)``: the batch's latents (cached or encoded).
+Latents = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+#: ``text(captions, dataset_indices)``: the batch's text embedding (cached or embedded).
+Text = Callable[[Sequence[str], Sequence[int]], TextEmbedding]
 
 
 @dataclass
@@ -33,8 +38,8 @@ class DenoiserLoss:
     """
 
     components: Components
-    latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
-    text: Callable[[Sequence[str]], TextEmbedding] | None
+    latents: Latents
+    text: Text | None
     condition_dropout: float
     world: World = field(default_factory=World.single)
     image_context: ImageContext | None = None
@@ -49,7 +54,7 @@ class DenoiserLoss:
         t = scheduler.sample_timesteps(b * world.size, generator=g)[share].to(device)
         noise = randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
         context = self.image_context(components, batch, g, share) if self.image_context is not None else None
-        cond = self.conditioning(batch, b, drop.to(device), context)
+        cond = self.conditioning(batch, indices, drop.to(device), context)
         x_t = scheduler.add_noise(x0, noise, t)
         pred = components.denoiser(x_t, t.float(), cond)
         target = scheduler.training_target(x0, noise, t)
@@ -57,22 +62,32 @@ class DenoiserLoss:
         return (scheduler.loss_weight(t).to(per_sample) * per_sample).mean()
 
     def conditioning(
-        self, batch: Batch, b: int, drop: torch.Tensor, image_context: torch.Tensor | None
+        self, batch: Batch, indices: Sequence[int], drop: torch.Tensor, image_context: torch.Tensor | None
     ) -> Conditioning:
         conditioner = self.components.conditioner
         if conditioner is None:
             return Conditioning()
-        text = self.text(batch.captions) if self.text is not None else None
+        b = len(batch)
+        text = self.text(batch.captions, indices) if self.text is not None else None
         cond = conditioner.condition(text, image_context=image_context, batch_size=b)
         if self.condition_dropout > 0 and text is not None:
             cond = cond.where(drop, conditioner.null(b, like=text, image_context=image_context))
         return cond
 
 
-def component_loss(component: Any) -> StepLoss:
-    """A stage loss from a component's own ``training_loss(batch)``."""
+def component_loss(component: Any, world: World) -> StepLoss:
+    """A stage loss from a component's own ``training_loss(batch, step)``.
+
+    A component whose ``training_loss`` takes only the batch still trains;
+    on N processes its random draws then differ from one process's.
+    """
+    import inspect
+
+    takes_step = len(inspect.signature(component.training_loss).parameters) >= 2
 
     def loss(batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
-        return component.training_loss(batch)
+        if not takes_step:
+            return component.training_loss(batch)
+        return component.training_loss(batch, TrainingStep(g, world.rank, world.size))
 
     return loss

@@ -13,14 +13,14 @@ import modiff
 from .config import KLAutoencoderSettings
 
 
-def build_identity(settings: modiff.NoSettings, context: Any) -> Any:
+def build_identity(settings: modiff.NoSettings, context: modiff.BuildContext) -> Any:
     """Pixel space: images are their own latents (downscale 1, 3 channels, exact)."""
     from .identity import PixelSpace
 
     return PixelSpace()
 
 
-def build_kl_autoencoder(settings: KLAutoencoderSettings, context: Any) -> Any:
+def build_kl_autoencoder(settings: KLAutoencoderSettings, context: modiff.BuildContext) -> Any:
     """The Stable Diffusion VAE architecture, trained in its own stage; per-channel latent normalisation."""
     from .kl import KLAutoencoder
 
@@ -28,6 +28,6 @@ def build_kl_autoencoder(settings: KLAutoencoderSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_encoders(register: Any) -> None:
+def register_encoders(register: modiff.Register) -> None:
     register("identity", build_identity, modiff.NoSettings)
     register("kl-autoencoder", build_kl_autoencoder, KLAutoencoderSettings)

@@ -161,15 +161,17 @@ class KLAutoencoder(nn.Module):
 
     # --------------------------------------------------------------- training
 
-    def training_loss(self, batch: Batch) -> Tensor:
+    def training_loss(self, batch: Batch, step: modiff.TrainingStep | None = None) -> Tensor:
         """Reconstruction loss (per pixel) + ``kl_weight`` * KL (per latent element).
 
         The decoder sees a posterior sample, as in any VAE; the KL term keeps
         the latent near N(0, I) so it stays smooth for the diffusion model.
+        The sample's noise comes from ``step`` (drawn for the global batch), so
+        N processes draw what one process would.
         """
         images = batch.images
         q = self.posterior(images)
-        z = q.sample(torch.randn_like(q.mean))
+        z = q.sample(step.randn_like(q.mean) if step is not None else torch.randn_like(q.mean))
         recon = self.decode_raw(z).float()
         target = images.float()
         kind = self.settings.reconstruction_loss

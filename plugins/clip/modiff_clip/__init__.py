@@ -18,14 +18,14 @@ __all__ = ["ClipSettings", "build_clip", "register_text_embedders"]
 FALLBACK_IMAGE_SIZE = 32
 
 
-def _image_size(context: Any) -> int:
+def _image_size(context: modiff.BuildContext) -> int:
     try:
         return int(context.image_size)
     except (modiff.ModiffError, AttributeError):
         return FALLBACK_IMAGE_SIZE
 
 
-def build_clip(settings: ClipSettings, context: Any) -> Any:
+def build_clip(settings: ClipSettings, context: modiff.BuildContext) -> Any:
     """CLIP text encoder: a local Hugging Face folder, or a small CLIP trained contrastively on the dataset."""
     from .embedder import ClipTextEmbedder
 
@@ -36,5 +36,5 @@ def build_clip(settings: ClipSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_text_embedders(register: Any) -> None:
+def register_text_embedders(register: modiff.Register) -> None:
     register("clip", build_clip, ClipSettings)

@@ -18,6 +18,7 @@ from modiff.protocols import Batch, TextEmbedding
 
 from .contrastive import contrastive_loss
 from .hf import (
+    config_key,
     load_text_model,
     load_tokenizer,
     model_type,
@@ -33,9 +34,6 @@ METADATA_FORMAT = "modiff-clip/1"
 #: Config entries that describe where or how a config was written, not the model.
 _VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"}
 
-
-class TruncationWarning(UserWarning):
-    """A prompt had more tokens than ``max_tokens``; the rest were dropped."""
 
 
 def _config_key(config: Any) -> str:
@@ -188,7 +186,7 @@ class ClipTextEmbedder(nn.Module):
             warnings.warn(
                 f"{len(too_long)} prompt(s) have up to {max(too_long)} CLIP tokens; only the first "
                 f"max_tokens = {self._max_tokens} (start and end tokens included) are used",
-                TruncationWarning,
+                modiff.TruncationWarning,
                 stacklevel=3,
             )
             rows = [r if len(r) <= self._max_tokens else [*r[: self._max_tokens - 1], eos] for r in rows]
@@ -243,12 +241,20 @@ class ClipTextEmbedder(nn.Module):
         out = model.get_image_features(pixel_values=images.to(self.device))
         return out.pooler_output if hasattr(out, "pooler_output") else out
 
-    def training_loss(self, batch: Batch) -> Tensor:
-        """Symmetric InfoNCE between the batch's images and captions."""
+    def training_loss(self, batch: Batch, step: modiff.TrainingStep | None = None) -> Tensor:
+        """Symmetric InfoNCE between the batch's images and captions.
+
+        Every other pair of the *global* batch is a negative: features and
+        captions are gathered from every process (``step.gather``), so N
+        processes compute the loss one process would.
+        """
         model = self._require_vision()
         image = self.image_features(batch.images)
         text = self.text_features(batch.captions)
-        return contrastive_loss(text, image, model.logit_scale, batch.captions)
+        captions = list(batch.captions)
+        if step is not None and step.world_size > 1:
+            image, text, captions = step.gather(image), step.gather(text), step.gather_objects(captions)
+        return contrastive_loss(text, image, model.logit_scale, captions)
 
     def finish_training(self, batches: Iterable[Batch]) -> None:
         """Nothing to estimate after training: mark the model trained."""
@@ -298,7 +304,7 @@ class ClipTextEmbedder(nn.Module):
         tokenizer = load_tokenizer(directory)
         with quiet():
             config = config_cls.from_pretrained(str(directory), local_files_only=True)
-        if not (isinstance(self.model, model_cls) and _config_key(self.model.config) == _config_key(config)):
+        if not (isinstance(self.model, model_cls) and config_key(self.model.config) == config_key(config)):
             device = self.device
             with quiet():
                 self.model = model_cls(config).to(device)

@@ -1,8 +1,16 @@
 """Everything that touches transformers and tokenizers: quiet loading,
 folder layouts, the byte-level BPE tokenizer trained on captions.
 
+Public API of modiff-clip: the helpers every plugin that loads a CLIP text
+encoder from disk needs — :func:`quiet`, :func:`resolve_pretrained`,
+:func:`load_tokenizer`, :func:`model_type` and :func:`config_key` — live
+here once. ``modiff-sd`` (whose ``sd-clip`` is this CLIP, used the way Stable
+Diffusion uses it) imports them and declares modiff-clip as a dependency,
+rather than keeping a second copy that drifts.
+
 transformers takes seconds to import, so this module is imported only by the
-factory, never by the plugin's ``__init__``.
+factories, never by a plugin's ``__init__``; transformers itself is imported
+inside the functions.
 """
 
 from __future__ import annotations
@@ -16,8 +24,22 @@ from typing import Any
 
 import modiff
 
+__all__ = [
+    "VOLATILE_CONFIG_KEYS",
+    "config_key",
+    "load_text_model",
+    "load_tokenizer",
+    "model_type",
+    "quiet",
+    "resolve_pretrained",
+    "save_tokenizer",
+    "train_tokenizer",
+]
+
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 _WEIGHT_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+#: Config entries that describe where or how a config was written, not the model.
+VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"})
 
 
 @contextmanager
@@ -104,6 +126,8 @@ def save_tokenizer(tokenizer: Any, directory: Path) -> None:
 
 
 def load_tokenizer(directory: Path) -> Any:
+    """The CLIP tokenizer saved in ``directory`` (tokenizer.json, or vocab.json
+    and merges.txt); a missing or unreadable one is a :class:`modiff.WeightsError`."""
     from transformers import CLIPTokenizer
 
     if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
@@ -122,15 +146,15 @@ def load_tokenizer(directory: Path) -> Any:
 # --------------------------------------------------------------------------
 
 
-def resolve_pretrained(path: str) -> tuple[Path, Path]:
+def resolve_pretrained(path: str | Path) -> tuple[Path, Path]:
     """``(model folder, tokenizer folder)`` for a Hugging Face CLIP folder or a
     Stable Diffusion (diffusers) folder with ``text_encoder/`` and ``tokenizer/``."""
     root = Path(path).expanduser()
     if not root.is_dir():
         raise modiff.ModiffError(
-            f"pretrained = {path!r} is not a folder; modiff never downloads models, so give the path of a local "
-            "Hugging Face CLIP folder (config.json, model.safetensors, tokenizer files) or of a Stable Diffusion "
-            "folder that has text_encoder/ and tokenizer/"
+            f"pretrained = {str(path)!r} is not a folder; modiff never downloads models, so give the path of a "
+            "local Hugging Face CLIP folder (config.json, model.safetensors, tokenizer files) or of a Stable "
+            "Diffusion folder that has text_encoder/ and tokenizer/"
         )
     model_dir = root / "text_encoder" if (root / "text_encoder" / "config.json").is_file() else root
     token_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else model_dir
@@ -143,10 +167,24 @@ def resolve_pretrained(path: str) -> tuple[Path, Path]:
 
 
 def model_type(directory: Path) -> str:
+    """``model_type`` of ``directory/config.json`` (``"clip"``, ``"clip_text_model"``, ...)."""
     try:
         return str(json.loads((directory / "config.json").read_text(encoding="utf-8")).get("model_type", ""))
     except (OSError, ValueError) as exc:
         raise modiff.WeightsError(f"{directory / 'config.json'} is unreadable: {exc}") from exc
+
+
+def config_key(config: Any) -> str:
+    """A transformers config as a canonical string, without the entries that
+    say where or how it was written: two configs with the same key describe
+    the same model shape, so a loaded model need not be rebuilt."""
+
+    def clean(d: Any) -> Any:
+        if isinstance(d, dict):
+            return {k: clean(v) for k, v in sorted(d.items()) if k not in VOLATILE_CONFIG_KEYS}
+        return d
+
+    return json.dumps(clean(config.to_dict()), sort_keys=True, default=str)
 
 
 def has_safetensors(directory: Path) -> bool:

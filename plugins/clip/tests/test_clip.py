@@ -22,7 +22,7 @@ import modiff
 from modiff.protocols import Batch
 from modiff.testing import build_one
 from modiff.testing.contracts import TextEmbedderContract
-from modiff_clip.embedder import ClipTextEmbedder, TruncationWarning
+from modiff_clip.embedder import ClipTextEmbedder
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan"]
 SHAPES = ["circle", "square", "triangle"]
@@ -317,7 +317,7 @@ def test_skip_layers_reads_an_earlier_hidden_state() -> None:
 
 def test_truncation_keeps_the_end_token() -> None:
     e = build(max_tokens=8)
-    with pytest.warns(TruncationWarning, match="max_tokens = 8"):
+    with pytest.warns(modiff.TruncationWarning, match="max_tokens = 8"):
         ids, mask = e.tokenize(["red " * 20, "red"])
     assert ids.shape == (2, 8) and int(ids[0, -1]) == e.tokenizer.eos_token_id
     assert mask[0].all() and int(mask[1].sum()) == 3

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-def _text_dim(context: Any, name: str) -> int:
+def _text_dim(context: modiff.BuildContext, name: str) -> int:
     embedder = getattr(context, "text_embedder", None)
     if embedder is None:
         raise modiff.SettingsError(
@@ -34,14 +34,14 @@ def _text_dim(context: Any, name: str) -> int:
     return int(embedder.dim)
 
 
-def _latent_size(context: Any) -> int | None:
+def _latent_size(context: modiff.BuildContext) -> int | None:
     try:
         return int(context.latent_size)
     except modiff.ModiffError:  # no dataset and no [run] image_size: only matters for concatenated channels
         return None
 
 
-def _text_conditioner(settings: TextSettings, context: Any, text_dim: int, **parts: Any) -> Any:
+def _text_conditioner(settings: TextSettings, context: modiff.BuildContext, text_dim: int, **parts: Any) -> Any:
     """The :class:`PartsConditioner` every text conditioner builds: the text
     width, the latent size, the null conditioning and the image context are
     the same for all of them; ``parts`` picks the parts that use the text."""
@@ -56,7 +56,7 @@ def _text_conditioner(settings: TextSettings, context: Any, text_dim: int, **par
     )
 
 
-def build_cross_attention(settings: CrossAttentionSettings, context: Any) -> Any:
+def build_cross_attention(settings: CrossAttentionSettings, context: modiff.BuildContext) -> Any:
     """Token embeddings -> linear -> context the denoiser cross-attends to, with the padding mask."""
     text_dim = _text_dim(context, "cross-attention")
     return _text_conditioner(
@@ -64,18 +64,18 @@ def build_cross_attention(settings: CrossAttentionSettings, context: Any) -> Any
     )
 
 
-def build_concat(settings: ConcatSettings, context: Any) -> Any:
+def build_concat(settings: ConcatSettings, context: modiff.BuildContext) -> Any:
     """Pooled text -> linear -> constant feature maps concatenated to the denoiser's input."""
     return _text_conditioner(settings, context, _text_dim(context, "concat"), maps=settings.channels)
 
 
-def build_vector(settings: VectorSettings, context: Any) -> Any:
+def build_vector(settings: VectorSettings, context: modiff.BuildContext) -> Any:
     """Pooled text -> linear -> a vector added to the denoiser's time embedding."""
     text_dim = _text_dim(context, "vector")
     return _text_conditioner(settings, context, text_dim, vector_dim=settings.vector_dim or text_dim)
 
 
-def build_hybrid(settings: HybridSettings, context: Any) -> Any:
+def build_hybrid(settings: HybridSettings, context: modiff.BuildContext) -> Any:
     """Concatenated feature maps and cross-attention context together."""
     text_dim = _text_dim(context, "hybrid")
     return _text_conditioner(
@@ -88,7 +88,7 @@ def build_hybrid(settings: HybridSettings, context: Any) -> Any:
     )
 
 
-def build_none(settings: NoneSettings, context: Any) -> Any:
+def build_none(settings: NoneSettings, context: modiff.BuildContext) -> Any:
     """Unconditional: no text; optionally an image context as extra channels."""
     from .conditioner import PartsConditioner
 
@@ -100,7 +100,7 @@ def build_none(settings: NoneSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_conditioners(register: Any) -> None:
+def register_conditioners(register: modiff.Register) -> None:
     register("cross-attention", build_cross_attention, CrossAttentionSettings)
     register("concat", build_concat, ConcatSettings)
     register("vector", build_vector, VectorSettings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,7 +20,7 @@ class ImageContextSettings(modiff.ComponentSettings):
         "masked-image latent for inpainting, none otherwise).",
     )
 
-    def image_channels(self, context: Any) -> int:
+    def image_channels(self, context: modiff.BuildContext) -> int:
         """The setting, or the run's task's need (``BuildContext.image_context_channels``)."""
         if self.image_context_channels is not None:
             return self.image_context_channels

@@ -30,21 +30,21 @@ __all__ = [
 ]
 
 
-def build_shapes(settings: ShapesSettings, context: Any) -> Any:
+def build_shapes(settings: ShapesSettings, context: modiff.BuildContext) -> Any:
     """Procedural shapes world: captions, masks, held-out colour-shape pairs."""
     from .shapes.dataset import ShapesDataset
 
     return ShapesDataset(settings)
 
 
-def build_image_folder(settings: ImageFolderSettings, context: Any) -> Any:
+def build_image_folder(settings: ImageFolderSettings, context: modiff.BuildContext) -> Any:
     """A folder of captioned images (metadata.jsonl or .txt), optional masks."""
     from .image_folder import ImageFolderDataset
 
     return ImageFolderDataset(settings)
 
 
-def build_prompt_accuracy(settings: PromptAccuracySettings, context: Any) -> Any:
+def build_prompt_accuracy(settings: PromptAccuracySettings, context: modiff.BuildContext) -> Any:
     """Shapes-world prompt accuracy: colour, shape, position and count, checked exactly."""
     from .evaluation.prompt_accuracy import PromptAccuracy
 
@@ -55,12 +55,12 @@ def build_prompt_accuracy(settings: PromptAccuracySettings, context: Any) -> Any
 
 
 @modiff.hookimpl
-def register_datasets(register: Any) -> None:
+def register_datasets(register: modiff.Register) -> None:
     register("shapes", build_shapes, ShapesSettings)
     register("image-folder", build_image_folder, ImageFolderSettings)
 
 
-def build_iou(settings: IoUSettings, context: Any) -> Any:
+def build_iou(settings: IoUSettings, context: modiff.BuildContext) -> Any:
     """Segmentation: intersection over union per class and mean, on held-out images."""
     from .evaluation.iou import IoUEvaluator
 
@@ -68,6 +68,6 @@ def build_iou(settings: IoUSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_evaluators(register: Any) -> None:
+def register_evaluators(register: modiff.Register) -> None:
     register("prompt-accuracy", build_prompt_accuracy, PromptAccuracySettings)
     register("iou", build_iou, IoUSettings)

@@ -1,15 +1,16 @@
 """Settings models: one noise schedule shared by every sampler, plus per-sampler options.
 
-Every sampler's model extends :class:`ScheduleSettings`, so a settings table
-written for one sampler keeps its schedule keys valid for any other: a model
-trained under ``ddpm`` can be sampled with ``euler`` by handing the same
-schedule keys to the ``euler`` factory (the per-sampler keys are dropped or
-replaced). :func:`schedule_params` extracts exactly those shared keys.
+Every sampler's model extends :class:`ScheduleSettings`, whose fields are the
+schedule keys (declared as ``schedule_keys`` for :mod:`modiff.sampler_swap`):
+a model trained under ``ddpm`` is sampled with ``euler`` by handing those keys
+to the ``euler`` factory, while the per-sampler options (``eta``, ``order``,
+``use_karras_sigmas``, ...) start at the new sampler's defaults.
+:func:`schedule_params` extracts exactly the shared keys.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -25,7 +26,12 @@ class ScheduleSettings(modiff.ComponentSettings):
 
     These keys mean the same thing for every sampler; changing any of them
     (except the x0 post-processing) changes what a trained model expects.
+    They are the run's, whichever sampler samples it: ``schedule_keys``
+    declares them to the core (every field of this class; a subclass's own
+    fields are its sampler's options).
     """
+
+    schedule_keys: ClassVar[tuple[str, ...]] = ()  # set below, once the fields exist
 
     num_train_timesteps: int = Field(1000, ge=2, le=100_000, description="Discrete training timesteps T.")
     beta_schedule: BetaSchedule = Field(
@@ -134,7 +140,8 @@ class UniPCSettings(SigmaSettings):
     )
 
 
-SCHEDULE_KEYS: tuple[str, ...] = tuple(ScheduleSettings.model_fields)
+ScheduleSettings.schedule_keys = tuple(ScheduleSettings.model_fields)
+SCHEDULE_KEYS: tuple[str, ...] = ScheduleSettings.schedule_keys
 
 
 def schedule_params(settings: modiff.ComponentSettings | dict[str, Any]) -> dict[str, Any]:

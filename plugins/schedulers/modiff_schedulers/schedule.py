@@ -154,6 +154,28 @@ class NoiseSchedule:
             return float(self.sigmas[lo])
         return (1 - w) * float(self.sigmas[lo]) + w * float(self.sigmas[min(lo + 1, n - 1)])
 
+    def noise_timestep(self, sigma: float) -> float:
+        """The (fractional) timestep at which :meth:`add_noise` gives noise level
+        ``sigma`` exactly: the inverse of :meth:`sigma_at`'s linear
+        interpolation, clipped to [0, T-1].
+
+        It differs from :meth:`sigma_to_t` (log-linear, what a model is given
+        for a Karras noise level) by a fraction of a timestep; img2img must
+        noise an image to the sampler's level itself, hence this inverse.
+        """
+        sig = self.sigmas
+        n = sig.shape[0]
+        if sigma <= float(sig[0]):
+            return 0.0
+        if sigma >= float(sig[-1]):
+            return float(n - 1)
+        hi = int(torch.searchsorted(sig, torch.tensor(sigma, dtype=torch.float64)))
+        lo = hi - 1
+        s_lo, s_hi = float(sig[lo]), float(sig[hi])
+        if s_hi == sigma:
+            return float(hi)
+        return lo + (sigma - s_lo) / (s_hi - s_lo)
+
     # ------------------------------------------------------------------
     # Training side
     # ------------------------------------------------------------------

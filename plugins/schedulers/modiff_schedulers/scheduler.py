@@ -23,49 +23,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from modiff import randn
+from modiff.sampler_swap import swap
 
 from . import config as cfg
-from .k_samplers import sample_euler, sample_euler_ancestral, sample_heun, sample_lms
-from .multistep import sample_dpmpp_2m, sample_dpmpp_2m_sde, sample_unipc
 from .schedule import NoiseSchedule
-from .spacing import Family, karras_sigmas, spaced_timesteps
-from .vp import sample_ddim, sample_ddpm
+from .spacing import karras_sigmas, spaced_timesteps
+from .specs import SAMPLERS, SamplerSpec
 from .wrappers import SigmaDenoiser, TimeTable, VPDenoiser, time_dtype
 
 GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
-
-
-@dataclass(frozen=True)
-class SamplerSpec:
-    """What distinguishes one registered sampler from another.
-
-    Attributes:
-        name: the registered component name.
-        settings_model: its pydantic settings (schedule keys + options).
-        function: the pure sampling function.
-        scale: ``"vp"`` (DDPM, DDIM) or ``"sigma"``.
-        family: which timestep grid it uses (see :mod:`.spacing`).
-        options: settings -> keyword arguments of ``function``.
-        stochastic: settings -> whether ``sample`` draws random numbers.
-        karras_timestep_rounding: settings -> ``"round"``, ``"floor"`` or
-            ``None``: how the timesteps of Karras noise levels are made
-            integers before the model sees them, as diffusers' multistep
-            solvers do (the sigma itself is not changed).
-    """
-
-    name: str
-    settings_model: type[cfg.ScheduleSettings]
-    function: Callable[..., torch.Tensor]
-    scale: Literal["vp", "sigma"]
-    family: Family
-    options: Callable[[Any], dict[str, Any]] = lambda s: {}
-    stochastic: Callable[[Any], bool] = lambda s: False
-    karras_timestep_rounding: Callable[[Any], str | None] = lambda s: None
 
 
 @dataclass(frozen=True)
@@ -75,10 +46,15 @@ class Plan:
     ``timesteps[i]`` is given to the model at step ``i``. For VP samplers
     ``levels`` holds ``alpha_bar`` per timestep plus the final one; for sigma
     samplers it holds sigma per timestep plus the final 0.
+    ``noise_timesteps[i]`` is the timestep at which ``add_noise`` gives step
+    ``i``'s noise level: ``timesteps[i]`` itself, except with Karras noise
+    levels, whose model timesteps are log-linear (and, for the multistep
+    solvers, rounded) while ``add_noise`` interpolates linearly.
     """
 
     timesteps: list[float]
     levels: list[float] = field(default_factory=list)
+    noise_timesteps: list[float] = field(default_factory=list)
 
 
 class DiffusionScheduler(NoiseSchedule):
@@ -91,6 +67,7 @@ class DiffusionScheduler(NoiseSchedule):
         super().__init__(settings)
         self.spec = spec
         self.name = spec.name
+        self._function = spec.load()
 
     def __repr__(self) -> str:
         fields = type(self.settings).model_fields
@@ -116,7 +93,7 @@ class DiffusionScheduler(NoiseSchedule):
         if self.spec.scale == "vp":
             abar = self.alphas_cumprod
             final = 1.0 if getattr(s, "set_alpha_to_one", True) else float(abar[0])
-            return Plan(ts, [float(abar[int(t)]) for t in ts] + [final])
+            return Plan(ts, [float(abar[int(t)]) for t in ts] + [final], list(ts))
         if self.spec.family == "multistep":
             if not karras:
                 sigmas = [float(self.sigmas[int(t)]) for t in ts]
@@ -133,10 +110,24 @@ class DiffusionScheduler(NoiseSchedule):
             if karras:
                 sigmas = karras_sigmas(sigmas[-1], sigmas[0], steps)
                 ts = [self.sigma_to_t(x) for x in sigmas]
-        return Plan(ts, sigmas + [0.0])
+        noise_ts = [self.noise_timestep(x) for x in sigmas] if karras else list(ts)
+        return Plan(ts, sigmas + [0.0], noise_ts)
 
     def timesteps(self, steps: int) -> torch.Tensor:
-        """The timesteps ``sample`` gives the model, one per step (float64)."""
+        """The timestep of each step's noise level, first to last (float64).
+
+        ``add_noise`` at ``timesteps(steps)[i]`` gives exactly the noise level
+        step ``i`` starts from, which is what ``start_step = i`` (img2img)
+        expects. The model is given these timesteps too, except with Karras
+        noise levels: it then gets the log-linear timestep of each level
+        (rounded, for the multistep solvers), as diffusers does, which
+        :meth:`model_timesteps` returns.
+        """
+        return torch.tensor(self.plan(steps).noise_timesteps, dtype=torch.float64)
+
+    def model_timesteps(self, steps: int) -> torch.Tensor:
+        """The timesteps ``sample`` gives the model, one per step (float64);
+        diffusers' ``scheduler.timesteps`` after ``set_timesteps(steps)``."""
         return torch.tensor(self.plan(steps).timesteps, dtype=torch.float64)
 
     def sigmas_for(self, steps: int) -> torch.Tensor:
@@ -205,12 +196,12 @@ class DiffusionScheduler(NoiseSchedule):
             if callback is not None:
                 cb = lambda i, t, x, x0: callback(start_step + i, self._t(t, x), x, x0)  # noqa: E731
             model = VPDenoiser(model_fn, self.settings, times)
-            return self.spec.function(model, noise, ts, levels, noise_sampler=draw, callback=cb, **options)
+            return self._function(model, noise, ts, levels, noise_sampler=draw, callback=cb, **options)
 
         sigmas = list(plan.levels[start_step:])
         if start_step > 0:
-            # `noise` was made by add_noise at ts[0]; start from exactly that noise level.
-            sigmas[0] = self.sigma_at(ts[0])
+            # `noise` was made by add_noise at timesteps(steps)[start_step]; start from exactly that noise level.
+            sigmas[0] = self.sigma_at(plan.noise_timesteps[start_step])
         timestep_of = {sig: t for sig, t in zip(sigmas, ts, strict=False)}
         denoiser = SigmaDenoiser(model_fn, self.settings, timestep_of, self.sigma_to_t, times)
         x = noise * math.sqrt(1 + sigmas[0] ** 2)
@@ -221,7 +212,7 @@ class DiffusionScheduler(NoiseSchedule):
                 t = self._t(denoiser.timestep(sigma), x)
                 callback(start_step + i, t, x * (1 / math.sqrt(1 + sigma**2)), denoised)
 
-        return self.spec.function(denoiser, x, sigmas, noise_sampler=draw, callback=cb, **options)
+        return self._function(denoiser, x, sigmas, noise_sampler=draw, callback=cb, **options)
 
     @staticmethod
     def _t(t: float, like: torch.Tensor) -> torch.Tensor:
@@ -237,72 +228,16 @@ class DiffusionScheduler(NoiseSchedule):
 
     def with_sampler(self, name: str, **options: Any) -> DiffusionScheduler:
         """Another sampler over the same noise schedule, e.g.
-        ``scheduler.with_sampler("euler", use_karras_sigmas=True)``."""
+        ``scheduler.with_sampler("euler", use_karras_sigmas=True)``.
+
+        As ``Pipeline.with_sampler`` (one rule, :func:`modiff.sampler_swap.swap`):
+        the schedule and prediction type carry over, the new sampler's own
+        options start at its defaults unless given in ``options``.
+        """
         if name not in SAMPLERS:
             raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
         spec = SAMPLERS[name]
-        return DiffusionScheduler(spec, spec.settings_model(**self.schedule_params(), **options))
-
-
-def _karras_rounding_dpm(s: Any) -> str:
-    # diffusers' DPMSolverMultistepScheduler rounds Karras timesteps, except
-    # for the cosine schedule where its cast to int64 truncates them; UniPC
-    # always rounds.
-    return "floor" if s.beta_schedule == "squaredcos_cap_v2" else "round"
-
-
-SPECS: tuple[SamplerSpec, ...] = (
-    SamplerSpec(
-        "ddpm", cfg.DDPMSettings, sample_ddpm, "vp", "discrete",
-        options=lambda s: {"variance_type": s.variance_type},
-        stochastic=lambda s: True,
-    ),
-    SamplerSpec(
-        "ddim", cfg.DDIMSettings, sample_ddim, "vp", "discrete",
-        options=lambda s: {"eta": s.eta},
-        stochastic=lambda s: s.eta > 0,
-    ),
-    SamplerSpec(
-        "euler", cfg.EulerSettings, sample_euler, "sigma", "continuous",
-        options=lambda s: {
-            "s_churn": s.s_churn, "s_tmin": s.s_tmin,
-            "s_tmax": math.inf if s.s_tmax is None else s.s_tmax, "s_noise": s.s_noise,
-        },
-        stochastic=lambda s: s.s_churn > 0,
-    ),
-    SamplerSpec(
-        "euler-ancestral", cfg.EulerAncestralSettings, sample_euler_ancestral, "sigma", "continuous",
-        options=lambda s: {"eta": s.eta, "s_noise": s.s_noise},
-        stochastic=lambda s: s.eta > 0,
-    ),
-    SamplerSpec(
-        "heun", cfg.HeunSettings, sample_heun, "sigma", "continuous",
-    ),
-    SamplerSpec(
-        "lms", cfg.LMSSettings, sample_lms, "sigma", "continuous",
-        options=lambda s: {"order": s.order},
-    ),
-    SamplerSpec(
-        "dpmpp-2m", cfg.DPMPP2MSettings, sample_dpmpp_2m, "sigma", "multistep",
-        options=lambda s: {"solver_type": s.solver_type},
-        karras_timestep_rounding=_karras_rounding_dpm,
-    ),
-    SamplerSpec(
-        "dpmpp-2m-sde", cfg.DPMPP2MSDESettings, sample_dpmpp_2m_sde, "sigma", "multistep",
-        options=lambda s: {"solver_type": s.solver_type, "eta": s.eta, "s_noise": s.s_noise},
-        stochastic=lambda s: s.eta > 0,
-        karras_timestep_rounding=_karras_rounding_dpm,
-    ),
-    SamplerSpec(
-        "unipc", cfg.UniPCSettings, sample_unipc, "sigma", "multistep",
-        options=lambda s: {
-            "order": s.order, "solver_type": s.solver_type, "disable_corrector": tuple(s.disable_corrector),
-        },
-        karras_timestep_rounding=lambda s: "round",
-    ),
-)
-
-SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in SPECS}
+        return DiffusionScheduler(spec, swap(self.settings, spec.settings_model, options))
 
 
 def build(

@@ -180,26 +180,35 @@ def test_parity_without_upcasting(diffusers_noise: Any, model_fn: Any, name: str
 
 
 @pytest.mark.parametrize(
-    ("name", "spacing", "start"),
-    [("ddim", "leading", 4), ("ddpm", "trailing", 3), ("euler", "leading", 5), ("heun", "trailing", 2),
-     ("dpmpp-2m", "trailing", 3), ("unipc", "leading", 6), ("euler-ancestral", "trailing", 1)],
+    ("name", "spacing", "start", "karras"),
+    [("ddim", "leading", 4, False), ("ddpm", "trailing", 3, False), ("euler", "leading", 5, False),
+     ("heun", "trailing", 2, False), ("dpmpp-2m", "trailing", 3, False), ("unipc", "leading", 6, False),
+     ("euler-ancestral", "trailing", 1, False),
+     # Karras noise levels: the multistep solvers give the model rounded timesteps, but
+     # the image must be noised to the Karras level itself, as diffusers' add_noise does.
+     ("dpmpp-2m", "trailing", 3, True), ("dpmpp-2m-sde", "leading", 2, True), ("unipc", "trailing", 4, True),
+     ("euler", "leading", 5, True), ("heun", "trailing", 2, True)],
 )
-def test_img2img_matches_diffusers(diffusers_noise: Any, model_fn: Any, name: str, spacing: str, start: int) -> None:
+def test_img2img_matches_diffusers(
+    diffusers_noise: Any, model_fn: Any, name: str, spacing: str, start: int, karras: bool
+) -> None:
     """``start_step`` against a diffusers img2img loop (begin index, add_noise at
-    the first timestep kept). Our input is add_noise on the VP scale; on these
-    integer grids it is the same noise level diffusers' add_noise uses.
+    the first timestep kept). Our input is add_noise on the VP scale at
+    ``timesteps(steps)[start]``: the timestep of that step's noise level, so it
+    is the noise level diffusers' add_noise uses (with Karras sigmas a
+    fractional timestep, while the model is given diffusers' rounded one).
 
     LMS is left out on purpose: diffusers' LMS takes its order from the
     absolute step index, so after a begin index it weights the one derivative
     it has with higher-order coefficients meant for steps it never took; ours
     warms up from order 1 again, like the other multistep samplers."""
     steps = 10
-    ours = build(name, {"timestep_spacing": spacing})
+    ours = build(name, {"timestep_spacing": spacing, **({"use_karras_sigmas": True} if karras else {})})
     g = torch.Generator().manual_seed(5)
     x0 = torch.randn(SHAPE, generator=g, dtype=torch.float64)
     eps = torch.randn(SHAPE, generator=g, dtype=torch.float64)
     t = ours.timesteps(steps)[start]
-    assert float(t) == int(t)
+    assert karras or float(t) == int(t)
     x_start = ours.add_noise(x0, eps, t.expand(SHAPE[0]))
 
     theirs = ref.make(name, ours)
@@ -271,7 +280,7 @@ def test_grids_match_diffusers(name: str, karras: bool, spacing: str) -> None:
         if name == "heun":
             ts, sig = ts[::2], torch.cat([sig[:1], sig[1::2]])
         try:
-            mine = ours.timesteps(steps)
+            mine = ours.model_timesteps(steps)
         except ValueError:
             assert float(ts.max()) > n - 1, f"{steps} steps: we raised but diffusers' grid is valid"
             continue
@@ -281,6 +290,13 @@ def test_grids_match_diffusers(name: str, karras: bool, spacing: str) -> None:
         torch.testing.assert_close(mine, ts, rtol=0, atol=1e-4, msg=f"{steps} steps")
         if sig is not None:
             torch.testing.assert_close(ours.sigmas_for(steps), sig, rtol=1e-5, atol=0, msg=f"{steps} steps")
+        # timesteps(): where add_noise puts each step's noise level (img2img's starting points)
+        noise_ts = ours.timesteps(steps)
+        if not karras:
+            assert torch.equal(noise_ts, mine)
+        elif name != "ddim":
+            levels = torch.tensor([ours.sigma_at(float(t)) for t in noise_ts], dtype=torch.float64)
+            torch.testing.assert_close(levels, ours.sigmas_for(steps)[:-1], rtol=1e-12, atol=0)
 
 
 def test_leading_offset_beyond_the_last_timestep_is_an_error() -> None:

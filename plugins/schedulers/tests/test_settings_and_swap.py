@@ -105,6 +105,28 @@ def test_schedule_params_are_shared_by_every_sampler() -> None:
         assert built.settings == other.settings
 
 
+def test_a_scheduler_swap_keeps_the_schedule_and_resets_the_samplers_own_options() -> None:
+    """The scheduler object's ``with_sampler`` is the pipeline's rule
+    (``modiff.sampler_swap``): eta, order and Karras sigmas are not carried."""
+    ddim = build("ddim", {"eta": 0.0, "beta_schedule": "linear", "prediction_type": "v_prediction"})
+    ancestral = ddim.with_sampler("euler-ancestral")
+    assert ancestral.settings.eta == 1.0 and ancestral.stochastic
+    assert ancestral.settings.beta_schedule == "linear" and ancestral.prediction_type == "v_prediction"
+    assert build("unipc", {"order": 3}).with_sampler("lms").settings.order == 4
+    assert build("euler", {"use_karras_sigmas": True}).with_sampler("heun").settings.use_karras_sigmas is False
+    assert build("dpmpp-2m", {"solver_type": "heun"}).with_sampler("unipc").settings.solver_type == "bh2"
+    assert build("ddim").with_sampler("dpmpp-2m", use_karras_sigmas=True).settings.use_karras_sigmas is True
+
+
+def test_registrations_are_the_sampler_specs() -> None:
+    """Name, settings model and description of every registration come from the one table."""
+    from modiff_schedulers.specs import SPECS
+
+    reg = modiff.registry_from(__import__("modiff_schedulers"))
+    got = {r.name: (r.settings_model, r.description) for r in reg.all("scheduler")}
+    assert got == {s.name: (s.settings_model, s.description) for s in SPECS}
+
+
 def test_swapping_samplers_at_generation_time_samples_the_same_model() -> None:
     """A model trained under ddpm is sampled by every deterministic sampler of
     the same schedule: with an exact model they all return its x0."""

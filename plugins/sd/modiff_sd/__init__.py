@@ -27,7 +27,7 @@ from .settings import SdClipSettings, SdCrossAttentionSettings
 __all__ = ["SdClipSettings", "SdCrossAttentionSettings"]
 
 
-def build_sd_clip(settings: SdClipSettings, context: Any) -> Any:
+def build_sd_clip(settings: SdClipSettings, context: modiff.BuildContext) -> Any:
     """CLIP text encoder as Stable Diffusion uses it: padded to max_tokens, no mask, every position real."""
     from .text import SdClipEmbedder
 
@@ -36,7 +36,7 @@ def build_sd_clip(settings: SdClipSettings, context: Any) -> Any:
     )
 
 
-def build_sd_cross_attention(settings: SdCrossAttentionSettings, context: Any) -> Any:
+def build_sd_cross_attention(settings: SdCrossAttentionSettings, context: modiff.BuildContext) -> Any:
     """Text states as the cross-attention context, unchanged; the empty prompt's embedding as the null (SD)."""
     from .conditioner import build
 
@@ -44,12 +44,12 @@ def build_sd_cross_attention(settings: SdCrossAttentionSettings, context: Any) -
 
 
 @modiff.hookimpl
-def register_text_embedders(register: Any) -> None:
+def register_text_embedders(register: modiff.Register) -> None:
     register("sd-clip", build_sd_clip, SdClipSettings)
 
 
 @modiff.hookimpl
-def register_conditioners(register: Any) -> None:
+def register_conditioners(register: modiff.Register) -> None:
     register("sd-cross-attention", build_sd_cross_attention, SdCrossAttentionSettings)
 
 

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import modiff
+from modiff.sampler_swap import schedule_keys
+from modiff_unet.diffusers_layout import from_diffusers_config, settings_table
 
 #: SD 1.x's training schedule and the sampler settings its releases ship with
 #: (PNDM there; DDIM here, on the same timestep grid).
@@ -35,6 +37,7 @@ SD_SCHEDULER: dict[str, Any] = {
     "clip_sample": False,
 }
 SD_LATENT_SCALE = 0.18215
+#: SD 1.x's attention heads in the UNet (its configurations' `attention_head_dim`).
 SD_UNET_HEADS = 8
 CLIP_HEAD_WIDTH = 64
 SD_NORM_GROUPS = 32
@@ -60,136 +63,21 @@ def _check(component: str, config: Mapping[str, Any], fixed: Mapping[str, Any], 
 
 
 # --------------------------------------------------------------------------
-# UNet
+# UNet: modiff-unet's translator (the one copy), plus what SD's runs need
 # --------------------------------------------------------------------------
-
-_UNET_FIXED: dict[str, Any] = {
-    "act_fn": "silu",
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "norm_eps": 1e-5,
-    "time_embedding_type": "positional",
-    "resnet_time_scale_shift": "default",
-    "center_input_sample": False,
-    "only_cross_attention": False,
-    "dual_cross_attention": False,
-    "class_embeddings_concat": False,
-    "mid_block_scale_factor": 1,
-    "downsample_padding": 1,
-    "attention_type": "default",
-    "conv_in_kernel": 3,
-    "conv_out_kernel": 3,
-    "resnet_out_scale_factor": 1.0,
-    "resnet_skip_time_act": False,
-}
-_UNET_ABSENT = (
-    "addition_embed_type",
-    "encoder_hid_dim",
-    "encoder_hid_dim_type",
-    "time_cond_proj_dim",
-    "time_embedding_dim",
-    "time_embedding_act_fn",
-    "timestep_post_act",
-    "num_class_embeds",
-    "class_embed_type",
-    "cross_attention_norm",
-    "reverse_transformer_layers_per_block",
-    "mid_block_only_cross_attention",
-)
-_DOWN = {"CrossAttnDownBlock2D": True, "DownBlock2D": False}
-_UP = {"CrossAttnUpBlock2D": True, "UpBlock2D": False}
-_MID = {"UNetMidBlock2DCrossAttn": True, "UNetMidBlock2D": False}
-
-
-def _one(value: Any, name: str) -> Any:
-    """A per-level list that must hold one value everywhere, as that value."""
-    if isinstance(value, (list, tuple)):
-        if len(set(value)) != 1:
-            raise _config_error("unet", name, value, "the same value on every level")
-        return value[0]
-    return value
 
 
 def unet_table(config: Mapping[str, Any], *, precision: str = "fp32") -> dict[str, Any]:
-    """The ``unet`` settings table for a ``UNet2DConditionModel`` configuration."""
-    _check("unet", config, _UNET_FIXED, _UNET_ABSENT)
-    if config.get("upcast_attention") and precision != "fp32":
-        raise _config_error("unet", "upcast_attention", True, 'false, or true with [run] precision = "fp32"')
-    channels = list(config.get("block_out_channels", (320, 640, 1280, 1280)))
-    down = list(config.get("down_block_types", ()))
-    up = list(config.get("up_block_types", ()))
-    if len(down) != len(channels) or len(up) != len(channels):
-        raise _config_error("unet", "down_block_types/up_block_types", (down, up), f"{len(channels)} entries each")
-    attention = []
-    for level, (d, u) in enumerate(zip(down, reversed(up))):
-        if d not in _DOWN:
-            raise _config_error("unet", "down_block_types", d, ", ".join(_DOWN))
-        if u not in _UP:
-            raise _config_error("unet", "up_block_types", u, ", ".join(_UP))
-        if _DOWN[d] != _UP[u]:
-            raise _config_error("unet", f"level {level} block types", (d, u), "attention on both sides or neither")
-        if _DOWN[d]:
-            attention.append(level)
-    mid = config.get("mid_block_type", "UNetMidBlock2DCrossAttn")
-    if mid not in _MID:
-        raise _config_error("unet", "mid_block_type", mid, ", ".join(_MID))
-    # diffusers' historical naming: `attention_head_dim` holds the number of heads
-    # when `num_attention_heads` is not given (every SD 1.x/2.x config).
-    heads = config.get("num_attention_heads") or config.get("attention_head_dim", SD_UNET_HEADS)
-    depth = config.get("transformer_layers_per_block", 1)
-    table: dict[str, Any] = {
-        "plugin": "unet",
-        "channels": channels,
-        "layers_per_block": int(_one(config.get("layers_per_block", 2), "layers_per_block")),
-        "attention_levels": attention,
-        "mid_attention": _MID[mid],
-        "heads": list(heads) if isinstance(heads, (list, tuple)) else int(heads),
-        "transformer_depth": list(depth) if isinstance(depth, (list, tuple)) else int(depth),
-        "cross_attention_dim": int(_one(config.get("cross_attention_dim", 1280), "cross_attention_dim")),
-        "use_linear_projection": bool(config.get("use_linear_projection", False)),
-        "norm_num_groups": int(config.get("norm_num_groups", SD_NORM_GROUPS)),
-        "head": "denoise",
-    }
-    if float(config.get("dropout", 0.0)):
-        table["dropout"] = float(config["dropout"])
-    return table
+    """The ``unet`` settings table for a ``UNet2DConditionModel`` configuration.
 
-
-def unet_config(table: Mapping[str, Any], *, in_channels: int, sample_size: int) -> dict[str, Any]:
-    """The ``UNet2DConditionModel`` configuration of a resolved ``unet`` table."""
-    channels = list(table["channels"])
-    levels = len(channels)
-    attention = set(range(levels) if table.get("attention_levels") is None else table["attention_levels"])
-    heads, head_dim = table.get("heads"), table.get("head_dim")
-    if heads is None:
-        # The unet plugin's default: heads of `head_dim` channels (32 unless given).
-        dims = head_dim if isinstance(head_dim, list) else [head_dim or 32] * levels
-        heads = [c // d for c, d in zip(channels, dims)]
-    return {
-        "_class_name": "UNet2DConditionModel",
-        "act_fn": "silu",
-        "attention_head_dim": heads,
-        "block_out_channels": channels,
-        "center_input_sample": False,
-        "cross_attention_dim": table["cross_attention_dim"],
-        "down_block_types": ["CrossAttnDownBlock2D" if i in attention else "DownBlock2D" for i in range(levels)],
-        "downsample_padding": 1,
-        "dropout": table.get("dropout", 0.0),
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
-        "in_channels": in_channels,
-        "layers_per_block": table["layers_per_block"],
-        "mid_block_scale_factor": 1,
-        "mid_block_type": "UNetMidBlock2DCrossAttn" if table.get("mid_attention", True) else "UNetMidBlock2D",
-        "norm_eps": 1e-5,
-        "norm_num_groups": table["norm_num_groups"],
-        "out_channels": in_channels,
-        "sample_size": sample_size,
-        "transformer_layers_per_block": table.get("transformer_depth", 1),
-        "up_block_types": ["CrossAttnUpBlock2D" if i in attention else "UpBlock2D" for i in reversed(range(levels))],
-        "upcast_attention": False,
-        "use_linear_projection": table.get("use_linear_projection", False),
-    }
+    The translation is modiff-unet's (:func:`modiff_unet.diffusers_layout.from_diffusers_config`);
+    on top of it an SD run has text conditioning only, so a class-embedding
+    input is refused here.
+    """
+    settings, spec = from_diffusers_config(config, precision=precision)
+    if spec.conditioning.vector_dim is not None:
+        raise _config_error("unet", "class_embed_type", config.get("class_embed_type"), "None (SD conditions on text only)")
+    return {**settings_table(settings), "cross_attention_dim": settings.cross_attention_dim}
 
 
 # --------------------------------------------------------------------------
@@ -241,16 +129,34 @@ SAMPLERS: dict[str, str] = {
 }
 #: Timestep spacing of each diffusers class when a (pre-0.19) config leaves it out.
 _DEFAULT_SPACING = {"DDIMScheduler": "leading", "DDPMScheduler": "leading", "PNDMScheduler": "leading"}
-#: diffusers key -> modiff key where the names differ.
-_KEY_NAMES = {"solver_order": "order"}
-
-
-def _accepted_keys(sampler: str) -> set[str]:
-    return set(modiff.registry().lookup("scheduler", sampler).settings_model.model_fields)
+#: diffusers class -> its own options (beyond the noise schedule) that mean the same
+#: in the modiff sampler it maps to: diffusers key -> modiff key. Everything else
+#: of the sampler starts at modiff's defaults (:mod:`modiff.sampler_swap`).
+_OWN_OPTIONS: dict[str, dict[str, str]] = {
+    "DDIMScheduler": {"set_alpha_to_one": "set_alpha_to_one"},
+    "PNDMScheduler": {"set_alpha_to_one": "set_alpha_to_one"},  # its last step lands where DDIM's does
+    "DDPMScheduler": {"variance_type": "variance_type"},
+    "EulerDiscreteScheduler": {"use_karras_sigmas": "use_karras_sigmas"},
+    "EulerAncestralDiscreteScheduler": {},
+    "HeunDiscreteScheduler": {"use_karras_sigmas": "use_karras_sigmas"},
+    "LMSDiscreteScheduler": {"use_karras_sigmas": "use_karras_sigmas"},
+    "DPMSolverMultistepScheduler": {"solver_type": "solver_type", "use_karras_sigmas": "use_karras_sigmas"},
+    "UniPCMultistepScheduler": {
+        "solver_order": "order",
+        "solver_type": "solver_type",
+        "use_karras_sigmas": "use_karras_sigmas",
+        "disable_corrector": "disable_corrector",
+    },
+}
 
 
 def scheduler_table(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """A sampler table for a diffusers scheduler configuration, and a note when it is not the same sampler."""
+    """A sampler table for a diffusers scheduler configuration, and a note when it is not the same sampler.
+
+    The noise schedule (what the sampler's settings model declares as its
+    ``schedule_keys``) is read from the configuration; of the sampler's own
+    options only those with a modiff equivalent (``_OWN_OPTIONS``) are.
+    """
     cls = str(config.get("_class_name", "DDIMScheduler"))
     if cls not in SAMPLERS:
         raise _config_error("scheduler", "_class_name", cls, ", ".join(SAMPLERS))
@@ -265,12 +171,14 @@ def scheduler_table(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | No
                 "scheduler", "algorithm_type/solver_order", (kind, config.get("solver_order")),
                 "dpmsolver++ or sde-dpmsolver++ with solver_order 2",
             )
-    accepted = _accepted_keys(sampler)
+    model = modiff.registry().lookup("scheduler", sampler).settings_model
     table: dict[str, Any] = {"plugin": sampler}
-    for key, value in config.items():
-        name = _KEY_NAMES.get(key, key)
-        if name in accepted and value is not None:
-            table[name] = value
+    for key in schedule_keys(model) or ():
+        if config.get(key) is not None:
+            table[key] = config[key]
+    for theirs, ours in _OWN_OPTIONS[cls].items():
+        if config.get(theirs) is not None:
+            table[ours] = config[theirs]
     table.setdefault("timestep_spacing", _DEFAULT_SPACING.get(cls, "linspace"))
     note = None
     if cls == "PNDMScheduler":
@@ -299,7 +207,7 @@ def scheduler_config(sampler: str, params: Mapping[str, Any]) -> dict[str, Any]:
     if sampler not in DIFFUSERS_SCHEDULERS:
         raise modiff.ModiffError(f"sampler {sampler!r} has no diffusers equivalent ({', '.join(DIFFUSERS_SCHEDULERS)})")
     cls, fixed = DIFFUSERS_SCHEDULERS[sampler]
-    inverse = {v: k for k, v in _KEY_NAMES.items()}
+    inverse = {ours: theirs for theirs, ours in _OWN_OPTIONS[cls].items()}
     out: dict[str, Any] = {"_class_name": cls}
     for key, value in params.items():
         if key in _NOT_IN_CONFIG or (sampler == "lms" and key == "order"):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 import modiff
-from modiff.runs import RunDir, atomic_save_tensors
+from modiff_unet.diffusers_layout import to_diffusers_config
 
 from . import configs
 from .sources import SafetensorsFile
@@ -48,7 +48,7 @@ class ExportResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _check_components(resolved: modiff.ResolvedSettings, run: RunDir) -> None:
+def _check_components(resolved: modiff.ResolvedSettings, run: modiff.RunDir) -> None:
     problems = []
     for role, name in REQUIRED.items():
         comp = resolved.components.get(role)
@@ -95,7 +95,7 @@ def _copy_tensors(source: Path, target: Path, *, drop_prefix: str | None = None)
     """Copy a component's tensors unchanged (one component in memory at a time)."""
     f = SafetensorsFile(source)
     tensors = {k: f.read(k) for k in f.keys() if drop_prefix is None or not k.startswith(drop_prefix)}
-    atomic_save_tensors(target, tensors, {"format": "pt"})
+    modiff.atomic_save_tensors(target, tensors, {"format": "pt"})
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -123,7 +123,7 @@ def export_diffusers(
     run: str | os.PathLike[str], out: str | os.PathLike[str], *, overwrite: bool = False
 ) -> ExportResult:
     """Write ``run`` as a diffusers ``StableDiffusionPipeline`` folder at ``out``."""
-    rd = RunDir.of(run)
+    rd = modiff.RunDir.of(run)
     rd.require()
     resolved = modiff.load_settings_files([rd.settings], environ={})
     _check_components(resolved, rd)
@@ -165,7 +165,7 @@ def export_diffusers(
     try:
         latent_size = size // f
         _write_json(tmp / "unet" / "config.json", {
-            **configs.unet_config(unet, in_channels=int(vae["latent_channels"]), sample_size=latent_size),
+            **to_diffusers_config(unet, in_channels=int(vae["latent_channels"]), sample_size=latent_size),
             "_diffusers_version": DIFFUSERS_FORMAT_VERSION,
         })
         _copy_tensors(rd.weights("denoiser"), tmp / "unet" / "diffusion_pytorch_model.safetensors")

@@ -4,7 +4,7 @@ The run holds the settings (naming ``unet``, ``kl-autoencoder``, ``sd-clip``,
 ``sd-cross-attention`` and a sampler with the source's schedule, plus
 ``[run] image_size`` instead of a dataset) and one checkpoint with a
 ``components/<role>.safetensors`` per component, written with modiff's
-checkpoint writer so that :meth:`modiff.pipeline.Pipeline.load` restores it
+checkpoint writer so that :meth:`modiff.Pipeline.load` restores it
 like a trained run.
 
 Memory: the components are built on the ``meta`` device only to learn the
@@ -31,24 +31,25 @@ from typing import Any
 import torch
 
 import modiff
-from modiff.checkpoint import CheckpointWriter, component_metadata
-from modiff.runs import RunDir, atomic_write_text
+from modiff_clip.hf import load_tokenizer
 
 from . import configs, layout
 from .layout import Rename
 from .sources import Weights, component_weights, open_weights
-from .text import TOKENIZER_FILES, load_tokenizer
+from .text import TOKENIZER_FILES
 
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: Source part -> modiff role.
 ROLES: dict[str, str] = {"unet": "denoiser", "vae": "encoder", "text_encoder": "text_embedder"}
 #: diffusers pipeline class and the component classes this importer understands.
 PIPELINE_CLASSES = ("StableDiffusionPipeline",)
-COMPONENT_CLASSES = {
-    "unet": "UNet2DConditionModel",
-    "vae": "AutoencoderKL",
-    "text_encoder": "CLIPTextModel",
-    "tokenizer": "CLIPTokenizer",
+#: Each part's accepted classes; transformers 5 has one CLIP tokenizer class and
+#: keeps ``CLIPTokenizerFast`` as another name for it, which many SD folders name.
+COMPONENT_CLASSES: dict[str, tuple[str, ...]] = {
+    "unet": ("UNet2DConditionModel",),
+    "vae": ("AutoencoderKL",),
+    "text_encoder": ("CLIPTextModel",),
+    "tokenizer": ("CLIPTokenizer", "CLIPTokenizerFast"),
 }
 SAMPLE_DEFAULTS = {"steps": 50, "guidance": 7.5}
 
@@ -129,8 +130,8 @@ def _check_model_index(root: Path) -> None:
         )
     for part, wanted in COMPONENT_CLASSES.items():
         entry = data.get(part)
-        if isinstance(entry, list) and len(entry) == 2 and entry[1] not in (None, wanted):
-            raise modiff.WeightsError(f"{index}: {part} is a {entry[1]!r}; import-sd reads a {wanted}")
+        if isinstance(entry, list) and len(entry) == 2 and entry[1] is not None and entry[1] not in wanted:
+            raise modiff.WeightsError(f"{index}: {part} is a {entry[1]!r}; import-sd reads a {' or '.join(wanted)}")
 
 
 Configs = tuple[dict[str, Any], dict[str, Any], dict[str, Any], Path, dict[str, Any] | None]
@@ -430,7 +431,7 @@ def import_sd(
     tmp = final.with_name(f".{final.name}.import-tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    staging = RunDir(tmp)
+    staging = modiff.RunDir(tmp)
     try:
         # The text encoder's config and tokenizer: the `pretrained` folder its settings name (outside the
         # checkpoints, so the path stays valid), and a copy in the checkpoint as the component's assets.
@@ -439,7 +440,7 @@ def import_sd(
         staged = resolve(settings_table(src, final, text_folder, precision=precision, image_size=image_size))
         components = _meta_components(staged)
         parameters: dict[str, int] = {}
-        with CheckpointWriter(tmp) as writer:
+        with modiff.CheckpointWriter(tmp) as writer:
             for role, module in components.modules():
                 name = next((p for p, r in ROLES.items() if r == role), None)
                 part = src.parts[name] if name is not None else None
@@ -450,13 +451,13 @@ def import_sd(
                 resolved = staged.components[role]
                 assets = _CopiedAssets(text_folder) if role == "text_embedder" else None
                 writer.save_component(
-                    role, tensors, component_metadata(role, resolved.registration, resolved.params), assets
+                    role, tensors, modiff.component_metadata(role, resolved.registration, resolved.params), assets
                 )
                 parameters[role] = sum(t.numel() for t in tensors.values())
                 del tensors
             final_text = final / IMPORTED_TEXT
             settings = resolve(settings_table(src, final, final_text, precision=precision, image_size=image_size))
-            atomic_write_text(staging.settings, settings.to_toml())
+            modiff.atomic_write_text(staging.settings, settings.to_toml())
             writer.commit(
                 {"stages_done": ["encoder", "text_embedder", "denoiser"], "stage": None, "step": 0,
                  "imported_from": str(src.path)}

@@ -17,10 +17,8 @@ releases; the config and tokenizer are assets (``save_assets``).
 from __future__ import annotations
 
 import json
-import logging
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 
 import modiff
 from modiff.protocols import TextEmbedding
+from modiff_clip.hf import config_key, load_tokenizer, quiet, resolve_pretrained
 
 ASSETS_FILE = "modiff_sd_clip.json"
 ASSETS_FORMAT = "modiff-sd-clip/1"
@@ -40,69 +39,10 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
 )
-_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"}
-
-
-class TruncationWarning(UserWarning):
-    """A prompt had more tokens than ``max_tokens``; the rest were dropped."""
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars for the duration."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    hub = logging.getLogger("huggingface_hub")
-    level = hub.level
-    hub.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-        hub.setLevel(level)
-
-
-def resolve_folder(path: str | Path) -> tuple[Path, Path]:
-    """``(model folder, tokenizer folder)`` of a CLIP folder or an SD folder
-    (``text_encoder/`` and ``tokenizer/``)."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        raise modiff.ModiffError(
-            f"pretrained = {str(path)!r} is not a folder; give a local CLIP text-encoder folder (config.json and "
-            "tokenizer files) or a Stable Diffusion folder with text_encoder/ and tokenizer/ (nothing is downloaded)"
-        )
-    model_dir = root / "text_encoder" if (root / "text_encoder" / "config.json").is_file() else root
-    token_dir = root / "tokenizer" if (root / "tokenizer").is_dir() else model_dir
-    if not (model_dir / "config.json").is_file():
-        raise modiff.ModiffError(
-            f"no config.json in {model_dir}: pretrained must hold a CLIP text-encoder configuration"
-        )
-    return model_dir, token_dir
-
-
-def load_tokenizer(directory: Path) -> Any:
-    from transformers import CLIPTokenizer
-
-    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.json")):
-        raise modiff.WeightsError(
-            f"no CLIP tokenizer in {directory}: expected tokenizer.json, or vocab.json and merges.txt"
-        )
-    try:
-        with quiet():
-            return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as exc:
-        raise modiff.WeightsError(
-            f"could not load the CLIP tokenizer in {directory}: {type(exc).__name__}: {exc}"
-        ) from None
 
 
 def load_config(directory: Path) -> Any:
+    """The ``CLIPTextConfig`` of a text-encoder folder, or the text tower's of a full CLIP folder."""
     from transformers import CLIPTextConfig
 
     path = directory / "config.json"
@@ -138,11 +78,6 @@ def build_text_model(directory: Path) -> nn.Module:
         return CLIPTextModel(config)
 
 
-def _config_key(config: Any) -> str:
-    data = {k: v for k, v in sorted(config.to_dict().items()) if k not in _VOLATILE_CONFIG_KEYS}
-    return json.dumps(data, sort_keys=True, default=str)
-
-
 class SdClipEmbedder(nn.Module):
     """Prompts -> CLIP hidden states padded to ``max_tokens``, as SD feeds its UNet."""
 
@@ -160,7 +95,7 @@ class SdClipEmbedder(nn.Module):
 
     @classmethod
     def from_folder(cls, path: str | Path, *, max_tokens: int | None = None, skip_layers: int = 0) -> SdClipEmbedder:
-        model_dir, token_dir = resolve_folder(path)
+        model_dir, token_dir = resolve_pretrained(path)
         model, tokenizer = build_text_model(model_dir), load_tokenizer(token_dir)
         return cls(model, tokenizer, max_tokens=max_tokens, skip_layers=skip_layers)
 
@@ -223,7 +158,7 @@ class SdClipEmbedder(nn.Module):
             warnings.warn(
                 f"{len(too_long)} prompt(s) have up to {max(too_long)} CLIP tokens; only the first "
                 f"max_tokens = {length} (start and end tokens included) are used",
-                TruncationWarning,
+                modiff.TruncationWarning,
                 stacklevel=3,
             )
         ids = torch.full((len(rows), length), pad, dtype=torch.long)
@@ -263,7 +198,7 @@ class SdClipEmbedder(nn.Module):
         directory = Path(directory)
         config = load_config(directory)
         tokenizer = load_tokenizer(directory)
-        if _config_key(config) != _config_key(self.config):
+        if config_key(config) != config_key(self.config):
             device = self.device
             with quiet():
                 model = CLIPTextModel(config).to(device)

@@ -131,6 +131,14 @@ def test_padding_states_are_what_the_encoder_computes_for_pad_tokens() -> None:
     assert float(out.tokens[0, -1].abs().max()) > 0.1
 
 
+def test_a_long_prompt_warns_with_the_core_truncation_category() -> None:
+    """One category for every embedder: ``modiff.TruncationWarning``."""
+    e = build_one("text_embedder", "sd-clip", {"pretrained": str(clip_folder())}).eval()
+    with pytest.warns(modiff.TruncationWarning, match="CLIP tokens"), torch.no_grad():
+        out = e.embed(["red " * 40])
+    assert out.tokens.shape[1] == MAX_TOKENS
+
+
 def test_sd_clip_settings_are_checked() -> None:
     with pytest.raises(modiff.ModiffError, match="is not a folder"):
         build_one("text_embedder", "sd-clip", {"pretrained": "/nonexistent/clip"})

@@ -122,6 +122,19 @@ def test_unsupported_option_is_named(folder: Path, tmp_path: Path) -> None:
     _fails(folder, tmp_path, "class_embed_type = 'timestep'")
 
 
+def test_a_fast_tokenizer_in_the_index_is_the_same_tokenizer(folder: Path, tmp_path: Path) -> None:
+    """transformers 5 has one CLIP tokenizer class; ``CLIPTokenizerFast`` is another name for it."""
+    index = folder / "model_index.json"
+    data = json.loads(index.read_text())
+    data["tokenizer"] = ["transformers", "CLIPTokenizerFast"]
+    index.write_text(json.dumps(data))
+    assert import_sd(folder, tmp_path / "fast").run.is_dir()
+    data["tokenizer"] = ["transformers", "T5TokenizerFast"]
+    index.write_text(json.dumps(data))
+    message = _fails(folder, tmp_path, "tokenizer is a 'T5TokenizerFast'")
+    assert "CLIPTokenizer or CLIPTokenizerFast" in message
+
+
 def test_pickled_component_weights_need_weights_only_loading(folder: Path, tmp_path: Path) -> None:
     """A .bin in a diffusers folder is read like a .ckpt: tensors only."""
     path = folder / UNET

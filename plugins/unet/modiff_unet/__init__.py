@@ -15,7 +15,7 @@ from .config import UNetSettings
 __all__ = ["UNetSettings", "build_unet"]
 
 
-def build_unet(settings: UNetSettings, context: Any) -> Any:
+def build_unet(settings: UNetSettings, context: modiff.BuildContext) -> Any:
     """UNet with GroupNorm residual blocks and cross-attention transformers (SD 1.x layout)."""
     from .unet import build
 
@@ -23,5 +23,5 @@ def build_unet(settings: UNetSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_denoisers(register: Any) -> None:
+def register_denoisers(register: modiff.Register) -> None:
     register("unet", build_unet, UNetSettings)

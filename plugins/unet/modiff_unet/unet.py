@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+import modiff
 from modiff.protocols import Conditioning, DenoiserSpec
 
 from .config import UNetSettings
@@ -694,7 +695,7 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.conv_norm_out(h)))
 
 
-def build(settings: UNetSettings, context: Any) -> UNet:
+def build(settings: UNetSettings, context: modiff.BuildContext) -> UNet:
     """Resolve the settings against the run (head, classes, context width) and build the UNet."""
     spec: DenoiserSpec | None = getattr(context, "denoiser_spec", None)
     if spec is None:

@@ -15,7 +15,7 @@ from .settings import Word2VecSettings
 __all__ = ["Word2VecSettings", "build_word2vec", "register_text_embedders"]
 
 
-def build_word2vec(settings: Word2VecSettings, context: Any) -> Any:
+def build_word2vec(settings: Word2VecSettings, context: modiff.BuildContext) -> Any:
     """word2vec vectors (gensim, trained on the captions or read from a file) + positions + optional self-attention."""
     from .embedder import Word2VecEmbedder
 
@@ -23,5 +23,5 @@ def build_word2vec(settings: Word2VecSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_text_embedders(register: Any) -> None:
+def register_text_embedders(register: modiff.Register) -> None:
     register("word2vec", build_word2vec, Word2VecSettings)

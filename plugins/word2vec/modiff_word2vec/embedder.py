@@ -42,9 +42,6 @@ class UnknownWordWarning(UserWarning):
     """A prompt word has no vector; it is embedded as the ``<unk>`` vector."""
 
 
-class TruncationWarning(UserWarning):
-    """A prompt had more tokens than ``max_tokens``; the rest were dropped."""
-
 
 def sinusoidal_positions(length: int, dim: int, *, device: torch.device, dtype: torch.dtype) -> Tensor:
     """``[length, dim]`` sine/cosine position encodings (Vaswani et al.).
@@ -264,7 +261,7 @@ class Word2VecEmbedder(nn.Module):
             warnings.warn(
                 f"{len(too_long)} prompt(s) have up to {max(too_long)} tokens; only the first "
                 f"max_tokens = {self.max_tokens} are used",
-                TruncationWarning,
+                modiff.TruncationWarning,
                 stacklevel=2,
             )
             rows = [r[: self.max_tokens] for r in rows]

@@ -124,6 +124,8 @@ def read_vectors(path: str | Path, *, fmt: str = "auto", limit: int | None = Non
         )
     detected = detect_format(p)  # also refuses pickles when a format is forced
     fmt = detected if fmt == "auto" else fmt
+    if fmt == "text-no-header":
+        check_headerless(p, limit)
     try:
         kv = KeyedVectors.load_word2vec_format(
             str(p),
@@ -140,4 +142,47 @@ def read_vectors(path: str | Path, *, fmt: str = "auto", limit: int | None = Non
     words = list(kv.index_to_key)
     if not words:
         raise modiff.WeightsError(f"the word-vector file {p} holds no words")
-    return words, np.asarray(kv.vectors, dtype=np.float32)
+    matrix = np.asarray(kv.vectors, dtype=np.float32)
+    if matrix.ndim != 2 or matrix.shape[1] == 0:
+        raise modiff.WeightsError(
+            f"the word-vector file {p} holds words but no vector values (0 dimensions); a word-vector file has "
+            "one line per word, the word then its numbers (\"red 0.12 -0.5 ...\")"
+        )
+    return words, matrix
+
+
+def check_headerless(path: Path, limit: int | None = None) -> None:
+    """Refuse a header-less text file that is not a table of ``word v1 ... vD``.
+
+    gensim reads such a file by trusting its first line: a plain list of words
+    becomes a vocabulary of 0-dimensional vectors, and lines of different
+    lengths are read without complaint. Every line must have the same number
+    of fields, at least two, and every field after the word must be a number.
+    """
+    width: int | None = None
+    with path.open("r", encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if limit is not None and number > limit:
+                break
+            fields = line.rstrip().split(" ")
+            if fields == [""]:
+                continue
+            if width is None:
+                width = len(fields)
+            if len(fields) < 2:
+                raise modiff.WeightsError(
+                    f"{path} line {number} has a word and no numbers ({line.strip()[:40]!r}); a word-vector file has "
+                    "one line per word, the word then its D numbers (word2vec text files start with a line "
+                    "\"COUNT D\")"
+                )
+            if len(fields) != width:
+                raise modiff.WeightsError(
+                    f"{path} line {number} has {len(fields) - 1} numbers but line 1 has {width - 1}: every word "
+                    "needs a vector of the same dimension"
+                )
+            try:
+                [float(x) for x in fields[1:]]
+            except ValueError:
+                raise modiff.WeightsError(
+                    f"{path} line {number} is not 'word v1 ... vD' (a value is not a number): {line.strip()[:60]!r}"
+                ) from None

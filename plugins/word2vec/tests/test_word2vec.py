@@ -60,6 +60,14 @@ def fitted(**params: Any) -> Word2VecEmbedder:
     return e
 
 
+def test_a_long_prompt_warns_with_the_core_truncation_category() -> None:
+    """One category for every embedder: ``modiff.TruncationWarning``."""
+    e = fitted(max_tokens=4)
+    with pytest.warns(modiff.TruncationWarning, match="max_tokens = 4"), torch.no_grad():
+        out = e.embed(["a large red circle in the top left"])
+    assert out.tokens.shape[1] == 4
+
+
 # ---------------------------------------------------------------- contracts
 
 
@@ -122,6 +130,22 @@ def test_glove_text_without_header_loads() -> None:
     kv = KeyedVectors.load_word2vec_format(datapath("test_glove.txt"), no_header=True)
     assert e.dim == kv.vector_size
     torch.testing.assert_close(e.vector("the"), torch.from_numpy(kv["the"]))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("red\ncircle\nsquare\n", "line 1 has a word and no numbers"),  # gensim: three 0-dimensional vectors
+        ("red 0.1 0.2\ncircle 0.3\n", "line 2 has 1 numbers but line 1 has 2"),
+        ("a red circle\nblue square at the top\n", "line 1 is not 'word v1 ... vD'"),
+    ],
+)
+def test_a_headerless_file_that_is_not_a_vector_table_is_refused(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "words.txt"
+    path.write_text(text)
+    with pytest.raises(modiff.WeightsError, match=message) as info:
+        build(vectors=str(path))
+    assert str(path) in str(info.value)
 
 
 def test_limit_reads_the_first_words() -> None:

@@ -20,8 +20,9 @@ test = ["pytest>=8", "hypothesis>=6.100"]
 
 # This is what makes modiff find the plugin once it is installed: an entry
 # point in the "modiff" group naming the module with the hook implementations.
+# Its name is the distribution's, so that it collides with no other plugin's.
 [project.entry-points.modiff]
-$name = "$package"
+$dist = "$package"
 
 [tool.setuptools.packages.find]
 include = ["$package*"]
@@ -109,7 +110,7 @@ def build(settings: $settings_class, context: modiff.BuildContext) -> Any:
 
 
 @modiff.hookimpl
-def $hook(register: Any) -> None:
+def $hook(register: modiff.Register) -> None:
     register("$name", build, $settings_class)
 
 

@@ -8,9 +8,12 @@ yourself by sizing the training set).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+import modiff
 from modiff.tasks import segment
 
 
@@ -53,7 +56,7 @@ class IoUEvaluator:
             return type(dataset)(settings.model_copy(update=update))
         return dataset
 
-    def evaluate(self, pipeline: Any, *, prompts: Any = None) -> dict[str, Any]:
+    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> dict[str, Any]:
         dataset = pipeline.components.dataset
         if dataset is None or not getattr(dataset, "num_classes", 0):
             raise ValueError("the iou evaluator needs a dataset with masks (num_classes > 0)")

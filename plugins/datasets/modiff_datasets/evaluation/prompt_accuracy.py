@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+import modiff
+
 from ..config import PromptAccuracySettings
 from ..shapes.captions import CaptionError, parse
 from ..shapes.prompts import PromptCase, evaluation_prompts
@@ -149,7 +151,7 @@ class PromptAccuracy:
             holdout_fraction=s.holdout_fraction,
         )
 
-    def evaluate(self, pipeline: Any, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
+    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
         cases = self.cases(prompts)
         if not cases:
             raise ValueError("prompt-accuracy needs at least one prompt")
