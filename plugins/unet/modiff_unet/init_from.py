@@ -77,7 +77,7 @@ def weights_file(source: str | Path) -> Path:
             f"init_from = {str(source)!r} is neither a .safetensors file nor a run folder (relative paths are read "
             "from the current directory); train that run first"
         )
-    from modiff.runs import RunDir  # the core's reader of committed checkpoints
+    from modiff import RunDir  # the core's reader of committed checkpoints
 
     try:
         return RunDir(path).weights("denoiser")

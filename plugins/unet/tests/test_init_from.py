@@ -92,7 +92,7 @@ def test_a_run_folder_means_its_committed_denoiser(tmp_path: Path, use_registry)
     named by its folder, as an ablation file does."""
     import json
 
-    from modiff.runs import RunDir
+    from modiff import RunDir
     from modiff.settings import load
     from modiff.testing import plugin_registry
     from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
