@@ -246,6 +246,33 @@ set = {{ "evaluator.fail_if_exists" = "{flag}" }}
     assert [(c["name"], c["runs_done"], c["runs"]) for c in summary["cells"]] == [("steady", 3, 3), ("flaky", 3, 3)]
 
 
+def test_an_interruption_stops_the_grid_and_is_not_a_failure(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the second run: the grid stops (exit 130), the first run is kept,
+    the second has no record (it resumes rather than counting as failed)."""
+    from modiff import workflows
+    from modiff.training import TrainingInterrupted
+
+    path = ablation_file(tmp_path, '[grid]\n"denoiser.hidden" = [4, 8, 16]\n')
+    real = workflows.train_run
+    calls: list[str] = []
+
+    def interrupted_second(resolved: Any, run: Any, **kwargs: Any) -> Any:
+        calls.append(run.path.name)
+        if len(calls) == 2:
+            raise TrainingInterrupted("interrupted during denoiser at step 1; checkpoint saved")
+        return real(resolved, run, **kwargs)
+
+    monkeypatch.setattr(workflows, "train_run", interrupted_second)
+    assert main(["ablate", str(path), "--quiet"]) == 130
+    out = tmp_path / "runs" / "abl"
+    assert (out / "denoiser.hidden=4" / "cell.json").is_file()
+    assert not (out / "denoiser.hidden=8" / "cell.json").exists()
+    assert len(calls) == 2, "nothing runs after the stop"
+    assert "denoiser.hidden=4" in (out / "report.md").read_text()
+
+
 def test_a_failed_cell_is_reported_not_fatal(base: Path, tmp_path: Path) -> None:
     path = ablation_file(tmp_path, '[grid]\n"train.lr" = [1e-3, 1e30]\n"train.grad_clip" = [0.0]\n"train.steps" = [30]\n')
     records = run_ablation(read_ablation(path), progress=False, log=quiet)

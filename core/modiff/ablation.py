@@ -270,7 +270,28 @@ def run_ablation(ablation: Ablation, *, progress: bool = True, log: Any = print)
         validate(ablation)
     out = output_dir(ablation)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
+    records: list[dict[str, Any]] = []
+    try:
+        _run_all(ablation, out, records, progress=progress, log=log)
+    except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
+        write_report(ablation, out, records)
+        stop = ModiffError(
+            f"interrupted ({exc or 'Ctrl-C'}); finished runs are kept and the report shows them. "
+            f"Run the same `modiff ablate {ablation.path}` again to continue."
+        )
+        stop.exit_code = 130  # as a Ctrl-C anywhere else
+        raise stop from None
+    write_report(ablation, out, records)
+    return records
+
+
+def _interrupted() -> type[BaseException]:
+    from .training import TrainingInterrupted
+
+    return TrainingInterrupted
+
+
+def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, progress: bool, log: Any) -> None:
     total = len(ablation.cells)
     for i, cell in enumerate(ablation.cells, 1):
         record_path = cell_record_path(out, cell)
@@ -288,8 +309,6 @@ def run_ablation(ablation: Ablation, *, progress: bool = True, log: Any = print)
         if record["status"] != "done":
             log(f"[{i}/{total}] {cell.name}: failed: {record['error']}")
         records.append(record)
-    write_report(ablation, out, records)
-    return records
 
 
 def _learning_curve(run: RunDir) -> list[dict[str, Any]]:
@@ -331,6 +350,8 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
             save_evaluation(run, result)
             record["evaluation"] = {k: v for k, v in result.items() if k != "per_prompt"}
         record["status"] = "done"
+    except _interrupted():
+        raise  # a stop, not a failure: the run resumes from its checkpoint next time
     except Exception as exc:  # noqa: BLE001 (a failed run is reported, not fatal)
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
