@@ -274,7 +274,21 @@ SHAPES: dict[str, SDShape] = {
         unet_groups=32, vae_channels=(32, 64, 128, 128), vae_layers=2, vae_groups=32,
         text_width=128, text_layers=2, text_heads=2, tokens=77, train_batch=8,
     ),
+    # Stable Diffusion 1.5's shapes at full size (random weights; for a GPU): 512 px, f = 8 autoencoder
+    # [128, 256, 512, 512] with two blocks per level, UNet [320, 640, 1280, 1280] with two blocks per
+    # level, attention on levels 0-2 and in the middle, 8 heads, 32 groups, 768-wide context; CLIP
+    # ViT-L/14's text tower (768 wide, 12 layers, 12 heads, 77 tokens; only the vocabulary is the tiny
+    # tokenizer's). 4 x 64 x 64 latents; about 860 M UNet parameters.
+    "sd15": SDShape(
+        "sd15", image_size=512, unet_channels=(320, 640, 1280, 1280),
+        unet_attention=(True, True, True, False), unet_layers=2, unet_heads=8, unet_mid_attention=True,
+        unet_groups=32, vae_channels=(128, 256, 512, 512), vae_layers=2, vae_groups=32,
+        text_width=768, text_layers=12, text_heads=12, tokens=77, train_batch=2,
+    ),
 }
+
+#: Precision names of the benchmarks' ``--dtype`` options.
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _sd_tiny() -> Any:
@@ -297,35 +311,54 @@ def quiet_libraries() -> None:
     logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 
-def make_sd_pipeline(shape: SDShape, seed: int = 0) -> Any:
+def make_sd_pipeline(shape: SDShape, seed: int = 0, device: str | torch.device = "cpu") -> Any:
     """A diffusers ``StableDiffusionPipeline`` of ``shape`` with random, perturbed
     weights (no parameter left at an inert value), built offline, with SD's DDIM
-    configuration and a CLIP tokenizer trained on a few captions."""
+    configuration and a CLIP tokenizer trained on a few captions.
+
+    With a CUDA ``device`` the modules are made and perturbed there (seconds
+    instead of a minute for SD 1.5's billion parameters; other numbers than a
+    CPU build, which is the same on every machine)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tiny = _sd_tiny()
     tok = tiny.make_tokenizer()
     tok.model_max_length = shape.tokens
+    device = torch.device(device)
     torch.manual_seed(seed)
-    text = CLIPTextModel(
-        CLIPTextConfig(
+    with device:
+        text, unet, vae = _sd_modules(shape, tok, CLIPTextConfig, CLIPTextModel, UNet2DConditionModel, AutoencoderKL)
+    for i, m in enumerate((text, unet, vae)):
+        if device.type == "cpu":
+            tiny.perturb(m, seed * 10 + i, scale=0.02)
+        else:
+            g = torch.Generator(device=device).manual_seed(seed * 10 + i)
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(0.02 * torch.randn(p.shape, generator=g, device=device))
+    return tiny.assemble_pipeline(text, tok, unet, vae)
+
+
+def _sd_modules(
+    shape: SDShape, tok: Any, config_cls: Any, text_cls: Any, unet_cls: Any, vae_cls: Any
+) -> tuple[Any, Any, Any]:
+    text = text_cls(
+        config_cls(
             vocab_size=len(tok), hidden_size=shape.text_width, intermediate_size=4 * shape.text_width,
             num_hidden_layers=shape.text_layers, num_attention_heads=shape.text_heads,
             max_position_embeddings=shape.tokens, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
     )
-    unet = UNet2DConditionModel(sample_size=shape.latent_size, in_channels=4, out_channels=4, **shape.unet_config())
+    unet = unet_cls(sample_size=shape.latent_size, in_channels=4, out_channels=4, **shape.unet_config())
     levels = len(shape.vae_channels)
-    vae = AutoencoderKL(
+    vae = vae_cls(
         block_out_channels=shape.vae_channels, down_block_types=("DownEncoderBlock2D",) * levels,
         up_block_types=("UpDecoderBlock2D",) * levels, latent_channels=4, layers_per_block=shape.vae_layers,
         norm_num_groups=shape.vae_groups, sample_size=shape.image_size,
     )
-    for i, m in enumerate((text, unet, vae)):
-        tiny.perturb(m, seed * 10 + i, scale=0.02)
-    return tiny.assemble_pipeline(text, tok, unet, vae)
+    return text, unet, vae
 
 
 def prompts(n: int) -> list[str]:

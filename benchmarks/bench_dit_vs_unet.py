@@ -133,7 +133,9 @@ def main() -> None:
     registry = modiff.registry()
     missing = [name for name in ("dit", "unet") if name not in registry.names("denoiser")]
     if missing:
-        raise SystemExit(f"denoiser plugin(s) {missing} not installed; `pip install -e contrib/dit` (and the unet plugin)")
+        raise SystemExit(
+            f"denoiser plugin(s) {missing} not installed; `pip install -e contrib/dit` (and the unet plugin)"
+        )
 
     runs = args.keep or Path(tempfile.mkdtemp(prefix="bench-dit-vs-unet-"))
     try:

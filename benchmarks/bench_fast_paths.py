@@ -31,10 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import MIB, SHAPES, SDShape, alternate, machine, markdown_table, median, parse_args, peak_bytes, prompts
 from bench_generation import make_reference
 
 import modiff
+from _common import MIB, SHAPES, SDShape, alternate, machine, markdown_table, median, parse_args, peak_bytes, prompts
 from modiff.devices import autocast
 from modiff.pipeline import Pipeline
 from modiff.protocols import Conditioning

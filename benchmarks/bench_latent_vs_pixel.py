@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import alternate, machine, markdown_table, median, parse_args
 
 import modiff
+from _common import alternate, machine, markdown_table, median, parse_args
 from modiff.assembly import build
 from modiff.pipeline import Pipeline
 from modiff.protocols import Batch
@@ -114,7 +114,9 @@ def make_cell(
     cache = FrozenCache(c.dataset, encoder=c.encoder, embedder=c.text_embedder)
     text = cache.text if c.text_embedder is not None else None
     cached = DenoiserLoss(c, cache.latents, text, resolved.train.condition_dropout)
-    encoding = DenoiserLoss(c, lambda images, idx: c.encoder.encode(images), text, resolved.train.condition_dropout)
+    encoding = DenoiserLoss(
+        c, lambda images, idx, step: c.encoder.encode(images), text, resolved.train.condition_dropout
+    )
 
     def step(loss_fn: DenoiserLoss) -> Callable[[], None]:
         def run() -> None:
@@ -166,7 +168,9 @@ def main() -> None:
     for size in sizes:
         print(f"[{size} px] building", flush=True)
         cells = {
-            name: make_cell(size, name, args.train_batch, args.images, args.steps, args.guidance, args.device, args.sets)
+            name: make_cell(
+                size, name, args.train_batch, args.images, args.steps, args.guidance, args.device, args.sets
+            )
             for name in encoders
         }
         results: dict[str, dict[str, float]] = {name: {} for name in cells}
@@ -182,7 +186,7 @@ def main() -> None:
         for name, cell in cells.items():
             r = results[name]
 
-            def speedup(what: str, r: dict[str, float] = r) -> str:
+            def speedup(what: str, r: dict[str, float] = r, base: dict[str, float] | None = base) -> str:
                 return f"{base[what] / r[what]:.1f}x" if base else "-"
 
             shape = "x".join(str(d) for d in cell.latent_shape)

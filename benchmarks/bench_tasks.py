@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from modiff.tasks import inpaint, mask_to_image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,7 @@ def inpainting_rows(pipeline, label: str, n: int, seconds: float) -> list[tuple[
     """Prompt accuracy (the evaluator's own checker) of the repainted canvas,
     and the largest change outside the paint mask."""
     import numpy as np
+
     from modiff_datasets.evaluation.check import check_image
     from modiff_datasets.evaluation.prompt_accuracy import cases_from_prompts
 
@@ -80,7 +82,10 @@ def inpainting_rows(pipeline, label: str, n: int, seconds: float) -> list[tuple[
     canvas = torch.full((n, 3, size, size), -1.0)
     out = inpaint(pipeline, prompts, canvas, paint, seed=0)
     pixels = ((out.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    results = [check_image(np.ascontiguousarray(img), case.objects) for img, case in zip(pixels, cases_from_prompts(prompts, []))]
+    results = [
+        check_image(np.ascontiguousarray(img), case.objects)
+        for img, case in zip(pixels, cases_from_prompts(prompts, []))
+    ]
     change = float(((out - canvas).abs() * (1 - paint)).max())
     return [
         (f"inpainting {label}: prompt accuracy in region", sum(r.correct for r in results) / n, seconds),

@@ -104,7 +104,11 @@ def evaluate_clip(e: Any, held: Batch, facts: list[dict[str, Hashable]]) -> dict
 
 def bench_clip(args: argparse.Namespace, train_ds: Any, held_ds: Any) -> Any:
     stage = StageSettings(
-        **{k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}.items() if v is not None}
+        **{
+            k: v
+            for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}.items()
+            if v is not None
+        }
     )
     torch.manual_seed(args.seed)
     t0 = time.perf_counter()

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
 from _common import count_flops, parse_args, peak_bytes, sync, timed
 
 warnings.filterwarnings("ignore")

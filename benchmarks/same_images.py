@@ -72,7 +72,9 @@ def fingerprint() -> dict[str, object]:
         prompts = list(resolved.sample.prompts)
         images = {
             "ddim": digest(pipeline.generate_tensor(prompts, seed=0, steps=8)),
-            "euler-ancestral": digest(pipeline.with_sampler("euler-ancestral").generate_tensor(prompts, seed=3, steps=6)),
+            "euler-ancestral": digest(
+                pipeline.with_sampler("euler-ancestral").generate_tensor(prompts, seed=3, steps=6)
+            ),
         }
     return {"machine": machine(), "settings": str(SETTINGS.relative_to(ROOT)), "tiny": TINY,
             "weights": weights, "images": images}
@@ -102,7 +104,10 @@ def main() -> int:
     if bad:
         print("DIFFERENT: " + ", ".join(bad))
         return 1
-    print(f"identical: {len(expected['weights'])} components' weights and {len(expected['images'])} image sets, bit for bit")
+    print(
+        f"identical: {len(expected['weights'])} components' weights and {len(expected['images'])} image sets, "
+        "bit for bit"
+    )
     return 0
 
 

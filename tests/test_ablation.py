@@ -8,9 +8,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import modiff
 import numpy as np
 import pytest
+from pydantic import Field
+
+import modiff
 from modiff import ablation as ablation_module
 from modiff.ablation import analyse, read_ablation, run_ablation, validate
 from modiff.cli import main
@@ -19,7 +21,6 @@ from modiff.stats import A_BETTER, B_BETTER, NOT_SEPARABLE
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 from modiff.toml_io import dumps
-from pydantic import Field
 
 
 class ScriptedSettings(modiff.ComponentSettings):
@@ -83,7 +84,9 @@ def quiet(*_: Any) -> None:
 
 
 def test_grid_times_variants_times_seeds(base: Path, tmp_path: Path) -> None:
-    path = ablation_file(tmp_path, """
+    path = ablation_file(
+        tmp_path,
+        """
 seeds = [0, 1]
 [set]
 "train.steps" = 2
@@ -97,12 +100,19 @@ set = { "text_embedder.dim" = 16 }
 [[variant]]
 name = "once"
 seeds = [7]
-""")
+""",
+    )
     ab = read_ablation(path)
     assert len(ab.cells) == 2 * (2 + 2 + 1)
     assert len({c.name for c in ab.cells}) == len(ab.cells)
-    assert ab.groups == ["plain,denoiser.hidden=4", "wide-text,denoiser.hidden=4", "once,denoiser.hidden=4",
-                         "plain,denoiser.hidden=8", "wide-text,denoiser.hidden=8", "once,denoiser.hidden=8"]
+    assert ab.groups == [
+        "plain,denoiser.hidden=4",
+        "wide-text,denoiser.hidden=4",
+        "once,denoiser.hidden=4",
+        "plain,denoiser.hidden=8",
+        "wide-text,denoiser.hidden=8",
+        "once,denoiser.hidden=8",
+    ]
     assert "plain,denoiser.hidden=4,seed=1" in {c.name for c in ab.cells}
     assert "once,denoiser.hidden=8" in {c.name for c in ab.cells}, "one seed: the run is named after its cell"
     validate(ab)
@@ -122,11 +132,14 @@ def test_seed_settings_write_each_repeat_seed_to_every_named_key(base: Path, tmp
 
 
 def test_a_typo_in_any_cell_is_reported_before_training(base: Path, tmp_path: Path, capsys) -> None:
-    path = ablation_file(tmp_path, """
+    path = ablation_file(
+        tmp_path,
+        """
 [grid]
 "denoiser.hidden" = [4, "wide"]
 "scheduler.plugin" = ["toy", "tyo"]
-""")
+""",
+    )
     ab = read_ablation(path)
     with pytest.raises(SettingsError) as info:
         validate(ab)
@@ -144,11 +157,13 @@ def test_a_typo_in_any_cell_is_reported_before_training(base: Path, tmp_path: Pa
     [
         ('[[variant]]\nname = "x"\n[[compare]]\na = "x"\nb = "y"\nmetrics = ["accuracy"]\n', "compare[0].b = 'y'"),
         (
-            '[[variant]]\nname = "pixel"\n[[variant]]\nname = "latent"\n[[compare]]\na = "latnet"\nb = "pixel"\nmetrics = ["accuracy"]\n',
+            '[[variant]]\nname = "pixel"\n[[variant]]\nname = "latent"\n'
+            '[[compare]]\na = "latnet"\nb = "pixel"\nmetrics = ["accuracy"]\n',
             "did you mean 'latent'",
         ),
         (
-            '[[variant]]\nname = "x"\n[[variant]]\nname = "y"\n[[compare]]\na = "x"\nb = "y"\nmetrics = ["seconds_to_threshold"]\n',
+            '[[variant]]\nname = "x"\n[[variant]]\nname = "y"\n'
+            '[[compare]]\na = "x"\nb = "y"\nmetrics = ["seconds_to_threshold"]\n',
             "has no [threshold]",
         ),
         ('[[variant]]\nname = "x"\n[[variant]]\nname = "y"\n[[compare]]\na = "x"\nb = "y"\nmetrics = []\n', "metrics"),
@@ -161,7 +176,9 @@ def test_compare_entries_are_checked_when_the_file_is_read(base: Path, tmp_path:
 
 
 def test_a_verdict_cannot_be_written_in_the_file(base: Path, tmp_path: Path, capsys) -> None:
-    path = ablation_file(tmp_path, """
+    path = ablation_file(
+        tmp_path,
+        """
 [[variant]]
 name = "x"
 [[variant]]
@@ -171,7 +188,8 @@ a = "x"
 b = "y"
 metrics = ["accuracy"]
 verdict = "a better"
-""")
+""",
+    )
     assert main(["ablate", str(path), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'compare.0.verdict'" in err and "verdicts are computed by the report" in err
@@ -211,14 +229,17 @@ def test_a_resumed_grid_with_seeds_runs_only_what_is_not_finished(
     """Three seeds of two cells; one run fails and one is interrupted (no record);
     the rerun trains exactly those two and skips the four finished pairs."""
     flag = tmp_path / "fail-now"
-    path = ablation_file(tmp_path, f"""
+    path = ablation_file(
+        tmp_path,
+        f"""
 seeds = [0, 1, 2]
 [[variant]]
 name = "steady"
 [[variant]]
 name = "flaky"
 set = {{ "evaluator.fail_if_exists" = "{flag}" }}
-""")
+""",
+    )
     flag.touch()
     records = run_ablation(read_ablation(path), progress=False, log=quiet)
     assert [r["status"] for r in records] == ["done"] * 3 + ["failed"] * 3
@@ -274,7 +295,9 @@ def test_an_interruption_stops_the_grid_and_is_not_a_failure(
 
 
 def test_a_failed_cell_is_reported_not_fatal(base: Path, tmp_path: Path) -> None:
-    path = ablation_file(tmp_path, '[grid]\n"train.lr" = [1e-3, 1e30]\n"train.grad_clip" = [0.0]\n"train.steps" = [30]\n')
+    path = ablation_file(
+        tmp_path, '[grid]\n"train.lr" = [1e-3, 1e30]\n"train.grad_clip" = [0.0]\n"train.steps" = [30]\n'
+    )
     records = run_ablation(read_ablation(path), progress=False, log=quiet)
     assert [r["status"] for r in records] == ["done", "failed"]
     assert "NonFiniteLoss" in records[1]["error"]
@@ -357,20 +380,33 @@ def test_verdicts_are_computed_from_the_runs(base: Path, tmp_path: Path) -> None
     assert (out / "curve-accuracy.svg").is_file()
 
 
-def _record(group: str, seed: int, outcomes: list[int], curve: list[tuple[float, float]], budget: float) -> dict[str, Any]:
+def _record(
+    group: str, seed: int, outcomes: list[int], curve: list[tuple[float, float]], budget: float
+) -> dict[str, Any]:
     ids = [f"p{i}" for i in range(len(outcomes))]
     return {
-        "name": f"{group},seed={seed}", "group": group, "seed": seed, "status": "done", "train_seconds": budget,
-        "evaluation": {"one_object_accuracy": float(np.mean(outcomes)),
-                       "per_item": {"ids": ids, "metrics": {"one_object_accuracy": outcomes}}},
-        "curve": [{"step": 100 * (k + 1), "train_seconds": s, "eval": {"one_object_accuracy": v}} for k, (s, v) in enumerate(curve)],
+        "name": f"{group},seed={seed}",
+        "group": group,
+        "seed": seed,
+        "status": "done",
+        "train_seconds": budget,
+        "evaluation": {
+            "one_object_accuracy": float(np.mean(outcomes)),
+            "per_item": {"ids": ids, "metrics": {"one_object_accuracy": outcomes}},
+        },
+        "curve": [
+            {"step": 100 * (k + 1), "train_seconds": s, "eval": {"one_object_accuracy": v}}
+            for k, (s, v) in enumerate(curve)
+        ],
     }
 
 
 def test_cost_at_equal_quality_decides_where_equal_steps_do_not(base: Path, tmp_path: Path) -> None:
     """The latent-vs-pixel reading: at the end both cells are about as accurate, but
     one got to 0.8 in a fraction of the training seconds."""
-    path = ablation_file(tmp_path, """
+    path = ablation_file(
+        tmp_path,
+        """
 seeds = [0, 1, 2]
 [[variant]]
 name = "latent"
@@ -383,7 +419,8 @@ value = 0.8
 a = "latent"
 b = "pixel"
 metrics = ["one_object_accuracy", "seconds_to_threshold"]
-""")
+""",
+    )
     ab = read_ablation(path)
     rng = np.random.default_rng(0)
     records = []
@@ -392,7 +429,9 @@ metrics = ["one_object_accuracy", "seconds_to_threshold"]
         records.append(_record("latent", seed, finals, [(100 + seed, 0.5), (200 + seed, 0.9), (300, 0.86)], 300))
     for seed in range(3):
         finals = (rng.random(100) < 0.85).astype(int).tolist()
-        records.append(_record("pixel", seed, finals, [(900, 0.3), (1800, 0.7), (2700 + 10 * seed, 0.85)], 2700 + 10 * seed))
+        records.append(
+            _record("pixel", seed, finals, [(900, 0.3), (1800, 0.7), (2700 + 10 * seed, 0.85)], 2700 + 10 * seed)
+        )
     summary = analyse(ab, records)
     accuracy, cost = summary["comparisons"][0]["results"]
     assert accuracy["verdict"] == NOT_SEPARABLE
@@ -409,15 +448,29 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-@pytest.mark.skipif(chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium when apt-get works)")
+@pytest.mark.skipif(
+    chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium when apt-get works)"
+)
+@pytest.mark.slow  # a browser
 def test_report_opens_in_headless_chromium(base: Path, tmp_path: Path) -> None:
     path = ablation_file(tmp_path, COMPARISONS)
     run_ablation(read_ablation(path), progress=False, log=quiet)
     page = tmp_path / "runs" / "abl" / "report.html"
     cmd = [
-        chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,900",
-        f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", page.as_uri(),
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1400,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        page.as_uri(),
     ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
     # 4 sample grids, one learning curve (accuracy; the cost has none of its own), the loss plot

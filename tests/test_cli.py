@@ -7,15 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from modiff.cli import main
 
 BROKEN = 'raise ImportError("missing dependency xyz")\n'
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modiff", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "modiff", *args], capture_output=True, text=True, timeout=120, check=False
+    )
 
 
+@pytest.mark.slow  # a subprocess
 def test_plugins_lists_distributions_and_components() -> None:
     result = run_cli("plugins")
     assert result.returncode == 0, result.stderr
@@ -27,13 +32,17 @@ def test_plugins_json_and_broken_plugin(fake_distribution, capsys) -> None:
     fake_distribution("fake-broken", "fake_broken", BROKEN)
     assert main(["plugins", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert any(d["distribution"] == "modiff-schedulers" and "ddim" in d["components"]["scheduler"] for d in data["distributions"])
+    assert any(
+        d["distribution"] == "modiff-schedulers" and "ddim" in d["components"]["scheduler"]
+        for d in data["distributions"]
+    )
     [broken] = [b for b in data["broken"] if b["distribution"] == "fake-broken"]
     assert "missing dependency xyz" in broken["error"]
     assert main(["plugins"]) == 0
     assert "broken: fake_broken (fake-broken 0.0.1): ImportError: missing dependency xyz" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a subprocess
 def test_settings_show_fills_defaults_from_the_installed_plugin(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text('[scheduler]\nplugin = "ddim"\n')
@@ -47,6 +56,7 @@ def test_settings_show_fills_defaults_from_the_installed_plugin(tmp_path: Path) 
         assert "Traceback" not in result.stderr and "[denoiser]" in result.stderr
 
 
+@pytest.mark.slow  # subprocesses
 def test_user_mistakes_exit_2_without_traceback(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text('[scheduler]\nplugin = "ddim"\nbeta_schedul = "linear"\n')

@@ -31,7 +31,24 @@ def test_train_generate_evaluate(settings_file: Path, tmp_path: Path, capsys) ->
 
     assert RunDir(run).weights("denoiser").is_file()
     out = tmp_path / "grid.png"
-    assert main(["generate", str(run), "a red square", "a blue square", "--n", "2", "--out", str(out), "--trajectory", "--steps", "3"]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(run),
+                "a red square",
+                "a blue square",
+                "--n",
+                "2",
+                "--out",
+                str(out),
+                "--trajectory",
+                "--steps",
+                "3",
+            ]
+        )
+        == 0
+    )
     grid = Image.open(out)
     assert grid.width > 2 * 128 and grid.height > 2 * 128
     strip = tmp_path / "grid-trajectory.png"

@@ -173,6 +173,7 @@ def _c_compiler() -> str | None:
 
 @pytest.mark.skipif(_c_compiler() is None, reason="torch.compile's default backend needs a C compiler on CPU")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*")
+@pytest.mark.slow  # inductor compiles C++ in subprocesses
 def test_compile(plain: Pipeline) -> None:
     """Slow for a unit test: compiling the tiny UNet takes about 40 s on a 2-core CPU (inductor and gcc)."""
     torch._dynamo.reset()

@@ -97,14 +97,18 @@ def env() -> dict[str, str]:
 
 def settings(tmp: Path, name: str, *, steps: int = 8) -> Path:
     """The tiny settings, with ``steps`` denoiser steps."""
-    text = TINY.format(name=name, runs=(tmp / "runs").as_posix()).replace("[train]\nsteps = 8", f"[train]\nsteps = {steps}")
+    text = TINY.format(name=name, runs=(tmp / "runs").as_posix()).replace(
+        "[train]\nsteps = 8", f"[train]\nsteps = {steps}"
+    )
     path = tmp / f"{name}.toml"
     path.write_text(text)
     return path
 
 
 def modiff(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "modiff", *args], env=env(), cwd=cwd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "modiff", *args], env=env(), cwd=cwd, capture_output=True, text=True, timeout=600
+    )
 
 
 def killed_after(pattern: str, count: int, *args: str) -> subprocess.CompletedProcess[str]:
@@ -127,7 +131,9 @@ def assert_same(reference: Path, run: Path) -> None:
     for role in ROLES:
         assert ref[role].keys() == got[role].keys(), role
         different = [k for k in ref[role] if not torch.equal(ref[role][k], got[role][k])]
-        assert not different, f"{role}: {len(different)} tensors differ from the uninterrupted run, e.g. {different[:3]}"
+        assert not different, (
+            f"{role}: {len(different)} tensors differ from the uninterrupted run, e.g. {different[:3]}"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +152,7 @@ KILLS = [
     ("00000[0-9]", 2),         # the encoder's finished checkpoint renamed, LATEST not yet moved
     ("state.json", 3),         # CLIP mid-stage, staged only: CLIP restarts from its initial weights
     ("text_embedder.safetensors", 2),  # CLIP's finished checkpoint half-written (its assets are in)
-    ("conditioner.safetensors", 5),    # the denoiser's first checkpoint half-written
+    ("conditioner.safetensors", 1),    # the denoiser's first checkpoint half-written
     ("LATEST", 6),             # the denoiser at step 6: text and latent caches rebuilt on resume
     ("LATEST", 7),             # everything done but the samples: resume has nothing to train
 ]
@@ -182,7 +188,9 @@ def test_kills_at_random_moments_then_resume_ends_bit_identical(reference: Path,
         deadline = time.time() + 300
         killed = False
         while proc.poll() is None and time.time() < deadline:
-            lines = run.joinpath("metrics.jsonl").read_text().count("\n") if run.joinpath("metrics.jsonl").exists() else 0
+            lines = (
+                run.joinpath("metrics.jsonl").read_text().count("\n") if run.joinpath("metrics.jsonl").exists() else 0
+            )
             if kills < 3 and lines >= target:
                 time.sleep(rng.random() * 0.2)
                 proc.kill()
@@ -366,7 +374,9 @@ def test_two_processes_train_every_stage_as_one(reference: Path, tmp_path: Path)
         for key, value in one[role].items():
             if key.endswith("k_proj.bias"):
                 continue
-            torch.testing.assert_close(two[role][key], value, rtol=1e-3, atol=1e-5, msg=lambda m: f"{role}.{key}: {m}")
+            torch.testing.assert_close(
+                two[role][key], value, rtol=1e-3, atol=1e-5, msg=lambda m, role=role, key=key: f"{role}.{key}: {m}"
+            )
     from modiff.pipeline import Pipeline
 
     prompts = ["a red circle at the top left", "a small blue square", ""]

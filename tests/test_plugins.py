@@ -199,10 +199,9 @@ def test_pipeline_is_public_and_is_what_evaluators_get() -> None:
     """``modiff.Pipeline`` works as the package docstring says, and satisfies
     the protocol evaluators are typed against."""
     from modiff.assembly import build
+    from modiff.pipeline import Pipeline
     from modiff.settings import load_settings, resolve
     from modiff.testing.toys import TOY_SETTINGS
-
-    from modiff.pipeline import Pipeline
 
     assert modiff.Pipeline is Pipeline and "Pipeline" in modiff.__all__
     resolved = resolve(load_settings(base=TOY_SETTINGS, environ={}), registry_from(ToyPlugin()))
@@ -216,9 +215,9 @@ def test_process_registry_is_loaded_once() -> None:
 
 
 def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> None:
+    from modiff.assembly import build
     from modiff.settings import load_settings, resolve
     from modiff.testing.toys import TOY_SETTINGS
-    from modiff.assembly import build
 
     class Faulty:
         __name__ = "faulty"
@@ -232,7 +231,10 @@ def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> Non
 
     reg = registry_from(ToyPlugin(), Faulty())
     resolved = resolve(load_settings(base={**TOY_SETTINGS, "denoiser": {"plugin": "faulty"}}, environ={}), reg)
-    with pytest.raises(PluginError, match=r"denoiser plugin 'faulty' \(distribution faulty .*failed to build: RuntimeError: out of cheese"):
+    with pytest.raises(
+        PluginError,
+        match=r"denoiser plugin 'faulty' \(distribution faulty .*failed to build: RuntimeError: out of cheese",
+    ):
         build(resolved)
 
 
@@ -241,7 +243,9 @@ def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> Non
 # --------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-DISTRIBUTIONS = sorted(p.parent for p in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")])
+DISTRIBUTIONS = sorted(
+    p.parent for p in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")]
+)
 #: Modules of modiff that plugins may import besides the package itself.
 PUBLIC_MODULES = {"protocols", "sampler_swap", "tasks", "testing"}
 #: Distributions modiff's public API hands to plugins: a settings model is a
@@ -299,7 +303,9 @@ def test_plugins_declare_the_distributions_they_import(folder: Path) -> None:
     import tomllib
 
     project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
-    norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+    def norm(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
     requirements = [*project.get("dependencies", [])]
     for extra in project.get("optional-dependencies", {}).values():  # e.g. hypothesis for a testing module
         requirements += extra

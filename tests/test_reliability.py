@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -18,6 +17,8 @@ from safetensors.torch import load_file
 from modiff.testing.toys import TOY_SETTINGS
 from modiff.toml_io import dumps
 
+pytestmark = pytest.mark.slow  # subprocesses and torchrun
+
 
 def write_settings(tmp_path: Path, name: str, **train) -> Path:
     data = json.loads(json.dumps(TOY_SETTINGS))
@@ -29,7 +30,14 @@ def write_settings(tmp_path: Path, name: str, **train) -> Path:
 
 
 def modiff(*args: str, env: dict[str, str], **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "modiff", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "modiff", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def check_no_torn_file(run: Path) -> None:
@@ -110,5 +118,6 @@ def test_two_process_gloo_training_equals_one_process(tmp_path: Path, toy_subpro
     for role in one:
         for k in one[role]:
             torch.testing.assert_close(one[role][k], two[role][k], rtol=1e-4, atol=1e-5)
-    steps = [json.loads(l)["step"] for l in (tmp_path / "runs" / "two" / "metrics.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "runs" / "two" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines]
     assert steps == [1, 2, 3, 4, 5], "only rank 0 writes metrics"

@@ -94,7 +94,9 @@ def test_after_with_sampler_own_options_are_defaults_and_the_schedule_is_the_run
     got = swapped.scheduler.settings
     assert type(got) is new_model and swapped.scheduler.name == new
     for key in own_options(new_model):
-        wanted = overrides[key] if key in overrides else new_model.model_fields[key].get_default(call_default_factory=True)
+        wanted = (
+            overrides[key] if key in overrides else new_model.model_fields[key].get_default(call_default_factory=True)
+        )
         assert getattr(got, key) == wanted, f"{old} -> {new}: {key} = {getattr(got, key)!r}, not {wanted!r}"
     for key in schedule_keys(new_model) or ():
         assert getattr(got, key) == getattr(trained, key), f"{old} -> {new}: the run's {key} was not kept"
@@ -135,7 +137,9 @@ def test_another_sampler_samples_the_runs_noise_schedule() -> None:
 
 def test_overrides_are_checked_by_name_and_value() -> None:
     pipe = pipeline("ddim", {})
-    with pytest.raises(modiff.ModiffError, match=r"sampler 'euler-ancestral' .*no option 'etta' \(did you mean 'eta'\?\)"):
+    with pytest.raises(
+        modiff.ModiffError, match=r"sampler 'euler-ancestral' .*no option 'etta' \(did you mean 'eta'\?\)"
+    ):
         pipe.with_sampler("euler-ancestral", etta=0.5)
     with pytest.raises(modiff.ModiffError, match="eta"):
         pipe.with_sampler("ddim", eta=3.0)

@@ -55,7 +55,9 @@ def test_unknown_table_is_reported_with_its_file(tmp_path: Path) -> None:
 
 
 def test_all_problems_are_reported_together(base: Path, tmp_path: Path) -> None:
-    overlay = write(tmp_path / "o.toml", {"denoiser": {"hiden": 1}, "scheduler": {"plugin": "tyo"}, "encoder": {"downscale": 0}})
+    overlay = write(
+        tmp_path / "o.toml", {"denoiser": {"hiden": 1}, "scheduler": {"plugin": "tyo"}, "encoder": {"downscale": 0}}
+    )
     with pytest.raises(SettingsError) as info:
         load([base, overlay], registry=REGISTRY)
     problems = info.value.problems
@@ -134,11 +136,24 @@ def test_resolved_settings_round_trip_through_toml(base: Path, tmp_path: Path) -
     assert load([again], registry=REGISTRY).to_dict() == resolved.to_dict()
 
 
-ROLES = ["data", "encoder", "text_embedder", "conditioner", "denoiser", "scheduler", "evaluator", "run", "train", "sample"]
+ROLES = [
+    "data",
+    "encoder",
+    "text_embedder",
+    "conditioner",
+    "denoiser",
+    "scheduler",
+    "evaluator",
+    "run",
+    "train",
+    "sample",
+]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(role=st.sampled_from(ROLES), table=st.one_of(settings_tables(), st.integers(), st.text(), st.lists(st.integers())))
+@given(
+    role=st.sampled_from(ROLES), table=st.one_of(settings_tables(), st.integers(), st.text(), st.lists(st.integers()))
+)
 def test_junk_in_any_table_is_a_settings_error_and_nothing_else(role: str, table) -> None:
     data = {**TOY_SETTINGS, role: table}
     try:

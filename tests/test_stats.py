@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pytest
+
 from modiff import stats
 from modiff.stats import A_BETTER, B_BETTER, NOT_SEPARABLE, Cost, seed_items
 
@@ -76,7 +77,9 @@ def test_seed_to_seed_spread_widens_the_interval() -> None:
     rng = np.random.default_rng(3)
     agree = cell(rng, 0.5)
     disagree = [cell(rng, p, seeds=(s,))[0] for s, p in ((0, 0.2), (1, 0.5), (2, 0.8))]
-    width = lambda e: e.high - e.low
+    def width(e: stats.Interval) -> float:
+        return e.high - e.low
+
     assert width(stats.bootstrap(disagree)) > 2 * width(stats.bootstrap(agree))
 
 
@@ -141,7 +144,9 @@ def test_seeds_with_their_own_items_are_resampled_on_their_own() -> None:
 # -- per-seed numbers ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("df", "expected"), [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042), (1e6, 1.960)])
+@pytest.mark.parametrize(
+    ("df", "expected"), [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042), (1e6, 1.960)]
+)
 def test_t_quantiles_match_the_tables(df: float, expected: float) -> None:
     assert stats.t_quantile(0.975, df) == pytest.approx(expected, abs=1e-3)
     assert stats.t_quantile(0.025, df) == pytest.approx(-expected, abs=1e-3)
@@ -150,7 +155,11 @@ def test_t_quantiles_match_the_tables(df: float, expected: float) -> None:
 def test_t_interval_of_three_values() -> None:
     est = stats.t_interval([10.0, 12.0, 14.0])
     half = 4.303 * 2.0 / math.sqrt(3)
-    assert est.value == 12.0 and est.low == pytest.approx(12 - half, abs=1e-3) and est.high == pytest.approx(12 + half, abs=1e-3)
+    assert (
+        est.value == 12.0
+        and est.low == pytest.approx(12 - half, abs=1e-3)
+        and est.high == pytest.approx(12 + half, abs=1e-3)
+    )
     assert stats.t_interval([5.0]).low == 5.0
 
 

@@ -9,13 +9,21 @@ from typing import Any
 import pytest
 import torch
 
+from modiff.assembly import BuildContext
 from modiff.errors import ModiffError
 from modiff.pipeline import Pipeline
 from modiff.runs import RunDir
 from modiff.settings import load_settings, resolve
-from modiff.assembly import BuildContext
-from modiff.tasks import Task
-from modiff.tasks import BUILTIN_TASKS, inpaint, mask_context, mask_to_image, random_paint_masks, segment, segmentation_loss
+from modiff.tasks import (
+    BUILTIN_TASKS,
+    Task,
+    inpaint,
+    mask_context,
+    mask_to_image,
+    random_paint_masks,
+    segment,
+    segmentation_loss,
+)
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 from modiff.workflows import train_run
@@ -73,6 +81,7 @@ def test_paint_masks_are_rectangles_within_bounds() -> None:
     assert bool((m.flatten(1).sum(1) > 0).all())
 
 
+@pytest.mark.slow
 def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
     pipe, run = trained(tmp_path, "segmentation", steps=60, lr=1e-2, log_every=10, checkpoint_every=100)
     losses = [m["loss"] for m in run.read_metrics() if m["stage"] == "denoiser"]
@@ -85,6 +94,7 @@ def test_segmentation_task_trains_and_segments(tmp_path: Path) -> None:
         segment(trained(tmp_path, "text-to-image")[0], images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["mask-to-image", "inpainting"])
 def test_image_context_tasks_learn(tmp_path: Path, task: str) -> None:
     """The denoising loss with a map or a masked image as context falls."""
@@ -142,13 +152,45 @@ def test_cli_segment_and_generate_with_mask_and_image(tmp_path: Path, capsys) ->
     _, m2i = trained(tmp_path, "mask-to-image")
     mask = Image.fromarray((seg_pipe.components.dataset[0].mask.numpy()).astype("uint8"), "L")
     mask.save(tmp_path / "mask.png")
-    assert main(["generate", str(m2i.path), "a red square", "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "m.png")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                str(m2i.path),
+                "a red square",
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(tmp_path / "m.png"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m.png").is_file()
 
     _, t2i = trained(tmp_path, "text-to-image")
-    assert main(["generate", str(t2i.path), "a blue square", "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "i.png")]) == 0
-    assert main(["generate", str(t2i.path), "x", "--image", str(tmp_path / "in.png")]) == 2
-    assert "--image needs --mask" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "generate",
+                str(t2i.path),
+                "a blue square",
+                "--image",
+                str(tmp_path / "in.png"),
+                "--mask",
+                str(tmp_path / "mask.png"),
+                "--out",
+                str(tmp_path / "i.png"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["generate", str(t2i.path), "x", "--strength", "0.5"]) == 2
+    assert "--strength needs --image" in capsys.readouterr().err
+
+
+import modiff  # noqa: E402  (the public API a plugin's task uses)
 
 
 class GreyToColour(Task):
@@ -165,12 +207,14 @@ class GreyToColour(Task):
     def image_context_channels(self, context: Any) -> int:
         return 1
 
-    def training_image_context(self, components: Any, batch: Any, generator: torch.Generator, share: slice) -> torch.Tensor:
+    def training_image_context(
+        self, components: Any, batch: Any, generator: torch.Generator, share: slice
+    ) -> torch.Tensor:
         return grey(batch.images, components.context.latent_size)
 
     def training_loss(self, components: Any, *, latents: Any, text: Any, condition_dropout: float, world: Any) -> Any:
         def loss(batch: Any, indices: Any, g: torch.Generator) -> torch.Tensor:
-            x0 = latents(batch.images, indices)
+            x0 = latents(batch.images, indices, modiff.TrainingStep(g))
             t = components.scheduler.sample_timesteps(len(x0), generator=g)
             noise = torch.randn(x0.shape, generator=g)
             context = self.training_image_context(components, batch, g, slice(None))

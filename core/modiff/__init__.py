@@ -67,12 +67,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .assembly import BuildContext, Components, build
-    from .noise import generators, randn
-    from .training.step import TrainingStep
     from .checkpoint import CheckpointWriter, component_metadata
     from .files import atomic_save_tensors, atomic_write_text
+    from .noise import generators, randn
     from .pipeline import Pipeline
     from .runs import RunDir
+    from .training.step import TrainingStep
 
 
 def __getattr__(name: str) -> Any:

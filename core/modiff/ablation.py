@@ -229,7 +229,9 @@ def _check_references(ablation: Ablation) -> None:
             if name not in groups:
                 close = difflib.get_close_matches(name, groups, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                problems.append(f"compare[{i}].{side} = {name!r} in {path} is not a cell{hint} (cells: {', '.join(groups)})")
+                problems.append(
+                    f"compare[{i}].{side} = {name!r} in {path} is not a cell{hint} (cells: {', '.join(groups)})"
+                )
         if c.a == c.b:
             problems.append(f"compare[{i}] in {path} compares {c.a!r} with itself")
         if COST in c.metrics and spec.threshold is None:
@@ -413,8 +415,11 @@ def metric_keys(records: list[dict[str, Any]]) -> list[str]:
 def _cost(records: list[dict[str, Any]], threshold: Threshold) -> stats.Cost:
     reached, budgets = [], []
     for r in sorted(records, key=lambda r: r["seed"]):
-        curve = [(p["train_seconds"], p["eval"][threshold.metric]) for p in r.get("curve") or [] if
-                 isinstance(p["eval"].get(threshold.metric), (int, float))]
+        curve = [
+            (p["train_seconds"], p["eval"][threshold.metric])
+            for p in r.get("curve") or []
+            if isinstance(p["eval"].get(threshold.metric), (int, float))
+        ]
         reached.append(stats.seconds_to_reach(curve, threshold.value))
         budgets.append(float(r.get("train_seconds") or (curve[-1][0] if curve else 0.0)))
     return stats.Cost(tuple(reached), tuple(budgets))
@@ -441,7 +446,9 @@ def _estimate(records: list[dict[str, Any]], metric: str, threshold: Threshold |
     return {"value": sum(flat) / len(flat), "seeds": len(flat)} if flat else None
 
 
-def _compare(a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str, threshold: Threshold | None) -> stats.Comparison:
+def _compare(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str, threshold: Threshold | None
+) -> stats.Comparison:
     if metric == COST:
         assert threshold is not None  # read_ablation checked it
         if not a or not b:

@@ -210,7 +210,9 @@ class CheckpointWriter:
             with refused_writes_explained(assets):
                 assets.mkdir(parents=True, exist_ok=True)
                 save_assets(assets)
-        atomic_save_tensors(self.staging / "components" / f"{role}.safetensors", _unshare(dict(tensors)), dict(metadata))
+        atomic_save_tensors(
+            self.staging / "components" / f"{role}.safetensors", _unshare(dict(tensors)), dict(metadata)
+        )
         self.roles.append(role)
 
     def carry(self, role: str) -> None:
@@ -301,7 +303,9 @@ def load_component(checkpoint: Checkpoint, role: str, module: torch.nn.Module, r
     tensors, metadata = read_tensors(path, device=device)
     plugin = metadata.get("plugin")
     if metadata.get("format") != FORMAT or plugin is None:
-        raise WeightsError(f"{path} was not written by modiff (no modiff metadata); it cannot be restored as the {role}")
+        raise WeightsError(
+            f"{path} was not written by modiff (no modiff metadata); it cannot be restored as the {role}"
+        )
     if plugin != registration.name:
         raise WeightsError(
             f"{path} holds a {role} of plugin {plugin!r} ({metadata.get('distribution')}), "

@@ -41,7 +41,9 @@ def resolve_device(name: str | torch.device = "auto", *, source: str = "[run] de
         raise ModiffError(f"{source} = {name!r} is not a device; use {allowed}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            why = "this build of torch has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+            why = (
+                "this build of torch has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+            )
             raise ModiffError(f"{source} = {name!r}, but {why} here; use {allowed}")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:

@@ -138,8 +138,8 @@ def read_tensors(path: Path, *, device: str | torch.device = "cpu") -> tuple[dic
         tensors = load_file(str(path), device=str(device))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise WeightsError(
-            f"{path} is not a readable safetensors file ({exc}); it may be truncated or corrupt. "
-            "Delete it and resume from an earlier checkpoint, or retrain."
+            f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt. "
+            "Restore it from a copy, or train the run again (`modiff train SETTINGS --overwrite`)."
         ) from None
     return tensors, metadata
 

@@ -6,12 +6,13 @@ import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .runs import atomic_open
+from .files import atomic_open
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -60,9 +61,10 @@ def labelled_grid(
     return grid
 
 
-def save_png(image: Image.Image, path: Path) -> None:
+def save_png(image: Image.Image, path: Path, *, pnginfo: Any = None) -> None:
+    """Write ``image`` as a PNG (atomically), with ``pnginfo`` text chunks if given."""
     with atomic_open(path) as fh:
-        image.save(fh, format="PNG")
+        image.save(fh, format="PNG", pnginfo=pnginfo)
 
 
 def save_gif(frames: Sequence[Image.Image], path: Path, *, cell: int = 128, ms: int = 120) -> None:

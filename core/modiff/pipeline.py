@@ -26,7 +26,7 @@ from .images import to_pil
 from .noise import generators, randn
 from .plugins import Registry
 from .plugins import registry as default_registry
-from .protocols import Conditioning, Scheduler
+from .protocols import Conditioning, ModelFn, Scheduler
 from .runs import RunDir
 from .settings import ResolvedComponent, ResolvedSettings, load
 
@@ -47,10 +47,26 @@ class Trajectory:
 class Pipeline:
     """Components of one run, ready to generate."""
 
-    def __init__(self, components: Components, run: RunDir | None = None):
+    def __init__(
+        self,
+        components: Components,
+        run: RunDir | None = None,
+        *,
+        registry: Registry | None = None,
+        sampler: tuple[str, Scheduler] | None = None,
+    ):
         self.components = components
         self.run = run
+        self.registry = registry
+        trained = components.settings.components.get("scheduler")
+        #: the sampler generation uses: ``[sample] scheduler`` if set, else the training scheduler
+        self.sampler_name: str = trained.name if trained is not None else ""
         self.scheduler: Scheduler = components.scheduler
+        chosen = components.settings.sample.scheduler
+        if sampler is not None:
+            self.sampler_name, self.scheduler = sampler
+        elif chosen and trained is not None and chosen != trained.name:
+            self.sampler_name, self.scheduler = chosen, self._sampler(chosen, {})
 
     # -- construction ----------------------------------------------------
 
@@ -72,7 +88,7 @@ class Pipeline:
         resolved = load([run.settings], sets, registry=registry)
         components = build(resolved, device=device, assets=_asset_folders(checkpoint))
         restore(components, checkpoint)
-        return cls(components, run)
+        return cls(components, run, registry=registry)
 
     def with_sampler(self, name: str, **overrides: Any) -> Pipeline:
         """The same pipeline sampling with another sampler of the same noise schedule.
@@ -82,23 +98,26 @@ class Pipeline:
         ``order``, ``use_karras_sigmas``, ...) start at its defaults unless
         ``overrides`` set them.
         """
+        return Pipeline(
+            self.components, self.run, registry=self.registry, sampler=(name, self._sampler(name, overrides))
+        )
+
+    def _sampler(self, name: str, overrides: dict[str, Any]) -> Scheduler:
         from .sampler_swap import swap
 
         trained = self.components.settings.components["scheduler"]
-        new = default_registry().lookup("scheduler", name)
+        new = (self.registry or default_registry()).lookup("scheduler", name)
         try:
             params = swap(trained.params, new.settings_model, overrides)
         except ModiffError as exc:
             raise ModiffError(f"sampler {name!r} ({new.distribution}): {exc}") from None
         scheduler = build_component(ResolvedComponent("scheduler", new, params), self.components.context)
-        if scheduler.prediction_type != self.scheduler.prediction_type:
+        if scheduler.prediction_type != self.components.scheduler.prediction_type:
             raise ModiffError(
                 f"sampler {name!r} predicts {scheduler.prediction_type!r} but the model was trained with "
-                f"{trained.registration.name!r} on {self.scheduler.prediction_type!r}"
+                f"{trained.registration.name!r} on {self.components.scheduler.prediction_type!r}"
             )
-        other = Pipeline(self.components, self.run)
-        other.scheduler = scheduler
-        return other
+        return scheduler
 
     # -- generation ------------------------------------------------------
 
@@ -110,17 +129,29 @@ class Pipeline:
     def image_size(self) -> int:
         return self.components.context.image_size
 
-    def conditioning(self, prompts: Sequence[str], image_context: torch.Tensor | None = None) -> tuple[Conditioning, Conditioning]:
-        """The prompts' conditioning and the matching null conditioning."""
+    def conditioning(
+        self,
+        prompts: Sequence[str],
+        image_context: torch.Tensor | None = None,
+        negative_prompts: Sequence[str] | None = None,
+    ) -> tuple[Conditioning, Conditioning]:
+        """The prompts' conditioning and the one guidance pushes away from: the
+        negative prompts' where given (as diffusers does), else the null
+        conditioning condition dropout trained (the empty prompt)."""
         c = self.components
         if c.conditioner is None:
             return Conditioning(), Conditioning()
-        text = c.text_embedder.embed(list(prompts)) if c.text_embedder is not None else None
+        embed = c.text_embedder.embed if c.text_embedder is not None else None
+        text = embed(list(prompts)) if embed is not None else None
         cond = c.conditioner.condition(text, image_context=image_context, batch_size=len(prompts))
-        null = c.conditioner.null(len(prompts), like=text, image_context=image_context)
-        return cond, null
+        if negative_prompts is not None and embed is not None and any(negative_prompts):
+            negative = embed(list(negative_prompts))
+            return cond, c.conditioner.condition(negative, image_context=image_context, batch_size=len(prompts))
+        return cond, c.conditioner.null(len(prompts), like=text, image_context=image_context)
 
-    def model_fn(self, cond: Conditioning, null: Conditioning, guidance: float) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def model_fn(
+        self, cond: Conditioning, null: Conditioning, guidance: float
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The denoiser with conditioning and classifier-free guidance bound.
 
         With ``[sample] batch_guidance`` (the default) the conditional and
@@ -168,28 +199,55 @@ class Pipeline:
         prompts: Sequence[str],
         *,
         seed: int = 0,
+        seeds: Sequence[int] | None = None,
         steps: int | None = None,
         guidance: float | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        init_images: torch.Tensor | None = None,
+        strength: float | None = None,
         image_context: torch.Tensor | None = None,
         trajectory: Trajectory | None = None,
-        init: tuple[torch.Tensor, int] | None = None,
-        wrap_model: Callable[[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]], Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] | None = None,
+        wrap_model: Callable[[ModelFn], ModelFn] | None = None,
     ) -> torch.Tensor:
-        """Sample latents for ``prompts``; sample ``i`` is seeded with ``seed + i``
-        alone, so it does not depend on the rest of the batch."""
+        """Sample latents for ``prompts``.
+
+        Args:
+            seed, seeds: sample ``i`` is drawn from a generator seeded with
+                ``seeds[i]`` (default ``seed + i``) alone, so it does not depend
+                on the rest of the batch.
+            steps, guidance: default ``[sample]``'s.
+            negative_prompt: one text, or one per prompt, for guidance to push
+                away from (the unconditional branch); default the empty prompt.
+            init_images: ``[B, 3, H, W]`` in [-1, 1] for image-to-image: each is
+                encoded, noised to the level ``strength`` sets (1: pure noise, 0:
+                the image itself) and denoised from there, with any sampler.
+            image_context: the task's context (a class map, a masked latent).
+            trajectory: filled with the predicted clean image at every step.
+            wrap_model: wraps the model function (training-free inpainting).
+        """
         c = self.components
         sample = c.settings.sample
         steps = sample.steps if steps is None else steps
         guidance = sample.guidance if guidance is None else guidance
         n = len(prompts)
-        self.check_request(seed=seed, count=n, steps=steps, guidance=guidance)
+        seeds = [seed + i for i in range(n)] if seeds is None else [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise ModiffError(f"got {len(seeds)} seeds for {n} prompts; give one seed per prompt")
+        for s in seeds:
+            self.check_request(seed=s, count=1, steps=steps, guidance=guidance)
+        negatives = _per_prompt(negative_prompt, n, "negative prompts")
         size = c.context.latent_size
         shape = (n, c.context.latent_channels, size, size)
-        gens = generators([seed + i for i in range(n)])
+        gens = generators(seeds)
         noise = randn(shape, gens, device=self.device)
         with autocast(self.device, c.settings.run.precision):
-            cond, null = self.conditioning(prompts, image_context)
-            fn = self.model_fn(cond, null, guidance)
+            start = 0
+            if init_images is not None:
+                start, noise = self._image_to_image_start(init_images, strength, steps, noise)
+                if start >= steps:  # strength 0: nothing to denoise
+                    return noise.float()
+            cond, uncond = self.conditioning(prompts, image_context, negatives)
+            fn = self.model_fn(cond, uncond, guidance)
             if wrap_model is not None:
                 fn = wrap_model(fn)
             callback = None
@@ -199,21 +257,48 @@ class Pipeline:
                     trajectory.timesteps.append(float(t.float().mean()) if torch.is_tensor(t) else float(t))
                     trajectory.predictions.append(c.encoder.decode(x0.float()).cpu())
 
-            start = 0
-            if init is not None:
-                noise, start = init
             latents = self.scheduler.sample(fn, noise, steps, generator=gens, callback=callback, start_step=start)
         return latents.float()
 
+    def _image_to_image_start(
+        self, images: torch.Tensor, strength: float | None, steps: int, noise: torch.Tensor
+    ) -> tuple[int, torch.Tensor]:
+        """Where image-to-image starts: the step ``strength`` sets (diffusers' rule:
+        the last ``int(steps * strength)`` steps are run) and the encoded images
+        noised to that step's level with the samples' own noise."""
+        strength = 0.8 if strength is None else float(strength)
+        if not 0.0 <= strength <= 1.0:
+            raise ModiffError(f"strength = {strength}: use a value from 0 (keep the image) to 1 (pure noise)")
+        if images.shape[0] != noise.shape[0]:
+            raise ModiffError(f"got {images.shape[0]} init images for {noise.shape[0]} prompts")
+        start = steps - min(int(steps * strength), steps)
+        latents = self.components.encoder.encode(images.to(self.device, torch.float32)).float()
+        if start >= steps:
+            return start, latents
+        level = self.scheduler.timesteps(steps)[start]
+        t = torch.as_tensor(level, device=self.device).float().expand(latents.shape[0])
+        return start, self.scheduler.add_noise(latents, noise.to(latents), t)
+
     @torch.inference_mode()
     def generate_tensor(self, prompts: Sequence[str], *, batch_size: int | None = None, **kwargs: Any) -> torch.Tensor:
-        """Images ``[B, 3, H, W]`` in [-1, 1] (not clamped)."""
+        """Images ``[B, 3, H, W]`` in [-1, 1] (not clamped), generated ``batch_size``
+        at a time; the options of :meth:`generate_latents`."""
+        prompts = list(prompts)
         batch_size = batch_size or min(len(prompts), DEFAULT_BATCH) or 1
         seed = int(kwargs.pop("seed", 0))
+        seeds = list(kwargs.pop("seeds", None) or [seed + i for i in range(len(prompts))])
+        negatives = _per_prompt(kwargs.pop("negative_prompt", None), len(prompts), "negative prompts")
+        init_images = kwargs.pop("init_images", None)
         out = []
         for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            latents = self.generate_latents(chunk, seed=seed + start, **kwargs)
+            part = slice(start, start + batch_size)
+            latents = self.generate_latents(
+                prompts[part],
+                seeds=seeds[part],
+                negative_prompt=negatives[part] if negatives is not None else None,
+                init_images=init_images[part] if init_images is not None else None,
+                **kwargs,
+            )
             out.append(self.decode(latents))
         return torch.cat(out) if out else torch.empty(0, 3, self.image_size, self.image_size)
 
@@ -238,6 +323,18 @@ class Pipeline:
         traj = Trajectory()
         final = self.generate(prompts, trajectory=traj, **kwargs)
         return final, traj
+
+
+def _per_prompt(value: str | Sequence[str] | None, n: int, what: str) -> list[str] | None:
+    """One string for every prompt (a single string is repeated)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ModiffError(f"got {len(values)} {what} for {n} prompts; give one, or one per prompt")
+    return values
 
 
 def restore(components: Components, checkpoint: Checkpoint) -> None:

@@ -263,8 +263,8 @@ class Registry:
 
 
 def _same_dist(a: str, b: str) -> bool:
-    norm = lambda s: re.sub(r"[-_.]+", "-", s).lower()
-    return norm(a) == norm(b)
+    """Distribution names compare as pip compares them (PEP 503 normalisation)."""
+    return re.sub(r"[-_.]+", "-", a).lower() == re.sub(r"[-_.]+", "-", b).lower()
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -371,7 +371,9 @@ def collect(
                         f"plugin {info.plugin!r} from distribution {info.distribution} failed to register: {error}"
                     ) from exc
                 failed.add(info.plugin)
-                registry.broken.append(BrokenPlugin(info.plugin, info.distribution, info.version, info.entry_point, error=error))
+                registry.broken.append(
+                    BrokenPlugin(info.plugin, info.distribution, info.version, info.entry_point, error=error)
+                )
                 continue
             for reg in pending:
                 registry.add(reg)

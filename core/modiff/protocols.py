@@ -188,12 +188,12 @@ class Conditioning:
         """
         import torch
 
-        if not bool(use_other.any()):
-            return self
+        if use_other.device.type == "cpu" and not bool(use_other.any()):
+            return self  # (not asked on a GPU: reading the answer would wait for it)
         both = Conditioning.cat([self, other])
         n = int(use_other.shape[0])
-        pick = torch.where(use_other.to(torch.bool), torch.arange(n, 2 * n), torch.arange(n))
-        return both.index(pick.to(use_other.device))
+        rows = torch.arange(n, device=use_other.device)
+        return both.index(torch.where(use_other.to(torch.bool), rows + n, rows))
 
     def with_concat(self, extra: Tensor | None) -> Conditioning:
         """A copy with ``extra`` channels appended to ``concat``."""
@@ -293,8 +293,11 @@ class Batch:
         return int(self.images.shape[0])
 
     def to(self, device: torch.device | str) -> Batch:
-        masks = None if self.masks is None else self.masks.to(device)
-        return Batch(self.images.to(device), self.captions, masks)
+        """The batch on ``device`` (from the CPU to CUDA without making the host wait)."""
+        from .noise import to_device
+
+        masks = None if self.masks is None else to_device(self.masks, device)
+        return Batch(to_device(self.images, device), self.captions, masks)
 
 
 ModelFn = Callable[["Tensor", "Tensor"], "Tensor"]

@@ -123,13 +123,16 @@ def line_chart(
     rows = math.ceil(len(legend) / 2)
     total_h = height + 16 * rows + 6
     size = f'width="{width}" height="{total_h}" viewBox="0 0 {width} {total_h}"'
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" {size} font-family="sans-serif" role="img" aria-label="{html.escape(title)}">']
+    label = html.escape(title)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" {size} font-family="sans-serif" role="img" aria-label="{label}">']
     out.append('<rect width="100%" height="100%" fill="white"/>')
-    out.append(f'<text x="{width / 2}" y="14" font-size="13" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>')
+    out.append(f'<text x="{width / 2}" y="14" font-size="13" text-anchor="middle" font-weight="bold">{label}</text>')
     left, right, top, bottom = 56, 12, 24, 44
     w, h = width - left - right, height - top - bottom
     if not points:
-        out.append(f'<text x="{width / 2}" y="{height / 2}" font-size="12" text-anchor="middle">no data yet</text></svg>')
+        out.append(
+            f'<text x="{width / 2}" y="{height / 2}" font-size="12" text-anchor="middle">no data yet</text></svg>'
+        )
         return "".join(out)
     xs = [p[0] for p in points]
     ys = [math.log10(p[1]) if log_y else p[1] for p in points]
@@ -165,21 +168,31 @@ def line_chart(
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>')
         out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#888"/>')
         out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{label}</text>')
-    out.append(f'<text x="{left + w / 2}" y="{top + h + 34}" font-size="12" text-anchor="middle">{html.escape(x_label)}</text>')
-    out.append(f'<text x="14" y="{top + h / 2}" font-size="12" text-anchor="middle" '
-               f'transform="rotate(-90 14 {top + h / 2})">{html.escape(y_label)}</text>')
+    out.append(
+        f'<text x="{left + w / 2}" y="{top + h + 34}" font-size="12" text-anchor="middle">{html.escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text x="14" y="{top + h / 2}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + h / 2})">{html.escape(y_label)}</text>'
+    )
     if hline is not None and y0 <= hline[0] <= y1:
         y = py(hline[0])
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#444" stroke-dasharray="5,4"/>')
-        out.append(f'<text x="{left + w - 4}" y="{y - 4:.1f}" font-size="11" text-anchor="end">{html.escape(hline[1])}</text>')
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#444" stroke-dasharray="5,4"/>'
+        )
+        out.append(
+            f'<text x="{left + w - 4}" y="{y - 4:.1f}" font-size="11" text-anchor="end">{html.escape(hline[1])}</text>'
+        )
     for s in series:
         good = sorted((x, y) for x, y in s["points"] if _finite(x, y, log_y))
         if not good:
             continue
         opacity = 0.35 if s.get("faint") else 1.0
         path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in good)
-        out.append(f'<polyline fill="none" stroke="{s["colour"]}" stroke-opacity="{opacity}" '
-                   f'stroke-width="{s.get("width", 1.5)}" points="{path}"/>')
+        out.append(
+            f'<polyline fill="none" stroke="{s["colour"]}" stroke-opacity="{opacity}" '
+            f'stroke-width="{s.get("width", 1.5)}" points="{path}"/>'
+        )
         if not s.get("faint") and len(good) <= 12:
             for x, y in good:
                 out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{s["colour"]}"/>')
@@ -216,12 +229,17 @@ def curve_charts(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict
             runs = [r for r in records if r.get("status") == "done" and (r.get("group") or r["name"]) == cell["name"]]
             by_step: dict[int, list[tuple[float, float]]] = {}
             for r in runs:
-                pts = [(p["train_seconds"], p["eval"][metric]) for p in r.get("curve") or []
-                       if isinstance(p["eval"].get(metric), (int, float))]
+                pts = [
+                    (p["train_seconds"], p["eval"][metric])
+                    for p in r.get("curve") or []
+                    if isinstance(p["eval"].get(metric), (int, float))
+                ]
                 for p, (x, y) in zip(r.get("curve") or [], pts):
                     by_step.setdefault(p["step"], []).append((x, y))
                 if len(runs) > 1:
-                    series.append({"label": "", "colour": colours[cell["name"]], "points": pts, "faint": True, "width": 1})
+                    series.append(
+                        {"label": "", "colour": colours[cell["name"]], "points": pts, "faint": True, "width": 1}
+                    )
             mean = [(sum(x for x, _ in v) / len(v), sum(y for _, y in v) / len(v)) for _, v in sorted(by_step.items())]
             series.append({"label": cell["name"], "colour": colours[cell["name"]], "points": mean, "width": 2})
         if not any(s["points"] for s in series):
@@ -231,8 +249,12 @@ def curve_charts(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict
             hline = (threshold["value"], f"threshold {threshold['value']:g}")
         name = summary["names"].get(metric, metric)
         charts[metric] = line_chart(
-            series, title=name, x_label="training seconds (every stage; evaluation excluded)", y_label=name,
-            y_range=(0.0, 1.0) if ("accuracy" in metric or "iou" in metric) else None, hline=hline,
+            series,
+            title=name,
+            x_label="training seconds (every stage; evaluation excluded)",
+            y_label=name,
+            y_range=(0.0, 1.0) if ("accuracy" in metric or "iou" in metric) else None,
+            hline=hline,
         )
     return charts
 
@@ -245,7 +267,9 @@ def loss_chart(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:
         group = r.get("group") or r["name"]
         label = "" if group in labelled else group
         labelled.add(group)
-        series.append({"label": label, "colour": colours.get(group, "#888"), "points": r.get("losses") or [], "width": 1.2})
+        series.append(
+            {"label": label, "colour": colours.get(group, "#888"), "points": r.get("losses") or [], "width": 1.2}
+        )
     return line_chart(series, title="denoiser loss", x_label="step", y_label="loss (log scale)", log_y=True, width=660)
 
 
@@ -282,11 +306,15 @@ def compact_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     rows = []
     for cell in summary["cells"]:
         runs = f"{cell['runs_done']}/{cell['runs']}" + (f" ({len(cell['failed'])} failed)" if cell["failed"] else "")
-        rows.append([
-            cell["name"], runs, *(fmt_estimate(cell["metrics"].get(m), m) for m in summary["compact"]),
-            _num(cell["train_seconds"], 0) if cell["train_seconds"] is not None else "–",
-            _num(cell["seconds_per_image"], 3) if cell["seconds_per_image"] is not None else "–",
-        ])
+        rows.append(
+            [
+                cell["name"],
+                runs,
+                *(fmt_estimate(cell["metrics"].get(m), m) for m in summary["compact"]),
+                _num(cell["train_seconds"], 0) if cell["train_seconds"] is not None else "–",
+                _num(cell["seconds_per_image"], 3) if cell["seconds_per_image"] is not None else "–",
+            ]
+        )
     return header, rows
 
 
@@ -295,7 +323,9 @@ def full_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header = ["metric", *(c["name"] for c in summary["cells"])]
     rows = []
     for m in summary["all_metrics"]:
-        rows.append([f"{summary['names'].get(m, m)} ({m})", *(fmt_estimate(c["metrics"].get(m), m) for c in summary["cells"])])
+        rows.append(
+            [f"{summary['names'].get(m, m)} ({m})", *(fmt_estimate(c["metrics"].get(m), m) for c in summary["cells"])]
+        )
     rows.append(["parameters", *(f"{c['parameters']:,}" if c["parameters"] else "–" for c in summary["cells"])])
     return header, rows
 
@@ -311,15 +341,25 @@ def runs_table(summary: dict[str, Any], records: list[dict[str, Any]]) -> tuple[
                 t = summary["threshold"]
                 from .stats import seconds_to_reach
 
-                curve = [(p["train_seconds"], p["eval"].get(t["metric"])) for p in r.get("curve") or []
-                         if isinstance(p["eval"].get(t["metric"]), (int, float))]
+                curve = [
+                    (p["train_seconds"], p["eval"].get(t["metric"]))
+                    for p in r.get("curve") or []
+                    if isinstance(p["eval"].get(t["metric"]), (int, float))
+                ]
                 reached = seconds_to_reach(curve, t["value"]) if r.get("status") == "done" else None
                 values.append("not reached" if reached is None else _num(reached, 0))
             else:
                 v = ev.get(m)
                 values.append(_num(v, 3) if isinstance(v, (int, float)) else "–")
-        rows.append([r["name"], r.get("status", "?"), *values, _num(r.get("train_seconds"), 0) if r.get("train_seconds") else "–",
-                     _num(r.get("wall_seconds"), 0) if r.get("wall_seconds") else "–"])
+        rows.append(
+            [
+                r["name"],
+                r.get("status", "?"),
+                *values,
+                _num(r.get("train_seconds"), 0) if r.get("train_seconds") else "–",
+                _num(r.get("wall_seconds"), 0) if r.get("wall_seconds") else "–",
+            ]
+        )
     return header, rows
 
 
@@ -329,8 +369,10 @@ def _minutes(seconds: float) -> str:
 
 def _intro(summary: dict[str, Any]) -> str:
     cells = len(summary["cells"])
-    text = (f"{cells} cells, {summary['runs']} runs ({summary['runs_done']} finished); seeds {summary['seeds']}; "
-            f"the runs took {_minutes(summary['wall_seconds'])} in all (training, evaluation and samples).")
+    text = (
+        f"{cells} cells, {summary['runs']} runs ({summary['runs_done']} finished); seeds {summary['seeds']}; "
+        f"the runs took {_minutes(summary['wall_seconds'])} in all (training, evaluation and samples)."
+    )
     t = summary.get("threshold")
     if t:
         text += f" Cost is read at {summary['names'].get(t['metric'], t['metric'])} ≥ {t['value']:g}."
@@ -338,10 +380,11 @@ def _intro(summary: dict[str, Any]) -> str:
 
 
 METHOD = (
-    "Each comparison reads a − b: the verdict, the difference and its interval. Intervals are 95 %: for accuracies a bootstrap over prompts (or images) and seeds, paired when two cells "
-    "scored the same prompts under the same seeds; for seconds to the threshold Student's (one cell) or Welch's "
-    "(a difference) t over seeds. A verdict names a cell only when the interval of a − b excludes zero; "
-    "it is computed, never written in the ablation file."
+    "Each comparison reads a − b: the verdict, the difference and its interval. Intervals are 95 %: for "
+    "accuracies a bootstrap over prompts (or images) and seeds, paired when two cells scored the same prompts "
+    "under the same seeds; for seconds to the threshold Student's (one cell) or Welch's (a difference) t over "
+    "seeds. A verdict names a cell only when the interval of a − b excludes zero; it is computed, never written "
+    "in the ablation file."
 )
 
 
@@ -351,9 +394,14 @@ METHOD = (
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    esc = lambda s: s.replace("|", "\\|")
-    return ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows)]
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    return [
+        "| " + " | ".join(esc(h) for h in header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows),
+    ]
 
 
 def _cell_html(text: str) -> str:
@@ -365,7 +413,11 @@ def _cell_html(text: str) -> str:
 
 
 def _html_table(header: list[str], rows: list[list[str]], cls: str, row_classes: list[str] | None = None) -> str:
-    out = [f'<table class="{cls}"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    out = [
+        f'<table class="{cls}"><thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr></thead><tbody>"
+    ]
     for i, row in enumerate(rows):
         rc = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
         out.append(f"<tr{rc}>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>")
@@ -394,11 +446,18 @@ def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tup
     f_header, f_rows = full_table(summary)
     r_header, r_rows = runs_table(summary, records)
     failed = [r for r in records if r.get("status") != "done"]
-    samples = [(c["name"], next((r for r in records if (r.get("group") or r["name"]) == c["name"] and r.get("grid")), None))
-               for c in summary["cells"]]
+    samples = [
+        (c["name"], next((r for r in records if (r.get("group") or r["name"]) == c["name"] and r.get("grid")), None))
+        for c in summary["cells"]
+    ]
 
     # -- Markdown ---------------------------------------------------------
-    md = [f"# {summary['title']}", "", f"From `{ablation.path}` over `{', '.join(summary['base'])}`. {_intro(summary)}", ""]
+    md = [
+        f"# {summary['title']}",
+        "",
+        f"From `{ablation.path}` over `{', '.join(summary['base'])}`. {_intro(summary)}",
+        "",
+    ]
     if failed:
         md += [f"**{len(failed)} run(s) failed** (rerun the same command to retry them):", ""]
         md += [f"- `{r['name']}`: {r.get('error', '?')}" for r in failed] + [""]
@@ -421,7 +480,11 @@ def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tup
     atomic_write_text(md_path, "\n".join(md))
 
     # -- HTML -------------------------------------------------------------
-    verdicts = ['<table class="verdicts"><thead><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in v_header) + "</tr></thead><tbody>"]
+    verdicts = [
+        '<table class="verdicts"><thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in v_header)
+        + "</tr></thead><tbody>"
+    ]
     for row in v_rows:
         cells = []
         for text, cls in row:
@@ -436,19 +499,26 @@ def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tup
     verdicts.append("</tbody></table>")
     failed_html = ""
     if failed:
-        items = "".join(f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r.get('error', '?'))}</li>" for r in failed)
-        failed_html = f'<div class="failed"><b>{len(failed)} run(s) failed</b> (rerun the same command to retry them):<ul>{items}</ul></div>'
+        items = "".join(
+            f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r.get('error', '?'))}</li>" for r in failed
+        )
+        failed_html = (
+            f'<div class="failed"><b>{len(failed)} run(s) failed</b> (rerun the same command to retry them):'
+            f"<ul>{items}</ul></div>"
+        )
     sample_html = []
     for name, r in samples:
         grid = out / r["grid"] if r else None
         if grid is not None and grid.is_file():
             data = base64.b64encode(grid.read_bytes()).decode()
-            sample_html.append(f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
-                               f"<figcaption>{html.escape(name)} (seed {r['seed']})</figcaption></figure>")
+            sample_html.append(
+                f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(name)} (seed {r['seed']})</figcaption></figure>"
+            )
     run_classes = ["failed" if r.get("status") != "done" else "" for r in records]
     plots = "".join(_svg_img(svg, summary["names"].get(m, m)) for m, svg in charts.items())
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(summary['title'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(summary["title"])}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1360px; color: #222; }}
@@ -472,19 +542,22 @@ p.method {{ font-size: 0.9em; color: #555; max-width: 60em; }}
 details {{ margin: 0.8em 0; }} summary {{ cursor: pointer; font-weight: bold; }}
 </style></head>
 <body>
-<h1>{html.escape(summary['title'])}</h1>
+<h1>{html.escape(summary["title"])}</h1>
 <p>From <code>{html.escape(str(ablation.path))}</code>. {html.escape(_intro(summary))}</p>
 {failed_html}
 <h2>Verdicts</h2>
-{''.join(verdicts) if v_rows else '<p>The file names no comparison ([[compare]] a = "...", b = "...").</p>'}
+{"".join(verdicts) if v_rows else '<p>The file names no comparison ([[compare]] a = "...", b = "...").</p>'}
 <p class="method">{html.escape(METHOD)}</p>
 <h2>Cells</h2>
 <div class="scroll">{_html_table(c_header, c_rows, "compact")}</div>
 <h2>Quality against training time</h2>
 <div class="plots">{plots or '<p>No learning curve was recorded (set "train.eval_every").</p>'}</div>
-<details><summary>Every metric (mean and 95 % interval)</summary><div class="scroll">{_html_table(f_header, f_rows, "full")}</div></details>
-<details><summary>Every run</summary><div class="scroll">{_html_table(r_header, r_rows, "runs", run_classes)}</div></details>
-<details><summary>Samples (same prompts and seeds in every cell)</summary>{''.join(sample_html) or '<p>No samples.</p>'}</details>
+<details><summary>Every metric (mean and 95 % interval)</summary>
+<div class="scroll">{_html_table(f_header, f_rows, "full")}</div></details>
+<details><summary>Every run</summary>
+<div class="scroll">{_html_table(r_header, r_rows, "runs", run_classes)}</div></details>
+<details><summary>Samples (same prompts and seeds in every cell)</summary>
+{"".join(sample_html) or "<p>No samples.</p>"}</details>
 <details><summary>Denoiser loss</summary>{_svg_img(losses, "denoiser loss")}</details>
 <script>
 window.addEventListener("load", function () {{

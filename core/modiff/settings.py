@@ -412,7 +412,9 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
     task = registry.tasks().get(settings.run.task)
     if task is None:
         known = ", ".join(sorted(registry.tasks()))
-        problems.append(f"[run] task = {settings.run.task!r} in {layers.origin('run', 'task')} is unknown; tasks: {known}")
+        problems.append(
+            f"[run] task = {settings.run.task!r} in {layers.origin('run', 'task')} is unknown; tasks: {known}"
+        )
     for role in ROLES:
         choice: ComponentChoice | None = getattr(settings, role)
         if choice is None:

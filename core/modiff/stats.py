@@ -179,7 +179,9 @@ def _resampled(seeds: Sequence[SeedItems], item_w: Sequence[np.ndarray], seed_w:
     weights = seed_w * present
     total = weights.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, (np.where(present, per_seed, 0.0) * weights).sum(1) / np.where(total > 0, total, 1), np.nan)
+        return np.where(
+            total > 0, (np.where(present, per_seed, 0.0) * weights).sum(1) / np.where(total > 0, total, 1), np.nan
+        )
 
 
 def point(seeds: Sequence[SeedItems]) -> float:
@@ -360,8 +362,10 @@ def compare_costs(a: Cost, b: Cost, level: float = LEVEL) -> Comparison:
                 diff = Interval(-math.inf, -math.inf, upper) if name == "a" else Interval(math.inf, upper, math.inf)
                 return Comparison(diff, A_BETTER if name == "a" else B_BETTER, note=note)
             return Comparison(None, NOT_SEPARABLE, note=note + f", but {name} reached it only after that budget")
-    reached = f"a: {sum(r is not None for r in a.reached)}/{len(a.reached)}, b: {sum(r is not None for r in b.reached)}/{len(b.reached)} seeds reached it"
-    return Comparison(None, NOT_SEPARABLE, note=reached)
+    def share(cost: Cost) -> str:
+        return f"{sum(r is not None for r in cost.reached)}/{len(cost.reached)}"
+
+    return Comparison(None, NOT_SEPARABLE, note=f"a: {share(a)}, b: {share(b)} seeds reached it")
 
 
 def seconds_to_reach(curve: Sequence[tuple[float, float]], level: float) -> float | None:

@@ -28,7 +28,8 @@ class DigitAccuracySettings(modiff.ComponentSettings):
     samples_per_digit: int = Field(4, ge=1, description="Images generated per digit when no prompts are given.")
     template: str = Field(
         "a handwritten {word}",
-        description='Prompt for each digit when no prompts are given; "{word}" is the digit\'s name, "{digit}" its numeral.',
+        description='Prompt for each digit when no prompts are given; "{word}" is the digit\'s name, '
+        '"{digit}" its numeral.',
     )
     seed: int = Field(0, description="Seed of the generated images.")
     steps: int | None = Field(None, ge=1, description="Sampler steps; default: the run's [sample] steps.")

@@ -4,7 +4,6 @@ masking, errors, and use from a settings file."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from pathlib import Path
 from typing import Any

@@ -10,7 +10,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("ablation", metavar="ABLATION", help="ablation TOML file")
     p.add_argument("--dry-run", action="store_true", help="list and validate the cells; train nothing")
     p.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
         help="override a value in every cell",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -14,7 +14,6 @@ from importlib import resources
 from pathlib import Path
 
 
-
 def demo_settings_path() -> Path:
     return Path(str(resources.files("modiff") / "configs" / "demo.toml"))
 

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 
-
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="evaluate a trained run (prompt accuracy, IoU, ...)")
     p.add_argument("run", metavar="RUN", help="run directory")

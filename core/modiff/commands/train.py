@@ -81,5 +81,7 @@ def _torchrun(args: argparse.Namespace) -> int:
     cmd += ["--standalone", f"--nproc-per-node={args.nproc}", "-m", "modiff", "train", *args.files]
     for s in args.sets:
         cmd += ["--set", s]
-    cmd += [flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on]
+    cmd += [
+        flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on
+    ]
     return subprocess.call(cmd)

@@ -151,7 +151,8 @@ def render(name: str, role: str) -> dict[str, str]:
         "summary_sentence": template.summary[:1].upper() + template.summary[1:] + ".",
         "settings_class": template.settings_class,
         "modiff_version": _release(__version__),
-        "test_imports": "".join(f"\n{line}" for line in template.test_imports) + ("\n" if template.test_imports else ""),
+        "test_imports": "".join(f"\n{line}" for line in template.test_imports)
+        + ("\n" if template.test_imports else ""),
     }
 
     def fill(text: str) -> str:

@@ -64,15 +64,16 @@ class Task:
         self,
         components: Components,
         *,
-        latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
+        latents: Callable[..., torch.Tensor],
         text: Callable[[Sequence[str], Sequence[int]], TextEmbedding] | None,
         condition_dropout: float,
         world: World,
     ) -> StepLoss:
         """The loss of the denoiser stage: by default, denoising with this task's
-        image context. ``latents(images, indices)`` and ``text(captions,
+        image context. ``latents(images, indices, step)`` and ``text(captions,
         indices)`` give a batch's latents and text embedding (cached where the
-        components are frozen); ``indices`` are the batch's dataset indices."""
+        components are frozen); ``indices`` are the batch's dataset indices and
+        ``step`` the step's :class:`modiff.TrainingStep`."""
         from ..training.losses import DenoiserLoss
 
         return DenoiserLoss(

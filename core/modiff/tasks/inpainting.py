@@ -62,7 +62,9 @@ def random_paint_masks(
     return masks
 
 
-def blend_known(scheduler: Any, known: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor) -> Callable[[ModelFn], ModelFn]:
+def blend_known(
+    scheduler: Any, known: torch.Tensor, keep: torch.Tensor, noise: torch.Tensor
+) -> Callable[[ModelFn], ModelFn]:
     """A model-function wrapper for training-free inpainting: the region to keep
     is replaced by ``known`` noised to the current timestep before every prediction."""
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..devices import autocast
 from ..errors import ModiffError
 from ..protocols import Conditioning
+from ..training.step import TrainingStep
 from .base import StepLoss, Task
 
 if TYPE_CHECKING:
@@ -42,15 +43,17 @@ def segmentation_loss(logits: torch.Tensor, masks: torch.Tensor, num_classes: in
 class SegmentationLoss:
     """Train a segmentation head: encoded image in, class logits out; no noise, t = 0."""
 
-    def __init__(self, components: Components, latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor]):
+    def __init__(self, components: Components, latents: Callable[..., torch.Tensor], world: World | None = None):
         self.components = components
         self.latents = latents
+        self.world = world
 
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
         components = self.components
         if batch.masks is None:
             raise ModiffError("task 'segmentation' needs a dataset with masks")
-        x = self.latents(batch.images, indices)
+        rank, size = (self.world.rank, self.world.size) if self.world is not None else (0, 1)
+        x = self.latents(batch.images, indices, TrainingStep(g, rank, size))
         t = torch.zeros(x.shape[0], device=x.device)
         logits = components.denoiser(x, t, _no_text(components, x.shape[0]))
         return segmentation_loss(logits, batch.masks, max(2, components.context.num_classes))
@@ -75,12 +78,12 @@ class Segmentation(Task):
         self,
         components: Components,
         *,
-        latents: Callable[[torch.Tensor, Sequence[int]], torch.Tensor],
+        latents: Callable[..., torch.Tensor],
         text: Callable[[Sequence[str], Sequence[int]], TextEmbedding] | None,
         condition_dropout: float,
         world: World,
     ) -> StepLoss:
-        return SegmentationLoss(components, latents)
+        return SegmentationLoss(components, latents, world)
 
     def write_samples(self, pipeline: Pipeline, prompts: Sequence[str], path: Path, **kwargs: Any) -> None:
         return None

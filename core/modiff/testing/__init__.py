@@ -12,6 +12,8 @@ its component::
 and pytest runs every property the built-in components are held to. The
 ``modiff_registry`` fixture (installed as a pytest plugin with modiff) gives a
 fresh registry with chosen plugin objects and no entry points loaded.
+``modiff.testing.mutants`` holds the toys with one plausible mistake each,
+which the contracts must catch (``python -m modiff.testing.mutants``).
 """
 
 from __future__ import annotations

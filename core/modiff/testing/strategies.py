@@ -13,7 +13,9 @@ def prompts(max_size: int = 200) -> st.SearchStrategy[str]:
         st.text(max_size=max_size),
         st.just(""),
         st.text(alphabet=st.sampled_from(" \t\n"), max_size=5),
-        st.builds(lambda w, n: " ".join([w] * n), st.sampled_from(["red", "circle", "ünïcödé", "🙂"]), st.integers(50, 300)),
+        st.builds(
+            lambda w, n: " ".join([w] * n), st.sampled_from(["red", "circle", "ünïcödé", "🙂"]), st.integers(50, 300)
+        ),
     )
 
 

@@ -14,8 +14,9 @@ implementations of the protocols, just very small::
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -91,12 +92,16 @@ class ToyEncoder(nn.Module):
 
     def encode(self, images: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         f = self.downscale
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected images [B, 3, H, W], got shape {tuple(images.shape)}")
         if images.shape[-1] % f or images.shape[-2] % f:
             raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of downscale {f}")
         z = nn.functional.avg_pool2d(images, f) if f > 1 else images
         return self.mix(z) * self.scale
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.dim() != 4 or latents.shape[1] != self.latent_channels:
+            raise ValueError(f"expected latents [B, {self.latent_channels}, h, w], got shape {tuple(latents.shape)}")
         x = latents / self.scale
         return nn.functional.interpolate(x, scale_factor=self.downscale) if self.downscale > 1 else x
 
@@ -121,13 +126,22 @@ class ToyTextEmbedder(nn.Module):
     def __init__(self, s: ToyTextSettings):
         super().__init__()
         self.dim, self.max_tokens = s.dim, s.max_tokens
+        #: A constant 1 whose device and dtype the embeddings follow (``.to()`` moves it).
+        self.register_buffer("unit", torch.ones(()))
 
     def _word(self, word: str) -> torch.Tensor:
         seed = int.from_bytes(hashlib.sha256(word.encode("utf-8", "surrogatepass")).digest()[:8], "little")
         return torch.randn(self.dim, generator=torch.Generator().manual_seed(seed % (2**63)))
 
     def embed(self, prompts: Sequence[str]) -> TextEmbedding:
-        words = [p.split()[: self.max_tokens] for p in prompts]
+        # A prompt without words is one empty word, so that every row has a real token.
+        words = [p.split() or [""] for p in prompts]
+        cut = sum(len(w) > self.max_tokens for w in words)
+        if cut:
+            warnings.warn(
+                f"{cut} prompt(s) longer than {self.max_tokens} words were truncated", UserWarning, stacklevel=2
+            )
+        words = [w[: self.max_tokens] for w in words]
         length = max(1, max((len(w) for w in words), default=1))
         tokens = torch.zeros(len(prompts), length, self.dim)
         mask = torch.zeros(len(prompts), length, dtype=torch.bool)
@@ -135,9 +149,9 @@ class ToyTextEmbedder(nn.Module):
             for j, w in enumerate(ws):
                 tokens[i, j] = self._word(w)
                 mask[i, j] = True
+        tokens, mask = tokens.to(self.unit) * self.unit, mask.to(self.unit.device)
         pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        device = next(iter(self.buffers()), torch.empty(0)).device
-        return TextEmbedding(tokens.to(device), mask.to(device), pooled.to(device))
+        return TextEmbedding(tokens, mask, pooled)
 
 
 class ToyConditionerSettings(ComponentSettings):
@@ -146,13 +160,28 @@ class ToyConditionerSettings(ComponentSettings):
 
 class ToyConditioner(nn.Module):
     """Pooled text to a vector, tokens to a context; zeros as the null.
-    Image context (a task's mask or masked image) is passed through as concat."""
+    Image context (a task's mask or masked image) is passed through as concat
+    (zeros when a call gives none)."""
 
-    def __init__(self, s: ToyConditionerSettings, text_dim: int, image_channels: int = 0):
+    def __init__(self, s: ToyConditionerSettings, text_dim: int, image_channels: int = 0, size: int | None = None):
         super().__init__()
         self.to_vector = nn.Linear(text_dim, s.width)
         self.to_context = nn.Linear(text_dim, s.width)
+        self.size = size
         self.spec = ConditioningSpec(concat_channels=image_channels, context_dim=s.width, vector_dim=s.width)
+
+    @staticmethod
+    def arguments(ctx: BuildContext) -> tuple[int, int, int | None]:
+        """``(text_dim, image_channels, size)`` from the build context."""
+        channels = ctx.image_context_channels
+        return (ctx.text_embedder.dim if ctx.text_embedder else 1, channels, ctx.latent_size if channels else None)
+
+    def _image(self, image_context: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        k = self.spec.concat_channels
+        if image_context is not None or not k:
+            return image_context
+        w = self.to_vector.weight
+        return torch.zeros(batch_size, k, self.size or 1, self.size or 1, device=w.device, dtype=w.dtype)
 
     def condition(
         self, text: TextEmbedding | None, *, image_context: torch.Tensor | None = None, batch_size: int | None = None
@@ -160,23 +189,23 @@ class ToyConditioner(nn.Module):
         if text is None:
             return self.null(batch_size or 1, image_context=image_context)
         cond = Conditioning(None, self.to_context(text.tokens), text.mask, self.to_vector(text.pooled))
-        return cond.with_concat(image_context)
+        return cond.with_concat(self._image(image_context, len(text)))
 
     def null(
         self, batch_size: int, *, like: TextEmbedding | None = None, image_context: torch.Tensor | None = None
     ) -> Conditioning:
         length = 1 if like is None else int(like.tokens.shape[1])
         w = self.spec.context_dim or 1
-        device = self.to_vector.weight.device
+        device, dtype = self.to_vector.weight.device, self.to_vector.weight.dtype
         mask = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
         mask[:, 0] = True
         null = Conditioning(
             None,
-            torch.zeros(batch_size, length, w, device=device),
+            torch.zeros(batch_size, length, w, device=device, dtype=dtype),
             mask,
-            torch.zeros(batch_size, self.spec.vector_dim or 1, device=device),
+            torch.zeros(batch_size, self.spec.vector_dim or 1, device=device, dtype=dtype),
         )
-        return null.with_concat(image_context)
+        return null.with_concat(self._image(image_context, batch_size))
 
 
 class ToyDenoiserSettings(ComponentSettings):
@@ -204,11 +233,13 @@ class ToyDenoiser(nn.Module):
         if c.concat is not None:
             x = torch.cat([x, c.concat], 1)
         h = self.conv_in(x)
-        emb = self.time(t.float().view(-1, 1) / 1000.0)
+        emb = self.time(t.to(h.dtype).view(-1, 1) / 1000.0)
         if self.vec is not None and c.vector is not None:
             emb = emb + self.vec(c.vector)
         if self.ctx is not None and c.context is not None:
-            m = c.context_mask if c.context_mask is not None else torch.ones(c.context.shape[:2], dtype=torch.bool)
+            m = c.context_mask
+            if m is None:
+                m = torch.ones(c.context.shape[:2], dtype=torch.bool, device=c.context.device)
             m = m.to(c.context.dtype)[..., None]
             emb = emb + self.ctx((c.context * m).sum(1) / m.sum(1).clamp(min=1))
         return self.conv_out(torch.nn.functional.silu(h + emb[:, :, None, None]))
@@ -216,27 +247,35 @@ class ToyDenoiser(nn.Module):
 
 class ToySchedulerSettings(ComponentSettings):
     num_train_timesteps: int = Field(100, ge=2)
-    prediction_type: str = "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    #: DDIM's eta: 1 adds DDPM-like noise at every step, 0 is deterministic.
+    eta: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class ToyScheduler:
-    """A linear-beta DDIM with ``eta = 1`` noise, written as plainly as possible."""
+    """A linear-beta DDIM (``eta = 1`` noise by default), written as plainly as possible."""
 
     def __init__(self, s: ToySchedulerSettings):
         self.num_train_timesteps = s.num_train_timesteps
         self.prediction_type = s.prediction_type
+        self.eta = s.eta
         betas = torch.linspace(1e-4, 0.05, s.num_train_timesteps, dtype=torch.float64)
         self.alphas_cumprod = torch.cumprod(1 - betas, 0)
 
     def _abar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return self.alphas_cumprod[t.long().cpu()].to(like).view(-1, *([1] * (like.dim() - 1)))
+        return self.alphas_cumprod.to(t.device)[t.long()].to(like).view(-1, *([1] * (like.dim() - 1)))
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         a = self._abar(t, x0)
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
     def training_target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return noise
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "sample":
+            return x0
+        a = self._abar(t, x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
 
     def sample_timesteps(self, batch_size: int, *, generator: Any = None, device: Any = None) -> torch.Tensor:
         return torch.randint(0, self.num_train_timesteps, (batch_size,), generator=generator).to(device or "cpu")
@@ -247,18 +286,26 @@ class ToyScheduler:
     def timesteps(self, steps: int) -> torch.Tensor:
         return torch.linspace(self.num_train_timesteps - 1, 0, steps).round().long()
 
+    def _x0_and_eps(self, pred: torch.Tensor, x: torch.Tensor, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The clean sample and the noise a prediction of ``prediction_type`` implies at ``x``."""
+        if self.prediction_type == "epsilon":
+            return (x - (1 - a).sqrt() * pred) / a.sqrt(), pred
+        if self.prediction_type == "sample":
+            return pred, (x - a.sqrt() * pred) / (1 - a).sqrt()
+        return a.sqrt() * x - (1 - a).sqrt() * pred, (1 - a).sqrt() * x + a.sqrt() * pred
+
     def sample(self, model_fn, noise, steps, *, generator=None, callback=None, start_step=0):  # type: ignore[no-untyped-def]
         x = noise
         ts = self.timesteps(steps)
         for i in range(start_step, steps):
             t = ts[i]
             a = self.alphas_cumprod[t].to(x)
-            eps = model_fn(x, torch.full((x.shape[0],), float(t), device=x.device))
-            x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
+            x0, eps = self._x0_and_eps(model_fn(x, torch.full((x.shape[0],), float(t), device=x.device)), x, a)
             a_prev = self.alphas_cumprod[ts[i + 1]].to(x) if i + 1 < steps else torch.ones((), dtype=x.dtype)
-            sigma = ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
+            sigma = self.eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0).sqrt()
             x = a_prev.sqrt() * x0 + (1 - a_prev - sigma**2).clamp(min=0).sqrt() * eps
-            x = x + sigma * randn(x.shape, generator, device=x.device, dtype=x.dtype)
+            if self.eta:
+                x = x + sigma * randn(x.shape, generator, device=x.device, dtype=x.dtype)
             if callback is not None:
                 callback(i, t, x, x0)
         return x
@@ -275,6 +322,26 @@ class ToyEvaluator:
             named = next((i for i, c in enumerate(COLOURS) if c in prompt.split()), None)
             correct += int(named is not None and int(image.mean((1, 2)).argmax()) == named)
         return {"accuracy": correct / max(1, len(prompts)), "prompts": len(prompts)}
+
+
+class ColourPipeline:
+    """A stand-in for :class:`modiff.Pipeline` for evaluator tests: for each prompt, the
+    square of the colour it names (grey when it names none) on black, with a little
+    noise drawn from ``seed``; ``shift = 1`` draws the next colour (always wrong)."""
+
+    def __init__(self, image_size: int = 8, shift: int = 0):
+        self.image_size, self.shift = image_size, shift
+
+    def generate_tensor(self, prompts: Sequence[str], *, seed: int = 0, **options: Any) -> torch.Tensor:
+        n = self.image_size
+        out = torch.full((len(prompts), 3, n, n), -1.0)
+        names = list(COLOURS)
+        for i, prompt in enumerate(prompts):
+            named = next((k for k, c in enumerate(names) if c in prompt.split()), None)
+            colour = (0.0, 0.0, 0.0) if named is None else COLOURS[names[(named + self.shift) % len(names)]]
+            out[i, :, n // 4 : n - n // 4, n // 4 : n - n // 4] = torch.tensor(colour).view(3, 1, 1)
+        noise = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+        return (out + 0.05 * noise).clamp(-1, 1)
 
 
 class ToyPlugin:
@@ -298,9 +365,7 @@ class ToyPlugin:
     def register_conditioners(self, register: Any) -> None:
         register(
             "toy",
-            lambda s, ctx: ToyConditioner(
-                s, ctx.text_embedder.dim if ctx.text_embedder else 1, ctx.image_context_channels
-            ),
+            lambda s, ctx: ToyConditioner(s, *ToyConditioner.arguments(ctx)),
             ToyConditionerSettings,
             description="vector and context",
         )

@@ -57,7 +57,7 @@ class FrozenCache:
                 for i, e in zip(members, examples):
                     self._text[i] = rows[e.caption]
 
-    def latents(self, images: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+    def latents(self, images: torch.Tensor, indices: Sequence[int], step: Any = None) -> torch.Tensor:
         """The latents of the examples at ``indices`` (``images`` are those examples)."""
         if self.encoder is None:
             raise RuntimeError("this cache holds no latents")

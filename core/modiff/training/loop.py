@@ -25,7 +25,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,7 @@ from .losses import Latents, StepLoss, Text, component_loss
 from .optim import EMA, lr_at, optimizer_state_from_tensors, optimizer_state_to_tensors
 from .order import batch_indices, collate, step_seed
 from .plan import roles_of, stages_to_train
+from .step import TrainingStep
 
 
 class TrainingInterrupted(ModiffError):
@@ -102,13 +103,10 @@ class Trainer:
             )
         self.checkpoint = resume_from
         self.stages_done: list[str] = resume_from.stages_done if resume_from is not None else []
-        self.plan = self._plan()
+        self.plan = stages_to_train(components)
         self.clock = _TrainingClock(resume_from.train_seconds if resume_from is not None else 0.0)
 
     # -- what to train -----------------------------------------------------
-
-    def _plan(self) -> list[str]:
-        return stages_to_train(self.components)
 
     def roles_of(self, stage: str) -> list[str]:
         """The roles whose weights ``stage`` trains (and its checkpoints hold)."""
@@ -127,7 +125,9 @@ class Trainer:
         c.task.check(c)
         self._restore_finished()
         if "encoder" in self.plan and "encoder" not in self.stages_done:
-            self.run_stage(Stage("encoder", {"encoder": c.encoder}, component_loss(c.encoder, self.world), train.encoder))
+            self.run_stage(
+                Stage("encoder", {"encoder": c.encoder}, component_loss(c.encoder, self.world), train.encoder)
+            )
             self._finish("encoder", c.encoder, train.encoder.batch_size)
             self._commit_stage("encoder")
         txt = c.text_embedder
@@ -159,18 +159,24 @@ class Trainer:
     def denoiser_stage(self) -> Stage:
         c, train = self.components, self.settings.train
         joint = getattr(c.text_embedder, "joint_training", False)
-        frozen_encoder = not any(p.requires_grad for p in _params(c.encoder))
-        deterministic = frozen_encoder and not getattr(c.encoder, "sample_posterior", False)
         for role in ("encoder",) + (() if joint else ("text_embedder",)):
             m = c.get(role)
             if isinstance(m, nn.Module):
                 m.eval().requires_grad_(False)
+        # The encoder is frozen in this stage (whether or not a stage of its own trained it), so its latents
+        # can be cached unless it samples its posterior.
+        deterministic = not getattr(c.encoder, "sample_posterior", False)
         cache = FrozenCache(
             c.dataset,
             encoder=c.encoder if deterministic else None,
             embedder=c.text_embedder if c.text_embedder is not None and not joint else None,
         )
-        latents: Latents = cache.latents if deterministic else (lambda images, indices: c.encoder.encode(images))
+        def encoded(images: torch.Tensor, indices: Sequence[int], step: TrainingStep) -> torch.Tensor:
+            # the posterior sample's noise from the step, per sample, as one process would draw it
+            with torch.no_grad():
+                return c.encoder.encode(images, generator=step.generators(len(images)))
+
+        latents: Latents = cache.latents if deterministic else encoded
         text: Text | None = None
         if c.text_embedder is not None:
             text = (lambda captions, indices: c.text_embedder.embed(captions)) if joint else cache.text
@@ -221,7 +227,14 @@ class Trainer:
 
     # -- checkpoints ---------------------------------------------------------
 
-    def _commit(self, stage: Stage | None, step: int, opt: torch.optim.Optimizer | None, ema: EMA | None) -> None:
+    def _commit(
+        self,
+        stage: Stage | None,
+        step: int,
+        opt: torch.optim.Optimizer | None,
+        ema: EMA | None,
+        scaler: torch.amp.GradScaler | None = None,
+    ) -> None:
         """One checkpoint: finished stages carried over, the stage in progress
         (EMA weights for inference, raw weights and optimizer state for resume)."""
         world = self.world
@@ -241,7 +254,8 @@ class Trainer:
                     for role, module in stage.modules.items():
                         for k, v in module.state_dict().items():
                             tensors[f"model.{role}.{k}"] = v
-                    writer.save_trainer(tensors, {"stage": stage.name, "step": step, **scalars})
+                    extra = {"grad_scaler": scaler.state_dict()} if scaler is not None and scaler.is_enabled() else {}
+                    writer.save_trainer(tensors, {"stage": stage.name, "step": step, **scalars, **extra})
                 state = {
                     "stages_done": self.stages_done,
                     "stage": stage.name if stage is not None else None,
@@ -251,7 +265,9 @@ class Trainer:
                 self.checkpoint = writer.commit(state)
         world.barrier()
 
-    def _save_component(self, writer: CheckpointWriter, role: str, module: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    def _save_component(
+        self, writer: CheckpointWriter, role: str, module: nn.Module, tensors: dict[str, torch.Tensor]
+    ) -> None:
         resolved = self.settings.components[role]
         writer.save_component(role, tensors, component_metadata(role, resolved.registration, resolved.params), module)
 
@@ -283,7 +299,10 @@ class Trainer:
         ckpt = self.checkpoint
         if ckpt is None or ckpt.stage != stage.name or not ckpt.step:
             return 0
-        tensors, scalars = ckpt.trainer_state(device=self.components.device)
+        # Read on the CPU: load_state_dict moves the moments to the parameters' device, but would leave
+        # AdamW's step counters on a GPU, where every step then waits to read them.
+        tensors, scalars = ckpt.trainer_state(device="cpu")
+        self._scaler_state = scalars.get("grad_scaler", {})
         for role, m in stage.modules.items():
             prefix = f"model.{role}."
             if role in self.roles_of(stage.name) and ckpt.assets(role).is_dir():
@@ -296,14 +315,16 @@ class Trainer:
             from ..files import read_tensors
 
             for role in stage.modules:  # the EMA weights are the component files
-                ema_tensors, _ = read_tensors(ckpt.weights(role), device=self.components.device)
+                ema_tensors, _ = read_tensors(ckpt.weights(role), device="cpu")
                 shadow = ema.shadow[role]
                 for k in shadow:
                     shadow[k].copy_(ema_tensors[k])
         if self.world.is_main:
             done = set(self.stages_done)
             self.run.keep_metrics(
-                lambda r: r.get("stage") in done or (r.get("stage") == stage.name and int(r.get("step", 0)) <= ckpt.step)
+                lambda r: (
+                    r.get("stage") in done or (r.get("stage") == stage.name and int(r.get("step", 0)) <= ckpt.step)
+                )
             )
         return ckpt.step
 
@@ -328,6 +349,9 @@ class Trainer:
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
         dataset = self.components.dataset
         train = self.settings.train
+        if scaler.is_enabled() and start and getattr(self, "_scaler_state", None):
+            scaler.load_state_dict(self._scaler_state)
+        finite = _FiniteWatch(device)
         bar = _progress(stage.name, s.steps, start, enabled=self.progress and world.is_main)
         t0, done_in_window = time.perf_counter(), 0
         completed = start  # steps whose update is fully applied
@@ -344,12 +368,7 @@ class Trainer:
                     batch = collate(dataset, idx).to(device)
                     with autocast(device, precision):
                         loss = stage.loss(batch, idx, g)
-                    if not torch.isfinite(loss.detach()):
-                        raise NonFiniteLoss(
-                            f"the {stage.name} loss is {float(loss.detach())} at step {step} (component: "
-                            f"{self._names(stage)}); stopped, keeping the last good checkpoint at step {last_saved}. "
-                            "Lower the learning rate, enable gradient clipping, or use precision = \"fp32\"."
-                        )
+                    finite.check(loss, step)
                     updating = True
                     opt.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
@@ -363,7 +382,11 @@ class Trainer:
                         ema.update()
                     completed, updating = step + 1, False
                     done_in_window += 1
-                    if completed % train.log_every == 0 or completed == s.steps:
+                    at_log = completed % train.log_every == 0 or completed == s.steps
+                    checkpoint_due = completed % train.checkpoint_every == 0 and completed < s.steps
+                    if at_log or checkpoint_due or device.type == "cpu":
+                        finite.raise_if_seen(stage.name, self._names(stage), last_saved)
+                    if at_log:
                         value = world.mean(float(loss.detach()))
                         elapsed = time.perf_counter() - t0
                         self._log({"stage": stage.name, "step": completed, "loss": value, "lr": lr_at(step, s),
@@ -371,10 +394,11 @@ class Trainer:
                         bar.set_postfix(loss=f"{value:.4f}")
                         t0, done_in_window = time.perf_counter(), 0
                     bar.update(1)
-                    if world.any(interrupted.is_set()):
+                    # every rank stops at the same step: agreed at log steps (one all-reduce) when there are several
+                    if (world.size == 1 or at_log or checkpoint_due) and world.any(interrupted.is_set()):
                         raise KeyboardInterrupt
-                    if completed % train.checkpoint_every == 0 and completed < s.steps:
-                        self._commit(stage, completed, opt, ema)
+                    if checkpoint_due:
+                        self._commit(stage, completed, opt, ema, scaler)
                         last_saved = completed
                     if stage.name == "denoiser":
                         if train.sample_every and completed % train.sample_every == 0 and self.on_sample:
@@ -384,7 +408,7 @@ class Trainer:
             except KeyboardInterrupt:
                 # In the middle of an update the weights match no step: keep the last checkpoint.
                 if completed > last_saved and not updating:
-                    self._commit(stage, completed, opt, ema)
+                    self._commit(stage, completed, opt, ema, scaler)
                     last_saved = completed
                 raise TrainingInterrupted(
                     f"interrupted during {stage.name} at step {last_saved}; checkpoint saved. "
@@ -438,10 +462,6 @@ class Trainer:
         self.world.barrier()
 
 
-def _params(module: Any) -> list[nn.Parameter]:
-    return list(module.parameters()) if isinstance(module, nn.Module) else []
-
-
 @contextlib.contextmanager
 def _interrupts_deferred() -> Iterator[threading.Event]:
     """A first Ctrl-C sets the returned event, which the loop checks between
@@ -462,6 +482,30 @@ def _interrupts_deferred() -> Iterator[threading.Event]:
         yield event
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class _FiniteWatch:
+    """Whether the loss went NaN or infinite, without making the host wait for the
+    device every step: the check is queued on the device and read at log steps
+    and before every checkpoint (every step on a CPU, where reading costs nothing),
+    so a non-finite loss never reaches a checkpoint and the error names its step."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def check(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach()) & (self.first_bad < 0)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+        self.value = loss.detach()
+
+    def raise_if_seen(self, stage: str, names: str, last_saved: int) -> None:
+        step = int(self.first_bad)
+        if step >= 0:
+            raise NonFiniteLoss(
+                f"the {stage} loss is not finite (last value {float(self.value)}) from step {step} on (component: "
+                f"{names}); stopped, keeping the last good checkpoint at step {last_saved}. "
+                "Lower the learning rate, enable gradient clipping, or use precision = \"fp32\"."
+            )
 
 
 class _TrainingClock:

@@ -15,14 +15,15 @@ import torch
 
 from ..assembly import Components
 from ..distributed import World
-from ..noise import randn
+from ..noise import randn, to_device
 from ..protocols import Batch, Conditioning, TextEmbedding
 from .step import TrainingStep
 
 StepLoss = Callable[[Batch, Sequence[int], torch.Generator], torch.Tensor]
 ImageContext = Callable[[Components, Batch, torch.Generator, slice], "torch.Tensor | None"]
-#: ``latents(images, dataset_indices)``: the batch's latents (cached or encoded).
-Latents = Callable[[torch.Tensor, Sequence[int]], torch.Tensor]
+#: ``latents(images, dataset_indices, step)``: the batch's latents (cached, or encoded with the
+#: step's per-sample generators).
+Latents = Callable[[torch.Tensor, Sequence[int], TrainingStep], torch.Tensor]
 #: ``text(captions, dataset_indices)``: the batch's text embedding (cached or embedded).
 Text = Callable[[Sequence[str], Sequence[int]], TextEmbedding]
 
@@ -47,14 +48,14 @@ class DenoiserLoss:
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> torch.Tensor:
         components, world = self.components, self.world
         scheduler, device = components.scheduler, components.device
-        x0 = self.latents(batch.images, indices)
+        x0 = self.latents(batch.images, indices, TrainingStep(g, world.rank, world.size))
         b = x0.shape[0]
         share = slice(world.rank, None, world.size)
         drop = torch.rand(b * world.size, generator=g)[share] < self.condition_dropout
-        t = scheduler.sample_timesteps(b * world.size, generator=g)[share].to(device)
-        noise = randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
+        t = to_device(scheduler.sample_timesteps(b * world.size, generator=g)[share], device)
+        noise = to_device(randn((b * world.size, *x0.shape[1:]), g, dtype=x0.dtype)[share], device)
         context = self.image_context(components, batch, g, share) if self.image_context is not None else None
-        cond = self.conditioning(batch, indices, drop.to(device), context)
+        cond = self.conditioning(batch, indices, to_device(drop, device), context)
         x_t = scheduler.add_noise(x0, noise, t)
         pred = components.denoiser(x_t, t.float(), cond)
         target = scheduler.training_target(x0, noise, t)

@@ -35,6 +35,7 @@ class EMA:
             role: {k: v.detach().clone() for k, v in m.state_dict().items()} for role, m in modules.items()
         }
         self.modules = modules
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # (shadow, live) tensors, cached
 
     def current_decay(self) -> float:
         """``decay``, or with warm-up ``min(decay, (1 + n) / (10 + n))`` at update ``n``: early on
@@ -45,14 +46,21 @@ class EMA:
 
     @torch.no_grad()
     def update(self) -> None:
+        """One step of the average: every floating tensor moves ``1 - decay`` of the
+        way to the model's (one fused ``lerp`` over all of them), the rest is copied."""
         decay = self.current_decay()
-        for role, module in self.modules.items():
-            shadow = self.shadow[role]
-            for name, value in module.state_dict().items():
-                if value.is_floating_point():
-                    shadow[name].lerp_(value.detach(), 1 - decay)
-                else:
-                    shadow[name].copy_(value)
+        if self._pairs is None:
+            self._pairs = [
+                (self.shadow[role][name], value)
+                for role, module in self.modules.items()
+                for name, value in module.state_dict(keep_vars=False).items()
+            ]
+        floats = [(s, v) for s, v in self._pairs if v.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([s for s, _ in floats], [v.detach() for _, v in floats], 1 - decay)
+        for s, v in self._pairs:
+            if not v.is_floating_point():
+                s.copy_(v)
         self.updates += 1
 
     @contextmanager

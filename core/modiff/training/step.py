@@ -36,9 +36,20 @@ class TrainingStep:
 
     def randn(self, shape: Sequence[int], *, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal noise for this share (``shape[0]`` rows) of the global batch."""
+        from ..noise import to_device
+
         rows, *rest = shape
         drawn = torch.randn((rows * self.world_size, *rest), generator=self.generator, dtype=dtype)
-        return drawn[self.rank :: self.world_size].to(device if device is not None else "cpu")
+        return to_device(drawn[self.rank :: self.world_size], device if device is not None else "cpu")
+
+    def generators(self, rows: int) -> list[torch.Generator]:
+        """One generator for each of this share's ``rows`` samples, seeded from
+        draws made for the global batch: for components that take per-sample
+        generators (an encoder sampling its posterior)."""
+        from ..noise import generators
+
+        seeds = torch.randint(0, 2**62, (rows * self.world_size,), generator=self.generator)
+        return generators([int(s) for s in seeds[self.rank :: self.world_size]])
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.randn(x.shape, device=x.device, dtype=x.dtype)

@@ -71,8 +71,10 @@ class KLAutoencoder(nn.Module):
         self.quant_conv = nn.Conv2d(2 * settings.latent_channels, 2 * settings.latent_channels, 1)
         self.post_quant_conv = nn.Conv2d(settings.latent_channels, settings.latent_channels, 1)
         self.latent_norm = LatentNormalizer(settings.latent_channels, settings.latent_normalization)
-        #: The last loss terms, detached, for logging: {"reconstruction", "kl"}.
-        self.last_losses: dict[str, float] = {}
+        #: The last loss terms, detached 0-dim tensors for logging: {"reconstruction", "kl"}.
+        #: They stay tensors: reading one (``float(...)``) waits for the GPU, so do it when logging,
+        #: not at every step.
+        self.last_losses: dict[str, Tensor] = {}
 
     # ------------------------------------------------------------------ state
 
@@ -181,7 +183,7 @@ class KLAutoencoder(nn.Module):
         if kind in ("mse", "both"):
             rec = rec + F.mse_loss(recon, target)
         kl = q.kl().float().mean()
-        self.last_losses = {"reconstruction": float(rec.detach()), "kl": float(kl.detach())}
+        self.last_losses = {"reconstruction": rec.detach(), "kl": kl.detach()}
         return rec + self.settings.kl_weight * kl
 
     @torch.no_grad()

@@ -44,6 +44,7 @@ def test_identity_needs_no_training() -> None:
     assert (e.latent_channels, e.downscale, e.scaling_factor) == (3, 1, 1.0)
 
 
+@pytest.mark.slow  # 40 training steps: the slowest test outside the four kinds
 def test_training_loss_decreases(squares: Squares) -> None:
     e = tiny().train()
     data = batches(squares, 4)

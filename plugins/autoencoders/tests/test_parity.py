@@ -15,6 +15,7 @@ import torch
 from modiff.testing import build_one
 
 diffusers = pytest.importorskip("diffusers", reason="diffusers is the reference for the parity test")
+pytestmark = pytest.mark.slow  # parity with diffusers
 
 CONFIGS: list[dict[str, Any]] = [
     # f = 2, SD's group count, one block per level.

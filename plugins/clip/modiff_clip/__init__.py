@@ -29,6 +29,10 @@ def build_clip(settings: ClipSettings, context: modiff.BuildContext) -> Any:
     """CLIP text encoder: a local Hugging Face folder, or a small CLIP trained contrastively on the dataset."""
     from .embedder import ClipTextEmbedder
 
+    saved = getattr(context, "assets", {}).get("text_embedder")
+    if saved is not None and settings.pretrained is None:
+        # Restoring a trained run: its tokenizer and shape are saved; read no caption, train no tokenizer.
+        return ClipTextEmbedder.from_saved(settings, saved)
     dataset = getattr(context, "dataset", None)
     captions = [] if settings.pretrained is not None or dataset is None else list(dataset.captions())
     size = FALLBACK_IMAGE_SIZE if settings.pretrained is not None else _image_size(context)

@@ -127,6 +127,16 @@ class ClipTextEmbedder(nn.Module):
         return cls(model, tokenizer, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers, needs_training=True)
 
     @classmethod
+    def from_saved(cls, settings: ClipSettings, folder: Path) -> ClipTextEmbedder:
+        """The small CLIP of a trained run, shaped from its saved assets (tokenizer,
+        config) for its weights to be loaded into: nothing is fitted again."""
+        with quiet():
+            config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
+            model = CLIPModel(config)
+        tokenizer = load_tokenizer(Path(folder))
+        return cls(model, tokenizer, max_tokens=settings.max_tokens, skip_layers=settings.skip_layers, needs_training=True)
+
+    @classmethod
     def from_pretrained(cls, path: str, *, max_tokens: int = 77, skip_layers: int = 0) -> ClipTextEmbedder:
         """A text encoder and tokenizer from a local folder (see :func:`resolve_pretrained`)."""
         model_dir, token_dir = resolve_pretrained(path)

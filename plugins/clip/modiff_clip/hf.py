@@ -92,7 +92,9 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Any:
     merges: list[tuple[str, str]] = []
     if corpus and n_merges > 0:
         with quiet():
-            learned = CLIPTokenizer().train_new_from_iterator(corpus, vocab_size=256 + 2 + n_merges, show_progress=False)
+            learned = CLIPTokenizer().train_new_from_iterator(
+                corpus, vocab_size=256 + 2 + n_merges, show_progress=False
+            )
         model = json.loads(learned.backend_tokenizer.to_str())["model"]
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in model["merges"]][:n_merges]
     return tokenizer_from_merges(merges)
@@ -111,7 +113,9 @@ def tokenizer_from_merges(merges: list[tuple[str, str]]) -> Any:
     vocab[BOS] = len(vocab)
     vocab[EOS] = len(vocab)
     with quiet():
-        return CLIPTokenizer(vocab=vocab, merges=list(merges), bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=EOS)
+        return CLIPTokenizer(
+            vocab=vocab, merges=list(merges), bos_token=BOS, eos_token=EOS, pad_token=EOS, unk_token=EOS
+        )
 
 
 def save_tokenizer(tokenizer: Any, directory: Path) -> None:
@@ -138,7 +142,9 @@ def load_tokenizer(directory: Path) -> Any:
         with quiet():
             return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
     except Exception as exc:
-        raise modiff.WeightsError(f"could not load the CLIP tokenizer in {directory}: {type(exc).__name__}: {exc}") from exc
+        raise modiff.WeightsError(
+            f"could not load the CLIP tokenizer in {directory}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 # --------------------------------------------------------------------------
@@ -216,10 +222,16 @@ def load_text_model(directory: Path) -> Any:
     try:
         with quiet():
             model, info = CLIPTextModel.from_pretrained(
-                str(directory), local_files_only=True, use_safetensors=True, output_loading_info=True, dtype=torch.float32
+                str(directory),
+                local_files_only=True,
+                use_safetensors=True,
+                output_loading_info=True,
+                dtype=torch.float32,
             )
     except Exception as exc:
-        raise modiff.WeightsError(f"could not load a CLIP text model from {directory}: {type(exc).__name__}: {exc}") from exc
+        raise modiff.WeightsError(
+            f"could not load a CLIP text model from {directory}: {type(exc).__name__}: {exc}"
+        ) from exc
     missing = [k for k in info.get("missing_keys", []) if "position_ids" not in k]
     if missing:
         shown = ", ".join(sorted(missing)[:5]) + (" ..." if len(missing) > 5 else "")

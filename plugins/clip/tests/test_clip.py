@@ -404,6 +404,7 @@ def test_a_pretrained_text_encoder_cannot_train() -> None:
 # ---------------------------------------------------------------- packaging
 
 
+@pytest.mark.slow  # a subprocess
 def test_importing_the_plugin_does_not_import_transformers() -> None:
     code = "import sys, modiff_clip; assert 'transformers' not in sys.modules and 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -63,7 +63,9 @@ def test_contrastive_training_lifts_retrieval_far_above_chance(one_thread: None)
     def accuracy() -> dict[str, float]:
         e.eval()
         with torch.no_grad():
-            return retrieval_accuracy(e.image_features(held.images), e.text_features(held.captions), held.captions, keys)
+            return retrieval_accuracy(
+                e.image_features(held.images), e.text_features(held.captions), held.captions, keys
+            )
 
     before = accuracy()
     e.train()
@@ -72,7 +74,9 @@ def test_contrastive_training_lifts_retrieval_far_above_chance(one_thread: None)
     losses = []
     start = time.perf_counter()
     for step in range(STEPS):
-        scale = (step + 1) / WARMUP if step < WARMUP else 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / (STEPS - WARMUP)))
+        scale = (
+            (step + 1) / WARMUP if step < WARMUP else 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / (STEPS - WARMUP)))
+        )
         for group in opt.param_groups:
             group["lr"] = LR * scale
         loss = e.training_loss(collate(train, torch.randint(len(train), (BATCH,), generator=g).tolist()))

@@ -61,7 +61,9 @@ class PartsConditioner(nn.Module):
         super().__init__()
         uses_text = bool(maps) or context_dim is not None or vector_dim is not None
         if uses_text and text_dim is None:
-            raise ValueError("this conditioner needs a text embedder: configure [text_embedder], or use conditioner 'none'")
+            raise ValueError(
+                "this conditioner needs a text embedder: configure [text_embedder], or use conditioner 'none'"
+            )
         if null not in ("learned", "zeros"):
             raise ValueError(f'null must be "learned" or "zeros", got {null!r}')
         if not project_context and context_dim is not None and context_dim != text_dim:
@@ -139,18 +141,26 @@ class PartsConditioner(nn.Module):
         device, dtype = self.anchor.device, self.anchor.dtype
         concat = context = mask = vector = None
         if self.maps:
-            values = self.null_maps if self.null_maps is not None else torch.zeros(self.maps, device=device, dtype=dtype)
+            values = (
+                self.null_maps if self.null_maps is not None else torch.zeros(self.maps, device=device, dtype=dtype)
+            )
             concat = values[None, :, None, None].expand(batch, -1, self.latent_size, self.latent_size)
         if self.spec.context_dim is not None:
             width = self.spec.context_dim
             length = max(1, int(like.tokens.shape[1])) if like is not None else 1
-            token = self.null_context if self.null_context is not None else torch.zeros(width, device=device, dtype=dtype)
+            token = (
+                self.null_context if self.null_context is not None else torch.zeros(width, device=device, dtype=dtype)
+            )
             padding = torch.zeros(batch, length - 1, width, device=device, dtype=dtype)
             context = torch.cat([token[None, None, :].expand(batch, 1, width), padding], dim=1)
             mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
             mask[:, 0] = True
         if self.spec.vector_dim is not None:
-            v = self.null_vector if self.null_vector is not None else torch.zeros(self.spec.vector_dim, device=device, dtype=dtype)
+            v = (
+                self.null_vector
+                if self.null_vector is not None
+                else torch.zeros(self.spec.vector_dim, device=device, dtype=dtype)
+            )
             vector = v[None, :].expand(batch, -1)
         return Conditioning(concat, context, mask, vector)
 

@@ -136,8 +136,18 @@ def test_missing_image_context_is_zeros() -> None:
 @pytest.mark.parametrize(
     "plugin, settings, call, match",
     [
-        ("concat", {}, lambda c: c.condition(fake_embedding(2, 3, DIM), image_context=torch.zeros(2, 1, 4, 4)), "image_context_channels"),
-        ("concat", {"image_context_channels": 2}, lambda c: c.condition(None, image_context=torch.zeros(2, 3, 4, 4)), r"\[2, 2, h, w\]"),
+        (
+            "concat",
+            {},
+            lambda c: c.condition(fake_embedding(2, 3, DIM), image_context=torch.zeros(2, 1, 4, 4)),
+            "image_context_channels",
+        ),
+        (
+            "concat",
+            {"image_context_channels": 2},
+            lambda c: c.condition(None, image_context=torch.zeros(2, 3, 4, 4)),
+            r"\[2, 2, h, w\]",
+        ),
         ("vector", {}, lambda c: c.condition(fake_embedding(2, 3, DIM + 1)), "wide"),
         ("vector", {}, lambda c: c.condition(None), "batch size"),
         ("vector", {}, lambda c: c.condition(fake_embedding(2, 3, DIM), batch_size=3), "inconsistent"),

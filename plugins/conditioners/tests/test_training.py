@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from modiff.assembly import BuildContext
-from modiff.protocols import Conditioning, DenoiserSpec, TextEmbedding
+from modiff.protocols import DenoiserSpec, TextEmbedding
 from modiff.settings import RunSettings
 from modiff.testing import build_one
 from modiff.testing.contracts.conditioner import FakeTextEmbedder, fake_embedding
@@ -78,7 +78,16 @@ class Problem:
         return self.text.index(idx), x0, x_t, t.float()
 
 
-def loss_of(conditioner: Any, unet: Any, text: TextEmbedding, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, image: bool, drop: torch.Tensor | None = None) -> torch.Tensor:
+def loss_of(
+    conditioner: Any,
+    unet: Any,
+    text: TextEmbedding,
+    x0: torch.Tensor,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    image: bool,
+    drop: torch.Tensor | None = None,
+) -> torch.Tensor:
     cond = conditioner.condition(text, image_context=x0 if image else None)
     if drop is not None and bool(drop.any()):
         null = conditioner.null(len(text), like=text)
@@ -140,4 +149,6 @@ def test_training_reduces_the_loss_and_uses_the_conditioning(plugin: str, settin
     assert after < 0.5 * shuffled_loss, f"{plugin}: right prompts {after:.3f} vs shuffled {shuffled_loss:.3f}"
     learned_nulls = [p for n, p in conditioner.named_parameters() if n.startswith("null_")]
     if not image:
-        assert learned_nulls and all(float(p.detach().abs().sum()) > 0 for p in learned_nulls), "the null was not trained"
+        assert learned_nulls and all(float(p.detach().abs().sum()) > 0 for p in learned_nulls), (
+            "the null was not trained"
+        )

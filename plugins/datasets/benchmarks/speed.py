@@ -47,7 +47,7 @@ def main() -> None:
         t = time.perf_counter()
         clean = np.mean([check_image(im, s.objects).correct for im, s in zip(images, scenes)])
         ms = (time.perf_counter() - t) / len(images) * 1e3
-        def verdicts(noise: float) -> float:
+        def verdicts(noise: float, images=images, scenes=scenes) -> float:  # type: ignore[no-untyped-def]
             return float(
                 np.mean(
                     [

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import modiff
 from pydantic import Field, field_validator, model_validator
+
+import modiff
 
 from .shapes.world import check_image_size, validate_holdout
 

@@ -41,10 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import modiff
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+import modiff
 
 from .config import ImageFolderSettings
 

@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 import modiff
+from modiff.pipeline import Pipeline
 from modiff.settings import load_settings, resolve
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
-
-pipeline_module = pytest.importorskip("modiff.pipeline")
 
 
 def _components(**tables: Any) -> Any:
@@ -30,7 +27,7 @@ def test_shapes_and_prompt_accuracy_in_a_pipeline() -> None:
     )
     assert c.context.image_size == 32 and c.context.num_classes == 4
     assert c.evaluator.holdout == ("cyan square",), "the evaluator follows the run's dataset"
-    pipe = pipeline_module.Pipeline(c)
+    pipe = Pipeline(c)
     result = c.evaluator.evaluate(pipe)
     assert result["num_prompts"] == 6 and result["num_holdout"] >= 1
     assert 0.0 <= result["accuracy"] <= 1.0

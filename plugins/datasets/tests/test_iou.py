@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from modiff.assembly import BuildContext
 from modiff.testing import build_one
 from modiff_datasets.evaluation.iou import iou_per_class

@@ -6,8 +6,9 @@ import math
 from dataclasses import replace
 from typing import Any
 
-import modiff
 import pytest
+
+import modiff
 from modiff.testing import build_one
 from modiff.testing.contracts import EvaluatorContract
 from modiff_datasets.config import PromptAccuracySettings, ShapesSettings

@@ -16,7 +16,6 @@ import torch
 
 from .k_samplers import Callback, NoiseSampler, SigmaModel, lincomb
 
-
 # One DPM-Solver++ step from ``sigma`` to ``sigma_next > 0``: gets the state
 # ``x``, the x0 estimate ``denoised``, the second-order difference ``d1`` (None
 # on a first-order step), both sigmas and ``h``, the step in lambda.

@@ -82,6 +82,8 @@ class NoiseSchedule:
         self.alphas_cumprod_sigma = abar
         self.sigmas = ((1 - abar) / abar).sqrt()
         self.log_sigmas = self.sigmas.log()
+        #: ``(alphas_cumprod, sigmas)`` per non-CPU device, copied on first use.
+        self._device_tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
         self._check()
 
     def _check(self) -> None:
@@ -114,7 +116,10 @@ class NoiseSchedule:
         samplers place spaced timesteps, so ``add_noise`` at any timestep a
         sampler visits gives the noise level that sampler uses.
         """
-        t64 = torch.as_tensor(t).to(device="cpu", dtype=torch.float64)
+        t = torch.as_tensor(t)
+        if t.device.type not in ("cpu", "mps"):  # MPS has no float64
+            return self._alpha_bar_on_device(t)
+        t64 = t.to(dtype=torch.float64)
         n = self.num_train_timesteps
         if bool(torch.isnan(t64).any()) or bool((t64 < 0).any()) or bool((t64 > n - 1).any()):
             raise ValueError(
@@ -129,6 +134,32 @@ class NoiseSchedule:
         hi = (lo + 1).clamp(max=n - 1)
         sigma = (1 - frac) * self.sigmas[lo] + frac * self.sigmas[hi]
         return torch.where(frac > 0, 1 / (1 + sigma**2), exact)
+
+    def _alpha_bar_on_device(self, t: torch.Tensor) -> torch.Tensor:
+        """:meth:`alpha_bar_at` computed where ``t`` lives, without reading
+        anything back to the host.
+
+        The training loop calls ``add_noise``, ``training_target`` and
+        ``loss_weight`` with timesteps on the GPU at every step; copying them
+        to the CPU to look up the table would make the host wait for the GPU
+        each time. The tables are copied to the device once instead, and the
+        range check is an asynchronous device assert (a timestep outside
+        ``[0, T - 1]`` is a programming error there, not a user's).
+        """
+        n = self.num_train_timesteps
+        abar, sigmas = self._device_tables.get(t.device) or self._copy_tables(t.device)
+        t64 = t.to(dtype=torch.float64)
+        torch._assert_async(((t64 >= 0) & (t64 <= n - 1)).all(), f"timesteps must lie in [0, {n - 1}]")
+        lo = t64.floor().long().clamp(0, n - 1)
+        frac = t64 - lo
+        hi = (lo + 1).clamp(max=n - 1)
+        sigma = (1 - frac) * sigmas[lo] + frac * sigmas[hi]
+        return torch.where(frac > 0, 1 / (1 + sigma**2), abar[lo])
+
+    def _copy_tables(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        tables = (self.alphas_cumprod.to(device), self.sigmas.to(device))
+        self._device_tables[device] = tables
+        return tables
 
     def sigma_to_t(self, sigma: float) -> float:
         """The fractional timestep of noise level ``sigma``: linear in log sigma

@@ -34,6 +34,8 @@ import _diffusers_reference as ref  # noqa: E402
 
 from modiff_schedulers.scheduler import DiffusionScheduler, build  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the parity matrix against diffusers
+
 PREDICTIONS = ("epsilon", "v_prediction", "sample")
 BETAS = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")

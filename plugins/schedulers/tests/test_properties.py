@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 import modiff
 from modiff.testing.contracts.scheduler import oracle_model
 from modiff_schedulers.config import ScheduleSettings
-from modiff_schedulers.scheduler import SAMPLERS, build
 from modiff_schedulers.schedule import NoiseSchedule
+from modiff_schedulers.scheduler import SAMPLERS, build
 
 # model_fn is a pure function fixture, safe to share across examples
 _CHECKS = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -275,8 +275,8 @@ def test_callback_reports_what_the_model_saw(model_fn: Any) -> None:
         seen: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
         noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
         out = s.sample(
-            lambda x, t: calls.append((x, t)) or model_fn(x, t), noise, 6,
-            generator=modiff.generators([1, 2]), callback=lambda *a: seen.append(a),
+            lambda x, t, calls=calls: calls.append((x, t)) or model_fn(x, t), noise, 6,
+            generator=modiff.generators([1, 2]), callback=lambda *a, seen=seen: seen.append(a),
         )
         assert [i for i, *_ in seen] == list(range(6))
         ts = s.timesteps(6)
@@ -298,5 +298,5 @@ def test_zero_terminal_snr_starts_from_pure_noise() -> None:
         assert float(s.timesteps(4)[0]) == s.num_train_timesteps - 1
         noise = torch.randn(1, 1, 2, 2, dtype=torch.float64)
         seen: list[torch.Tensor] = []
-        s.sample(lambda x, t: seen.append(x) or torch.zeros_like(x), noise, 4)
+        s.sample(lambda x, t, seen=seen: seen.append(x) or torch.zeros_like(x), noise, 4)
         torch.testing.assert_close(seen[0], noise, rtol=1e-12, atol=1e-12)

@@ -30,6 +30,7 @@ def test_every_sampler_is_registered_under_its_own_name() -> None:
     assert sorted(SAMPLERS) == sorted(NAMES)
 
 
+@pytest.mark.slow  # a subprocess
 def test_listing_plugins_does_not_import_torch() -> None:
     code = "import sys, modiff_schedulers; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

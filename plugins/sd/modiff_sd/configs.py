@@ -76,7 +76,9 @@ def unet_table(config: Mapping[str, Any], *, precision: str = "fp32") -> dict[st
     """
     settings, spec = from_diffusers_config(config, precision=precision)
     if spec.conditioning.vector_dim is not None:
-        raise _config_error("unet", "class_embed_type", config.get("class_embed_type"), "None (SD conditions on text only)")
+        raise _config_error(
+            "unet", "class_embed_type", config.get("class_embed_type"), "None (SD conditions on text only)"
+        )
     return {**settings_table(settings), "cross_attention_dim": settings.cross_attention_dim}
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from modiff.runs import RunDir
 
 CAPTIONS = [

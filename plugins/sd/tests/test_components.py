@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import torch
-from _sd_tiny import MAX_TOKENS, make_tokenizer, perturb, quiet_libraries
 
 import modiff
+from _sd_tiny import MAX_TOKENS, make_tokenizer, perturb, quiet_libraries
 from modiff.protocols import Conditioning, TextEmbedding
 from modiff.testing import build_one
 from modiff.testing.contracts import ConditionerContract, TextEmbedderContract

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import torch
-from _sd_tiny import LATENT
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import modiff
+from _sd_tiny import LATENT
 from modiff_sd.importer import import_sd
 from modiff_sd.layout import to_original_checkpoint
 

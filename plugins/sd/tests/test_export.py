@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 import torch
-from modiff.runs import RunDir
-from _sd_tiny import CAPTIONS, assert_same_tensors, modiff_images, reference_images
 from safetensors.torch import load_file, save_file
 
 import modiff
+from _sd_tiny import CAPTIONS, assert_same_tensors, modiff_images, reference_images
 from modiff.cli import main
 from modiff.pipeline import Pipeline
+from modiff.runs import RunDir
 from modiff_sd.exporter import export_diffusers
 from modiff_sd.importer import import_sd
 
@@ -41,6 +41,7 @@ def test_reimport_round_trips_exactly(imported: Path, exported: Path, tmp_path: 
     assert a == b
 
 
+@pytest.mark.slow  # parity: diffusers loads the export
 def test_diffusers_loads_the_export_and_generates_the_same_image(
     tiny_sd: tuple[Path, Any], imported: Path, exported: Path
 ) -> None:

@@ -13,15 +13,15 @@ from typing import Any
 
 import pytest
 import torch
-from _sd_tiny import CAPTIONS, LATENT, modiff_images, reference_images
 
+from _sd_tiny import CAPTIONS, LATENT, modiff_images, reference_images
 from modiff.pipeline import Pipeline
 
 pytest.importorskip("diffusers", reason="diffusers is the reference")
 
 # The second prompt is longer than the tiny tokenizer's 12 tokens: both sides truncate it alike.
 PROMPTS = [CAPTIONS[0], CAPTIONS[1]]
-pytestmark = pytest.mark.filterwarnings("ignore:.*CLIP tokens")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*CLIP tokens"), pytest.mark.slow]  # slow: parity with diffusers
 STEPS = 4
 TOL = 1e-3
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from _sd_tiny import make_tokenizer, quiet_libraries
 
 import modiff
+from _sd_tiny import make_tokenizer, quiet_libraries
 from modiff.settings import load
 
 SD15 = Path(__file__).resolve().parents[3] / "configs" / "sd15.toml"

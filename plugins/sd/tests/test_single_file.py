@@ -15,16 +15,17 @@ from typing import Any
 
 import pytest
 import torch
-from modiff.runs import RunDir
-from _sd_tiny import CAPTIONS, LATENT, assert_same_tensors, modiff_images, reference_images
 from safetensors.torch import load_file, save_file
 
 import modiff
+from _sd_tiny import CAPTIONS, LATENT, assert_same_tensors, modiff_images, reference_images
 from modiff.pipeline import Pipeline
+from modiff.runs import RunDir
 from modiff_sd.importer import import_sd
 from modiff_sd.layout import to_original_checkpoint
 
 pytest.importorskip("diffusers", reason="diffusers is the reference")
+pytestmark = pytest.mark.slow  # single files checked against diffusers' images
 
 
 def original_checkpoint(pipe: Any) -> dict[str, torch.Tensor]:

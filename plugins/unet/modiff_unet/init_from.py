@@ -114,7 +114,9 @@ def init_from(module: nn.Module, source: str | Path) -> InitReport:
             report.loaded_parameters += tensor.numel()
         report.unused = sorted(names - set(own))
     if not updated:
-        raise ValueError(f"init_from = {str(source)!r} shares no tensor (name and shape) with this UNet: {report.summary()}")
+        raise ValueError(
+            f"init_from = {str(source)!r} shares no tensor (name and shape) with this UNet: {report.summary()}"
+        )
     module.load_state_dict(updated, strict=False)
     log.warning(report.summary())
     return report

@@ -7,14 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import modiff
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+
+import modiff
 from modiff.assembly import BuildContext
 from modiff.protocols import ConditioningSpec, DenoiserSpec
 from modiff.settings import RunSettings
 from modiff.testing import build_one
-from safetensors.torch import load_file, save_file
 
 TINY: dict[str, Any] = {"channels": [8, 16], "layers_per_block": 1, "norm_num_groups": 4, "head_dim": 4}
 TEXT_TO_IMAGE = DenoiserSpec(3, 3, 8, ConditioningSpec(0, 12, None), num_classes=4)
@@ -63,7 +64,11 @@ def test_the_backbone_is_loaded_and_the_task_specific_parts_stay_fresh(denoiser_
     assert report.loaded_parameters == sum(state[n].numel() for n in report.loaded)
     text = caplog.text
     assert f"init_from {path}" in text and "conv_out.weight [3, 8, 3, 3] in the file vs [4, 8, 3, 3] here" in text
-    assert "in the file but not in this UNet:" in text and "*.resnets.time_emb_proj (" in text and "time_embedding.linear_1 (2)" in text
+    assert (
+        "in the file but not in this UNet:" in text
+        and "*.resnets.time_emb_proj (" in text
+        and "time_embedding.linear_1 (2)" in text
+    )
 
 
 def test_the_same_shape_loads_everything(denoiser_file) -> None:
@@ -76,7 +81,9 @@ def test_the_same_shape_loads_everything(denoiser_file) -> None:
 def test_a_missing_file_or_one_without_shared_tensors_is_an_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(modiff.PluginError, match="init_from = '.*nowhere.safetensors' does not exist"):
         make(SEGMENTATION, "segmentation", seed=0, init_from=str(tmp_path / "nowhere.safetensors"))
-    with pytest.raises(modiff.PluginError, match="init_from = '.*no-run' is neither a .safetensors file nor a run folder"):
+    with pytest.raises(
+        modiff.PluginError, match="init_from = '.*no-run' is neither a .safetensors file nor a run folder"
+    ):
         make(SEGMENTATION, "segmentation", seed=0, init_from=str(tmp_path / "no-run"))
     (tmp_path / "empty-run").mkdir()
     with pytest.raises(modiff.PluginError, match="no trained denoiser in that run folder"):
@@ -111,7 +118,9 @@ def test_a_run_folder_means_its_committed_denoiser(tmp_path: Path, use_registry)
     spec = DenoiserSpec(trained["conv_in.weight"].shape[1], 3, 8, ConditioningSpec(0, None, None), num_classes=4)
     seg = make(spec, "segmentation", seed=5, init_from=str(run.path))
     assert seg.init_report.path == str(run.weights("denoiser"))
-    assert torch.equal(seg.state_dict()["down_blocks.0.resnets.0.conv1.weight"], trained["down_blocks.0.resnets.0.conv1.weight"])
+    assert torch.equal(
+        seg.state_dict()["down_blocks.0.resnets.0.conv1.weight"], trained["down_blocks.0.resnets.0.conv1.weight"]
+    )
 
 
 def test_init_from_may_not_be_empty() -> None:

@@ -19,6 +19,7 @@ from modiff.protocols import Conditioning
 from modiff_unet.diffusers_layout import from_diffusers_config, unet_from_diffusers_config
 
 diffusers = pytest.importorskip("diffusers")
+pytestmark = pytest.mark.slow  # parity with diffusers
 logging.getLogger("diffusers").setLevel(logging.ERROR)
 
 CROSS = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"
@@ -158,7 +159,7 @@ def test_gradients_match_diffusers() -> None:
     for name, p in ours.named_parameters():
         expected = ref_grads[name].grad
         assert p.grad is not None and expected is not None, name
-        torch.testing.assert_close(p.grad, expected, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p.grad, expected, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_sd1_shaped_config_translates() -> None:

@@ -210,6 +210,7 @@ def test_fit_is_deterministic() -> None:
     assert a.words == b.words and torch.equal(a.vectors, b.vectors)
 
 
+@pytest.mark.slow  # subprocesses
 def test_fit_does_not_depend_on_the_hash_seed() -> None:
     """Python's string hash changes per process; training must not."""
     code = (
@@ -363,6 +364,7 @@ def test_registered_as_a_text_embedder() -> None:
     assert "word2vec" in modiff.registry().names("text_embedder")
 
 
+@pytest.mark.slow  # a subprocess
 def test_importing_the_plugin_imports_neither_torch_nor_gensim() -> None:
     code = "import sys, modiff_word2vec; assert not {'torch', 'gensim'} & set(sys.modules), sorted(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -71,13 +71,17 @@ class ProjectedText(nn.Module):
     ) -> Conditioning:
         if image_context is not None:
             raise ValueError("the conditioner $name takes no image context; choose one that concatenates channels")
-        device = self.to_context[1].weight.device
+        weight = self.to_context[1].weight  # the null lives where, and in the dtype, the weights do
         width = self.spec.context_dim or 0
         length = 1 if like is None else int(like.tokens.shape[1])
-        context = torch.zeros(batch_size, length, width, device=device)
-        mask = torch.zeros(batch_size, length, dtype=torch.bool, device=device)
+        context = torch.zeros(batch_size, length, width, device=weight.device, dtype=weight.dtype)
+        mask = torch.zeros(batch_size, length, dtype=torch.bool, device=weight.device)
         mask[:, 0] = True  # one real position: attention over nothing would be undefined
-        vector = torch.zeros(batch_size, width, device=device) if self.to_vector is not None else None
+        vector = (
+            torch.zeros(batch_size, width, device=weight.device, dtype=weight.dtype)
+            if self.to_vector is not None
+            else None
+        )
         return Conditioning(context=context, context_mask=mask, vector=vector)
 
 

@@ -22,7 +22,9 @@ class $settings_class(modiff.ComponentSettings):
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
         "epsilon", description="What the denoiser learns to predict: the noise, the velocity or the clean sample."
     )
-    offset: float = Field(0.008, ge=0.0, le=1.0, description="The cosine schedule's small offset s (Nichol & Dhariwal).")
+    offset: float = Field(
+        0.008, ge=0.0, le=1.0, description="The cosine schedule's small offset s (Nichol & Dhariwal)."
+    )
 '''
 
 COMPONENT = r'''"""A cosine noise schedule (training side) and a DDIM sampler over it.
@@ -63,7 +65,10 @@ class CosineDDIM:
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         """Signal fraction ``alpha_bar`` at float timesteps ``t`` (float64 for accuracy)."""
         s = self.offset
-        f = lambda u: torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
+
+        def f(u: torch.Tensor) -> torch.Tensor:
+            return torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
         u = (t.double().clamp(0, self.num_train_timesteps - 1) + 1) / (self.num_train_timesteps + 1)
         return f(u) / f(torch.zeros((), dtype=torch.float64))
 
@@ -142,12 +147,14 @@ def build_component(settings: $settings_class, context: modiff.BuildContext) -> 
     return CosineDDIM(settings)
 '''
 
-TESTS = r'''
+TESTS = r"""
 
 class $test_class($contract):
     plugin = "$name"
     settings: ClassVar[dict[str, Any]] = {"num_train_timesteps": 1000}
     stochastic = False  # DDIM with eta = 0 draws no random numbers
+    # The contract tests every prediction type the settings accept (epsilon, v_prediction,
+    # sample): the training target of each, and that an exact model leads the sampler to x0.
 
     def registry(self) -> modiff.Registry:
         return REGISTRY
@@ -162,25 +169,9 @@ def test_signal_fades_from_almost_all_to_almost_none() -> None:
     a = s.alpha_bar(torch.tensor([0.0, 500.0, 999.0]))
     assert a[0] > 0.999 and 0.3 < a[1] < 0.7 and 0 < a[2] < 1e-3
     # fractional timesteps lie between their neighbours
-    assert s.alpha_bar(torch.tensor([0.0]))[0] > s.alpha_bar(torch.tensor([0.5]))[0] > s.alpha_bar(torch.tensor([1.0]))[0]
-
-
-@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
-def test_a_perfect_model_recovers_the_clean_sample(prediction_type: str) -> None:
-    """With the exact target as the prediction, DDIM lands on x0, for every prediction type
-    (the contract class above checks the default one)."""
-    s = _scheduler(prediction_type=prediction_type)
-    x0 = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    noise = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-
-    def oracle(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        a, b = s._coefficients(t, x)
-        eps = (x - a * x0) / b  # the noise that takes x0 to x at t
-        return s.training_target(x0, eps, t)
-
-    x_T = s.add_noise(x0, noise, s.timesteps(5)[:1].expand(2))
-    torch.testing.assert_close(s.sample(oracle, x_T, 5), x0, rtol=1e-4, atol=1e-4)
-'''
+    bars = [float(s.alpha_bar(torch.tensor([t]))[0]) for t in (0.0, 0.5, 1.0)]
+    assert bars[0] > bars[1] > bars[2]
+"""
 
 TEMPLATE = RoleTemplate(
     role="scheduler",
@@ -191,5 +182,5 @@ TEMPLATE = RoleTemplate(
     settings=SETTINGS,
     component=COMPONENT,
     tests=TESTS,
-    test_imports=("import pytest", "import torch"),
+    test_imports=("import torch",),
 )

@@ -17,7 +17,9 @@ class $settings_class(modiff.ComponentSettings):
     """The keys a ``[text_embedder]`` table with ``plugin = "$name"`` accepts."""
 
     dim: int = Field(32, ge=1, description="Width of every token vector.")
-    max_tokens: int = Field(16, ge=2, description="Tokens per prompt, the start token included; longer prompts are cut.")
+    max_tokens: int = Field(
+        16, ge=2, description="Tokens per prompt, the start token included; longer prompts are cut."
+    )
     buckets: int = Field(4096, ge=2, description="Rows of the word table; words are hashed into them.")
     seed: int = Field(0, description="Seed of the initial vectors (the same seed gives the same vectors).")
     joint_training: bool = Field(

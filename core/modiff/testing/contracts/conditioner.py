@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -11,6 +12,15 @@ from hypothesis import strategies as st
 
 from ...protocols import Conditioner, Conditioning, TextEmbedding
 from .base import CONTRACT_SETTINGS, Contract
+from .checks import (
+    DeviceCheck,
+    assert_dtype,
+    assert_unchanged,
+    floating_dtype_of,
+    global_random_state_unchanged,
+    has_tensors,
+    snapshot,
+)
 
 #: The shared contract settings, plus: every subclass runs the same test
 #: functions with its own ``self``, which is intended here.
@@ -56,7 +66,8 @@ class ConditionerContract(Contract):
     """Every conditioner: output and null fit its spec over batch sizes and token counts;
     padding and other samples do not matter; the null is one fixed row whose context is as
     long as the prompts'; ``condition(None)`` is the null; an image context lands unchanged
-    in the last concatenated channels; determinism.
+    in the last concatenated channels; determinism; float64 and the device follow the
+    inputs (and the weights, for the null); inputs left unchanged, no global random draws.
 
     Set ``image_context_channels`` to the value the settings give (0 for none)
     and ``uses_text = False`` for an unconditional conditioner.
@@ -83,11 +94,18 @@ class ConditionerContract(Contract):
     def check_fits_spec(self, c: Conditioner, out: Conditioning, batch: int) -> None:
         spec = c.spec
         if spec.concat_channels:
-            assert out.concat is not None and out.concat.shape == (batch, spec.concat_channels, self.latent_size, self.latent_size)
+            assert out.concat is not None and out.concat.shape == (
+                batch,
+                spec.concat_channels,
+                self.latent_size,
+                self.latent_size,
+            )
         else:
             assert out.concat is None
         if spec.context_dim is not None:
-            assert out.context is not None and out.context.shape[0] == batch and out.context.shape[2] == spec.context_dim
+            assert (
+                out.context is not None and out.context.shape[0] == batch and out.context.shape[2] == spec.context_dim
+            )
             if out.context_mask is not None:
                 assert out.context_mask.shape == out.context.shape[:2] and out.context_mask.dtype == torch.bool
                 assert bool(out.context_mask.any(1).all()), "every row needs at least one real context position"
@@ -160,19 +178,21 @@ class ConditionerContract(Contract):
 
     def test_text_changes_the_output(self) -> None:
         if not self.uses_text:
-            return
+            pytest.skip("uses_text = False: the text is ignored (test_text_is_ignored_when_unused)")
         c = self.build()
         with torch.no_grad():
             a = c.condition(fake_embedding(1, 4, self.text_dim, seed=1))
             b = c.condition(fake_embedding(1, 4, self.text_dim, seed=2))
         differs = [
-            not torch.equal(getattr(a, n), getattr(b, n)) for n in ("concat", "context", "vector") if getattr(a, n) is not None
+            not torch.equal(getattr(a, n), getattr(b, n))
+            for n in ("concat", "context", "vector")
+            if getattr(a, n) is not None
         ]
         assert any(differs), "different prompts gave identical conditioning"
 
     def test_text_is_ignored_when_unused(self) -> None:
         if self.uses_text:
-            return
+            pytest.skip("uses_text = True: the text must change the output (test_text_changes_the_output)")
         c = self.build()
         with torch.no_grad():
             a = c.condition(fake_embedding(2, 4, self.text_dim, seed=1))
@@ -203,7 +223,7 @@ class ConditionerContract(Contract):
     def test_image_context_is_appended_unchanged(self) -> None:
         k = self.image_context_channels
         if not k:
-            return
+            pytest.skip("image_context_channels = 0: the settings ask for no image context")
         c = self.build()
         image = self.image(2, seed=5)
         assert image is not None
@@ -221,3 +241,55 @@ class ConditionerContract(Contract):
             x, y = a.condition(emb, image_context=self.image(3)), b.condition(emb, image_context=self.image(3))
         for i in range(3):
             _rows_equal(x, i, y, i)
+
+    def test_dtype_follows_the_inputs(self) -> None:
+        """A float64 conditioner given a float64 embedding (and image context) conditions in
+        float64, and its null is float64 too (a conditioner without weights of its own, whose
+        null comes from elsewhere, has only ``condition`` checked)."""
+        c = self.build()
+        if floating_dtype_of(c) is not None:
+            c.to(torch.float64)
+        emb = fake_embedding(2, 5, self.text_dim, seed=7)
+        emb = TextEmbedding(emb.tokens.double(), emb.mask, emb.pooled.double())
+        image = self.image(2, seed=7)
+        image = None if image is None else image.double()
+        with torch.no_grad():
+            assert_dtype(c.condition(emb, image_context=image), torch.float64, "condition")
+            if floating_dtype_of(c) is None:
+                pytest.skip(
+                    "no floating weights: the null has no dtype of the conditioner's to follow (condition checked)"
+                )
+            assert_dtype(c.condition(None, image_context=image, batch_size=2), torch.float64, "condition(None)")
+            assert_dtype(c.null(2, like=emb), torch.float64, "null, of a float64 conditioner")
+
+    def test_outputs_follow_the_device(self) -> None:
+        """On another device (a GPU, or torch's meta device without one) the conditioning and
+        the null are there too."""
+        c = self.build()
+        check = DeviceCheck()
+        if has_tensors(c):
+            c.to(check.device)
+        emb = fake_embedding(2, 5, self.text_dim, seed=8)
+        emb = TextEmbedding(emb.tokens.to(check.device), emb.mask.to(check.device), emb.pooled.to(check.device))
+        image = self.image(2, seed=8)
+        image = None if image is None else image.to(check.device)
+        with torch.no_grad():
+            check.check("condition", lambda: c.condition(emb, image_context=image))
+            if has_tensors(c):
+                check.check("condition(None)", lambda: c.condition(None, image_context=image, batch_size=2))
+                check.check("null", lambda: c.null(2, like=emb))
+        check.finish()
+        if not has_tensors(c):
+            pytest.skip(
+                "no weights or buffers: the null has no device of the conditioner's to follow (condition checked)"
+            )
+
+    def test_inputs_are_left_unchanged_and_no_random_numbers_drawn(self) -> None:
+        c = self.build()
+        emb = fake_embedding(2, 5, self.text_dim, seed=9, lengths=[5, 2])
+        image = self.image(2, seed=9)
+        before = snapshot((emb, image))
+        with torch.no_grad(), global_random_state_unchanged("condition and null (in eval mode)"):
+            c.condition(emb, image_context=image)
+            c.null(2, like=emb, image_context=image)
+        assert_unchanged(before, (emb, image), "the conditioner")

@@ -16,11 +16,14 @@ class DatasetContract(Contract):
     corpus, Python's indexing protocol, and survival of pickling (data-loader
     worker processes receive the dataset pickled).
 
-    ``examples_checked`` bounds how many items the per-item tests read.
+    ``examples_checked`` bounds how many items the per-item tests read. Set
+    ``corpus_has_every_caption = False`` when the settings make ``captions()``
+    a sample of the dataset's captions (then only the first item's is looked for).
     """
 
     role: ClassVar[str] = "data"
     examples_checked: ClassVar[int] = 4
+    corpus_has_every_caption: ClassVar[bool] = True
 
     def _indices(self, d: Dataset) -> list[int]:
         n = len(d)
@@ -80,6 +83,15 @@ class DatasetContract(Contract):
         assert captions and all(isinstance(c, str) for c in captions)
         again = list(self.build().captions())
         assert captions == again, "the caption corpus must be deterministic"
+
+    def test_corpus_holds_the_examples_captions(self) -> None:
+        """A text embedder fitted on ``captions()`` must know the words of the captions it
+        will be given: the captions of the first and the last items are in the corpus."""
+        d = self.build()
+        corpus = set(d.captions())
+        indices = self._indices(d) if self.corpus_has_every_caption else [0]
+        missing = [i for i in indices if d[i].caption not in corpus]
+        assert not missing, f"captions of items {missing} are not in captions() (e.g. {d[missing[0]].caption!r})"
 
     def test_pickles(self) -> None:
         d = self.build()

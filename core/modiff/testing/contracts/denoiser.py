@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import pytest
 import torch
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ...protocols import Conditioning, ConditioningSpec, Denoiser, DenoiserSpec
 from .base import CONTRACT_SETTINGS, Contract
+from .checks import DeviceCheck, assert_unchanged, global_random_state_unchanged, snapshot
 
 #: The shared contract settings, plus: every subclass runs the same test
 #: functions with its own ``self``, which is intended here.
@@ -23,7 +25,9 @@ SETTINGS = hsettings(
 class DenoiserContract(Contract):
     """Every denoiser: output shape over batch sizes, image sizes and token counts; batch
     independence; masked context positions do not matter; determinism; the conditioning
-    it was built for is used; a segmentation head ignores ``t``.
+    it was built for is used; a segmentation head ignores ``t``; the prediction has the
+    input's dtype and device; inputs are left unchanged and nothing is drawn from the
+    global random state.
 
     Set ``spec`` to the :class:`DenoiserSpec` to build for, ``size_multiple``
     to the factor image sizes must be divisible by, and ``segmentation`` when
@@ -102,10 +106,48 @@ class DenoiserContract(Contract):
         with torch.no_grad():
             out = d(x, t, c)
         assert out.shape == (2, self.out_channels(), self.spec.sample_size, self.spec.sample_size)
+        assert out.dtype == x.dtype, f"a {x.dtype} input gave a {out.dtype} prediction"
         assert bool(torch.isfinite(out).all())
+
+    def test_dtype_follows_the_input(self) -> None:
+        """A float64 denoiser given float64 inputs predicts in float64 (no ``.float()``
+        or float32 tensor made along the way), and agrees with its float32 self."""
+        d = self.build()
+        if not isinstance(d, torch.nn.Module):
+            pytest.skip("not a torch module: it has no dtype of its own")
+        x, t, c = self.inputs(2, self.spec.sample_size, seed=9)
+        with torch.no_grad():
+            single = d(x, t, c)
+            out = d.to(torch.float64)(x.double(), t.double(), c.to(torch.float64))
+        assert out.dtype == torch.float64, f"float64 weights and inputs gave a {out.dtype} prediction"
+        torch.testing.assert_close(out.float(), single, rtol=1e-3, atol=1e-3)
+
+    def test_output_follows_the_device(self) -> None:
+        """On another device (a GPU, or torch's meta device without one) the prediction is there too:
+        nothing is made on the CPU along the way."""
+        d = self.build()
+        if not isinstance(d, torch.nn.Module):
+            pytest.skip("not a torch module: the core cannot move it")
+        check = DeviceCheck()
+        x, t, c = self.inputs(2, self.spec.sample_size, seed=10)
+        d.to(check.device)
+        with torch.no_grad():
+            check.check("the prediction", lambda: d(x.to(check.device), t.to(check.device), c.to(check.device)))
+        check.finish()
+
+    def test_inputs_are_left_unchanged_and_no_random_numbers_drawn(self) -> None:
+        """An evaluation-mode forward pass changes none of its inputs in place and draws
+        nothing from the global random state (a dropout left on, noise added in ``forward``)."""
+        d = self.build()
+        x, t, c = self.inputs(2, self.spec.sample_size, seed=11)
+        before = snapshot((x, t, c))
+        with torch.no_grad(), global_random_state_unchanged("the denoiser's forward pass in eval mode"):
+            d(x, t, c)
+        assert_unchanged(before, (x, t, c), "the denoiser")
 
     @SETTINGS
     @given(batch=st.integers(1, 3), k=st.integers(1, 3), length=st.integers(1, 6))
+    @example(batch=2, k=3, length=3)  # an odd multiple of size_multiple, always tried
     def test_shapes_over_sizes(self, batch: int, k: int, length: int) -> None:
         d = self.shared()
         size = self.size_multiple * k
@@ -126,14 +168,16 @@ class DenoiserContract(Contract):
         keep = torch.arange(batch) == row
         mixed_x = torch.where(keep[:, None, None, None], x, x2)
         mixed_t = torch.where(keep, t, t2)
-        mixed_c = Conditioning.cat([c.index(slice(i, i + 1)) if i == row else c2.index(slice(i, i + 1)) for i in range(batch)])
+        mixed_c = Conditioning.cat(
+            [c.index(slice(i, i + 1)) if i == row else c2.index(slice(i, i + 1)) for i in range(batch)]
+        )
         with torch.no_grad():
             a, b = d(x, t, c), d(mixed_x, mixed_t, mixed_c)
         torch.testing.assert_close(a[row], b[row], rtol=1e-4, atol=1e-5)
 
     def test_masked_context_positions_do_not_matter(self) -> None:
         if self.spec.conditioning.context_dim is None:
-            return
+            pytest.skip("the spec has no context: nothing is masked")
         d = self.build()
         x, t, c = self.inputs(2, self.spec.sample_size, length=6, seed=3)
         mask = c.context_mask.clone()  # type: ignore[union-attr]
@@ -154,7 +198,7 @@ class DenoiserContract(Contract):
         """Rows with different numbers of real tokens: junk under the mask changes nothing,
         and neither does cutting the context to the longest real row."""
         if self.spec.conditioning.context_dim is None:
-            return
+            pytest.skip("the spec has no context: nothing is masked")
         lengths = data.draw(st.lists(st.integers(1, length), min_size=batch, max_size=batch), label="lengths")
         d = self.shared()
         x, t, c = self.inputs(batch, self.spec.sample_size, length=length, seed=5, lengths=lengths)
@@ -185,7 +229,9 @@ class DenoiserContract(Contract):
                 if getattr(c, name) is None:
                     continue
                 changed = Conditioning(**{**c._fields(), name: getattr(other, name)})
-                assert not torch.allclose(d(x, t, changed), base, atol=1e-6), f"changing conditioning.{name} changed nothing"
+                assert not torch.allclose(d(x, t, changed), base, atol=1e-6), (
+                    f"changing conditioning.{name} changed nothing"
+                )
 
     def test_time_input(self) -> None:
         """A denoising head depends on ``t``; a segmentation head ignores it."""

@@ -11,12 +11,13 @@ from typing import ClassVar
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ...protocols import Encoder, Trainable
 from .base import CONTRACT_SETTINGS, Contract
+from .checks import DeviceCheck, assert_unchanged, floating_dtype_of, global_random_state_unchanged
 
 #: One project usually runs this contract for several encoders (identity and an
 #: autoencoder); each subclass is a different executor of the same test
@@ -29,7 +30,9 @@ ENCODER_SETTINGS = hsettings(
 
 
 class EncoderContract(Contract):
-    """Every encoder: latent shapes, round-trip shapes, batch independence, size errors."""
+    """Every encoder: latent shapes, round-trip shapes, batch independence, size errors;
+    reproducible with a generator and nothing drawn from the global random state; outputs
+    in the input's dtype and on its device; inputs left unchanged."""
 
     role: ClassVar[str] = "encoder"
     image_size: ClassVar[int] = 16
@@ -63,6 +66,7 @@ class EncoderContract(Contract):
 
     @ENCODER_SETTINGS
     @given(kh=st.integers(1, 4), kw=st.integers(1, 4))
+    @example(kh=1, kw=3)  # not square, and an odd multiple: always tried
     def test_round_trip_keeps_the_shape_for_any_valid_size(self, kh: int, kw: int) -> None:
         """Non-square sizes too: ``H`` and ``W`` are independent multiples of ``f``."""
         e = self.shared()
@@ -98,11 +102,57 @@ class EncoderContract(Contract):
             torch.testing.assert_close(full[:1], alone, rtol=1e-5, atol=self.atol)
 
     def test_encode_is_reproducible_with_a_generator(self) -> None:
+        """Equal generators give equal latents, whatever the global random state, which
+        ``encode`` neither draws from nor reseeds when it is given a generator."""
         e = self.build()
         x = self.images(2)
         with torch.no_grad():
             g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
-            torch.testing.assert_close(e.encode(x, generator=g1), e.encode(x, generator=g2), rtol=0, atol=0)
+            torch.manual_seed(1)
+            a = e.encode(x, generator=g1)
+            torch.manual_seed(2)
+            with global_random_state_unchanged("encode(generator=...)"):
+                b = e.encode(x, generator=g2)
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            with global_random_state_unchanged("decode"):
+                e.decode(a)
+
+    def test_dtype_follows_the_input(self) -> None:
+        """float64 images (and weights) give float64 latents and float64 images back."""
+        e = self.build()
+        if floating_dtype_of(e) is not None:
+            e.to(torch.float64)
+        x = self.images(2).double()
+        with torch.no_grad():
+            z = e.encode(x, generator=torch.Generator().manual_seed(0))
+            assert z.dtype == torch.float64, f"float64 images gave {z.dtype} latents"
+            y = e.decode(z)
+        assert y.dtype == torch.float64, f"float64 latents decoded to {y.dtype} images"
+
+    def test_outputs_follow_the_device(self) -> None:
+        """Latents and decoded images are on the images' device (a GPU, or torch's meta
+        device without one)."""
+        e = self.build()
+        check = DeviceCheck()
+        if isinstance(e, torch.nn.Module):
+            e.to(check.device)
+        x = self.images(2).to(check.device)
+        with torch.no_grad():
+            z = check.check("encode", lambda: e.encode(x, generator=torch.Generator().manual_seed(0)))
+            if z is not None:
+                check.check("decode", lambda: e.decode(z))
+        check.finish()
+
+    def test_inputs_are_left_unchanged(self) -> None:
+        e = self.build()
+        x = self.images(2)
+        kept = x.clone()
+        with torch.no_grad():
+            z = e.encode(x, generator=torch.Generator().manual_seed(0))
+            assert_unchanged(kept, x, "encode")
+            z_kept = z.clone()
+            e.decode(z)
+        assert_unchanged(z_kept, z, "decode")
 
     def test_size_not_multiple_of_downscale_is_a_clear_error(self) -> None:
         e = self.build()

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ...noise import generators
-from ...protocols import Scheduler
+from ...protocols import ModelFn, Scheduler
 from .base import CONTRACT_SETTINGS as _BASE_SETTINGS
 from .base import Contract
+from .checks import DeviceCheck, global_random_state_unchanged
+
+#: The prediction types the protocol knows.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 #: The contract's properties run once per subclass (one per sampler), which
 #: Hypothesis flags as "differing executors"; examples are derandomized and
@@ -41,7 +46,7 @@ def schedule_coefficients(s: Scheduler, t: torch.Tensor) -> tuple[torch.Tensor, 
     return s.add_noise(ones, zeros, t)[:, 0], s.add_noise(zeros, ones, t)[:, 0]
 
 
-def oracle_model(s: Scheduler, x0: torch.Tensor):  # noqa: ANN201 (a ModelFn)
+def oracle_model(s: Scheduler, x0: torch.Tensor) -> ModelFn:
     """A model that returns the exact target for the clean sample ``x0``:
     the noise that, with ``x0``, explains ``x_t`` at ``t`` under the
     scheduler's own ``add_noise``."""
@@ -62,7 +67,15 @@ def oracle_model(s: Scheduler, x0: torch.Tensor):  # noqa: ANN201 (a ModelFn)
 
 class SchedulerContract(Contract):
     """Every scheduler: shapes, finiteness, purity, determinism, batch
-    independence, and the properties of a variance-preserving noise schedule."""
+    independence, and the properties of a variance-preserving noise schedule;
+    for every prediction type its settings accept, the training target and
+    (deterministic samplers) the exact-model round trip; random draws only
+    from the generators it is given, in training as in sampling; dtypes and
+    devices that follow the inputs.
+
+    ``prediction_types()`` reads the accepted types from the settings model;
+    override it if your settings accept a type your sampler cannot use.
+    """
 
     role: ClassVar[str] = "scheduler"
     #: Whether ``sample`` draws random numbers (ancestral and SDE samplers).
@@ -77,10 +90,37 @@ class SchedulerContract(Contract):
     #: samplers evaluate fractional timesteps, so allow interpolation error.
     oracle_atol: ClassVar[float] = 1e-4
 
+    def prediction_types(self) -> list[str]:
+        """Every prediction type the component's settings accept next to ``settings``.
+
+        Read from the settings model: each of the protocol's types that
+        validates (a validator may refuse one in some configurations, e.g.
+        epsilon at zero terminal SNR) is tested; a model without a
+        ``prediction_type`` field gives the built component's one type.
+        """
+        from ...plugins import registry
+
+        reg = (self.registry() or registry()).lookup(self.role, self.plugin)
+        if "prediction_type" not in getattr(reg.settings_model, "model_fields", {}):
+            return [self.build().prediction_type]
+        accepted = []
+        for kind in PREDICTION_TYPES:
+            try:
+                reg.validate({**self.settings, "prediction_type": kind})
+            except ValueError:  # pydantic's ValidationError is a ValueError
+                continue
+            accepted.append(kind)
+        return accepted
+
+    def build_predicting(self, kind: str) -> Scheduler:
+        """A fresh scheduler of ``settings`` with ``prediction_type = kind``."""
+        s = self.build()
+        return s if s.prediction_type == kind else self.build(prediction_type=kind)
+
     def test_is_a_scheduler(self) -> None:
         s = self.build()
         assert isinstance(s, Scheduler)
-        assert s.prediction_type in {"epsilon", "v_prediction", "sample"}
+        assert s.prediction_type in PREDICTION_TYPES
         assert s.num_train_timesteps > 0
 
     def test_training_side_shapes(self) -> None:
@@ -162,6 +202,86 @@ class SchedulerContract(Contract):
         if s.prediction_type == "v_prediction":
             torch.testing.assert_close(a * x_t - sd * target, x0, rtol=1e-6, atol=1e-6)
 
+    def test_every_prediction_type_has_the_right_target(self) -> None:
+        """Each prediction type the settings accept, not only the configured one: the
+        target is the noise, the clean sample, or ``v = a n - s x0``."""
+        kinds = self.prediction_types()
+        assert kinds, "the settings accept none of the prediction types epsilon, v_prediction, sample"
+        g = torch.Generator().manual_seed(11)
+        x0 = torch.randn(self.shape, generator=g, dtype=torch.float64)
+        n = torch.randn(self.shape, generator=g, dtype=torch.float64)
+        for kind in kinds:
+            s = self.build_predicting(kind)
+            assert s.prediction_type == kind, (
+                f"settings prediction_type = {kind!r} built a {s.prediction_type!r} scheduler"
+            )
+            t = s.sample_timesteps(self.shape[0], generator=torch.Generator().manual_seed(3))
+            a, sd = (c.view(-1, *([1] * (x0.dim() - 1))) for c in schedule_coefficients(s, t))
+            expected = {"epsilon": n, "sample": x0, "v_prediction": a * n - sd * x0}[kind]
+            target = s.training_target(x0, n, t)
+            assert torch.allclose(target, expected, rtol=1e-6, atol=1e-6), (
+                f"prediction_type = {kind!r}: training_target is not "
+                + {"epsilon": "the noise", "sample": "x0", "v_prediction": "a(t) * noise - s(t) * x0"}[kind]
+            )
+
+    def test_a_training_step_draws_only_from_its_generator(self) -> None:
+        """What a training step asks of the scheduler, twice from equal generators: equal
+        timesteps, targets and weights whatever the global random state, nothing drawn from
+        it, and other seeds give other timesteps."""
+        s = self.build()
+
+        def step(seed: int, global_seed: int) -> tuple[torch.Tensor, ...]:
+            torch.manual_seed(global_seed)
+            g = torch.Generator().manual_seed(seed)
+            x0 = torch.randn(self.shape, generator=g)
+            n = torch.randn(self.shape, generator=g)
+            with global_random_state_unchanged(
+                "a training step (sample_timesteps, add_noise, training_target, loss_weight)"
+            ):
+                t = s.sample_timesteps(self.shape[0] * 8, generator=g)[: self.shape[0]]
+                return t, s.add_noise(x0, n, t), s.training_target(x0, n, t), s.loss_weight(t)
+
+        first, again = step(5, 1), step(5, 2)
+        for name, a, b in zip(("sample_timesteps", "add_noise", "training_target", "loss_weight"), first, again):
+            assert torch.equal(a, b), f"{name} differs between two training steps with equal generators"
+        many = [s.sample_timesteps(64, generator=torch.Generator().manual_seed(seed)) for seed in (5, 6)]
+        assert not torch.equal(*many), "sample_timesteps gives the same draws for other generator seeds"
+
+    def test_dtypes_follow_the_inputs(self) -> None:
+        """float32 in, float32 out; float64 in, float64 out: training side and sampling."""
+        s = self.build()
+        t = s.sample_timesteps(self.shape[0], generator=torch.Generator().manual_seed(0))
+        assert not t.is_floating_point(), f"sample_timesteps gave {t.dtype}; timesteps for training are integers"
+        for dtype in (torch.float32, torch.float64):
+            g = torch.Generator().manual_seed(1)
+            x0 = torch.randn(self.shape, generator=g, dtype=dtype)
+            n = torch.randn(self.shape, generator=g, dtype=dtype)
+            assert s.add_noise(x0, n, t).dtype == dtype, f"add_noise turned {dtype} into {s.add_noise(x0, n, t).dtype}"
+            target = s.training_target(x0, n, t)
+            assert target.dtype == dtype, f"training_target turned {dtype} into {target.dtype}"
+            out = s.sample(damped_model, n, 3, generator=generators([1, 2, 3]))
+            assert out.dtype == dtype, f"sample turned {dtype} noise into {out.dtype}"
+
+    def test_outputs_follow_the_device(self) -> None:
+        """Timesteps land on ``device=``, and samples, noised inputs, targets and weights
+        on their inputs' device (a GPU where there is one, else torch's meta device)."""
+        s = self.build()
+        check = DeviceCheck()
+        device = check.device
+        g = torch.Generator().manual_seed(0)
+        t = check.check(
+            "sample_timesteps(device=...)", lambda: s.sample_timesteps(self.shape[0], generator=g, device=device)
+        )
+        if t is None:
+            t = s.sample_timesteps(self.shape[0], generator=g).to(device)
+        noise = torch.randn(self.shape, generator=g).to(device)
+        x0 = torch.randn(self.shape, generator=g).to(device)
+        check.check("sample", lambda: s.sample(damped_model, noise, 3, generator=generators([1, 2, 3])))
+        check.check("add_noise", lambda: s.add_noise(x0, noise, t))
+        check.check("training_target", lambda: s.training_target(x0, noise, t))
+        check.check("loss_weight", lambda: s.loss_weight(t))
+        check.finish()
+
     # ------------------------------------------------------------------
     # Sampling
     # ------------------------------------------------------------------
@@ -198,7 +318,7 @@ class SchedulerContract(Contract):
         """A model that returns the exact target for x0 leads a deterministic
         sampler to x0 (within ``oracle_atol``, float64)."""
         if self.stochastic:
-            return
+            pytest.skip("a stochastic sampler adds fresh noise: an exact model does not lead it to x0")
         s = self.shared()
         g = torch.Generator().manual_seed(seed)
         x0 = torch.randn(self.shape, generator=g, dtype=torch.float64).clamp(-1, 1)
@@ -207,12 +327,25 @@ class SchedulerContract(Contract):
         err = float((out - x0).abs().max())
         assert err <= self.oracle_atol, f"{steps} steps: |sample - x0| = {err:.3g}"
 
+    def test_oracle_model_recovers_x0_for_every_prediction_type(self) -> None:
+        """The sampler reads a prediction as the type the settings say, for each type they accept."""
+        if self.stochastic:
+            pytest.skip("a stochastic sampler adds fresh noise: an exact model does not lead it to x0")
+        g = torch.Generator().manual_seed(12)
+        x0 = torch.randn(self.shape, generator=g, dtype=torch.float64).clamp(-1, 1)
+        noise = torch.randn(self.shape, generator=g, dtype=torch.float64)
+        for kind in self.prediction_types():
+            s = self.build_predicting(kind)
+            for steps in (1, 4):
+                err = float((s.sample(oracle_model(s, x0), noise, steps) - x0).abs().max())
+                assert err <= self.oracle_atol, f"prediction_type = {kind!r}, {steps} steps: |sample - x0| = {err:.3g}"
+
     @CONTRACT_SETTINGS
     @given(steps=st.integers(2, 40), data=st.data())
     def test_img2img_from_add_noise_recovers_x0(self, steps: int, data: st.DataObject) -> None:
         """``start_step > 0`` continues from ``add_noise`` at ``timesteps(steps)[start_step]``."""
         if self.stochastic:
-            return
+            pytest.skip("a stochastic sampler adds fresh noise: an exact model does not lead it to x0")
         s = self.shared()
         start = data.draw(st.integers(1, steps - 1), label="start_step")
         g = torch.Generator().manual_seed(steps * 1000 + start)
@@ -232,8 +365,11 @@ class SchedulerContract(Contract):
         s = self.build()
         noise = torch.randn(self.shape, generator=torch.Generator().manual_seed(2))
         kept = noise.clone()
+        torch.manual_seed(1)
         a = s.sample(damped_model, noise, 8, generator=generators([5, 6, 7]))
-        b = s.sample(damped_model, noise, 8, generator=generators([5, 6, 7]))
+        torch.manual_seed(2)
+        with global_random_state_unchanged("sample(generator=[...])"):
+            b = s.sample(damped_model, noise, 8, generator=generators([5, 6, 7]))
         assert torch.equal(noise, kept), "sample must not modify its input"
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

@@ -16,8 +16,9 @@ override:
 What every text embedder is held to: shapes and dtypes; a real token in every
 row (an empty prompt too, so attention never runs over nothing); padding and
 batch invariance (a prompt embeds the same alone or next to any others);
-determinism; truncation with a warning; restoring from saved state; and no
-exception for any unicode prompt.
+determinism without global random draws and without state kept between
+calls; outputs in the weights' dtype and on their device; truncation with a
+warning; restoring from saved state; and no exception for any unicode prompt.
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 
 from ...protocols import HasAssets, TextEmbedder, TextEmbedding
 from ..strategies import prompt_batches
 from .base import CONTRACT_SETTINGS, Contract
+from .checks import DeviceCheck, floating_dtype_of, global_random_state_unchanged, has_tensors
 
 _PICKLE_MAGIC = {bytes([0x80, p]) for p in range(2, 6)}
 
@@ -142,9 +144,51 @@ class TextEmbedderContract(Contract):
         assert not torch.allclose(out.pooled[0], out.pooled[1], atol=1e-6, rtol=0)
 
     def test_deterministic(self) -> None:
+        """The same prompts embed the same twice, and embedding draws nothing from the
+        global random state (a dropout left on in eval mode, random vectors for new words)."""
         e = self.build()
-        a, b = self.embed(e, self.prompts), self.embed(e, self.prompts)
+        a = self.embed(e, self.prompts)
+        with global_random_state_unchanged("embed (in eval mode)"):
+            b = self.embed(e, self.prompts)
         assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pooled, b.pooled) and torch.equal(a.mask, b.mask)
+
+    def test_no_state_between_calls(self) -> None:
+        """What a prompt embeds to does not depend on what the embedder embedded before
+        (no vocabulary grown while embedding, no length or cache kept from an earlier batch)."""
+        seasoned = self.build()
+        self.embed(seasoned, [self.distinct_prompts[1], "zebra " * 3, ""])
+        self.embed(seasoned, [self.distinct_prompts[0]])
+        a = self.embed(seasoned, self.prompts)
+        b = self.embed(self.build(), self.prompts)
+        assert torch.equal(a.mask, b.mask), "the mask depends on earlier calls"
+        torch.testing.assert_close(a.tokens, b.tokens, rtol=0, atol=self.invariance_atol)
+        torch.testing.assert_close(a.pooled, b.pooled, rtol=0, atol=self.invariance_atol)
+
+    def test_dtype_follows_the_module(self) -> None:
+        """Tokens and pooled vectors have the dtype of the embedder's weights: float32 as
+        built, float64 after ``.to(torch.float64)`` (float32 for an embedder without weights)."""
+        e = self.build()
+        dtype = floating_dtype_of(e) or torch.float32
+        out = self.embed(e, self.prompts)
+        for name in ("tokens", "pooled"):
+            got = getattr(out, name).dtype
+            assert got == dtype, f"{name} is {got}; the embedder's weights are {dtype}"
+        if floating_dtype_of(e) is None:
+            pytest.skip("no floating weights: nothing to convert to float64 (float32 checked)")
+        out = self.embed(e.to(torch.float64), self.prompts)
+        for name in ("tokens", "pooled"):
+            got = getattr(out, name).dtype
+            assert got == torch.float64, f"after .to(torch.float64), {name} is {got}"
+
+    def test_outputs_follow_the_device(self) -> None:
+        """After ``.to(device)`` (a GPU, or torch's meta device without one) every output is there."""
+        e = self.build()
+        if not has_tensors(e):
+            pytest.skip("no weights or buffers: the embedder has no device to follow")
+        check = DeviceCheck()
+        e.to(check.device)
+        check.check("embed", lambda: self.embed(e, self.prompts))
+        check.finish()
 
     def test_long_prompt_is_truncated_with_a_warning(self) -> None:
         e = self.build()
@@ -211,6 +255,7 @@ class TextEmbedderContract(Contract):
 
     @_SETTINGS
     @given(prompts=prompt_batches())
+    @example(prompts=["ünïcödé 🙂", "", "a\tb\n", "\u200b"])  # always tried: non-ASCII, blank, control
     def test_any_prompt(self, prompts: list[str]) -> None:
         e = self.shared()
         out = self.embed(e, prompts)

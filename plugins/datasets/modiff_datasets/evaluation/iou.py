@@ -24,7 +24,9 @@ def iou_per_class(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int
     return [None if int(u) == 0 else int(i) / int(u) for i, u in zip(inter.sum(0), union.sum(0))]
 
 
-def counts_per_image(predicted: torch.Tensor, truth: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def counts_per_image(
+    predicted: torch.Tensor, truth: torch.Tensor, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image and class, the pixels of the intersection and of the union:
     two ``[B, num_classes]`` int64 tensors. Their sums over images give the IoU."""
     classes = torch.arange(num_classes, device=predicted.device).view(1, -1, 1, 1)

@@ -79,7 +79,8 @@ def item_outcomes(cases: Sequence[PromptCase], results: Sequence[CheckResult]) -
     }
     for n in (1, 2):
         for attr in ("colour", "shape", "position", "count"):
-            out[f"{'one' if n == 1 else 'two'}_object_{attr}_accuracy"] = outcomes(lambda c, n=n: c.num_objects == n, attr)
+            name = f"{'one' if n == 1 else 'two'}_object_{attr}_accuracy"
+            out[name] = outcomes(lambda c, n=n: c.num_objects == n, attr)
     return out
 
 
@@ -151,7 +152,9 @@ class PromptAccuracy:
             holdout_fraction=s.holdout_fraction,
         )
 
-    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
+    def evaluate(
+        self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None
+    ) -> Mapping[str, Any]:
         cases = self.cases(prompts)
         if not cases:
             raise ValueError("prompt-accuracy needs at least one prompt")

@@ -38,8 +38,8 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .prompts import PromptCase, evaluation_prompts
     from .drawing import render, stencil
+    from .prompts import PromptCase, evaluation_prompts
     from .sampler import Scene, SceneSampler
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import modiff
 import numpy as np
 import torch
+
+import modiff
 
 from ..config import ShapesSettings
 from .drawing import render
