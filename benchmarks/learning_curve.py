@@ -237,6 +237,7 @@ def merge_plan(layout: Layout, recipes: list[Recipe], common: list[str], referen
 
 def _batch(dataset: Any, start: int, n: int) -> Any:
     import torch
+
     from modiff.protocols import Batch
 
     examples = [dataset[(start + i) % len(dataset)] for i in range(n)]
@@ -247,8 +248,9 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
     """Closures that run one training step of each stage of ``recipe`` as the
     core's loop does (AdamW, clipping, EMA; latents cached, a frozen text
     embedder's output cached, a joint one run every step)."""
-    import modiff
     import torch
+
+    import modiff
     from modiff.protocols import Fittable, Trainable
 
     resolved = modiff.load_settings_files([ROOT / recipe.file], [*common, *recipe.sets, 'run.device="cpu"'])

@@ -1,14 +1,16 @@
-"""Ablations: a base settings file, a grid of changes, one report.
+"""Ablations: a base settings file, a grid of changes, repeats, one report that decides.
 
 An ablation file::
 
     base = "../configs/demo.toml"   # relative to this file
     name = "seeds"                  # output folder under runs_dir (default: file stem)
-    seeds = [0, 1]                  # repeats; every cell runs once per seed
+    seeds = [0, 1, 2]               # repeats; every cell runs once per seed
+    seed_settings = ["run.seed"]    # the settings each repeat's seed is written to
     prompts = ["a red circle", ...] # shown side by side for every cell (optional)
 
     [set]                           # applied to every cell: the shared budget
     "train.steps" = 1500
+    "train.eval_every" = 500        # learning curves: accuracy against training seconds
 
     [grid]                          # full product of these values
     "text_embedder.plugin" = ["word2vec", "clip"]
@@ -16,16 +18,36 @@ An ablation file::
     [[variant]]                     # and/or named variants, each a set of changes
     name = "pixel"
     set = { "encoder.plugin" = "identity" }
+    # seeds = [0]                   # this variant's own repeats (default: the file's)
 
-Cells are the product of the grid, times the variants (one empty variant if
-none), times the seeds. Every cell is resolved and validated before anything
-trains; a finished cell is skipped when the ablation runs again.
+    [metrics]                       # the report's compact table: key = human name
+    one_object_accuracy = "one object"
+
+    [threshold]                     # cost: training seconds to reach this value
+    metric = "one_object_accuracy"
+    value = 0.8
+
+    [[compare]]                     # a claim: the report computes its verdict
+    claim = "latent space is cheaper at equal quality"
+    a = "latent"
+    b = "pixel"
+    metrics = ["seconds_to_threshold", "one_object_accuracy"]
+
+A *cell* is one combination of grid values and one variant; a *run* is a
+cell under one seed (its directory is the cell's name, plus ``,seed=N`` when
+the cell has more than one seed). Every run is resolved and validated before
+anything trains. Runs go in file order (a variant may use an earlier
+variant's output, e.g. its weights); a finished run is skipped when the
+ablation runs again, a failed one is retried. Verdicts are never written in
+the file: the report computes them (:mod:`modiff.stats`).
 """
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
+import math
 import re
 import time
 import tomllib
@@ -34,12 +56,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import stats
 from .errors import ModiffError, SettingsError
 from .runs import RunDir, atomic_write_json
 from .settings import ResolvedSettings, load
 from .toml_io import format_value
+
+#: The cost metric: training seconds (every stage) until ``[threshold]`` is reached.
+COST = "seconds_to_threshold"
 
 
 class Variant(BaseModel):
@@ -47,6 +73,30 @@ class Variant(BaseModel):
 
     name: str
     set: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(None, min_length=1)
+
+
+class Threshold(BaseModel):
+    """``[threshold]``: the quality at which cells are compared by cost."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str
+    value: float
+
+
+class Compare(BaseModel):
+    """``[[compare]]``: two cells and the metrics that decide between them.
+
+    There is no field for the verdict: it is computed from the runs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    a: str
+    b: str
+    metrics: list[str] = Field(min_length=1)
+    claim: str = ""
 
 
 class AblationFile(BaseModel):
@@ -56,22 +106,34 @@ class AblationFile(BaseModel):
 
     base: str | list[str]
     name: str | None = None
-    seeds: list[int] = Field(default_factory=lambda: [0])
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seed_settings: list[str] = Field(default_factory=lambda: ["run.seed"], min_length=1)
     prompts: list[str] = Field(default_factory=list)
     set: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     variant: list[Variant] = Field(default_factory=list)
     images_per_prompt: int = Field(2, ge=1)
+    metrics: dict[str, str] = Field(default_factory=dict)
+    threshold: Threshold | None = None
+    compare: list[Compare] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _seeds_unique(self) -> AblationFile:
+        for seeds in [self.seeds, *(v.seeds for v in self.variant if v.seeds)]:
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds {seeds} repeat a seed; each repeat needs its own")
+        return self
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One run of the ablation."""
+    """One run of the ablation: a cell (``group``) under one seed."""
 
     name: str
     changes: dict[str, Any]
     seed: int
     sets: tuple[str, ...]
+    group: str = ""
 
 
 @dataclass
@@ -83,35 +145,53 @@ class Ablation:
     out: Path
     resolved: dict[str, ResolvedSettings] = field(default_factory=dict)
 
+    @property
+    def groups(self) -> list[str]:
+        """The cells' names in file order (what ``[[compare]]`` refers to)."""
+        return list(dict.fromkeys(c.group for c in self.cells))
+
 
 def _assignment(key: str, value: Any) -> str:
     return f"{key}={format_value(value)}"
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text).strip("_")[:120] or "cell"
+    return re.sub(r"[^A-Za-z0-9._=,-]+", "_", text).strip("_")[:120] or "cell"
+
+
+def _problems(exc: ValidationError, path: Path) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            where = loc.rsplit(".", 1)
+            if len(where) == 1:
+                allowed = ", ".join(AblationFile.model_fields)
+            else:
+                parent = {"compare": Compare, "variant": Variant, "threshold": Threshold}.get(where[0].split(".")[0])
+                allowed = ", ".join(parent.model_fields) if parent else ""
+            hint = " (verdicts are computed by the report, not written in the file)" if loc.endswith("verdict") else ""
+            problems.append(f"unknown key {loc!r} in {path}; allowed: {allowed}{hint}")
+        else:
+            problems.append(f"{loc or 'file'} in {path}: {err['msg']}")
+    return problems
 
 
 def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablation:
-    """Parse an ablation file and expand its cells (nothing is validated against plugins yet)."""
+    """Parse an ablation file and expand its runs (nothing is validated against plugins yet)."""
     path = Path(path)
     if not path.is_file():
         raise ModiffError(f"ablation file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError([f"{path} is not valid TOML: {exc}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError([f"cannot read ablation file {path} (a TOML text file is expected): {exc}"]) from None
     try:
         spec = AblationFile.model_validate(raw)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            loc = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                problems.append(f"unknown key {loc!r} in {path}; allowed: {', '.join(AblationFile.model_fields)}")
-            else:
-                problems.append(f"{loc} in {path}: {err['msg']}")
-        raise SettingsError(problems) from None
+        raise SettingsError(_problems(exc, path)) from None
     bases = [spec.base] if isinstance(spec.base, str) else spec.base
     base_files = [(path.parent / b).resolve() for b in bases]
     for key, values in spec.grid.items():
@@ -123,24 +203,47 @@ def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablatio
     cells = []
     for combo in itertools.product(*(spec.grid[k] for k in keys)):
         for variant in variants:
-            for seed in spec.seeds:
-                changes = dict(zip(keys, combo)) | dict(variant.set)
-                parts = [variant.name] if variant.name else []
-                parts += [f"{k.split('.')[0]}={v}" if k.endswith(".plugin") else f"{k}={v}" for k, v in zip(keys, combo)]
-                if len(spec.seeds) > 1:
-                    parts.append(f"seed={seed}")
-                name = _slug(",".join(parts) or "base")
-                sets = common + tuple(_assignment(k, v) for k, v in changes.items()) + (f"run.seed={seed}", f"run.name={json.dumps(name)}")
-                cells.append(Cell(name, changes, seed, sets))
+            changes = dict(zip(keys, combo)) | dict(variant.set)
+            parts = [variant.name] if variant.name else []
+            parts += [f"{k.split('.')[0]}={v}" if k.endswith(".plugin") else f"{k}={v}" for k, v in zip(keys, combo)]
+            group = _slug(",".join(parts) or "base")
+            seeds = variant.seeds or spec.seeds
+            for seed in seeds:
+                name = f"{group},seed={seed}" if len(seeds) > 1 else group
+                seed_sets = tuple(_assignment(k, seed) for k in spec.seed_settings)
+                sets = common + tuple(_assignment(k, v) for k, v in changes.items()) + seed_sets
+                cells.append(Cell(name, changes, seed, (*sets, f"run.name={json.dumps(name)}"), group))
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise SettingsError([f"{path}: two cells have the same name; give the variants distinct names"])
-    out_name = spec.name or path.stem
-    return Ablation(path, spec, base_files, cells, Path(out_name))
+    ablation = Ablation(path, spec, base_files, cells, Path(spec.name or path.stem))
+    _check_references(ablation)
+    return ablation
+
+
+def _check_references(ablation: Ablation) -> None:
+    """``[[compare]]`` names existing cells, and the cost metric has a threshold."""
+    spec, path, groups = ablation.spec, ablation.path, ablation.groups
+    problems = []
+    for i, c in enumerate(spec.compare):
+        for side in ("a", "b"):
+            name = getattr(c, side)
+            if name not in groups:
+                close = difflib.get_close_matches(name, groups, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                problems.append(
+                    f"compare[{i}].{side} = {name!r} in {path} is not a cell{hint} (cells: {', '.join(groups)})"
+                )
+        if c.a == c.b:
+            problems.append(f"compare[{i}] in {path} compares {c.a!r} with itself")
+        if COST in c.metrics and spec.threshold is None:
+            problems.append(f"compare[{i}] in {path} asks for {COST!r} but the file has no [threshold] (metric, value)")
+    if problems:
+        raise SettingsError(problems)
 
 
 def validate(ablation: Ablation) -> None:
-    """Resolve every cell; report every problem of every cell together."""
+    """Resolve every run; report every problem of every run together."""
     problems: list[str] = []
     for cell in ablation.cells:
         try:
@@ -164,61 +267,258 @@ def cell_record_path(out: Path, cell: Cell) -> Path:
 
 
 def run_ablation(ablation: Ablation, *, progress: bool = True, log: Any = print) -> list[dict[str, Any]]:
-    """Train and evaluate every cell not finished yet, then write the report."""
+    """Train and evaluate every run not finished yet, then write the report."""
     from .report import write_report
 
     if not ablation.resolved:
         validate(ablation)
     out = output_dir(ablation)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
+    records: list[dict[str, Any]] = []
+    try:
+        _run_all(ablation, out, records, progress=progress, log=log)
+    except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
+        write_report(ablation, out, records)
+        stop = ModiffError(
+            f"interrupted ({exc or 'Ctrl-C'}); finished runs are kept and the report shows them. "
+            f"Run the same `modiff ablate {ablation.path}` again to continue."
+        )
+        stop.exit_code = 130  # as a Ctrl-C anywhere else
+        raise stop from None
+    write_report(ablation, out, records)
+    return records
+
+
+def _interrupted() -> type[BaseException]:
+    from .training import TrainingInterrupted
+
+    return TrainingInterrupted
+
+
+def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, progress: bool, log: Any) -> None:
+    total = len(ablation.cells)
     for i, cell in enumerate(ablation.cells, 1):
         record_path = cell_record_path(out, cell)
         if record_path.is_file():
             record = json.loads(record_path.read_text())
             if record.get("status") == "done":
-                log(f"[{i}/{len(ablation.cells)}] {cell.name}: finished earlier, skipped")
+                log(f"[{i}/{total}] {cell.name}: finished earlier, skipped")
                 records.append(record)
                 continue
-        log(f"[{i}/{len(ablation.cells)}] {cell.name}")
+            log(f"[{i}/{total}] {cell.name}: failed earlier ({record.get('error', '?')}), retrying")
+        else:
+            log(f"[{i}/{total}] {cell.name}")
         record = run_cell(ablation, cell, out, progress=progress)
         atomic_write_json(record_path, record)
+        if record["status"] != "done":
+            log(f"[{i}/{total}] {cell.name}: failed: {record['error']}")
         records.append(record)
-    write_report(ablation, out, records)
-    return records
+
+
+def _learning_curve(run: RunDir) -> list[dict[str, Any]]:
+    """The run's evaluations during training: step, training seconds, flat numbers."""
+    return [
+        {"step": m["step"], "train_seconds": m["train_seconds"], "eval": m["eval"]}
+        for m in run.read_metrics()
+        if m.get("kind") == "eval" and m.get("stage") == "denoiser"
+    ]
 
 
 def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> dict[str, Any]:
     from .images import labelled_grid, save_png
-    from .workflows import evaluate_run, train_run
+    from .workflows import evaluate_run, save_evaluation, train_run
 
     resolved = ablation.resolved[cell.name]
     run = RunDir(out / cell.name)
-    record: dict[str, Any] = {"name": cell.name, "changes": cell.changes, "seed": cell.seed}
+    record: dict[str, Any] = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed}
+    wall = time.perf_counter()
     try:
         started = time.perf_counter()
         pipeline = train_run(resolved, run, resume=run.exists(), progress=progress)
-        record["train_seconds"] = time.perf_counter() - started
+        # The trainer's own clock: every stage, without evaluation or sampling, across resumes.
+        record["train_seconds"] = float(run.read_state().get("train_seconds") or time.perf_counter() - started)
         record["parameters"] = {
             role: sum(p.numel() for p in m.parameters()) for role, m in pipeline.components.modules()
         }
-        prompts = ablation.spec.prompts or [pipeline.components.dataset[i].caption for i in range(4)]
-        n = ablation.spec.images_per_prompt
-        expanded = [p for p in prompts for _ in range(n)]
-        t0 = time.perf_counter()
-        images = pipeline.generate(expanded, seed=cell.seed)
-        record["seconds_per_image"] = (time.perf_counter() - t0) / len(expanded)
-        save_png(labelled_grid(images, expanded, cols=n * min(4, len(prompts))), run.path / "comparison.png")
-        record["grid"] = str((run.path / "comparison.png").relative_to(out))
+        if getattr(pipeline.task, "name", pipeline.task) == "text-to-image":
+            prompts = ablation.spec.prompts or [pipeline.components.dataset[i].caption for i in range(4)]
+            n = ablation.spec.images_per_prompt
+            expanded = [p for p in prompts for _ in range(n)]
+            t0 = time.perf_counter()
+            images = pipeline.generate(expanded, seed=cell.seed)
+            record["seconds_per_image"] = (time.perf_counter() - t0) / len(expanded)
+            save_png(labelled_grid(images, expanded, cols=n * min(4, len(prompts))), run.path / "comparison.png")
+            record["grid"] = str((run.path / "comparison.png").relative_to(out))
         if pipeline.components.evaluator is not None:
-            record["evaluation"] = evaluate_run(pipeline)
+            result = evaluate_run(pipeline)
+            save_evaluation(run, result)
+            record["evaluation"] = {k: v for k, v in result.items() if k != "per_prompt"}
         record["status"] = "done"
-    except Exception as exc:  # a failed cell is reported, not fatal
+    except _interrupted():
+        raise  # a stop, not a failure: the run resumes from its checkpoint next time
+    except Exception as exc:  # noqa: BLE001 (a failed run is reported, not fatal)
         record["status"] = "failed"
         record["error"] = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, ModiffError):
             record["traceback"] = traceback.format_exc(limit=8)
-    record["losses"] = [
-        (m["step"], m["loss"]) for m in run.read_metrics() if m.get("stage") == "denoiser" and "loss" in m
-    ]
+    record["wall_seconds"] = time.perf_counter() - wall
+    metrics = run.read_metrics() if run.metrics.is_file() else []
+    record["losses"] = [(m["step"], m["loss"]) for m in metrics if m.get("stage") == "denoiser" and "loss" in m]
+    record["curve"] = _learning_curve(run) if run.metrics.is_file() else []
     return record
+
+
+# ---------------------------------------------------------------------------
+# From runs to numbers: per cell and per comparison
+# ---------------------------------------------------------------------------
+
+
+def human_name(metric: str, spec: AblationFile) -> str:
+    """The file's name for a metric, else the key made readable."""
+    if metric in spec.metrics:
+        return spec.metrics[metric]
+    if metric == COST and spec.threshold is not None:
+        t = spec.threshold
+        return f"seconds to {human_name(t.metric, spec)} ≥ {t.value:g}"
+    return metric.removesuffix("_accuracy").replace("_", " ")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Costs (seconds, losses) go down; accuracies and IoU go up."""
+    return metric == COST or "seconds" in metric or "loss" in metric
+
+
+def _items(records: list[dict[str, Any]], metric: str) -> list[stats.SeedItems]:
+    out = []
+    for r in records:
+        per_item = (r.get("evaluation") or {}).get("per_item") or {}
+        values = (per_item.get("metrics") or {}).get(metric)
+        if values is not None:
+            out.append(stats.seed_items(r["seed"], per_item["ids"], values))
+    return sorted(out, key=lambda s: s.seed)
+
+
+def _flat(records: list[dict[str, Any]], metric: str) -> list[float]:
+    values = [(r.get("evaluation") or {}).get(metric) for r in records]
+    return [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def metric_keys(records: list[dict[str, Any]]) -> list[str]:
+    """Every accuracy-like flat number of the evaluations, in first-seen order."""
+    seen: list[str] = []
+    for r in records:
+        for k, v in (r.get("evaluation") or {}).items():
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if number and ("accuracy" in k or "iou" in k.lower()) and k not in seen:
+                seen.append(k)
+    return seen
+
+
+def _cost(records: list[dict[str, Any]], threshold: Threshold) -> stats.Cost:
+    reached, budgets = [], []
+    for r in sorted(records, key=lambda r: r["seed"]):
+        curve = [
+            (p["train_seconds"], p["eval"][threshold.metric])
+            for p in r.get("curve") or []
+            if isinstance(p["eval"].get(threshold.metric), (int, float))
+        ]
+        reached.append(stats.seconds_to_reach(curve, threshold.value))
+        budgets.append(float(r.get("train_seconds") or (curve[-1][0] if curve else 0.0)))
+    return stats.Cost(tuple(reached), tuple(budgets))
+
+
+def _estimate(records: list[dict[str, Any]], metric: str, threshold: Threshold | None) -> dict[str, Any] | None:
+    """A cell's value of one metric: with a bootstrap interval from per-item
+    results, else the mean of the flat numbers; the cost with a t interval."""
+    if metric == COST:
+        if threshold is None or not records:
+            return None
+        cost = _cost(records, threshold)
+        summary = cost.summary()
+        reached = sum(r is not None for r in cost.reached)
+        out: dict[str, Any] = {"reached": reached, "seeds": len(cost.reached), "per_seed": list(cost.reached)}
+        if summary is not None:
+            out.update(summary.as_dict())
+        return out
+    items = _items(records, metric)
+    if items:
+        est = stats.bootstrap(items)
+        return None if est is None else {**est.as_dict(), "seeds": len(items)}
+    flat = _flat(records, metric)
+    return {"value": sum(flat) / len(flat), "seeds": len(flat)} if flat else None
+
+
+def _compare(
+    a: list[dict[str, Any]], b: list[dict[str, Any]], metric: str, threshold: Threshold | None
+) -> stats.Comparison:
+    if metric == COST:
+        assert threshold is not None  # read_ablation checked it
+        if not a or not b:
+            return stats.Comparison(None, stats.NOT_SEPARABLE, note="a cell has no finished run")
+        return stats.compare_costs(_cost(a, threshold), _cost(b, threshold))
+    ia, ib = _items(a, metric), _items(b, metric)
+    if not ia or not ib:
+        return stats.Comparison(None, stats.NOT_SEPARABLE, note=f"no per-item results of {metric!r} to compare")
+    return stats.compare(ia, ib, higher_is_better=not lower_is_better(metric))
+
+
+def _mean(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(values) / len(values) if values else None
+
+
+def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything the report shows, as plain data: per cell the estimates of every
+    metric, per ``[[compare]]`` the differences and computed verdicts."""
+    spec = ablation.spec
+    done = [r for r in records if r.get("status") == "done"]
+    by_group: dict[str, list[dict[str, Any]]] = {g: [] for g in ablation.groups}
+    for r in done:
+        by_group.setdefault(r.get("group") or r["name"], []).append(r)
+    all_metrics = metric_keys(done)
+    compact = list(spec.metrics) or list(dict.fromkeys(m for c in spec.compare for m in c.metrics if m != COST))
+    if not compact:
+        compact = all_metrics[:4]
+    if spec.threshold is not None and COST not in compact:
+        compact.append(COST)
+    cells = []
+    for group, runs in by_group.items():
+        expected = [c for c in ablation.cells if c.group == group]
+        failed = [r for r in records if (r.get("group") or r["name"]) == group and r.get("status") != "done"]
+        params = runs[0].get("parameters") if runs else None
+        cells.append(
+            {
+                "name": group,
+                "changes": expected[0].changes if expected else {},
+                "runs_done": len(runs),
+                "runs": len(expected),
+                "failed": [{"name": r["name"], "error": r.get("error", "")} for r in failed],
+                "metrics": {m: _estimate(runs, m, spec.threshold) for m in dict.fromkeys([*compact, *all_metrics])},
+                "train_seconds": _mean([r.get("train_seconds") for r in runs]),
+                "seconds_per_image": _mean([r.get("seconds_per_image") for r in runs]),
+                "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in runs),
+                "parameters": sum(params.values()) if params else None,
+            }
+        )
+    comparisons = []
+    for c in spec.compare:
+        rows = []
+        for m in c.metrics:
+            result = _compare(by_group.get(c.a, []), by_group.get(c.b, []), m, spec.threshold)
+            rows.append({"metric": m, "name": human_name(m, spec), **result.as_dict()})
+        comparisons.append({"claim": c.claim, "a": c.a, "b": c.b, "results": rows})
+    return {
+        "title": f"Ablation {ablation.out.name}",
+        "file": str(ablation.path),
+        "base": [str(b) for b in ablation.base_files],
+        "seeds": spec.seeds,
+        "threshold": None if spec.threshold is None else spec.threshold.model_dump(),
+        "compact": compact,
+        "all_metrics": all_metrics,
+        "names": {m: human_name(m, spec) for m in dict.fromkeys([*compact, *all_metrics])},
+        "cells": cells,
+        "comparisons": comparisons,
+        "runs": len(records),
+        "runs_done": len(done),
+        "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
+    }

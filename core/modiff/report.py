@@ -1,9 +1,16 @@
 """The ablation report: one self-contained HTML page and a Markdown twin.
 
-The page embeds every image (data URIs) and draws the loss curves as inline
-SVG, so it can be mailed or archived as one file. A small script at its end
-records on ``<body>`` how many images loaded, which the tests read back from
-a headless browser.
+Read top down, the page answers in order: what did each comparison decide
+(the verdicts, computed by :func:`modiff.ablation.analyse`), how do the cells
+stand on the few metrics the file names (with 95 % intervals), what does
+quality cost in training seconds (learning curves), and then, folded away,
+every metric, every run, the samples and the loss curves.
+
+The page embeds every image and plot (data URIs; plots are SVG with labelled
+axes and ticks), fits a 1400-pixel window, and can be mailed or archived as
+one file. A small script at its end records on ``<body>`` how many images
+loaded, how many comparison rows there are and how wide the page is, which
+the tests read back from a headless browser.
 """
 
 from __future__ import annotations
@@ -11,151 +18,556 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .runs import atomic_write_text
+from .runs import atomic_write_json, atomic_write_text
 
-#: Preferred order of evaluation columns; others follow in first-seen order.
-PREFERRED = ["accuracy", "colour_accuracy", "shape_accuracy", "position_accuracy", "count_accuracy",
-             "one_object_accuracy", "two_object_accuracy", "holdout_accuracy"]
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+VERDICT_CLASS = {"a better": "a", "b better": "b"}
 
 
-def metric_columns(records: list[dict[str, Any]]) -> list[str]:
-    seen: list[str] = []
+# ---------------------------------------------------------------------------
+# Numbers as text
+# ---------------------------------------------------------------------------
+
+
+def _num(value: float, digits: int, signed: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "?"
+    if math.isinf(value):
+        return ("−" if value < 0 else "+" if signed else "") + "∞"
+    text = f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return text.replace("-", "−")
+
+
+def _digits(metric: str) -> int:
+    return 0 if "seconds" in metric else 2
+
+
+def fmt_estimate(est: dict[str, Any] | None, metric: str) -> str:
+    """``0.81 [0.75, 0.86]``; a cost that not every seed reached says so."""
+    if est is None:
+        return "–"
+    d = _digits(metric)
+    if "reached" in est and "value" not in est:
+        return "not reached" if est["reached"] == 0 else f"{est['reached']}/{est['seeds']} seeds reached"
+    if "low" not in est or est["low"] == est["high"] == est["value"] and est.get("seeds", 1) < 2:
+        return _num(est["value"], d)
+    return f"{_num(est['value'], d)} [{_num(est['low'], d)}, {_num(est['high'], d)}]"
+
+
+def fmt_difference(result: dict[str, Any]) -> str:
+    """``+0.12 [+0.05, +0.19]``; a one-sided bound as ``< −450``."""
+    diff = result.get("difference")
+    if diff is None:
+        return result.get("note") or "no data"
+    d = _digits(result["metric"])
+    unit = " s" if "seconds" in result["metric"] else ""
+    if math.isinf(diff["low"]) and diff["low"] < 0:
+        return f"< {_num(diff['high'], d, signed=True)}{unit}"
+    if math.isinf(diff["high"]) and diff["high"] > 0:
+        return f"> {_num(diff['low'], d, signed=True)}{unit}"
+    low, high = _num(diff["low"], d, signed=True), _num(diff["high"], d, signed=True)
+    return f"{_num(diff['value'], d, signed=True)}{unit} [{low}, {high}]"
+
+
+# ---------------------------------------------------------------------------
+# Plots
+# ---------------------------------------------------------------------------
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
+    """Round tick values covering ``[lo, hi]`` (steps of 1, 2 or 5 times a power of ten)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / max(1, count - 1)
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.floor(lo / step + 1e-9) * step
+    ticks, value = [], first
+    while value <= hi + step * 1e-9:
+        ticks.append(round(value, 12))
+        value += step
+    if ticks[-1] < hi:
+        ticks.append(round(value, 12))
+    return ticks
+
+
+def _tick_label(value: float) -> str:
+    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
+        return f"{value:.0e}"
+    return f"{value:g}"
+
+
+def line_chart(
+    series: Sequence[dict[str, Any]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    y_range: tuple[float, float] | None = None,
+    log_y: bool = False,
+    hline: tuple[float, str] | None = None,
+    width: int = 440,
+    height: int = 300,
+) -> str:
+    """An SVG line chart: ``series`` are ``{"label", "colour", "points": [(x, y)], "width", "faint"}``.
+
+    Axes have ticks and labels, the legend sits below the plot, and a
+    horizontal reference line (a threshold) can be drawn.
+    """
+    points = [(x, y) for s in series for x, y in s["points"] if _finite(x, y, log_y)]
+    legend = list(dict.fromkeys((s["label"], s["colour"]) for s in series if s.get("label")))
+    rows = math.ceil(len(legend) / 2)
+    total_h = height + 16 * rows + 6
+    size = f'width="{width}" height="{total_h}" viewBox="0 0 {width} {total_h}"'
+    label = html.escape(title)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" {size} font-family="sans-serif" role="img" aria-label="{label}">']
+    out.append('<rect width="100%" height="100%" fill="white"/>')
+    out.append(f'<text x="{width / 2}" y="14" font-size="13" text-anchor="middle" font-weight="bold">{label}</text>')
+    left, right, top, bottom = 56, 12, 24, 44
+    w, h = width - left - right, height - top - bottom
+    if not points:
+        out.append(
+            f'<text x="{width / 2}" y="{height / 2}" font-size="12" text-anchor="middle">no data yet</text></svg>'
+        )
+        return "".join(out)
+    xs = [p[0] for p in points]
+    ys = [math.log10(p[1]) if log_y else p[1] for p in points]
+    x_ticks = nice_ticks(min(0, min(xs)), max(xs))
+    if y_range is not None:
+        y_ticks = nice_ticks(*y_range)
+    elif log_y:
+        y_ticks = list(range(math.floor(min(ys)), math.ceil(max(ys)) + 1))
+        if len(y_ticks) < 2:
+            y_ticks.append(y_ticks[0] + 1)
+    else:
+        lo = min(ys + ([hline[0]] if hline else []))
+        hi = max(ys + ([hline[0]] if hline else []))
+        y_ticks = nice_ticks(lo, hi if hi > lo else lo + 1)
+    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
+
+    def px(x: float) -> float:
+        return left + w * (x - x0) / (x1 - x0)
+
+    def py(y: float) -> float:
+        v = math.log10(y) if log_y else y
+        return top + h * (1 - (v - y0) / (y1 - y0))
+
+    out.append(f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#888"/>')
+    for t in x_ticks:
+        x = px(t)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + h}" stroke="#eee"/>')
+        out.append(f'<line x1="{x:.1f}" y1="{top + h}" x2="{x:.1f}" y2="{top + h + 4}" stroke="#888"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + h + 16}" font-size="11" text-anchor="middle">{_tick_label(t)}</text>')
+    for t in y_ticks:
+        y = top + h * (1 - (t - y0) / (y1 - y0))
+        label = _tick_label(10**t) if log_y else _tick_label(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>')
+        out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#888"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{label}</text>')
+    out.append(
+        f'<text x="{left + w / 2}" y="{top + h + 34}" font-size="12" text-anchor="middle">{html.escape(x_label)}</text>'
+    )
+    out.append(
+        f'<text x="14" y="{top + h / 2}" font-size="12" text-anchor="middle" '
+        f'transform="rotate(-90 14 {top + h / 2})">{html.escape(y_label)}</text>'
+    )
+    if hline is not None and y0 <= hline[0] <= y1:
+        y = py(hline[0])
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#444" stroke-dasharray="5,4"/>'
+        )
+        out.append(
+            f'<text x="{left + w - 4}" y="{y - 4:.1f}" font-size="11" text-anchor="end">{html.escape(hline[1])}</text>'
+        )
+    for s in series:
+        good = sorted((x, y) for x, y in s["points"] if _finite(x, y, log_y))
+        if not good:
+            continue
+        opacity = 0.35 if s.get("faint") else 1.0
+        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in good)
+        out.append(
+            f'<polyline fill="none" stroke="{s["colour"]}" stroke-opacity="{opacity}" '
+            f'stroke-width="{s.get("width", 1.5)}" points="{path}"/>'
+        )
+        if not s.get("faint") and len(good) <= 12:
+            for x, y in good:
+                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{s["colour"]}"/>')
+    for i, (label, colour) in enumerate(legend):
+        lx, ly = left + (i % 2) * (w / 2), height + 2 + 16 * (i // 2)
+        out.append(f'<rect x="{lx:.1f}" y="{ly:.1f}" width="12" height="10" fill="{colour}"/>')
+        out.append(f'<text x="{lx + 16:.1f}" y="{ly + 9:.1f}" font-size="11">{html.escape(_short(label, 34))}</text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _finite(x: Any, y: Any, log_y: bool) -> bool:
+    ok = isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y)
+    return ok and (y > 0 if log_y else True)
+
+
+def _short(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _colours(groups: Sequence[str]) -> dict[str, str]:
+    return {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+
+
+def curve_charts(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, str]:
+    """Per compact metric that the learning curves record: each cell's metric against
+    training seconds, one faint line per seed and a bold one through their means."""
+    colours = _colours([c["name"] for c in summary["cells"]])
+    threshold = summary.get("threshold")
+    charts = {}
+    for metric in summary["compact"]:
+        series = []
+        for cell in summary["cells"]:
+            runs = [r for r in records if r.get("status") == "done" and (r.get("group") or r["name"]) == cell["name"]]
+            by_step: dict[int, list[tuple[float, float]]] = {}
+            for r in runs:
+                pts = [
+                    (p["train_seconds"], p["eval"][metric])
+                    for p in r.get("curve") or []
+                    if isinstance(p["eval"].get(metric), (int, float))
+                ]
+                for p, (x, y) in zip(r.get("curve") or [], pts):
+                    by_step.setdefault(p["step"], []).append((x, y))
+                if len(runs) > 1:
+                    series.append(
+                        {"label": "", "colour": colours[cell["name"]], "points": pts, "faint": True, "width": 1}
+                    )
+            mean = [(sum(x for x, _ in v) / len(v), sum(y for _, y in v) / len(v)) for _, v in sorted(by_step.items())]
+            series.append({"label": cell["name"], "colour": colours[cell["name"]], "points": mean, "width": 2})
+        if not any(s["points"] for s in series):
+            continue
+        hline = None
+        if threshold and threshold["metric"] == metric:
+            hline = (threshold["value"], f"threshold {threshold['value']:g}")
+        name = summary["names"].get(metric, metric)
+        charts[metric] = line_chart(
+            series,
+            title=name,
+            x_label="training seconds (every stage; evaluation excluded)",
+            y_label=name,
+            y_range=(0.0, 1.0) if ("accuracy" in metric or "iou" in metric) else None,
+            hline=hline,
+        )
+    return charts
+
+
+def loss_chart(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """Denoiser loss against step, one line per run, log-scaled."""
+    colours = _colours([c["name"] for c in summary["cells"]])
+    series, labelled = [], set()
     for r in records:
-        for k, v in (r.get("evaluation") or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and "accuracy" in k and k not in seen:
-                seen.append(k)
-        for k, v in (r.get("evaluation") or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and ("iou" in k.lower()) and k not in seen:
-                seen.append(k)
-    return sorted(seen, key=lambda k: (PREFERRED.index(k) if k in PREFERRED else len(PREFERRED), seen.index(k)))
+        group = r.get("group") or r["name"]
+        label = "" if group in labelled else group
+        labelled.add(group)
+        series.append(
+            {"label": label, "colour": colours.get(group, "#888"), "points": r.get("losses") or [], "width": 1.2}
+        )
+    return line_chart(series, title="denoiser loss", x_label="step", y_label="loss (log scale)", log_y=True, width=660)
 
 
-def rows(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    metrics = metric_columns(records)
-    header = ["cell", "status", *metrics, "train s", "s / image", "parameters"]
-    body = []
+# ---------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------
+
+
+def verdict_table(summary: dict[str, Any]) -> tuple[list[str], list[list[tuple[str, str]]]]:
+    """Header and rows of the comparisons: claim, a, b, then per metric the verdict and difference.
+
+    Each body cell is ``(text, css class)``; a metric a comparison does not
+    name is blank.
+    """
+    metrics = list(dict.fromkeys(r["metric"] for c in summary["comparisons"] for r in c["results"]))
+    header = ["claim", "a", "b", *(summary["names"].get(m, m) for m in metrics)]
+    rows = []
+    for c in summary["comparisons"]:
+        by_metric = {r["metric"]: r for r in c["results"]}
+        row = [(c["claim"], "claim"), (c["a"], "cellname"), (c["b"], "cellname")]
+        for m in metrics:
+            r = by_metric.get(m)
+            if r is None:
+                row.append(("", ""))
+                continue
+            note = f" ({r['note']})" if r.get("note") and r.get("difference") is not None else ""
+            row.append((f"{r['verdict']}|{fmt_difference(r)}{note}", VERDICT_CLASS.get(r["verdict"], "ns")))
+        rows.append(row)
+    return header, rows
+
+
+def compact_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["cell", "runs", *(summary["names"].get(m, m) for m in summary["compact"]), "train s", "s / image"]
+    rows = []
+    for cell in summary["cells"]:
+        runs = f"{cell['runs_done']}/{cell['runs']}" + (f" ({len(cell['failed'])} failed)" if cell["failed"] else "")
+        rows.append(
+            [
+                cell["name"],
+                runs,
+                *(fmt_estimate(cell["metrics"].get(m), m) for m in summary["compact"]),
+                _num(cell["train_seconds"], 0) if cell["train_seconds"] is not None else "–",
+                _num(cell["seconds_per_image"], 3) if cell["seconds_per_image"] is not None else "–",
+            ]
+        )
+    return header, rows
+
+
+def full_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Every metric (rows) of every cell (columns): the cells are few, the metrics many."""
+    header = ["metric", *(c["name"] for c in summary["cells"])]
+    rows = []
+    for m in summary["all_metrics"]:
+        rows.append(
+            [f"{summary['names'].get(m, m)} ({m})", *(fmt_estimate(c["metrics"].get(m), m) for c in summary["cells"])]
+        )
+    rows.append(["parameters", *(f"{c['parameters']:,}" if c["parameters"] else "–" for c in summary["cells"])])
+    return header, rows
+
+
+def runs_table(summary: dict[str, Any], records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["run", "status", *(summary["names"].get(m, m) for m in summary["compact"]), "train s", "wall s"]
+    rows = []
     for r in records:
         ev = r.get("evaluation") or {}
-        params = r.get("parameters") or {}
-        body.append(
+        values = []
+        for m in summary["compact"]:
+            if m == "seconds_to_threshold" and summary.get("threshold"):
+                t = summary["threshold"]
+                from .stats import seconds_to_reach
+
+                curve = [
+                    (p["train_seconds"], p["eval"].get(t["metric"]))
+                    for p in r.get("curve") or []
+                    if isinstance(p["eval"].get(t["metric"]), (int, float))
+                ]
+                reached = seconds_to_reach(curve, t["value"]) if r.get("status") == "done" else None
+                values.append("not reached" if reached is None else _num(reached, 0))
+            else:
+                v = ev.get(m)
+                values.append(_num(v, 3) if isinstance(v, (int, float)) else "–")
+        rows.append(
             [
                 r["name"],
                 r.get("status", "?"),
-                *(_fmt(ev.get(m)) for m in metrics),
-                _fmt(r.get("train_seconds"), 1),
-                _fmt(r.get("seconds_per_image"), 3),
-                f"{sum(params.values()):,}" if params else "",
+                *values,
+                _num(r.get("train_seconds"), 0) if r.get("train_seconds") else "–",
+                _num(r.get("wall_seconds"), 0) if r.get("wall_seconds") else "–",
             ]
         )
-    return header, body
+    return header, rows
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def loss_svg(records: list[dict[str, Any]], width: int = 640, height: int = 300) -> str:
-    """Denoiser loss against step for every cell, log-scaled, as inline SVG."""
-    curves = [(r["name"], r.get("losses") or []) for r in records]
-    points = [(s, l) for _, c in curves for s, l in c if l and l > 0 and math.isfinite(l)]
-    if not points:
-        return "<p>No loss was recorded.</p>"
-    max_step = max(s for s, _ in points) or 1
-    lo, hi = math.log10(min(l for _, l in points)), math.log10(max(l for _, l in points))
-    hi = hi if hi > lo else lo + 1
-    pad_l, pad_b, pad_t, pad_r = 50, 30, 10, 10
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+def _intro(summary: dict[str, Any]) -> str:
+    cells = len(summary["cells"])
+    text = (
+        f"{cells} cells, {summary['runs']} runs ({summary['runs_done']} finished); seeds {summary['seeds']}; "
+        f"the runs took {_minutes(summary['wall_seconds'])} in all (training, evaluation and samples)."
+    )
+    t = summary.get("threshold")
+    if t:
+        text += f" Cost is read at {summary['names'].get(t['metric'], t['metric'])} ≥ {t['value']:g}."
+    return text
 
-    def xy(step: float, loss: float) -> str:
-        x = pad_l + w * step / max_step
-        y = pad_t + h * (1 - (math.log10(loss) - lo) / (hi - lo))
-        return f"{x:.1f},{y:.1f}"
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(curves)}" role="img">']
-    parts.append(f'<rect x="{pad_l}" y="{pad_t}" width="{w}" height="{h}" fill="none" stroke="#999"/>')
-    for frac in (0, 0.5, 1):
-        value = 10 ** (lo + frac * (hi - lo))
-        y = pad_t + h * (1 - frac)
-        parts.append(f'<text x="{pad_l - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{value:.3g}</text>')
-    parts.append(f'<text x="{pad_l + w / 2}" y="{height - 6}" font-size="11" text-anchor="middle">step (max {max_step})</text>')
-    for i, (name, curve) in enumerate(curves):
-        colour = PALETTE[i % len(PALETTE)]
-        good = [(s, l) for s, l in curve if l and l > 0 and math.isfinite(l)]
-        if good:
-            parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{" ".join(xy(s, l) for s, l in good)}"/>')
-        y = height + 14 + 20 * i
-        parts.append(f'<rect x="{pad_l}" y="{y - 9}" width="12" height="12" fill="{colour}"/>')
-        parts.append(f'<text x="{pad_l + 18}" y="{y + 1}" font-size="12">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+METHOD = (
+    "Each comparison reads a − b: the verdict, the difference and its interval. Intervals are 95 %: for "
+    "accuracies a bootstrap over prompts (or images) and seeds, paired when two cells scored the same prompts "
+    "under the same seeds; for seconds to the threshold Student's (one cell) or Welch's (a difference) t over "
+    "seeds. A verdict names a cell only when the interval of a − b excludes zero; it is computed, never written "
+    "in the ablation file."
+)
+
+
+# ---------------------------------------------------------------------------
+# The page and its twin
+# ---------------------------------------------------------------------------
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    return [
+        "| " + " | ".join(esc(h) for h in header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(esc(c) for c in row) + " |" for row in rows),
+    ]
+
+
+def _cell_html(text: str) -> str:
+    """``0.81 [0.75, 0.86]`` as the value over its interval in small type (narrow columns)."""
+    value, sep, interval = text.partition(" [")
+    if not sep:
+        return html.escape(text)
+    return f'{html.escape(value)}<br><span class="ci">[{html.escape(interval)}</span>'
+
+
+def _html_table(header: list[str], rows: list[list[str]], cls: str, row_classes: list[str] | None = None) -> str:
+    out = [
+        f'<table class="{cls}"><thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr></thead><tbody>"
+    ]
+    for i, row in enumerate(rows):
+        rc = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
+        out.append(f"<tr{rc}>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _svg_img(svg: str, alt: str) -> str:
+    data = base64.b64encode(svg.encode()).decode()
+    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
 
 
 def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tuple[Path, Path]:
-    header, body = rows(records)
-    title = f"Ablation {ablation.out.name}"
-    md = [f"# {title}", "", f"From `{ablation.path}` over `{', '.join(str(b) for b in ablation.base_files)}`.", ""]
-    md.append("| " + " | ".join(header) + " |")
-    md.append("|" + "---|" * len(header))
-    md.extend("| " + " | ".join(r) + " |" for r in body)
-    md += ["", "## Samples (same prompts and seeds in every cell)", ""]
-    for r in records:
-        if r.get("grid"):
-            md += [f"### {r['name']}", "", f"![{r['name']}]({r['grid']})", ""]
-        elif r.get("error"):
-            md += [f"### {r['name']}", "", f"Failed: `{r['error']}`", ""]
-    svg = loss_svg(records)
-    atomic_write_text(out / "losses.svg", svg)
-    md += ["## Denoiser loss", "", "![losses](losses.svg)", ""]
+    """Write ``summary.json``, ``report.md`` (with its SVG files) and ``report.html`` into ``out``."""
+    from .ablation import analyse
+
+    summary = analyse(ablation, records)
+    atomic_write_json(out / "summary.json", summary)
+    charts = curve_charts(summary, records)
+    losses = loss_chart(summary, records)
+    for metric, svg in charts.items():
+        atomic_write_text(out / f"curve-{metric}.svg", svg)
+    atomic_write_text(out / "losses.svg", losses)
+    v_header, v_rows = verdict_table(summary)
+    c_header, c_rows = compact_table(summary)
+    f_header, f_rows = full_table(summary)
+    r_header, r_rows = runs_table(summary, records)
+    failed = [r for r in records if r.get("status") != "done"]
+    samples = [
+        (c["name"], next((r for r in records if (r.get("group") or r["name"]) == c["name"] and r.get("grid")), None))
+        for c in summary["cells"]
+    ]
+
+    # -- Markdown ---------------------------------------------------------
+    md = [
+        f"# {summary['title']}",
+        "",
+        f"From `{ablation.path}` over `{', '.join(summary['base'])}`. {_intro(summary)}",
+        "",
+    ]
+    if failed:
+        md += [f"**{len(failed)} run(s) failed** (rerun the same command to retry them):", ""]
+        md += [f"- `{r['name']}`: {r.get('error', '?')}" for r in failed] + [""]
+    if v_rows:
+        md += ["## Verdicts", ""]
+        md += _md_table(v_header, [[t.replace("|", ": ", 1) if "|" in t else t for t, _ in row] for row in v_rows])
+        md += ["", METHOD, ""]
+    md += ["## Cells", ""] + _md_table(c_header, c_rows) + [""]
+    if charts:
+        md += ["## Quality against training time", ""]
+        md += [f"![{summary['names'].get(m, m)}](curve-{m}.svg)" for m in charts] + [""]
+    md += ["<details><summary>Every metric</summary>", ""] + _md_table(f_header, f_rows) + ["", "</details>", ""]
+    md += ["<details><summary>Every run</summary>", ""] + _md_table(r_header, r_rows) + ["", "</details>", ""]
+    if any(r for _, r in samples):
+        md += ["<details><summary>Samples (same prompts and seeds in every cell)</summary>", ""]
+        md += [f"**{name}**\n\n![{name}]({r['grid']})\n" for name, r in samples if r]
+        md += ["</details>", ""]
+    md += ["<details><summary>Denoiser loss</summary>", "", "![losses](losses.svg)", "", "</details>", ""]
     md_path = out / "report.md"
     atomic_write_text(md_path, "\n".join(md))
 
-    table = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-    for r, cells in zip(records, body):
-        cls = "failed" if r.get("status") != "done" else ""
-        table.append(f'<tr class="{cls}">' + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    table.append("</tbody></table>")
-    samples = []
-    for r in records:
-        samples.append(f"<section><h3>{html.escape(r['name'])}</h3>")
-        grid = out / r["grid"] if r.get("grid") else None
+    # -- HTML -------------------------------------------------------------
+    verdicts = [
+        '<table class="verdicts"><thead><tr>'
+        + "".join(f"<th>{html.escape(h)}</th>" for h in v_header)
+        + "</tr></thead><tbody>"
+    ]
+    for row in v_rows:
+        cells = []
+        for text, cls in row:
+            if "|" in text and cls in ("a", "b", "ns"):
+                word, diff = text.split("|", 1)
+                diff, _, note = diff.partition(" (")
+                note_html = f'<br><span class="note">({html.escape(note)}</span>' if note else ""
+                cells.append(f'<td class="{cls}"><b>{html.escape(word)}</b><br>{_cell_html(diff)}{note_html}</td>')
+            else:
+                cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
+        verdicts.append("<tr>" + "".join(cells) + "</tr>")
+    verdicts.append("</tbody></table>")
+    failed_html = ""
+    if failed:
+        items = "".join(
+            f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r.get('error', '?'))}</li>" for r in failed
+        )
+        failed_html = (
+            f'<div class="failed"><b>{len(failed)} run(s) failed</b> (rerun the same command to retry them):'
+            f"<ul>{items}</ul></div>"
+        )
+    sample_html = []
+    for name, r in samples:
+        grid = out / r["grid"] if r else None
         if grid is not None and grid.is_file():
             data = base64.b64encode(grid.read_bytes()).decode()
-            samples.append(f'<img alt="{html.escape(r["name"])}" src="data:image/png;base64,{data}">')
-        if r.get("error"):
-            samples.append(f'<pre class="error">{html.escape(r["error"])}</pre>')
-        samples.append("</section>")
+            sample_html.append(
+                f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(name)} (seed {r['seed']})</figcaption></figure>"
+            )
+    run_classes = ["failed" if r.get("status") != "done" else "" for r in records]
+    plots = "".join(_svg_img(svg, summary["names"].get(m, m)) for m, svg in charts.items())
     page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(summary["title"])}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; }}
-td:first-child, th:first-child {{ text-align: left; }} tr.failed td {{ background: #fee; }}
-section {{ display: inline-block; vertical-align: top; margin: 0 1em 1em 0; }} img {{ image-rendering: pixelated; max-width: 100%; }}
-pre.error {{ color: #a00; white-space: pre-wrap; max-width: 40em; }}
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; padding: 0 1em; max-width: 1360px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 8px; text-align: right; vertical-align: top; }}
+th {{ background: #f4f4f4; }}
+td:first-child, th:first-child {{ text-align: left; }}
+table.verdicts td.claim {{ max-width: 22em; text-align: left; }}
+table.verdicts td.cellname {{ text-align: left; font-family: monospace; }}
+td.a, td.b {{ background: #e8f5e9; }} td.ns {{ color: #666; }}
+span.ci {{ font-size: 0.85em; color: #555; white-space: nowrap; }}
+span.note {{ font-size: 0.8em; color: #777; }}
+tr.failed td {{ background: #fee; }}
+div.failed {{ background: #fee; border: 1px solid #e99; padding: 0.5em 1em; }}
+.scroll {{ overflow-x: auto; max-width: 100%; }}
+.plots {{ display: flex; flex-wrap: wrap; gap: 8px; }}
+img.plot {{ max-width: 100%; }}
+figure {{ display: inline-block; vertical-align: top; margin: 0 1em 1em 0; }}
+figure img {{ image-rendering: pixelated; max-width: 100%; }}
+p.method {{ font-size: 0.9em; color: #555; max-width: 60em; }}
+details {{ margin: 0.8em 0; }} summary {{ cursor: pointer; font-weight: bold; }}
 </style></head>
 <body>
-<h1>{html.escape(title)}</h1>
-<p>From <code>{html.escape(str(ablation.path))}</code>; every cell trains with the same budget and seed.</p>
-<h2>Results</h2>
-{''.join(table)}
-<h2>Samples (same prompts and seeds in every cell)</h2>
-{''.join(samples)}
-<h2>Denoiser loss</h2>
-{svg}
+<h1>{html.escape(summary["title"])}</h1>
+<p>From <code>{html.escape(str(ablation.path))}</code>. {html.escape(_intro(summary))}</p>
+{failed_html}
+<h2>Verdicts</h2>
+{"".join(verdicts) if v_rows else '<p>The file names no comparison ([[compare]] a = "...", b = "...").</p>'}
+<p class="method">{html.escape(METHOD)}</p>
+<h2>Cells</h2>
+<div class="scroll">{_html_table(c_header, c_rows, "compact")}</div>
+<h2>Quality against training time</h2>
+<div class="plots">{plots or '<p>No learning curve was recorded (set "train.eval_every").</p>'}</div>
+<details><summary>Every metric (mean and 95 % interval)</summary>
+<div class="scroll">{_html_table(f_header, f_rows, "full")}</div></details>
+<details><summary>Every run</summary>
+<div class="scroll">{_html_table(r_header, r_rows, "runs", run_classes)}</div></details>
+<details><summary>Samples (same prompts and seeds in every cell)</summary>
+{"".join(sample_html) or "<p>No samples.</p>"}</details>
+<details><summary>Denoiser loss</summary>{_svg_img(losses, "denoiser loss")}</details>
 <script>
 window.addEventListener("load", function () {{
   var imgs = Array.prototype.slice.call(document.images);
   var ok = imgs.filter(function (i) {{ return i.complete && i.naturalWidth > 0; }}).length;
   document.body.setAttribute("data-images", ok + "/" + imgs.length);
-  document.body.setAttribute("data-rows", String(document.querySelectorAll("tbody tr").length));
+  document.body.setAttribute("data-plots", String(document.querySelectorAll("img.plot").length));
+  document.body.setAttribute("data-comparisons", String(document.querySelectorAll("table.verdicts tbody tr").length));
+  document.body.setAttribute("data-cells", String(document.querySelectorAll("table.compact tbody tr").length));
+  document.body.setAttribute("data-width", String(document.documentElement.scrollWidth));
 }});
 </script>
 </body></html>

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 
 
-
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ablate", help="train every cell of an ablation grid and write a report")
     p.add_argument("ablation", metavar="ABLATION", help="ablation TOML file")
     p.add_argument("--dry-run", action="store_true", help="list and validate the cells; train nothing")
     p.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="TABLE.KEY=VALUE",
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="TABLE.KEY=VALUE",
         help="override a value in every cell",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -25,17 +28,24 @@ def run(args: argparse.Namespace) -> int:
     validate(ablation)
     out = output_dir(ablation)
     if args.dry_run:
-        print(f"{len(ablation.cells)} cells, all valid; output in {out}")
-        for cell in ablation.cells:
+        groups = ablation.groups
+        seeds = {g: [c.seed for c in ablation.cells if c.group == g] for g in groups}
+        counts = {len(v) for v in seeds.values()}
+        shape = f"{len(groups)} cells x {counts.pop()} seeds = " if len(counts) == 1 else f"{len(groups)} cells, "
+        print(f"{shape}{len(ablation.cells)} runs, all valid; output in {out}")
+        for group in groups:
+            cell = next(c for c in ablation.cells if c.group == group)
             resolved = ablation.resolved[cell.name]
             plugins = ", ".join(f"{role}={c.name}" for role, c in resolved.components.items())
             changes = ", ".join(f"{k}={v!r}" for k, v in cell.changes.items()) or "(base)"
-            print(f"- {cell.name}: {changes}; seed {cell.seed}\n    {plugins}")
+            print(f"- {group}: {changes}; seeds {', '.join(map(str, seeds[group]))}\n    {plugins}")
+        for i, c in enumerate(ablation.spec.compare):
+            print(f"compare {i + 1}: {c.a} vs {c.b} on {', '.join(c.metrics)}" + (f" ({c.claim})" if c.claim else ""))
         return 0
     records = run_ablation(ablation, progress=not args.quiet)
     failed = [r["name"] for r in records if r.get("status") != "done"]
     print(f"report: {out / 'report.html'} and {out / 'report.md'}")
     if failed:
-        print(f"{len(failed)} cell(s) failed: {', '.join(failed)} (errors are in the report)")
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (errors are in the report; run again to retry them)")
         return 1
     return 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-import modiff
 from pydantic import Field, field_validator, model_validator
+
+import modiff
 
 from .shapes.world import check_image_size, validate_holdout
 
@@ -32,6 +33,20 @@ class ShapesSettings(modiff.ComponentSettings):
         None,
         ge=1,
         description="Captions yielded by captions() for text embedders; default all `size` of them.",
+    )
+    overlap: bool = Field(
+        False,
+        description="Let shapes overlap: each centre anywhere in its cell, later shapes drawn over earlier ones "
+        "(the mask shows the visible class). For segmentation; the prompt-accuracy checker cannot read touching "
+        "shapes.",
+    )
+    noise: float = Field(
+        0.0,
+        ge=0.0,
+        le=2.0,
+        description="Standard deviation of Gaussian noise added to every image, on the [-1, 1] pixel scale "
+        "(0.5 is about 64 grey levels), drawn from (seed, index) and clipped to [-1, 1]; masks and captions are "
+        "unchanged. 0: clean images.",
     )
 
     @field_validator("image_size")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -130,3 +131,23 @@ def test_settings_errors_name_the_value() -> None:
         PromptAccuracySettings(holdout=["pink circle"])
     with pytest.raises(ValueError, match="triangle_below"):
         PromptAccuracySettings(triangle_below=0.95, square_from=0.9)
+
+
+def test_per_item_outcomes_reproduce_every_accuracy() -> None:
+    """`per_item` is the per-prompt form of each number (what ablation intervals resample)."""
+    from modiff import stats
+
+    only_first = TruthPipeline(32, edit=lambda objs: objs[:1])
+    result = _evaluator(holdout=["yellow triangle"]).evaluate(only_first)
+    per_item = result["per_item"]
+    assert per_item["ids"] == [p["prompt"] for p in result["per_prompt"]]
+    accuracies = [k for k, v in result.items() if k.endswith("accuracy")]
+    assert set(per_item["metrics"]) == set(accuracies) and len(accuracies) >= 18
+    for key in accuracies:
+        items = stats.seed_items(0, per_item["ids"], per_item["metrics"][key])
+        if result[key] is None:
+            assert math.isnan(stats.point([items])), key
+        else:
+            assert stats.point([items]) == pytest.approx(result[key]), key
+    one = per_item["metrics"]["one_object_accuracy"]
+    assert all((v is None) == (len(p["objects"]) == 2) for v, p in zip(one, result["per_prompt"]))

@@ -66,9 +66,18 @@ class UNetSettings(modiff.ComponentSettings):
     num_classes: int | None = Field(
         None, ge=1, description="Classes of the segmentation head; default: the dataset's number of classes."
     )
+    init_from: str | None = Field(
+        None,
+        description="Start from another run's weights: a run folder (its committed denoiser, e.g. \"runs/x\") or a "
+        ".safetensors file. Every tensor whose name and shape match is loaded, the rest (time embedding, output "
+        "layer, cross-attention when heads or contexts differ) keeps its fresh initialisation, and what was skipped "
+        "is logged. Read when the UNet is built (relative to the current directory), so it must exist then.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> UNetSettings:
+        if self.init_from is not None and not self.init_from.strip():
+            raise ValueError('init_from is empty; name a run folder ("runs/x") or a .safetensors file, or leave it out')
         levels = len(self.channels)
         if any(c < 1 for c in self.channels):
             raise ValueError(f"channels must all be positive, got {self.channels}")

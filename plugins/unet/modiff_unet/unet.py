@@ -739,10 +739,15 @@ def build(settings: UNetSettings, context: modiff.BuildContext) -> UNet:
             "remove cross_attention_dim from the denoiser settings (it defaults to the conditioner's) or change "
             "the conditioner's context_dim"
         )
-    return UNet(
+    unet = UNet(
         settings,
         spec,
         head=head,
         num_classes=num_classes,
         cross_attention_dim=given if given is not None else from_spec,
     )
+    if settings.init_from is not None:
+        from .init_from import init_from
+
+        unet.init_report = init_from(unet, settings.init_from)
+    return unet

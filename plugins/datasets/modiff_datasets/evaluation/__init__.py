@@ -2,7 +2,7 @@
 
 from .blobs import Blob, label_components, measure
 from .check import CheckResult, Detection, Thresholds, check_image, classify_shape, detect, nearest_colour
-from .prompt_accuracy import PromptAccuracy, cases_from_prompts, summarise, to_rgb_array
+from .prompt_accuracy import PromptAccuracy, cases_from_prompts, item_outcomes, summarise, to_rgb_array
 
 __all__ = [
     "Blob",
@@ -14,6 +14,7 @@ __all__ = [
     "check_image",
     "classify_shape",
     "detect",
+    "item_outcomes",
     "label_components",
     "measure",
     "nearest_colour",

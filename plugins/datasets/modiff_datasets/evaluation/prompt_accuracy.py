@@ -47,8 +47,51 @@ def cases_from_prompts(prompts: Sequence[str], holdout: Sequence[str]) -> list[P
     return cases
 
 
-def _mean(flags: Sequence[bool]) -> float | None:
-    return None if not flags else float(np.mean(flags))
+def item_outcomes(cases: Sequence[PromptCase], results: Sequence[CheckResult]) -> dict[str, Any]:
+    """Every accuracy as per-prompt outcomes: the single definition of each number.
+
+    A list holds one entry per prompt: ``1``/``0`` where the prompt counts
+    towards that accuracy, ``None`` where it does not (a two-object prompt in
+    ``one_object_accuracy``). ``object_accuracy`` counts named objects, not
+    prompts, so it is a ratio of sums: ``{"num": objects right, "den": objects
+    named}`` per prompt. This is the ``per_item`` form ``modiff.stats`` reads
+    (intervals over prompts and seeds in ablation reports).
+    """
+    pairs = list(zip(cases, results))
+
+    def outcomes(select: Any = lambda c: True, attr: str = "correct") -> list[int | None]:
+        return [int(bool(getattr(r, attr))) if select(c) else None for c, r in pairs]
+
+    out: dict[str, Any] = {
+        "accuracy": outcomes(),
+        "colour_accuracy": outcomes(attr="colour"),
+        "shape_accuracy": outcomes(attr="shape"),
+        "position_accuracy": outcomes(attr="position"),
+        "count_accuracy": outcomes(attr="count"),
+        "object_accuracy": {
+            "num": [[r.objects_correct] for r in results],
+            "den": [[c.num_objects] for c in cases],
+        },
+        "one_object_accuracy": outcomes(lambda c: c.num_objects == 1),
+        "two_object_accuracy": outcomes(lambda c: c.num_objects == 2),
+        "holdout_accuracy": outcomes(lambda c: c.holdout),
+        "seen_accuracy": outcomes(lambda c: not c.holdout),
+    }
+    for n in (1, 2):
+        for attr in ("colour", "shape", "position", "count"):
+            name = f"{'one' if n == 1 else 'two'}_object_{attr}_accuracy"
+            out[name] = outcomes(lambda c, n=n: c.num_objects == n, attr)
+    return out
+
+
+def _summary(values: Any) -> float | None:
+    """The number of one per-prompt outcome: the mean of the counted entries, or
+    the ratio of the sums; ``None`` when nothing counts."""
+    if isinstance(values, dict):
+        den = sum(d[0] for d in values["den"])
+        return sum(n[0] for n in values["num"]) / den if den else None
+    counted = [v for v in values if v is not None]
+    return None if not counted else float(np.mean(counted))
 
 
 def summarise(cases: Sequence[PromptCase], results: Sequence[CheckResult]) -> dict[str, Any]:
@@ -57,31 +100,16 @@ def summarise(cases: Sequence[PromptCase], results: Sequence[CheckResult]) -> di
     Accuracies over a subset that is empty (no two-object prompts, no held-out
     pairs) are ``None`` rather than a made-up number.
     """
-    pairs = list(zip(cases, results))
-
-    def acc(select: Any = lambda c: True, attr: str = "correct") -> float | None:
-        return _mean([getattr(r, attr) for c, r in pairs if select(c)])
-
-    named = sum(c.num_objects for c in cases)
-    out: dict[str, Any] = {
-        "accuracy": acc(),
-        "colour_accuracy": acc(attr="colour"),
-        "shape_accuracy": acc(attr="shape"),
-        "position_accuracy": acc(attr="position"),
-        "count_accuracy": acc(attr="count"),
-        "object_accuracy": sum(r.objects_correct for r in results) / named if named else None,
-        "one_object_accuracy": acc(lambda c: c.num_objects == 1),
-        "two_object_accuracy": acc(lambda c: c.num_objects == 2),
-        "holdout_accuracy": acc(lambda c: c.holdout),
-        "seen_accuracy": acc(lambda c: not c.holdout),
-        "num_prompts": len(cases),
-        "num_one_object": sum(c.num_objects == 1 for c in cases),
-        "num_two_object": sum(c.num_objects == 2 for c in cases),
-        "num_holdout": sum(c.holdout for c in cases),
-    }
-    for n in (1, 2):
-        for attr in ("colour", "shape", "position", "count"):
-            out[f"{'one' if n == 1 else 'two'}_object_{attr}_accuracy"] = acc(lambda c: c.num_objects == n, attr)
+    out: dict[str, Any] = {}
+    for name, values in item_outcomes(cases, results).items():
+        out[name] = _summary(values)
+        if name == "seen_accuracy":  # the counts sit between the totals and the per-attribute breakdown
+            out.update(
+                num_prompts=len(cases),
+                num_one_object=sum(c.num_objects == 1 for c in cases),
+                num_two_object=sum(c.num_objects == 2 for c in cases),
+                num_holdout=sum(c.holdout for c in cases),
+            )
     return out
 
 
@@ -90,8 +118,11 @@ class PromptAccuracy:
 
     ``evaluate`` returns the numbers of :func:`summarise` plus ``per_prompt``:
     one dict per prompt (prompt, named objects, what was found, flags), which
-    reports and failure galleries use; ``last_cases``/``last_images`` keep the
-    last run's prompts and images.
+    reports and failure galleries use, and ``per_item``: the prompts and every
+    accuracy's per-prompt outcomes (:func:`item_outcomes`), from which
+    ablation reports draw intervals. Both are lists, which the flat-number
+    tables and learning-curve records skip. ``last_cases``/``last_images``
+    keep the last run's prompts and images.
     """
 
     def __init__(self, settings: PromptAccuracySettings, holdout: Sequence[str] = ()) -> None:
@@ -121,7 +152,9 @@ class PromptAccuracy:
             holdout_fraction=s.holdout_fraction,
         )
 
-    def evaluate(self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None) -> Mapping[str, Any]:
+    def evaluate(
+        self, pipeline: modiff.GeneratingPipeline, *, prompts: Sequence[str] | None = None
+    ) -> Mapping[str, Any]:
         cases = self.cases(prompts)
         if not cases:
             raise ValueError("prompt-accuracy needs at least one prompt")
@@ -137,6 +170,7 @@ class PromptAccuracy:
         results = [check_image(to_rgb_array(img), c.objects, self.thresholds) for c, img in zip(cases, images)]
         self.last_cases, self.last_images = cases, images
         out = summarise(cases, results)
+        out["per_item"] = {"ids": [c.prompt for c in cases], "metrics": item_outcomes(cases, results)}
         out["per_prompt"] = [
             {
                 "prompt": c.prompt,

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import modiff
 import numpy as np
 import torch
+
+import modiff
 
 from ..config import ShapesSettings
 from .drawing import render
 from .sampler import Scene, SceneSampler
 from .world import NUM_CLASSES
-
 
 _LEVELS = (np.arange(256, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(np.float32)
 
@@ -24,6 +24,19 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     ops on one small image, which matters when every example is made on the fly.
     """
     return torch.from_numpy(np.ascontiguousarray(_LEVELS[rgb.transpose(2, 0, 1)]))
+
+
+#: Third entry of the noise generator's seed, so the noise stream of ``(seed, i)``
+#: is independent of the scene drawn from ``(seed, i)``.
+NOISE_STREAM = 1
+
+
+def add_noise(image: torch.Tensor, std: float, seed: int, index: int) -> torch.Tensor:
+    """``image`` plus Gaussian noise of ``std``, clipped to ``[-1, 1]``; the noise
+    is a pure function of ``(seed, index)`` (numpy, so any process draws the same)."""
+    rng = np.random.default_rng([seed, index, NOISE_STREAM])
+    noise = rng.standard_normal(tuple(image.shape), dtype=np.float32) * np.float32(std)
+    return torch.from_numpy(np.clip(image.numpy() + noise, -1.0, 1.0))
 
 
 class ShapesDataset:
@@ -48,6 +61,7 @@ class ShapesDataset:
             max_objects=settings.max_objects,
             holdout=settings.holdout,
             object_weights=settings.object_weights,
+            overlap=settings.overlap,
         )
         self.image_size = settings.image_size
         self.size = settings.size
@@ -71,9 +85,13 @@ class ShapesDataset:
         return self.sampler.scene(self._index(index))
 
     def __getitem__(self, index: int) -> modiff.Example:
-        scene = self.scene(index)
-        rgb, mask = render(scene.objects, self.image_size)
-        return modiff.Example(image=to_tensor(rgb), caption=scene.caption, mask=torch.from_numpy(mask))
+        i = self._index(index)
+        scene = self.sampler.scene(i)
+        rgb, mask = render(scene.objects, self.image_size, overlap=self.settings.overlap)
+        image = to_tensor(rgb)
+        if self.settings.noise > 0:
+            image = add_noise(image, self.settings.noise, self.settings.seed, i)
+        return modiff.Example(image=image, caption=scene.caption, mask=torch.from_numpy(mask))
 
     def captions(self) -> Iterator[str]:
         """The caption corpus: the captions of examples ``0..n-1`` in order,
@@ -85,7 +103,8 @@ class ShapesDataset:
 
     def __repr__(self) -> str:
         s = self.settings
+        extra = (", overlap=True" if s.overlap else "") + (f", noise={s.noise}" if s.noise else "")
         return (
             f"ShapesDataset(size={s.size}, image_size={s.image_size}, max_objects={s.max_objects}, "
-            f"holdout={list(self.holdout)}, seed={s.seed})"
+            f"holdout={list(self.holdout)}, seed={s.seed}{extra})"
         )

@@ -19,6 +19,7 @@ import numpy as np
 
 from .captions import TEMPLATES, caption
 from .world import (
+    OVERLAP_JITTER,
     SIZES,
     ShapeObject,
     allowed_pairs,
@@ -54,6 +55,10 @@ class SceneSampler:
         holdout: ``"colour shape"`` pairs never drawn.
         object_weights: relative weights of 1, 2, ..., ``max_objects``
             objects; ``None`` means equally likely.
+        overlap: place each shape's centre anywhere in its cell (not within
+            1/8 of a cell of its centre) and let neighbours touch and overlap.
+            What a scene shows and its caption are unchanged; only positions
+            differ, drawn once from the same generator.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class SceneSampler:
         max_objects: int = 1,
         holdout: Sequence[str] = (),
         object_weights: Sequence[float] | None = None,
+        overlap: bool = False,
     ) -> None:
         if not 1 <= max_objects <= 9:
             raise ValueError(f"max_objects must be 1..9 (one object per grid cell), got {max_objects}")
@@ -74,6 +80,7 @@ class SceneSampler:
         self.pairs = allowed_pairs(self.holdout)
         self.count_p = _normalise_weights(object_weights, self.max_objects)
         self.count_cdf = np.cumsum(self.count_p)[:-1]
+        self.overlap = bool(overlap)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index])  # i.e. SeedSequence([seed, index])
@@ -115,6 +122,13 @@ class SceneSampler:
     def _place(self, rng: np.random.Generator, parts: list[tuple[str, str, int, str]]) -> list[tuple[int, int, int]]:
         n = self.image_size
         sides = [side(z, n) for _, _, _, z in parts]
+        if self.overlap:
+            options = [candidate_origins(cell, s, n, OVERLAP_JITTER) for (_, _, cell, _), s in zip(parts, sides)]
+            u = rng.random(2 * len(parts))
+            return [
+                (xs[int(u[2 * k] * len(xs))], ys[int(u[2 * k + 1] * len(ys))], s)
+                for k, ((xs, ys), s) in enumerate(zip(options, sides))
+            ]
         options = [candidate_origins(cell, s, n) for (_, _, cell, _), s in zip(parts, sides)]
         for _ in range(PLACEMENT_TRIES):
             u = rng.random(2 * len(parts))

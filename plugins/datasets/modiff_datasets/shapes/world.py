@@ -47,6 +47,8 @@ SIZES: dict[str, float] = {"small": 0.22, "large": 0.30}
 
 #: Largest shift of a shape's centre from its cell's centre, in cells, per axis.
 MAX_JITTER = 1.0 / 8.0
+#: The same with ``overlap``: the centre anywhere in its cell, so neighbours may overlap.
+OVERLAP_JITTER = 1.0 / 2.0
 
 #: Every colour–shape pair, as the ``"colour shape"`` strings ``holdout`` uses.
 PAIRS: tuple[str, ...] = tuple(f"{c} {s}" for c in COLOURS for s in SHAPES)
@@ -122,14 +124,14 @@ def cell_of(x: float, y: float, image_size: int) -> int:
 
 
 @lru_cache(maxsize=4096)
-def origins_1d(centre: float, side_px: int, image_size: int) -> tuple[int, ...]:
+def origins_1d(centre: float, side_px: int, image_size: int, jitter: float = MAX_JITTER) -> tuple[int, ...]:
     """Top-left coordinates along one axis that keep the box's centre within
-    ``MAX_JITTER`` of a cell of ``centre`` and the box on the canvas.
+    ``jitter`` (in cells) of ``centre`` and the box on the canvas.
 
     Positions are whole pixels, so the allowed jitter is exact after rounding,
     not approximately so.
     """
-    limit = MAX_JITTER * image_size / 3.0 + 1e-9
+    limit = jitter * image_size / 3.0 + 1e-9
     lo = math.ceil(centre - limit - side_px / 2.0)
     hi = math.floor(centre + limit - side_px / 2.0)
     out = tuple(v for v in range(lo, hi + 1) if 0 <= v <= image_size - side_px)
@@ -148,10 +150,12 @@ def centred_origin(cell: int, side_px: int, image_size: int) -> tuple[int, int]:
     return (x, y)
 
 
-def candidate_origins(cell: int, side_px: int, image_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def candidate_origins(
+    cell: int, side_px: int, image_size: int, jitter: float = MAX_JITTER
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Allowed ``x0`` and ``y0`` values for a box of ``side_px`` in ``cell``."""
     cx, cy = cell_centre(cell, image_size)
-    return origins_1d(cx, side_px, image_size), origins_1d(cy, side_px, image_size)
+    return origins_1d(cx, side_px, image_size, jitter), origins_1d(cy, side_px, image_size, jitter)
 
 
 def boxes_apart(a: tuple[int, int, int], b: tuple[int, int, int], gap: int = 1) -> bool:
