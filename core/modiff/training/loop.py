@@ -3,8 +3,8 @@
 ``modiff train`` runs the stages a run needs, in order:
 
 1. ``encoder`` — an autoencoder that still needs training (``Trainable``).
-2. ``text_embedder`` — fitted on the caption corpus (``Fittable``) or trained
-   on image–caption pairs (``Trainable``).
+2. ``text_embedder`` — fitted on the caption corpus (``Fittable``), trained
+   on image–caption pairs (``Trainable``), or both, in that order.
 3. ``denoiser`` — the denoiser and conditioner (and a text embedder that asks
    for ``joint_training``) on the task's loss, the others frozen.
 
@@ -135,7 +135,7 @@ class Trainer:
             if isinstance(txt, Fittable):
                 self._log_stage("text_embedder", "fitting on the caption corpus")
                 txt.fit(c.dataset.captions())
-            else:
+            if isinstance(txt, Trainable):  # after fitting, if both (a vocabulary, then a pretext task)
                 loss = component_loss(txt, self.world)
                 self.run_stage(Stage("text_embedder", {"text_embedder": txt}, loss, train.text_embedder))
                 self._finish("text_embedder", txt, train.text_embedder.batch_size)

@@ -22,9 +22,9 @@ __all__ = ["TextTransformerSettings", "build_transformer", "register_text_embedd
 
 def build_transformer(settings: TextTransformerSettings, context: Any) -> Any:
     """A word-level bidirectional transformer, fitted on the captions and trained with the denoiser."""
-    from .embedder import TextTransformer
+    from .embedder import LayoutPretrainedTransformer, TextTransformer
 
-    return TextTransformer(settings)
+    return LayoutPretrainedTransformer(settings) if settings.pretext == "layout" else TextTransformer(settings)
 
 
 @modiff.hookimpl

@@ -20,8 +20,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import modiff
-from modiff.protocols import TextEmbedding
+from modiff.protocols import Batch, TextEmbedding
 
+from .pretext import LayoutDecoder, layout_loss
 from .settings import TextTransformerSettings
 from .vocabulary import PAD, SPECIALS, Vocabulary, unknown_summary
 
@@ -206,3 +207,25 @@ class TextTransformer(nn.Module):
         self.needs_training = not fitted
         self._reported.clear()
         self._warned_unfitted = False
+
+
+class LayoutPretrainedTransformer(TextTransformer):
+    """The text transformer with a stage of its own before the denoiser's: after
+    the vocabulary is fitted, ``train.text_embedder.steps`` steps of the layout
+    pretext (:mod:`.pretext`) teach its tokens to carry each object's place with
+    its colour and shape; then it trains with the denoiser as usual."""
+
+    def __init__(self, settings: TextTransformerSettings):
+        super().__init__(settings)
+        self.pretext = LayoutDecoder(self.dim, settings.pretext_grid, settings.heads, settings.seed)
+
+    def fit(self, corpus: Iterable[str]) -> None:
+        super().fit(corpus)
+        self.needs_training = True  # fitted; the layout stage is still to come
+
+    def training_loss(self, batch: Batch, step: modiff.TrainingStep | None = None) -> Tensor:
+        """The layout pretext's loss on ``batch`` (deterministic: it draws nothing)."""
+        return layout_loss(self.pretext, self.embed(batch.captions), batch.images)
+
+    def finish_training(self, batches: Iterable[Batch]) -> None:
+        self.needs_training = False

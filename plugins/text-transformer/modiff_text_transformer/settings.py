@@ -29,11 +29,20 @@ class TextTransformerSettings(modiff.ComponentSettings):
     pooled: Literal["mean", "start"] = Field(
         "mean", description="The pooled vector: the mean of the real tokens, or the start token's output."
     )
+    pretext: Literal["none", "layout"] = Field(
+        "none",
+        description=(
+            "A stage of its own before the denoiser's: 'layout' trains the tokens to predict the image's coarse "
+            "colour map through one cross-attention layer (train.text_embedder sets its steps), so that colour and "
+            "shape words carry their place; 'none' fits the vocabulary only."
+        ),
+    )
+    pretext_grid: int = Field(16, ge=2, le=64, description="Side of the layout pretext's colour map, in cells.")
     seed: int = Field(0, ge=0, description="Seed of the initial weights (the same seed gives the same weights).")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> TextTransformerSettings:
-        if self.depth and self.width % self.heads:
+        if (self.depth or self.pretext != "none") and self.width % self.heads:
             choices = [h for h in range(1, min(self.width, 32) + 1) if self.width % h == 0]
             raise ValueError(
                 f"heads = {self.heads} does not divide width = {self.width}; "

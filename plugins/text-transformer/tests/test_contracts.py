@@ -51,3 +51,15 @@ class TestTextTransformerNoLayersContract(TestTextTransformerContract):
     """depth = 0: learned word and position vectors only (still trained jointly)."""
 
     settings: ClassVar[dict[str, Any]] = {"width": 16, "depth": 0}
+
+
+class TestTextTransformerLayoutPretextContract(TestTextTransformerContract):
+    """With the layout pretext's decoder (a stage of its own before the denoiser's)."""
+
+    settings: ClassVar[dict[str, Any]] = {"width": 32, "depth": 2, "heads": 4, "max_tokens": 24,
+                                          "pretext": "layout", "pretext_grid": 4}
+
+    def prepare(self, component: Any) -> Any:
+        component = super().prepare(component)
+        component.finish_training([])  # prepared = after its stage (the contract does not train it)
+        return component

@@ -189,16 +189,75 @@ def test_an_untrained_embedder_already_tells_the_words_apart() -> None:
      ('pooled="max"', ["pooled", "'mean' or 'start'"]),
      ("depth=-1", ["depth", "greater than or equal to 0"]),
      ("max_tokens=1", ["max_tokens", "greater than or equal to 2"]),
-     ("dropout=1.0", ["dropout", "less than 1"])],
+     ("dropout=1.0", ["dropout", "less than 1"]),
+     ('pretext="grid"', ["pretext", "'none' or 'layout'"]),
+     ("pretext_grid=1", ["pretext_grid", "greater than or equal to 2"]),
+     ('depth=0, text_embedder.pretext="layout", text_embedder.heads=3', ["heads = 3", "width = 64"])],
 )
 def test_bad_settings_name_the_key_and_what_is_allowed(setting: str, words: list[str], capsys: Any) -> None:
     from modiff.cli import main
 
     demo = Path(modiff.__file__).parent / "configs" / "demo.toml"
+    sets = [f"text_embedder.{one}" if not one.startswith("text_embedder.") else one for one in setting.split(", ")]
     code = main(["settings", "show", str(demo), "--set", 'text_embedder.plugin="transformer"',
-                 "--set", f"text_embedder.{setting}"])
+                 *(arg for one in sets for arg in ("--set", one))])
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err
     for w in words:
         assert w in err, (w, err)
+
+
+# ---------------------------------------------------------------- layout pretext
+
+
+def two_place_world() -> tuple[list[str], torch.Tensor]:
+    """Two objects, one in each half (top, bottom), in two of three colours: 6 captions and their
+    8 x 8 images. Every colour occurs in both places, so only a caption's word order says which
+    colour is where: a bag of words cannot fit it."""
+    rgb = {"red": (1.0, -1.0, -1.0), "green": (-1.0, 1.0, -1.0), "blue": (-1.0, -1.0, 1.0)}
+    captions, images = [], []
+    for top in rgb:
+        for bottom in rgb:
+            if top == bottom:
+                continue
+            captions.append(f"a {top} square at the top and a {bottom} circle at the bottom")
+            image = torch.empty(3, 8, 8)
+            image[:, :4] = torch.tensor(rgb[top])[:, None, None]
+            image[:, 4:] = torch.tensor(rgb[bottom])[:, None, None]
+            images.append(image)
+    return captions, torch.stack(images)
+
+
+def test_the_layout_pretext_teaches_which_colour_is_where() -> None:
+    """After the pretext stage the decoder's top half of "red top, blue bottom" is red and of
+    "blue top, red bottom" blue: the tokens carry each colour with its place."""
+    from modiff.protocols import Batch
+
+    captions, images = two_place_world()
+    e = build_one("text_embedder", "transformer",
+                  {"width": 32, "depth": 2, "heads": 4, "pretext": "layout", "pretext_grid": 2})
+    e.fit(captions)
+    assert e.needs_training, "fitted, the pretext stage is still to come"
+    first = e.training_loss(Batch(images, captions)).item()
+    opt = torch.optim.AdamW(e.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = e.training_loss(Batch(images, captions))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    e.finish_training([])
+    assert not e.needs_training
+    assert float(loss) < 0.05 * first
+    with torch.no_grad():
+        maps = e.eval().pretext(e.embed(["a red square at the top and a blue circle at the bottom",
+                                         "a blue square at the top and a red circle at the bottom"]))
+    top_red, top_blue = maps[:, 0, 0].mean(-1), maps[:, 2, 0].mean(-1)  # red and blue channels, top row
+    assert top_red[0] > 0.5 > -0.5 > top_red[1]
+    assert top_blue[1] > 0.5 > -0.5 > top_blue[0]
+
+
+def test_without_the_pretext_there_is_no_stage_to_train() -> None:
+    e = build_one("text_embedder", "transformer", {"width": 16, "depth": 1, "heads": 2})
+    e.fit(CAPTIONS)
+    assert not e.needs_training and not hasattr(e, "training_loss")

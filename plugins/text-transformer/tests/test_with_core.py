@@ -19,10 +19,10 @@ from modiff.workflows import train_run
 PARAMS = {"width": 16, "depth": 1, "heads": 2}
 
 
-def settings(tmp_path: Path, registry: Any, **train: Any) -> Any:
+def settings(tmp_path: Path, registry: Any, text: dict[str, Any] | None = None, **train: Any) -> Any:
     data = json.loads(json.dumps(TOY_SETTINGS))
     data["run"]["runs_dir"] = str(tmp_path)
-    data["text_embedder"] = {"plugin": "transformer", **PARAMS}
+    data["text_embedder"] = {"plugin": "transformer", **PARAMS, **(text or {})}
     data["train"].update(train)
     return resolve(load_settings(base=data, environ={}), registry)
 
@@ -66,3 +66,22 @@ def test_same_settings_same_weights(tmp_path: Path, use_registry: Any) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_the_layout_pretext_is_a_stage_between_fitting_and_the_denoiser(tmp_path: Path, use_registry: Any) -> None:
+    """Fitted, then trained on the pretext in the text-embedder stage (its own metrics, its loss
+    falling), then with the denoiser; restored as trained."""
+    registry = use_registry(plugin_registry(ToyPlugin(), entry_points=True))
+    s = settings(tmp_path, registry, {"pretext": "layout", "pretext_grid": 4}, log_every=1,
+                 text_embedder={"steps": 40, "lr": 3e-3, "warmup_steps": 0})
+    run = RunDir(tmp_path / "toy")
+    trained = train_run(s, run, progress=False)
+    text = trained.components.text_embedder
+    assert not text.needs_training and {"red", "square"} <= set(text.vocabulary.words)
+    logged = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    losses = [r["loss"] for r in logged if r.get("stage") == "text_embedder" and "loss" in r]
+    assert len(losses) >= 10 and sum(losses[-5:]) < sum(losses[:5]), losses
+    loaded = Pipeline.load(run, registry=registry).components.text_embedder
+    assert type(loaded) is type(text) and not loaded.needs_training
+    for name, value in text.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[name]), name
