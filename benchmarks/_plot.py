@@ -112,7 +112,9 @@ def line_chart(
     f_title, f_axis, f_tick = _font(18), _font(14), _font(12)
     if title:
         draw.text((width / 2, 10), title, fill="black", font=f_title, anchor="mt")
-    style = {lab: (PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)]) for i, lab in enumerate(labels)}
+    style = {
+        lab: (PALETTE[i % len(PALETTE)], DASHES[(i // len(PALETTE)) % len(DASHES)]) for i, lab in enumerate(labels)
+    }
 
     xs = [x for p in panels for s in p.series for x, _ in s.points]
     ys = [y for p in panels for s in p.series for _, y in s.points]
@@ -128,7 +130,9 @@ def line_chart(
         ox, oy = k * pw, head
         ax_l, ax_r, ax_t, ax_b = ox + left, ox + pw - right, oy + top, oy + ph - bottom
 
-        def px(x: float, y: float, ax_l: int = ax_l, ax_r: int = ax_r, ax_t: int = ax_t, ax_b: int = ax_b) -> tuple[float, float]:
+        def px(
+            x: float, y: float, ax_l: int = ax_l, ax_r: int = ax_r, ax_t: int = ax_t, ax_b: int = ax_b
+        ) -> tuple[float, float]:
             return (ax_l + (x - x0) / (x1 - x0) * (ax_r - ax_l), ax_b - (y - y0) / (y1 - y0) * (ax_b - ax_t))
 
         draw.text(((ax_l + ax_r) / 2, oy + 8), panel.title, fill="black", font=f_axis, anchor="mt")

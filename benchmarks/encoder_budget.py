@@ -84,7 +84,9 @@ def main() -> int:
     import modiff
 
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
-    resolved = modiff.load_settings_files([ROOT / args.settings], [*args.sets, f"train.encoder.steps={checkpoints[-1]}"])
+    resolved = modiff.load_settings_files(
+        [ROOT / args.settings], [*args.sets, f"train.encoder.steps={checkpoints[-1]}"]
+    )
     torch.manual_seed(resolved.run.seed)
     c = modiff.build(resolved, device="cpu")
     enc, ds, s = c.encoder, c.dataset, resolved.train.encoder

@@ -673,13 +673,16 @@ def markdown(result: dict[str, Any]) -> str:
     lines.append("")
     if costs:
         lines.append(
-            f"Reference recipe `{costs['reference']}`: denoiser step {costs['measured_reference_seconds'] * 1000:.0f} ms "
+            f"Reference recipe `{costs['reference']}`: denoiser step "
+            f"{costs['measured_reference_seconds'] * 1000:.0f} ms "
             f"measured in the timing process; equivalent seconds use {costs['unit_seconds'] * 1000:.0f} ms per "
             "reference step."
         )
         lines.append("")
-    lines += ["| recipe | settings | step cost (× ref) | stages before denoiser (ref steps) | denoiser params | status |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "| recipe | settings | step cost (× ref) | stages before denoiser (ref steps) | denoiser params | status |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in result["recipes"].items():
         rec = plan["recipes"][name]
         how = " ".join([rec["file"], *rec["sets"]] + ([f"@threads={rec['threads']}"] if rec["threads"] > 1 else [])
@@ -688,14 +691,19 @@ def markdown(result: dict[str, Any]) -> str:
         st = r["status"]
         status = st.get("status", "?")
         if "wall_seconds" in st:
-            status += f", {st['wall_seconds']:.0f} s wall, {st.get('cpu_user_seconds', 0) + st.get('cpu_sys_seconds', 0):.0f} s CPU"
+            status += (
+                f", {st['wall_seconds']:.0f} s wall, "
+                f"{st.get('cpu_user_seconds', 0) + st.get('cpu_sys_seconds', 0):.0f} s CPU"
+            )
         lines.append(f"| {name} | `{how}` | {_f(c.get('denoiser_relative'))}{'*' if c.get('approx') else ''} | "
                      f"{_f(c.get('fixed_reference_steps'), 0)} | {c.get('denoiser_params', '–')} | {status} |")
     lines += ["", "Accuracy at each evaluation (one object / two objects / held-out pairs):", "",
-              "| recipe | step | train s | equivalent s | one | two | held-out | all |", "|---|---|---|---|---|---|---|---|"]
+              "| recipe | step | train s | equivalent s | one | two | held-out | all |",
+              "|---|---|---|---|---|---|---|---|"]
     for name, r in result["recipes"].items():
         for p in r["points"]:
-            lines.append(f"| {name} | {p['step']} | {_f(p.get('train_seconds'), 0)} | {_f(p.get('equivalent_seconds'), 0)} | "
+            lines.append(f"| {name} | {p['step']} | {_f(p.get('train_seconds'), 0)} | "
+                         f"{_f(p.get('equivalent_seconds'), 0)} | "
                          f"{_f(p.get('one_object_accuracy'))} | {_f(p.get('two_object_accuracy'))} | "
                          f"{_f(p.get('holdout_accuracy'))} | {_f(p.get('accuracy'))} |")
     if any((r["cost"] or {}).get("approx") for r in result["recipes"].values()):
@@ -744,14 +752,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="one more override for recipe NAME")
     p.add_argument("--common", action="append", default=[], metavar="KEY=VALUE", help="an override for every recipe")
-    p.add_argument("--base", default=DEFAULT_BASE, help=f"settings file of recipes that name none (default {DEFAULT_BASE})")
+    p.add_argument("--base", default=DEFAULT_BASE,
+                   help=f"settings file of recipes that name none (default {DEFAULT_BASE})")
     p.add_argument("--steps", type=int, default=None, help="denoiser steps of every recipe (default: each file's)")
     p.add_argument("--eval-every", type=int, default=250, help="denoiser steps between evaluations (default 250)")
     p.add_argument("--eval-prompts", type=int, default=150, help="prompts per evaluation (default 150)")
     p.add_argument("--eval-seed", type=int, default=1, help="seed of the evaluation prompts and noise (default 1)")
     p.add_argument("--eval-steps", type=int, default=10, help="sampler steps per evaluation image (default 10)")
     p.add_argument("--sampler", default="unipc",
-                   help='sampler of every recipe ([scheduler] plugin; same noise schedule), or "recipe" to keep each one\'s')
+                   help="sampler of every recipe ([scheduler] plugin; same noise schedule), "
+                        'or "recipe" to keep each one\'s')
     p.add_argument("--reference", default=None, help="recipe the step costs are relative to (default: the first)")
     p.add_argument("--ref-step-seconds", type=float, default=None,
                    help="seconds of one reference denoiser step for the equivalent axis (default: measured)")
@@ -795,7 +805,9 @@ def main(argv: list[str] | None = None) -> int:
             add_setting(recipes[name], item)
         for r in recipes.values():
             if not (ROOT / r.file).is_file():
-                raise UsageError(f"recipe {r.name}: settings file {r.file} does not exist (paths are relative to {ROOT})")
+                raise UsageError(
+                    f"recipe {r.name}: settings file {r.file} does not exist (paths are relative to {ROOT})"
+                )
         plan = merge_plan(layout, list(recipes.values()), common_sets(args) if recipes else [], args.reference)
         if not recipes and read_json(layout.plan) is None:
             raise UsageError("no recipe given")

@@ -31,7 +31,12 @@ class ClipSettings(modiff.ComponentSettings):
             "Without it, a small CLIP is trained contrastively on the dataset's image-caption pairs."
         ),
     )
-    max_tokens: int = Field(77, ge=2, description="Tokens per prompt, start and end tokens included; longer prompts are truncated with a warning.")
+    max_tokens: int = Field(
+        77,
+        ge=2,
+        description="Tokens per prompt, start and end tokens included; "
+        "longer prompts are truncated with a warning.",
+    )
     skip_layers: int = Field(
         0, ge=0, description="Use the hidden state this many layers before the last (Stable Diffusion's 'clip skip')."
     )
@@ -51,7 +56,9 @@ class ClipSettings(modiff.ComponentSettings):
     patch_size: int | None = Field(None, ge=1, description="Vision patch size; default image_size / 8.")
     projection_dim: int = Field(64, ge=1, description="Width of the shared image-text space of the contrastive loss.")
     vocab_size: int = Field(
-        1024, ge=514, description="BPE vocabulary: 512 byte tokens, 2 special tokens, and merges learned from the captions."
+        1024,
+        ge=514,
+        description="BPE vocabulary: 512 byte tokens, 2 special tokens, and merges learned from the captions.",
     )
 
     @model_validator(mode="after")

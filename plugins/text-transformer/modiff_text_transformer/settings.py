@@ -17,7 +17,9 @@ class TextTransformerSettings(modiff.ComponentSettings):
         2, ge=0, le=24, description="Bidirectional transformer layers; 0 = word and position embeddings only."
     )
     heads: int = Field(4, ge=1, description="Attention heads per layer (must divide width).")
-    mlp_ratio: int = Field(4, ge=1, le=16, description="Hidden width of each layer's feed-forward, as a multiple of width.")
+    mlp_ratio: int = Field(
+        4, ge=1, le=16, description="Hidden width of each layer's feed-forward, as a multiple of width."
+    )
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention weights and feed-forward outputs.")
     max_tokens: int = Field(
         32, ge=2, le=4096,
@@ -25,7 +27,9 @@ class TextTransformerSettings(modiff.ComponentSettings):
     )
     lowercase: bool = Field(True, description="Lower-case words before fitting and lookup.")
     min_count: int = Field(1, ge=1, description="Words seen fewer times in the caption corpus are unknown (<unk>).")
-    max_vocab: int | None = Field(None, ge=1, description="Keep at most this many words, the most frequent; default all.")
+    max_vocab: int | None = Field(
+        None, ge=1, description="Keep at most this many words, the most frequent; default all."
+    )
     pooled: Literal["mean", "start"] = Field(
         "mean", description="The pooled vector: the mean of the real tokens, or the start token's output."
     )

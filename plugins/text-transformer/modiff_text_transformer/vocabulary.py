@@ -44,7 +44,9 @@ class Vocabulary:
         return len(self.words) + len(SPECIALS)
 
     @classmethod
-    def fit(cls, corpus: Iterable[str], *, lowercase: bool, min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+    def fit(
+        cls, corpus: Iterable[str], *, lowercase: bool, min_count: int = 1, max_size: int | None = None
+    ) -> Vocabulary:
         """The corpus's words, most frequent first (ties alphabetical, so the
         order is a pure function of the corpus)."""
         counts: Counter[str] = Counter()
@@ -74,7 +76,9 @@ class Vocabulary:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
-            raise modiff.WeightsError(f"the text-transformer vocabulary {path} is missing; the run is incomplete") from exc
+            raise modiff.WeightsError(
+                f"the text-transformer vocabulary {path} is missing; the run is incomplete"
+            ) from exc
         except (OSError, ValueError) as exc:
             raise modiff.WeightsError(f"the text-transformer vocabulary {path} is unreadable: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:

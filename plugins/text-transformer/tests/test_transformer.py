@@ -22,7 +22,8 @@ SHAPES = ["circle", "square", "triangle"]
 PLACES = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
 #: Captions in the shapes world's templates, one and two objects (every colour, shape and place occurs).
 CAPTIONS = [
-    f"a {c} {s} at the {p}" + ("" if i % 2 else f" and a {COLOURS[(i + 1) % 6]} {SHAPES[(i + 2) % 3]} in the {PLACES[i % 9]}")
+    f"a {c} {s} at the {p}"
+    + ("" if i % 2 else f" and a {COLOURS[(i + 1) % 6]} {SHAPES[(i + 2) % 3]} in the {PLACES[i % 9]}")
     if i % 3 else f"{p}: a {c} {s}; {PLACES[(i + 4) % 9]}: a {COLOURS[(i + 3) % 6]} {SHAPES[(i + 1) % 3]}"
     for i, (c, s, p) in enumerate((COLOURS[i % 6], SHAPES[i % 3], PLACES[i % 9]) for i in range(120))
 ]

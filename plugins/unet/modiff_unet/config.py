@@ -21,7 +21,9 @@ class UNetSettings(modiff.ComponentSettings):
         description="Channels of each resolution level, highest resolution first; "
         "every level but the last halves the resolution (SD 1.x: [320, 640, 1280, 1280]).",
     )
-    layers_per_block: int = Field(2, ge=1, description="Residual blocks per level on the way down (one more on the way up).")
+    layers_per_block: int = Field(
+        2, ge=1, description="Residual blocks per level on the way down (one more on the way up)."
+    )
     attention_levels: list[int] | None = Field(
         None,
         description="Indices of the levels that have transformer blocks (SD 1.x: [0, 1, 2]); "
@@ -37,7 +39,9 @@ class UNetSettings(modiff.ComponentSettings):
     head_dim: IntPerLevel | None = Field(
         None, description="Width of one attention head (per level or one for all); default 32 when heads is not given."
     )
-    transformer_depth: IntPerLevel = Field(1, description="Transformer blocks per attention layer (per level or one for all).")
+    transformer_depth: IntPerLevel = Field(
+        1, description="Transformer blocks per attention layer (per level or one for all)."
+    )
     cross_attention_dim: int | None = Field(
         None,
         ge=1,
@@ -53,7 +57,9 @@ class UNetSettings(modiff.ComponentSettings):
     use_linear_projection: bool = Field(
         False, description="Linear layers instead of 1x1 convolutions around the transformer blocks (SD 2.x style)."
     )
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout in residual blocks, attention outputs and feed-forwards.")
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout in residual blocks, attention outputs and feed-forwards."
+    )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations of each block in the backward pass to save memory (training only)."
     )

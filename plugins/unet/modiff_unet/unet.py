@@ -401,7 +401,9 @@ class MidBlock(Level):
     "UNetMidBlock2D"``; keeping it lets such weights load too.
     """
 
-    def __init__(self, channels: int, emb_dim: int | None, attention: dict[str, Any] | None, groups: int, dropout: float):
+    def __init__(
+        self, channels: int, emb_dim: int | None, attention: dict[str, Any] | None, groups: int, dropout: float
+    ):
         super().__init__()
         count = 2 if attention else 1
         self.resnets = nn.ModuleList(ResnetBlock(channels, channels, emb_dim, groups, dropout) for _ in range(count))
@@ -579,7 +581,7 @@ class UNet(nn.Module):
 
         self.up_blocks = nn.ModuleList()
         previous = channels[-1]
-        for i, level in enumerate(reversed(range(levels))):
+        for _, level in enumerate(reversed(range(levels))):
             below = channels[max(level - 1, 0)]  # width of the skip saved before this level's down block
             self.up_blocks.append(
                 UpBlock(
@@ -616,7 +618,9 @@ class UNet(nn.Module):
 
     # -- inputs ------------------------------------------------------------
 
-    def prepare_context(self, conditioning: Conditioning, batch: int, dtype: torch.dtype) -> tuple[Tensor | None, Tensor | None]:
+    def prepare_context(
+        self, conditioning: Conditioning, batch: int, dtype: torch.dtype
+    ) -> tuple[Tensor | None, Tensor | None]:
         """The context and the additive SDPA mask every cross-attention layer uses, made once per call.
 
         Padding positions are zeroed, so nothing under the mask (not even an

@@ -28,7 +28,9 @@ def make(settings: dict[str, Any] | None = None, spec: DenoiserSpec = SPEC, task
     return build_one("denoiser", "unet", {**TINY, **(settings or {})}, context=ctx).eval()
 
 
-def inputs(batch: int = 2, size: int = 8, length: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, Conditioning]:
+def inputs(
+    batch: int = 2, size: int = 8, length: int = 5, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, Conditioning]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 4, size, size, generator=g)
     t = torch.rand(batch, generator=g) * 999
@@ -160,7 +162,9 @@ def test_gradient_checkpointing_changes_memory_not_results() -> None:
         unet(x, t, c).square().mean().backward()
         grads.append({n: p.grad for n, p in unet.named_parameters()})
     for name, g in grads[0].items():
-        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(
+            grads[1][name], g, rtol=1e-5, atol=1e-7, msg=lambda m, name=name: f"{name}: {m}"
+        )
 
 
 def test_dropout_is_active_only_in_training() -> None:

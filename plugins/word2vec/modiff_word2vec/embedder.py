@@ -150,7 +150,9 @@ class Word2VecEmbedder(nn.Module):
         """Install a vocabulary and its ``[V, dim]`` vectors (marks the embedder fitted)."""
         m = torch.as_tensor(np.asarray(matrix), dtype=torch.float32)
         if m.ndim != 2 or m.shape[0] != len(words) or m.shape[1] != self.dim:
-            raise ValueError(f"expected {len(words)} vectors of width {self.dim}, got a matrix of shape {tuple(m.shape)}")
+            raise ValueError(
+                f"expected {len(words)} vectors of width {self.dim}, got a matrix of shape {tuple(m.shape)}"
+            )
         full = torch.zeros(len(words) + len(SPECIALS), self.dim)
         full[len(SPECIALS) :] = m
         if len(words):
@@ -310,7 +312,9 @@ class Word2VecEmbedder(nn.Module):
         except (OSError, ValueError) as exc:
             raise modiff.WeightsError(f"the word2vec vocabulary {path} is unreadable: {exc}") from exc
         if not isinstance(data, dict) or data.get("format") != VOCABULARY_FORMAT:
-            raise modiff.WeightsError(f"{path} is not a modiff word2vec vocabulary (expected format {VOCABULARY_FORMAT})")
+            raise modiff.WeightsError(
+                f"{path} is not a modiff word2vec vocabulary (expected format {VOCABULARY_FORMAT})"
+            )
         words, dim = data.get("words"), data.get("dim")
         if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
             raise modiff.WeightsError(f"{path}: 'words' must be a list of strings")

@@ -27,7 +27,9 @@ class Word2VecSettings(modiff.ComponentSettings):
         None, ge=1, description="Read only the first `limit` words of `vectors` (files are sorted by frequency)."
     )
     dim: int | None = Field(
-        None, ge=1, description="Vector width when training (default 64); with `vectors` it must match the file or be unset."
+        None,
+        ge=1,
+        description="Vector width when training (default 64); with `vectors` it must match the file or be unset.",
     )
     window: int = Field(5, ge=1, description="gensim: context window in words.")
     epochs: int = Field(30, ge=1, description="gensim: passes over the caption corpus.")
@@ -35,7 +37,9 @@ class Word2VecSettings(modiff.ComponentSettings):
     skip_gram: bool = Field(True, description="gensim: skip-gram (True) or CBOW (False).")
     seed: int = Field(0, description="gensim: seed of the initial vectors and of sampling (training uses one worker).")
     depth: int = Field(
-        0, ge=0, description="Trainable self-attention layers over the vectors, trained with the denoiser; 0 = plain vectors."
+        0,
+        ge=0,
+        description="Trainable self-attention layers over the vectors, trained with the denoiser; 0 = plain vectors.",
     )
     heads: int = Field(4, ge=1, description="Attention heads per layer (must divide the vector width).")
     max_tokens: int = Field(77, ge=1, description="Longer prompts are truncated, with a warning.")

@@ -120,7 +120,8 @@ def read_vectors(path: str | Path, *, fmt: str = "auto", limit: int | None = Non
     if not p.is_file():
         raise modiff.ModiffError(
             f"the word-vector file {str(path)!r} does not exist (or is not a file); "
-            "set text_embedder.vectors to an existing word2vec .txt/.vec/.bin file, or remove it to train on the captions"
+            "set text_embedder.vectors to an existing word2vec .txt/.vec/.bin file, "
+            "or remove it to train on the captions"
         )
     detected = detect_format(p)  # also refuses pickles when a format is forced
     fmt = detected if fmt == "auto" else fmt
