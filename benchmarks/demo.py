@@ -68,7 +68,40 @@ def run_demo(out: Path, sets: list[str], settings: str | None = None) -> dict[st
         return {"returncode": result.returncode, "wall_seconds": wall}
     ev = json.loads((out / "evaluation.json").read_text())
     return {"returncode": 0, "wall_seconds": wall, "train_seconds": ev.get("train_seconds"),
-            **{k: ev[k] for k in KEYS if k in ev}}
+            **{k: ev[k] for k in KEYS if k in ev}, "per_item": ev.get("per_item")}
+
+
+def intervals(r: dict[str, object]) -> dict[str, dict[str, float]]:
+    """Each target accuracy with its 95 % bootstrap interval over the prompts (modiff.stats)."""
+    from modiff import stats
+
+    per_item = r.get("per_item") or {}
+    out = {}
+    for key in TARGETS:
+        values = (per_item.get("metrics") or {}).get(key)  # type: ignore[union-attr]
+        if values is not None:
+            interval = stats.bootstrap([stats.seed_items(0, per_item["ids"], values)])  # type: ignore[index]
+            if interval is not None:
+                out[key] = interval.as_dict()
+    return out
+
+
+def verdicts(new: dict[str, object], old: dict[str, object]) -> dict[str, dict[str, object]]:
+    """new - old per target accuracy, paired over the same prompts, with the verdict modiff.stats computes."""
+    from modiff import stats
+
+    a, b = new.get("per_item") or {}, old.get("per_item") or {}
+    out = {}
+    for key in TARGETS:
+        va, vb = (a.get("metrics") or {}).get(key), (b.get("metrics") or {}).get(key)  # type: ignore[union-attr]
+        if va is not None and vb is not None:
+            cmp = stats.compare([stats.seed_items(0, a["ids"], va)], [stats.seed_items(0, b["ids"], vb)])  # type: ignore[index]
+            out[key] = cmp.as_dict()
+    return out
+
+
+def _interval_text(i: dict[str, float] | None) -> str:
+    return "–" if i is None else f"{i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}]"
 
 
 def show(name: str, r: dict[str, object]) -> None:
@@ -93,10 +126,13 @@ def main() -> int:
             print(f"modiff demo failed with exit code {r['returncode']}")
             return int(r["returncode"])  # type: ignore[arg-type]
         show("modiff demo", r)
+        for key, i in intervals(r).items():
+            print(f"  {key:<22} 95 % interval {_interval_text(i)}")
         print(f"targets: one-object >= {TARGETS['one_object_accuracy']}, two-object >= "
               f"{TARGETS['two_object_accuracy']}, held-out pairs >= {TARGETS['holdout_accuracy']}; wall < 600 s")
         if args.json:
-            args.json.write_text(json.dumps({"demo": r, "uptime": uptime()}, indent=1))
+            r.pop("per_item", None)
+            args.json.write_text(json.dumps({"demo": r, "intervals": intervals(r), "uptime": uptime()}, indent=1))
         return 0
 
     if not Path(args.compare).is_file():
@@ -116,14 +152,25 @@ def main() -> int:
     print(f"\nwall-time ratio new / old: {ratio:.2f} (target <= {MAX_RATIO})")
     print("| | old | new | target |\n|---|---|---|---|")
     print(f"| wall s | {old['wall_seconds']:.0f} | {new['wall_seconds']:.0f} | ratio {ratio:.2f} <= {MAX_RATIO} |")
+    old_i, new_i, diffs = intervals(old), intervals(new), verdicts(new, old)
+    print("\nAccuracies with 95 % bootstrap intervals over the prompts; new - old paired over the same prompts, "
+          "the verdict computed from its interval (modiff.stats):\n")
+    print("| | old | new | new - old | verdict | target |\n|---|---|---|---|---|---|")
     for key, target in TARGETS.items():
-        print(f"| {key} | {old.get(key)} | {new.get(key)} | >= {target} |")
+        d = diffs.get(key) or {}
+        diff = _interval_text(d.get("difference")) if d else "–"
+        verdict = {"a better": "new better", "b better": "old better"}.get(str(d.get("verdict")), d.get("verdict", "–"))
+        print(f"| {key} | {_interval_text(old_i.get(key))} | {_interval_text(new_i.get(key))} | {diff} | {verdict} | "
+              f">= {target} |")
     for when, text in loads.items():
         print(f"uptime {when}: {text}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        for r in (old, new):
+            r.pop("per_item", None)
         args.json.write_text(json.dumps({"old": old, "new": new, "ratio": ratio, "compare": args.compare,
-                                         "sets": args.sets, "uptime": loads}, indent=1))
+                                         "sets": args.sets, "intervals": {"old": old_i, "new": new_i},
+                                         "new_minus_old": diffs, "uptime": loads}, indent=1))
     return 0
 
 

@@ -666,6 +666,21 @@ def _f(v: Any, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+#: The number of prompts behind each accuracy, as the prompt-accuracy evaluator reports it.
+COUNTS = {"one_object_accuracy": "num_one_object", "two_object_accuracy": "num_two_object",
+          "holdout_accuracy": "num_holdout"}
+
+
+def _with_interval(point: dict[str, Any], key: str) -> str:
+    from modiff.stats import wilson
+
+    value, n = point.get(key), point.get(COUNTS[key])
+    if value is None or not n:
+        return _f(value)
+    i = wilson(round(value * n), int(n))
+    return f"{value:.2f} [{i.low:.2f}, {i.high:.2f}]" if i else _f(value)
+
+
 def markdown(result: dict[str, Any]) -> str:
     plan, costs = result["plan"], result["costs"]
     lines = ["# Learning curves", ""]
@@ -706,6 +721,15 @@ def markdown(result: dict[str, Any]) -> str:
                          f"{_f(p.get('equivalent_seconds'), 0)} | "
                          f"{_f(p.get('one_object_accuracy'))} | {_f(p.get('two_object_accuracy'))} | "
                          f"{_f(p.get('holdout_accuracy'))} | {_f(p.get('accuracy'))} |")
+    lines += ["", "Each recipe's last evaluation, with 95 % Wilson intervals from the number of prompts "
+              "(`modiff.stats.wilson`): intervals apart from each other are a difference this evaluation sees; "
+              "overlapping ones may be noise):",
+              "", "| recipe | step | one object | two objects | held-out pairs |", "|---|---|---|---|---|"]
+    for name, r in result["recipes"].items():
+        if r["points"]:
+            last = r["points"][-1]
+            cells = " | ".join(_with_interval(last, key) for key, _ in ACCURACIES)
+            lines.append(f"| {name} | {last['step']} | {cells} |")
     if any((r["cost"] or {}).get("approx") for r in result["recipes"].values()):
         lines += ["", "\\* several processes: the cost of one rank's share, communication not counted."]
     lines += ["", "Axes: " + "; ".join(f"`{k}`: {v}" for k, v in AXES.items()), ""]

@@ -204,3 +204,16 @@ def test_verdict_needs_zero_outside_the_interval() -> None:
     assert stats.verdict(-0.01, 0.2) == NOT_SEPARABLE
     assert stats.verdict(0.0, 0.2) == NOT_SEPARABLE
     assert stats.verdict(math.nan, math.nan) == NOT_SEPARABLE
+
+
+def test_wilson_matches_the_textbook_and_stays_in_the_unit_interval() -> None:
+    assert stats.normal_quantile(0.975) == pytest.approx(1.959964, abs=1e-5)
+    i = stats.wilson(41, 75)  # 0.547: Wilson 95 % [0.434, 0.654] (computed by hand from the formula)
+    assert i is not None and i.value == pytest.approx(41 / 75)
+    assert (i.low, i.high) == (pytest.approx(0.4345, abs=1e-3), pytest.approx(0.6543, abs=1e-3))
+    zero, one = stats.wilson(0, 20), stats.wilson(20, 20)
+    assert zero.low == pytest.approx(0.0, abs=1e-12) and 0.1 < zero.high < 0.2
+    assert one.high == pytest.approx(1.0, abs=1e-12) and 0.8 < one.low < 0.9
+    assert stats.wilson(0, 0) is None
+    wide, narrow = stats.wilson(5, 10), stats.wilson(500, 1000)
+    assert wide.high - wide.low > 5 * (narrow.high - narrow.low)

@@ -287,6 +287,32 @@ def t_quantile(p: float, df: float) -> float:
     return (lo + hi) / 2
 
 
+def normal_quantile(p: float) -> float:
+    """The standard normal quantile (inverse CDF), by bisection on ``math.erf``."""
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def wilson(successes: float, n: int, level: float = LEVEL) -> Interval | None:
+    """A proportion ``successes / n`` with Wilson's score interval.
+
+    For a summary that kept only counts (a learning curve's evaluations log
+    accuracies and the number of prompts, not each prompt's outcome): unlike
+    ``p +- z sqrt(p(1-p)/n)`` it stays inside [0, 1] and is not zero-width at
+    0 or 1, where small evaluations often sit.
+    """
+    if n <= 0:
+        return None
+    p = float(successes) / n
+    z = normal_quantile(0.5 + level / 2)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+
+
 def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None:
     """Mean of per-seed numbers with Student's t interval (a point for one value)."""
     x = np.asarray(list(values), dtype=np.float64)
