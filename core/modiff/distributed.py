@@ -67,22 +67,39 @@ class World:
         return bool(t.item())
 
     def all_reduce_grads(self, params: list[torch.nn.Parameter]) -> None:
-        """Average gradients over ranks (one flat all-reduce)."""
+        """Average gradients over ranks (one flat all-reduce).
+
+        A parameter that no rank used this step (the null context of a step
+        that dropped no caption, a pretext head outside its stage) keeps
+        ``grad = None``, as on one process: given a zero gradient instead,
+        AdamW would count the step, decay its moments and weights, and N
+        processes would drift from one. A flag per parameter travels in the
+        same buffer.
+        """
         if self.size == 1:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        unused_here = [i for i, p in enumerate(params) if p.grad is None]
+        flags = [torch.full((1,), float(p.grad is not None), dtype=g.dtype, device=g.device)
+                 for p, g in zip(params, grads)]
+        flat = torch.cat([g.reshape(-1) for g in grads] + flags)
         dist.all_reduce(flat)
-        flat /= self.size
+        unused_everywhere: set[int] = set()
+        if unused_here:  # one host read, only on a step where this rank left a parameter without a gradient
+            counts = flat[flat.numel() - len(params):].tolist()
+            unused_everywhere = {i for i in unused_here if counts[i] == 0}
+        flat = flat[: flat.numel() - len(params)] / self.size
         offset = 0
-        for p, g in zip(params, grads):
+        for i, (p, g) in enumerate(zip(params, grads)):
             n = g.numel()
             chunk = flat[offset : offset + n].view_as(g)
-            if p.grad is None:
+            offset += n
+            if i in unused_everywhere:
+                p.grad = None
+            elif p.grad is None:
                 p.grad = chunk.clone()
             else:
                 p.grad.copy_(chunk)
-            offset += n
 
     def _device(self) -> torch.device:
         if dist.is_initialized() and dist.get_backend() == "nccl":
