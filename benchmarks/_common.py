@@ -255,10 +255,10 @@ class SDShape:
 
 
 SHAPES: dict[str, SDShape] = {
-    # core/modiff/configs/demo.toml's model in SD's layout: 32 px, f = 4 autoencoder [16, 32, 32] (8 groups,
-    # one block per level), UNet [64, 128] with one block per level, attention on both levels and in the
-    # middle (4 heads), 16 groups; the demo's CLIP text tower (64 wide, 2 layers,
-    # 4 heads, 77 tokens); the demo trains with batch 32.
+    # The first demo's model (configs/demo-baseline.toml; CLIP, so diffusers can run it) in SD's layout:
+    # 32 px, f = 4 autoencoder [16, 32, 32] (8 groups, one block per level), UNet [64, 128] with one block
+    # per level, attention on both levels and in the middle (4 heads), 16 groups; its CLIP text tower
+    # (64 wide, 2 layers, 4 heads, 77 tokens); it trains with batch 32.
     "demo": SDShape(
         "demo", image_size=32, unet_channels=(64, 128), unet_attention=(True, True), unet_layers=1, unet_heads=4,
         unet_mid_attention=True, unet_groups=16, vae_channels=(16, 32, 32), vae_layers=1, vae_groups=8,

@@ -1,7 +1,8 @@
 """``modiff demo`` itself, end to end, shrunk by ``--set`` to a few seconds.
 
-Every stage the demo trains (autoencoder, CLIP, denoiser) runs two steps on
-tiny networks, and two prompts are sampled with two steps and evaluated; the
+Every stage the demo trains (autoencoder, the text transformer's layout
+pretext, denoiser) runs two steps on tiny networks, and two prompts are
+sampled with two steps and evaluated; the
 test checks that the command writes what it promises: a run that loads, the sample
 grid, the denoising trajectory (strip and GIF), the evaluation JSON with the
 prompt accuracies, and the summary.
@@ -25,12 +26,9 @@ TINY = [
     "encoder.channels=[8, 8, 8]",
     "encoder.norm_num_groups=4",
     "text_embedder.width=16",
-    "text_embedder.layers=1",
+    "text_embedder.depth=1",
     "text_embedder.heads=2",
-    "text_embedder.vision_width=16",
-    "text_embedder.vision_layers=1",
-    "text_embedder.vision_heads=2",
-    "text_embedder.projection_dim=16",
+    "text_embedder.pretext_grid=4",
     "denoiser.channels=[16, 16]",
     "denoiser.norm_num_groups=4",
     "train.steps=2",
