@@ -55,6 +55,7 @@ from .protocols import (
 )
 from .settings import ResolvedSettings, load_settings, resolve
 from .settings import load as load_settings_files
+from .tokens import pad_token_rows
 
 __version__ = "0.1.0"
 
@@ -127,6 +128,7 @@ __all__ = [
     "SettingsError",
     "TextEmbedder",
     "TextEmbedding",
+    "pad_token_rows",
     "Trainable",
     "TrainingStep",
     "TruncationWarning",

@@ -225,13 +225,7 @@ class ClipTextEmbedder(nn.Module):
                 stacklevel=3,
             )
             rows = [r if len(r) <= self._max_tokens else [*r[: self._max_tokens - 1], eos] for r in rows]
-        length = max((len(r) for r in rows), default=2)
-        ids = torch.full((len(rows), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.bool)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[b, : len(r)] = True
-        return ids.to(self.device), mask.to(self.device)
+        return modiff.pad_token_rows(rows, pad, device=self.device, min_length=2)
 
     def embed(self, prompts: Sequence[str]) -> TextEmbedding:
         ids, mask = self.tokenize(prompts)

@@ -152,13 +152,7 @@ class TextTransformer(nn.Module):
                 stacklevel=3,
             )
             rows = [r[: self.max_tokens] for r in rows]
-        length = max((len(r) for r in rows), default=1)
-        ids = torch.full((len(rows), length), PAD, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.bool)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[i, : len(r)] = True
-        return ids.to(self.device), mask.to(self.device)
+        return modiff.pad_token_rows(rows, PAD, device=self.device)
 
     def embed(self, prompts: Sequence[str]) -> TextEmbedding:
         ids, mask = self.token_ids(prompts)

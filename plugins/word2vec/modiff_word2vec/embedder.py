@@ -263,13 +263,8 @@ class Word2VecEmbedder(nn.Module):
                 stacklevel=2,
             )
             rows = [r[: self.max_tokens] for r in rows]
-        length = max((len(r) for r in rows), default=1)
-        ids = torch.full((len(rows), length), EMPTY, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.bool)
-        for b, r in enumerate(rows):
-            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-            mask[b, : len(r)] = True
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = modiff.pad_token_rows(rows, EMPTY, device=device)
+        length = ids.shape[1]
         x = (self.vectors[ids] - self.offset) @ self.transform
         if self.settings.positional:
             x = x + sinusoidal_positions(length, self.dim, device=device, dtype=x.dtype)[None]

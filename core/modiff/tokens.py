@@ -1,0 +1,28 @@
+"""Token rows to the ``[B, L]`` tensors every text embedder hands its model.
+
+Each embedder tokenizes its own way (words, BPE) and truncates its own way
+(CLIP keeps its end token), but they all pad the same: to the longest row of
+the batch, not to ``max_tokens``, so cross-attention over short captions stays
+cheap, with a mask that is True at real tokens. One function, so the three
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def pad_token_rows(
+    rows: Sequence[Sequence[int]], pad: int, *, device: torch.device | str | None = None, min_length: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids [B, L] int64, mask [B, L] bool)`` with ``L`` the longest row (at least ``min_length``);
+    ``ids`` is ``pad`` and ``mask`` False past each row's end."""
+    length = max([min_length, *(len(r) for r in rows)])
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, : len(row)] = True
+    return ids.to(device), mask.to(device)
