@@ -130,6 +130,11 @@ class ClipTextEmbedder(nn.Module):
         config = tiny_config(settings, tokenizer, image_size)
         with quiet():
             model = CLIPModel(config)
+        return cls._untrained(model, tokenizer, settings)
+
+    @classmethod
+    def _untrained(cls, model: CLIPModel, tokenizer: Any, settings: ClipSettings) -> ClipTextEmbedder:
+        """A small CLIP built here (fresh, or shaped for a run's weights): it still needs its stage."""
         return cls(
             model,
             tokenizer,
@@ -147,14 +152,7 @@ class ClipTextEmbedder(nn.Module):
             config = CLIPConfig.from_pretrained(str(folder), local_files_only=True)
             model = CLIPModel(config)
         tokenizer = load_tokenizer(Path(folder))
-        return cls(
-            model,
-            tokenizer,
-            max_tokens=settings.max_tokens,
-            skip_layers=settings.skip_layers,
-            needs_training=True,
-            joint_training=settings.joint_training,
-        )
+        return cls._untrained(model, tokenizer, settings)
 
     @classmethod
     def from_pretrained(
