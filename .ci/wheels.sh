@@ -121,8 +121,8 @@ PY
 say "tiny demo"
 tiny=(
   --set data.size=64 --set encoder.channels=[8,8,8] --set encoder.norm_num_groups=4
-  --set text_embedder.width=16 --set text_embedder.heads=2 --set text_embedder.layers=1
-  --set text_embedder.vision_width=16 --set text_embedder.vision_heads=2 --set text_embedder.vision_layers=1
+  --set text_embedder.width=16 --set text_embedder.heads=2 --set text_embedder.depth=1
+  --set text_embedder.pretext_grid=4
   --set denoiser.channels=[16,32] --set denoiser.norm_num_groups=8
   --set train.steps=2 --set train.batch_size=4 --set train.warmup_steps=1 --set train.checkpoint_every=2
   --set train.encoder.steps=2 --set train.encoder.batch_size=4

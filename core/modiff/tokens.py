@@ -10,15 +10,19 @@ cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def pad_token_rows(
-    rows: Sequence[Sequence[int]], pad: int, *, device: torch.device | str | None = None, min_length: int = 1
+    rows: Sequence[Sequence[int]], pad: int, *, device: Any = None, min_length: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(ids [B, L] int64, mask [B, L] bool)`` with ``L`` the longest row (at least ``min_length``);
     ``ids`` is ``pad`` and ``mask`` False past each row's end."""
+    import torch  # here, not at the top: `import modiff` must not import torch (listing plugins stays fast)
+
     length = max([min_length, *(len(r) for r in rows)])
     ids = torch.full((len(rows), length), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.bool)
