@@ -55,7 +55,7 @@ from .protocols import (
 )
 from .settings import ResolvedSettings, load_settings, resolve
 from .settings import load as load_settings_files
-from .tokens import pad_token_rows
+from .tokens import pad_token_rows, truncate_token_rows
 
 __version__ = "0.1.0"
 
@@ -129,6 +129,7 @@ __all__ = [
     "TextEmbedder",
     "TextEmbedding",
     "pad_token_rows",
+    "truncate_token_rows",
     "Trainable",
     "TrainingStep",
     "TruncationWarning",

@@ -16,6 +16,28 @@ if TYPE_CHECKING:
     import torch
 
 
+def truncate_token_rows(
+    rows: Sequence[Sequence[int]], max_tokens: int, *, what: str = "tokens", stacklevel: int = 3
+) -> list[list[int]]:
+    """``rows`` cut to ``max_tokens``, with one :class:`modiff.TruncationWarning` for the batch
+    naming how many prompts were cut and how long the longest was (``what`` names the unit, e.g.
+    ``"tokens (the start token included)"``). An embedder that must keep an end token cuts its
+    own way and warns with the same category."""
+    from .errors import TruncationWarning
+
+    too_long = [len(r) for r in rows if len(r) > max_tokens]
+    if too_long:
+        import warnings
+
+        warnings.warn(
+            f"{len(too_long)} prompt(s) have up to {max(too_long)} {what}; only the first "
+            f"max_tokens = {max_tokens} are used",
+            TruncationWarning,
+            stacklevel=stacklevel,
+        )
+    return [list(r[:max_tokens]) for r in rows]
+
+
 def pad_token_rows(
     rows: Sequence[Sequence[int]], pad: int, *, device: Any = None, min_length: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -143,15 +143,7 @@ class TextTransformer(nn.Module):
             unknown.extend(missing)
         if unknown:
             self._report_unknown(unknown)
-        too_long = [len(r) for r in rows if len(r) > self.max_tokens]
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} prompt(s) have up to {max(too_long)} tokens (the start token included); only the "
-                f"first max_tokens = {self.max_tokens} are used",
-                modiff.TruncationWarning,
-                stacklevel=3,
-            )
-            rows = [r[: self.max_tokens] for r in rows]
+        rows = modiff.truncate_token_rows(rows, self.max_tokens, what="tokens (the start token included)", stacklevel=4)
         return modiff.pad_token_rows(rows, PAD, device=self.device)
 
     def embed(self, prompts: Sequence[str]) -> TextEmbedding:

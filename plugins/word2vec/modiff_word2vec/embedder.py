@@ -254,15 +254,7 @@ class Word2VecEmbedder(nn.Module):
             unknown.extend(missing)
         if unknown:
             self._report_unknown(unknown)
-        too_long = [len(r) for r in rows if len(r) > self.max_tokens]
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} prompt(s) have up to {max(too_long)} tokens; only the first "
-                f"max_tokens = {self.max_tokens} are used",
-                modiff.TruncationWarning,
-                stacklevel=2,
-            )
-            rows = [r[: self.max_tokens] for r in rows]
+        rows = modiff.truncate_token_rows(rows, self.max_tokens, stacklevel=3)
         ids, mask = modiff.pad_token_rows(rows, EMPTY, device=device)
         length = ids.shape[1]
         x = (self.vectors[ids] - self.offset) @ self.transform
