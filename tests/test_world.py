@@ -41,7 +41,7 @@ def _rank(rank: int, port: int, out: str) -> None:
 def test_gradients_are_averaged_and_a_parameter_nobody_used_has_none(tmp_path: Path) -> None:
     mp.spawn(_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     for rank in (0, 1):
-        got = torch.load(tmp_path / f"{rank}.pt")
+        got = torch.load(tmp_path / f"{rank}.pt", weights_only=True)
         assert torch.equal(got["both"], torch.full((3,), 1.5))
         assert torch.equal(got["one_only"], torch.full((3,), 2.0)), "used on one rank: averaged with zeros"
         assert got["nobody"] is None

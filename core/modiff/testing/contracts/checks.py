@@ -43,32 +43,25 @@ def global_random_state_unchanged(what: str) -> Iterator[None]:
 
 def floating_tensors(value: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for every floating tensor in a tensor, a dataclass of them or a mapping."""
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point():
-            yield "output", value
-        return
-    fields: Mapping[str, Any]
-    if isinstance(value, Mapping):
-        fields = value
-    elif hasattr(value, "__dataclass_fields__"):
-        fields = {name: getattr(value, name) for name in value.__dataclass_fields__}
-    else:
-        return
-    for name, item in fields.items():
-        if isinstance(item, torch.Tensor) and item.is_floating_point():
+    for name, item in all_tensors(value):
+        if item.is_floating_point():
             yield name, item
 
 
 def all_tensors(value: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, tensor)`` for every tensor (floating or not) of a value, as :func:`floating_tensors`."""
+    """``(name, tensor)`` for every tensor (floating or not) in a tensor, a dataclass of them or a mapping."""
+    fields: Mapping[str, Any]
     if isinstance(value, torch.Tensor):
-        yield "output", value
-        return
-    if hasattr(value, "__dataclass_fields__"):
-        for name in value.__dataclass_fields__:
-            item = getattr(value, name)
-            if isinstance(item, torch.Tensor):
-                yield name, item
+        fields = {"output": value}
+    elif isinstance(value, Mapping):
+        fields = value
+    elif hasattr(value, "__dataclass_fields__"):
+        fields = {name: getattr(value, name) for name in value.__dataclass_fields__}
+    else:
+        fields = {}
+    for name, item in fields.items():
+        if isinstance(item, torch.Tensor):
+            yield name, item
 
 
 def assert_dtype(value: Any, dtype: torch.dtype, what: str) -> None:
