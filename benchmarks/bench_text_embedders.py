@@ -37,6 +37,7 @@ import modiff
 from modiff.protocols import Batch
 from modiff.settings import StageSettings
 from modiff.testing import build_one
+from modiff.training.optim import adamw
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "cyan"]
 SHAPES = ["circle", "square", "triangle"]
@@ -122,7 +123,7 @@ def bench_clip(args: argparse.Namespace, train_ds: Any, held_ds: Any) -> Any:
 
     e.train()
     params = [p for p in e.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=stage.weight_decay)
+    opt = adamw(params, lr=stage.lr, weight_decay=stage.weight_decay)
     g = torch.Generator().manual_seed(args.seed)
     losses: list[float] = []
     t0 = time.perf_counter()

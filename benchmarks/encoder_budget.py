@@ -82,6 +82,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     import modiff
+    from modiff.training.optim import adamw
 
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
     resolved = modiff.load_settings_files(
@@ -90,7 +91,7 @@ def main() -> int:
     torch.manual_seed(resolved.run.seed)
     c = modiff.build(resolved, device="cpu")
     enc, ds, s = c.encoder, c.dataset, resolved.train.encoder
-    opt = torch.optim.AdamW([q for q in enc.parameters() if q.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
+    opt = adamw([q for q in enc.parameters() if q.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
     g = torch.Generator().manual_seed(resolved.run.seed)
     perm = torch.randperm(len(ds), generator=g).tolist()
     results, t0 = [], time.perf_counter()

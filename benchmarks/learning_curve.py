@@ -252,6 +252,7 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
 
     import modiff
     from modiff.protocols import Fittable, Trainable
+    from modiff.training.optim import adamw
 
     resolved = modiff.load_settings_files([ROOT / recipe.file], [*common, *recipe.sets, 'run.device="cpu"'])
     torch.manual_seed(0)
@@ -269,7 +270,7 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
     enc = c.encoder
     if isinstance(enc, Trainable) and enc.needs_training and train.encoder.steps:
         ep = [p for p in enc.parameters() if p.requires_grad]
-        eo = torch.optim.AdamW(ep, lr=1e-4)
+        eo = adamw(ep, lr=1e-4, weight_decay=0.01)
         eb = _batch(ds, 0, train.encoder.batch_size)
         out["encoder"] = (lambda: optimiser_step(ep, enc.training_loss(eb), eo, train.encoder.grad_clip),
                           train.encoder.steps)
@@ -280,7 +281,7 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
         out["fixed_seconds"] += time.perf_counter() - t0
     elif txt is not None and isinstance(txt, Trainable) and txt.needs_training and train.text_embedder.steps:
         tp = [p for p in txt.parameters() if p.requires_grad]
-        to = torch.optim.AdamW(tp, lr=1e-4)
+        to = adamw(tp, lr=1e-4, weight_decay=0.01)
         tb = _batch(ds, 0, train.text_embedder.batch_size)
         out["text_embedder"] = (lambda: optimiser_step(tp, txt.training_loss(tb), to, train.text_embedder.grad_clip),
                                 train.text_embedder.steps)
@@ -289,7 +290,7 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
     joint = bool(getattr(txt, "joint_training", False))
     modules = [m for m in (c.denoiser, c.conditioner, txt if joint else None) if isinstance(m, torch.nn.Module)]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = adamw(params, lr=1e-4, weight_decay=0.01)
     ema = [p.detach().clone() for p in params] if train.ema_decay > 0 else []
     b = train.batch_size // recipe.nproc  # each rank's share
     db = _batch(ds, 0, b)

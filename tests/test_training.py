@@ -231,3 +231,24 @@ def test_ema_warmup_follows_the_model_early() -> None:
     for _ in range(20000):
         warm.updates += 1
     assert warm.current_decay() == 0.999
+
+
+def test_the_stage_optimiser_is_fused_on_cpu_and_computes_plain_adamws_update() -> None:
+    from modiff.training.optim import adamw
+
+    torch.manual_seed(0)
+    start = [torch.randn(7, 5), torch.randn(3)]
+    fused_params = [torch.nn.Parameter(t.clone()) for t in start]
+    plain_params = [torch.nn.Parameter(t.clone()) for t in start]
+    fused = adamw(fused_params, lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.AdamW(plain_params, lr=1e-2, weight_decay=0.1, foreach=False)
+    assert fused.defaults["fused"] is True
+    for step in range(5):
+        grads = [torch.randn_like(t) for t in start]
+        for params, opt in ((fused_params, fused), (plain_params, plain)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+    for a, b, s in zip(fused_params, plain_params, start):
+        assert not torch.equal(a, s)  # it moved
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -42,7 +42,7 @@ from ..runs import RunDir
 from ..settings import StageSettings
 from .caches import FrozenCache
 from .losses import Latents, StepLoss, Text, component_loss
-from .optim import EMA, lr_at, optimizer_state_from_tensors, optimizer_state_to_tensors
+from .optim import EMA, adamw, lr_at, optimizer_state_from_tensors, optimizer_state_to_tensors
 from .order import batch_indices, collate, step_seed
 from .plan import roles_of, stages_to_train
 from .step import TrainingStep
@@ -337,7 +337,7 @@ class Trainer:
             raise ModiffError(f"stage {stage.name!r} has nothing to train: no parameter requires a gradient")
         for m in stage.modules.values():
             m.train()
-        opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+        opt = adamw(params, lr=s.lr, weight_decay=s.weight_decay)
         ema = EMA(stage.modules, stage.ema_decay, warmup=stage.ema_warmup) if stage.ema_decay > 0 else None
         start = self._resume(stage, opt, ema)
         if start == 0 and self.world.is_main:

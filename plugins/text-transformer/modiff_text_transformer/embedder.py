@@ -73,8 +73,8 @@ class TextTransformer(nn.Module):
 
     Fittable: :meth:`fit` builds the vocabulary from the caption corpus (the
     core runs it in the text-embedder stage) and draws the word vectors; the
-    layers are built with the component. ``joint_training`` is always true:
-    nothing here is pretrained, everything learns from the denoising loss.
+    layers are built with the component. ``joint_training`` (a setting, true
+    unless a pretext trained the tokens) makes it learn from the denoising loss.
     The vocabulary travels as JSON (:meth:`save_assets`), the weights through
     ``state_dict``.
     """
@@ -96,7 +96,7 @@ class TextTransformer(nn.Module):
         self.words = nn.Embedding(len(SPECIALS), self.dim, padding_idx=PAD)
         self._init_words()
         #: Trained with the denoiser on the denoising loss (the core's joint stage).
-        self.joint_training = True
+        self.joint_training = bool(settings.joint_training)
         #: True until the vocabulary is fitted on captions or restored.
         self.needs_training = True
         self._reported: set[str] = set()

@@ -41,6 +41,14 @@ class TextTransformerSettings(modiff.ComponentSettings):
             "shape words carry their place; 'none' fits the vocabulary only."
         ),
     )
+    joint_training: bool = Field(
+        True,
+        description=(
+            "Train with the denoiser on the denoising loss (true), or keep the weights the layout pretext left "
+            "(false: the tokens are computed once per caption, so each denoiser step is cheaper); false needs "
+            "pretext = 'layout', or nothing would ever train the tokens."
+        ),
+    )
     pretext_grid: int = Field(16, ge=2, le=64, description="Side of the layout pretext's colour map, in cells.")
     seed: int = Field(0, ge=0, description="Seed of the initial weights (the same seed gives the same weights).")
 
@@ -51,5 +59,14 @@ class TextTransformerSettings(modiff.ComponentSettings):
             raise ValueError(
                 f"heads = {self.heads} does not divide width = {self.width}; "
                 f"set heads to one of {choices} or change width"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _frozen_needs_a_pretext(self) -> TextTransformerSettings:
+        if not self.joint_training and self.pretext == "none":
+            raise ValueError(
+                "joint_training = false with pretext = 'none' would leave the tokens untrained; "
+                "set pretext = 'layout', or joint_training = true"
             )
         return self

@@ -85,3 +85,26 @@ def test_the_layout_pretext_is_a_stage_between_fitting_and_the_denoiser(tmp_path
     assert type(loaded) is type(text) and not loaded.needs_training
     for name, value in text.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[name]), name
+
+
+
+def test_frozen_after_the_pretext_the_denoiser_stage_leaves_it_as_the_pretext_left_it(
+    tmp_path: Path, use_registry: Any
+) -> None:
+    """``joint_training = false``: the text embedder ends as the pretext left it, however long the
+    denoiser trains; with ``true`` the denoiser's steps move it."""
+    registry = use_registry(plugin_registry(ToyPlugin(), entry_points=True))
+
+    def text_weights(joint: bool, denoiser_steps: int) -> dict[str, torch.Tensor]:
+        where = tmp_path / f"{joint}-{denoiser_steps}"
+        s = settings(where, registry, {"pretext": "layout", "pretext_grid": 4, "joint_training": joint},
+                     steps=denoiser_steps, text_embedder={"steps": 20, "lr": 3e-3, "warmup_steps": 0})
+        trained = train_run(s, RunDir(where / "toy"), progress=False)
+        assert trained.components.text_embedder.joint_training is joint
+        return trained.components.text_embedder.state_dict()
+
+    frozen_short, frozen_long = text_weights(False, 2), text_weights(False, 12)
+    for k, v in frozen_short.items():
+        assert torch.equal(v, frozen_long[k]), k
+    joint_short, joint_long = text_weights(True, 2), text_weights(True, 12)
+    assert not torch.equal(joint_short["words.weight"], joint_long["words.weight"])
