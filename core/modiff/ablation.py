@@ -7,6 +7,7 @@ An ablation file::
     seeds = [0, 1, 2]               # repeats; every cell runs once per seed
     seed_settings = ["run.seed"]    # the settings each repeat's seed is written to
     prompts = ["a red circle", ...] # shown side by side for every cell (optional)
+    share_stages = true             # runs whose settings decide a stage alike share it (default)
 
     [set]                           # applied to every cell: the shared budget
     "train.steps" = 1500
@@ -40,6 +41,16 @@ anything trains. Runs go in file order (a variant may use an earlier
 variant's output, e.g. its weights); a finished run is skipped when the
 ablation runs again, a failed one is retried. Verdicts are never written in
 the file: the report computes them (:mod:`modiff.stats`).
+
+Two things keep a grid cheap. Runs whose settings decide a stage before the
+denoiser's alike (the same seed, data, autoencoder and its budget; then the
+same text embedder) train it once: the others start from a copy of its
+checkpoint (:mod:`modiff.stage_cache`), ending bit for bit where they would
+have, with the stage's seconds counted in each. And ``jobs`` runs train side
+by side, one process each with an equal share of the cores: on a small model
+two one-thread processes do nearly twice the work of one two-thread process.
+A run that would share a stage another running run is still training waits
+for it.
 """
 
 from __future__ import annotations
@@ -48,7 +59,10 @@ import difflib
 import itertools
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 import time
 import tomllib
 import traceback
@@ -62,6 +76,7 @@ from . import stats
 from .errors import ModiffError, SettingsError
 from .runs import RunDir, atomic_write_json
 from .settings import ResolvedSettings, load
+from .stage_cache import StageCache, stage_keys
 from .toml_io import format_value
 
 #: The cost metric: training seconds (every stage) until ``[threshold]`` is reached.
@@ -113,6 +128,7 @@ class AblationFile(BaseModel):
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     variant: list[Variant] = Field(default_factory=list)
     images_per_prompt: int = Field(2, ge=1)
+    share_stages: bool = True
     metrics: dict[str, str] = Field(default_factory=dict)
     threshold: Threshold | None = None
     compare: list[Compare] = Field(default_factory=list)
@@ -144,6 +160,8 @@ class Ablation:
     cells: list[Cell]
     out: Path
     resolved: dict[str, ResolvedSettings] = field(default_factory=dict)
+    #: ``--set`` overrides given on the command line (passed on to each job of ``--jobs``)
+    extra_sets: tuple[str, ...] = ()
 
     @property
     def groups(self) -> list[str]:
@@ -216,7 +234,7 @@ def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablatio
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise SettingsError([f"{path}: two cells have the same name; give the variants distinct names"])
-    ablation = Ablation(path, spec, base_files, cells, Path(spec.name or path.stem))
+    ablation = Ablation(path, spec, base_files, cells, Path(spec.name or path.stem), extra_sets=tuple(extra_sets))
     _check_references(ablation)
     return ablation
 
@@ -266,8 +284,20 @@ def cell_record_path(out: Path, cell: Cell) -> Path:
     return out / cell.name / "cell.json"
 
 
-def run_ablation(ablation: Ablation, *, progress: bool = True, log: Any = print) -> list[dict[str, Any]]:
-    """Train and evaluate every run not finished yet, then write the report."""
+#: Where an ablation keeps the stages its runs share (inside its output folder).
+STAGES = ".stages"
+
+
+def latest_stages(run: RunDir) -> list[str]:
+    """The stages finished in ``run``'s checkpoint."""
+    checkpoint = run.latest()
+    return checkpoint.stages_done if checkpoint is not None else []
+
+
+def run_ablation(
+    ablation: Ablation, *, progress: bool = True, log: Any = print, jobs: int = 1
+) -> list[dict[str, Any]]:
+    """Train and evaluate every run not finished yet (``jobs`` at a time), then write the report."""
     from .report import write_report
 
     if not ablation.resolved:
@@ -276,7 +306,10 @@ def run_ablation(ablation: Ablation, *, progress: bool = True, log: Any = print)
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     try:
-        _run_all(ablation, out, records, progress=progress, log=log)
+        if jobs > 1:
+            _run_side_by_side(ablation, out, records, jobs=jobs, log=log)
+        else:
+            _run_all(ablation, out, records, progress=progress, log=log)
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
         write_report(ablation, out, records)
         stop = ModiffError(
@@ -285,6 +318,7 @@ def run_ablation(ablation: Ablation, *, progress: bool = True, log: Any = print)
         )
         stop.exit_code = 130  # as a Ctrl-C anywhere else
         raise stop from None
+    records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
     write_report(ablation, out, records)
     return records
 
@@ -295,24 +329,132 @@ def _interrupted() -> type[BaseException]:
     return TrainingInterrupted
 
 
+def _finished(out: Path, cell: Cell) -> dict[str, Any] | None:
+    """The record of a run that finished earlier, else ``None``."""
+    path = cell_record_path(out, cell)
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("status") == "done":
+            return record
+    return None
+
+
+def _announce(out: Path, cell: Cell, i: int, total: int, log: Any) -> None:
+    path = cell_record_path(out, cell)
+    if path.is_file():
+        error = json.loads(path.read_text()).get("error", "?")
+        log(f"[{i}/{total}] {cell.name}: failed earlier ({error}), retrying")
+    else:
+        log(f"[{i}/{total}] {cell.name}")
+
+
+def run_and_record(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> dict[str, Any]:
+    """Train and evaluate one run and write its record (what one job of ``--jobs`` does)."""
+    record = run_cell(ablation, cell, out, progress=progress)
+    atomic_write_json(cell_record_path(out, cell), record)
+    return record
+
+
 def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, progress: bool, log: Any) -> None:
     total = len(ablation.cells)
     for i, cell in enumerate(ablation.cells, 1):
-        record_path = cell_record_path(out, cell)
-        if record_path.is_file():
-            record = json.loads(record_path.read_text())
-            if record.get("status") == "done":
-                log(f"[{i}/{total}] {cell.name}: finished earlier, skipped")
-                records.append(record)
-                continue
-            log(f"[{i}/{total}] {cell.name}: failed earlier ({record.get('error', '?')}), retrying")
-        else:
-            log(f"[{i}/{total}] {cell.name}")
-        record = run_cell(ablation, cell, out, progress=progress)
-        atomic_write_json(record_path, record)
+        record = _finished(out, cell)
+        if record is not None:
+            log(f"[{i}/{total}] {cell.name}: finished earlier, skipped")
+            records.append(record)
+            continue
+        _announce(out, cell, i, total, log)
+        record = run_and_record(ablation, cell, out, progress=progress)
         if record["status"] != "done":
             log(f"[{i}/{total}] {cell.name}: failed: {record['error']}")
         records.append(record)
+
+
+def threads_per_job(jobs: int) -> int:
+    """An equal share of the cores this process may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // jobs)
+
+
+def _run_side_by_side(
+    ablation: Ablation, out: Path, records: list[dict[str, Any]], *, jobs: int, log: Any
+) -> None:
+    """Up to ``jobs`` runs at once, each a ``modiff ablate --run NAME`` process.
+
+    Runs start in file order, except that one which would share a stage with
+    a running run waits until that run has kept it (then it starts from it).
+    """
+    total = len(ablation.cells)
+    order = {c.name: i for i, c in enumerate(ablation.cells, 1)}
+    todo: list[Cell] = []
+    for cell in ablation.cells:
+        record = _finished(out, cell)
+        if record is not None:
+            log(f"[{order[cell.name]}/{total}] {cell.name}: finished earlier, skipped")
+            records.append(record)
+        else:
+            todo.append(cell)
+    cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
+    keys = {c.name: set(stage_keys(ablation.resolved[c.name]).values()) for c in todo} if cache else {}
+    logs = out / ".logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    threads = threads_per_job(jobs)
+    running: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        while todo or running:
+            for name, proc in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                cell = next(c for c in ablation.cells if c.name == name)
+                if proc.returncode == 130:
+                    raise KeyboardInterrupt
+                record = _finished(out, cell) or _failed_job(out, cell, proc.returncode, logs / f"{name}.log")
+                records.append(record)
+                verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
+                log(f"[{order[name]}/{total}] {name}: {verdict}")
+            busy = set().union(*(keys.get(n, set()) for n in running)) if cache else set()
+            for cell in list(todo):
+                if len(running) >= jobs:
+                    break
+                if cache and any(k in busy and not cache.has(k) for k in keys[cell.name]):
+                    continue  # a running run trains a stage this one can share: wait for it
+                todo.remove(cell)
+                _announce(out, cell, order[cell.name], total, log)
+                running[cell.name] = _start_job(ablation, cell, threads, logs / f"{cell.name}.log")
+            time.sleep(0.5)
+    finally:
+        for proc in running.values():  # on a stop: each job checkpoints and exits on its own signal
+            proc.wait()
+
+
+def _start_job(ablation: Ablation, cell: Cell, threads: int, log_path: Path) -> subprocess.Popen[bytes]:
+    boot = (
+        "import sys, torch; torch.set_num_threads(int(sys.argv.pop(1))); "
+        "from modiff.cli import main; sys.exit(main())"
+    )
+    command = [sys.executable, "-c", boot, str(threads), "ablate", str(ablation.path), "--quiet", "--run", cell.name]
+    for extra in ablation.extra_sets:
+        command += ["--set", extra]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+
+def _failed_job(out: Path, cell: Cell, code: int | None, log_path: Path) -> dict[str, Any]:
+    """A job that ended without writing a finished record."""
+    path = cell_record_path(out, cell)
+    if path.is_file():
+        return json.loads(path.read_text())
+    tail = log_path.read_text(errors="replace")[-1500:] if log_path.is_file() else ""
+    record = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed,
+              "status": "failed", "error": f"the run's process exited with code {code}; see {log_path}",
+              "traceback": tail}
+    atomic_write_json(path, record)
+    return record
 
 
 def _learning_curve(run: RunDir) -> list[dict[str, Any]]:
@@ -332,9 +474,18 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
     run = RunDir(out / cell.name)
     record: dict[str, Any] = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed}
     wall = time.perf_counter()
+    cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
     try:
         started = time.perf_counter()
-        pipeline = train_run(resolved, run, resume=run.exists(), progress=progress)
+        shared = cache.start(run, resolved) if cache is not None else None
+        if shared is not None:
+            record["shared_stages"] = latest_stages(run)
+
+        def keep(stage: str, checkpoint: Any) -> None:
+            if cache is not None:
+                cache.keep(run, stage, checkpoint, resolved)
+
+        pipeline = train_run(resolved, run, resume=run.exists(), progress=progress, on_stage_done=keep)
         # The trainer's own clock: every stage, without evaluation or sampling, across resumes.
         record["train_seconds"] = float(run.read_state().get("train_seconds") or time.perf_counter() - started)
         record["parameters"] = {

@@ -215,15 +215,17 @@ class CheckpointWriter:
         )
         self.roles.append(role)
 
-    def carry(self, role: str) -> None:
-        """Keep ``role`` as it is in the previous checkpoint (hard links, no copy)."""
-        if self.previous is None or role not in self.previous.roles:
+    def carry(self, role: str, *, source: Checkpoint | None = None) -> None:
+        """Keep ``role`` as it is in the previous checkpoint, or in ``source`` (a
+        checkpoint of another run: :mod:`modiff.stage_cache`); hard links, no copy."""
+        source = source if source is not None else self.previous
+        if source is None or role not in source.roles:
             raise RunError(f"cannot carry the {role} over: the previous checkpoint has no weights for it")
         target = self.staging / "components"
         with refused_writes_explained(target):
-            _link_or_copy(self.previous.weights(role), target / f"{role}.safetensors")
-            if self.previous.assets(role).is_dir():
-                shutil.copytree(self.previous.assets(role), target / role, copy_function=_link_or_copy)
+            _link_or_copy(source.weights(role), target / f"{role}.safetensors")
+            if source.assets(role).is_dir():
+                shutil.copytree(source.assets(role), target / role, copy_function=_link_or_copy)
         self.roles.append(role)
 
     def save_trainer(self, tensors: Mapping[str, torch.Tensor], scalars: Mapping[str, Any]) -> None:

@@ -10,13 +10,14 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .assembly import build, build_component
+from .checkpoint import Checkpoint
 from .distributed import World
 from .errors import ModiffError, RunError
 from .files import atomic_write_json, atomic_write_text, refused_writes_explained
@@ -101,8 +102,12 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     world: World | None = None,
+    on_stage_done: Callable[[str, Checkpoint], None] | None = None,
 ) -> Pipeline:
     """Train every stage of ``run`` (resuming where it stopped) and return the pipeline.
+
+    ``on_stage_done(stage, checkpoint)`` is called as each stage commits (a
+    :class:`~modiff.stage_cache.StageCache` keeps it for other runs).
 
     One process writes a run at a time (rank 0 holds the run's lock for the
     whole training); every other rank waits for it to prepare the folder.
@@ -144,6 +149,7 @@ def train_run(
             resume_from=run.latest() if resume else None,
             on_sample=on_sample,
             on_evaluate=on_evaluate if components.evaluator is not None else None,
+            on_stage_done=on_stage_done,
         ).train()
     return pipeline
 

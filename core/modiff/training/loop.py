@@ -88,6 +88,7 @@ class Trainer:
         resume_from: Checkpoint | None = None,
         on_sample: Callable[[str, int], None] | None = None,
         on_evaluate: Callable[[], dict[str, Any]] | None = None,
+        on_stage_done: Callable[[str, Checkpoint], None] | None = None,
     ):
         self.components = components
         self.run = run
@@ -95,6 +96,8 @@ class Trainer:
         self.progress = progress
         self.on_sample = on_sample
         self.on_evaluate = on_evaluate
+        #: Called on the main process with each finished stage and the checkpoint that ends it.
+        self.on_stage_done = on_stage_done
         self.settings = components.settings
         if resume_from is not None and resume_from.legacy:
             raise RunError(
@@ -292,6 +295,8 @@ class Trainer:
                 state = {"stages_done": self.stages_done, "stage": None, "step": 0,
                          "train_seconds": self.clock.seconds()}
                 self.checkpoint = writer.commit(state)
+            if self.on_stage_done is not None:
+                self.on_stage_done(stage, self.checkpoint)
         self.world.barrier()
 
     def _resume(self, stage: Stage, opt: torch.optim.Optimizer, ema: EMA | None) -> int:

@@ -193,7 +193,8 @@ def test_an_untrained_embedder_already_tells_the_words_apart() -> None:
      ("dropout=1.0", ["dropout", "less than 1"]),
      ('pretext="grid"', ["pretext", "'none' or 'layout'"]),
      ("pretext_grid=1", ["pretext_grid", "greater than or equal to 2"]),
-     ('joint_training=false, text_embedder.pretext="none"', ["joint_training = false", "pretext = 'none'", "pretext = 'layout'"]),
+     ('joint_training=false, text_embedder.pretext="none"',
+      ["joint_training = false", "pretext = 'none'", "pretext = 'layout'"]),
      ('joint_training="sometimes"', ["joint_training", "valid boolean"]),
      ('depth=0, text_embedder.pretext="layout", text_embedder.heads=3', ["heads = 3", "width = 64"])],
 )

@@ -1,0 +1,169 @@
+"""Stages shared between runs (modiff.stage_cache) and runs side by side
+(``modiff ablate --jobs``), on the real plugins at tiny sizes: a run that
+starts from another run's stages ends bit for bit where it would have ended
+alone, and only runs whose settings decide a stage alike share it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from modiff.ablation import read_ablation, run_ablation
+from modiff.cli import main
+from modiff.runs import RunDir
+from modiff.settings import load
+from modiff.stage_cache import stage_keys
+
+pytestmark = pytest.mark.slow
+
+# The autoencoder, the text transformer with its layout pretext (both stages shareable), a small UNet.
+TINY = """
+[run]
+runs_dir = "{runs}"
+[data]
+plugin = "shapes"
+size = 64
+max_objects = 2
+[encoder]
+plugin = "kl-autoencoder"
+channels = [8, 8, 8]
+norm_num_groups = 4
+[text_embedder]
+plugin = "transformer"
+width = 16
+heads = 2
+depth = 1
+pretext = "layout"
+pretext_grid = 4
+[conditioner]
+plugin = "cross-attention"
+[denoiser]
+plugin = "unet"
+channels = [16, 32]
+layers_per_block = 1
+attention_levels = [1]
+norm_num_groups = 4
+[scheduler]
+plugin = "ddim"
+[evaluator]
+plugin = "prompt-accuracy"
+num_prompts = 4
+steps = 2
+[train]
+steps = 4
+batch_size = 4
+checkpoint_every = 2
+log_every = 1
+warmup_steps = 1
+[train.encoder]
+steps = 4
+batch_size = 4
+warmup_steps = 1
+[train.text_embedder]
+steps = 4
+batch_size = 4
+warmup_steps = 1
+[sample]
+steps = 2
+prompts = ["a red circle"]
+"""
+
+ROLES = ("encoder", "text_embedder", "conditioner", "denoiser")
+
+
+def write(tmp: Path, name: str, body: str, *, share: bool = True) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "base.toml").write_text(TINY.format(runs=(tmp / "runs").as_posix()))
+    path = tmp / f"{name}.toml"
+    path.write_text(f'base = "base.toml"\nname = "{name}"\nshare_stages = {str(share).lower()}\n'
+                    f'images_per_prompt = 1\n{body}')
+    return path
+
+
+def weights(run: Path) -> dict[str, dict[str, torch.Tensor]]:
+    return {role: load_file(str(RunDir(run).weights(role))) for role in ROLES if RunDir(run).weights(role).is_file()}
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], what: str) -> None:
+    assert a.keys() == b.keys(), what
+    differ = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not differ, f"{what}: {differ[:3]}"
+
+
+TWO_CONDITIONERS = """
+[[variant]]
+name = "xattn"
+
+[[variant]]
+name = "hybrid"
+set = { "conditioner.plugin" = "hybrid" }
+"""
+
+
+def test_a_run_started_from_anothers_stages_ends_as_it_would_alone(tmp_path: Path) -> None:
+    shared = write(tmp_path / "s", "shared", TWO_CONDITIONERS)
+    records = run_ablation(read_ablation(shared), progress=False, log=lambda *_: None)
+    assert [r["status"] for r in records] == ["done", "done"], records
+    first, second = records
+    assert "shared_stages" not in first and second["shared_stages"] == ["encoder", "text_embedder"]
+    runs = tmp_path / "s" / "runs" / "shared"
+    a, b = weights(runs / "xattn"), weights(runs / "hybrid")
+    assert_same(a["encoder"], b["encoder"], "the shared autoencoder")
+    copied = [json.loads(line) for line in (runs / "hybrid" / "metrics.jsonl").read_text().splitlines()]
+    assert [r for r in copied if r.get("stage") == "encoder"], "the shared stages' log lines come with them"
+
+    alone = write(tmp_path / "a", "alone", '[[variant]]\nname = "hybrid"\nset = { "conditioner.plugin" = "hybrid" }\n',
+                  share=False)
+    (record,) = run_ablation(read_ablation(alone), progress=False, log=lambda *_: None)
+    assert "shared_stages" not in record
+    reference = weights(tmp_path / "a" / "runs" / "alone" / "hybrid")
+    for role in ROLES:
+        assert_same(reference[role], b[role], f"{role} of the run that started from the shared stages")
+    # the shared stages' seconds are counted in the run that reused them (honest cost curves)
+    assert second["train_seconds"] > 0.5 * record["train_seconds"], (second["train_seconds"], record["train_seconds"])
+
+
+def test_stage_keys_change_with_what_decides_the_stage_and_nothing_else(tmp_path: Path) -> None:
+    (tmp_path / "base.toml").write_text(TINY.format(runs=tmp_path.as_posix()))
+
+    def keys(*sets: str) -> dict[str, str]:
+        return stage_keys(load([tmp_path / "base.toml"], list(sets)))
+
+    base = keys()
+    assert keys('conditioner.plugin="concat"', "train.steps=9", 'run.name="other"', "train.lr=1e-3") == base
+    for change in ("run.seed=1", "data.size=32", "encoder.channels=[8,8,16]", "train.encoder.steps=5"):
+        changed = keys(change)
+        assert changed["encoder"] != base["encoder"] and changed["text_embedder"] != base["text_embedder"], change
+    for change in ("text_embedder.width=32", "train.text_embedder.lr=1e-2"):
+        changed = keys(change)
+        assert changed["encoder"] == base["encoder"] and changed["text_embedder"] != base["text_embedder"], change
+
+
+def test_jobs_train_runs_side_by_side_and_a_sharing_run_waits_for_its_stages(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, "jobs", "seeds = [0, 1]\n" + TWO_CONDITIONERS)
+    assert main(["ablate", str(path), "--quiet", "--jobs", "2"]) == 0
+    out = tmp_path / "runs" / "jobs"
+    records = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/cell.json")}
+    assert sorted(records) == ["hybrid,seed=0", "hybrid,seed=1", "xattn,seed=0", "xattn,seed=1"]
+    assert all(r["status"] == "done" for r in records.values())
+    # each seed trains its stages once: the hybrid run of a seed starts from the xattn run's
+    for seed in (0, 1):
+        assert records[f"hybrid,seed={seed}"].get("shared_stages") == ["encoder", "text_embedder"]
+        assert "shared_stages" not in records[f"xattn,seed={seed}"]
+    assert len(list((out / ".stages").iterdir())) == 4  # two stages x two seeds
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    log = capsys.readouterr().out
+    assert log.index("xattn,seed=1") < log.index("hybrid,seed=0"), "the sharing run waited; the other seed did not"
+
+
+def test_jobs_must_be_a_positive_whole_number(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, "bad", TWO_CONDITIONERS)
+    with pytest.raises(SystemExit) as exit_:
+        main(["ablate", str(path), "--jobs", "0"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --jobs: must be a whole number of at least 1, got '0'" in err and "Traceback" not in err
