@@ -371,8 +371,12 @@ def _intro(summary: dict[str, Any]) -> str:
     cells = len(summary["cells"])
     text = (
         f"{cells} cells, {summary['runs']} runs ({summary['runs_done']} finished); seeds {summary['seeds']}; "
-        f"the runs took {_minutes(summary['wall_seconds'])} in all (training, evaluation and samples)."
+        f"the runs took {_minutes(summary['wall_seconds'])} in all (training, evaluation and samples)"
     )
+    span = summary.get("span_seconds")
+    if span:
+        text += f"; {_minutes(span)} of wall time from the first run's start to the last one's end"
+    text += "."
     t = summary.get("threshold")
     if t:
         text += f" Cost is read at {summary['names'].get(t['metric'], t['metric'])} ≥ {t['value']:g}."
