@@ -474,6 +474,7 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
     run = RunDir(out / cell.name)
     record: dict[str, Any] = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed}
     wall = time.perf_counter()
+    record["started_at"] = time.time()
     cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
     try:
         started = time.perf_counter()
@@ -513,6 +514,7 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
         if not isinstance(exc, ModiffError):
             record["traceback"] = traceback.format_exc(limit=8)
     record["wall_seconds"] = time.perf_counter() - wall
+    record["ended_at"] = time.time()
     metrics = run.read_metrics() if run.metrics.is_file() else []
     record["losses"] = [(m["step"], m["loss"]) for m in metrics if m.get("stage") == "denoiser" and "loss" in m]
     record["curve"] = _learning_curve(run) if run.metrics.is_file() else []
@@ -672,4 +674,15 @@ def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]
         "runs": len(records),
         "runs_done": len(done),
         "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
+        "span_seconds": _span(records),
     }
+
+
+def _span(records: list[dict[str, Any]]) -> float | None:
+    """Seconds from the first run's start to the last run's end (the grid's wall
+    time when its runs went side by side); ``None`` unless every run says when."""
+    starts = [r.get("started_at") for r in records]
+    ends = [r.get("ended_at") for r in records]
+    if not records or None in starts or None in ends:
+        return None
+    return float(max(ends) - min(starts))
