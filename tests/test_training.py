@@ -243,6 +243,9 @@ def test_the_stage_optimiser_is_fused_on_cpu_and_computes_plain_adamws_update() 
     fused = adamw(fused_params, lr=1e-2, weight_decay=0.1)
     plain = torch.optim.AdamW(plain_params, lr=1e-2, weight_decay=0.1, foreach=False)
     assert fused.defaults["fused"] is True
+    # a channels_last weight keeps the plain loop: resumed moments come back contiguous
+    conv = torch.nn.Parameter(torch.randn(4, 3, 3, 3).to(memory_format=torch.channels_last))
+    assert not adamw([conv], lr=1e-2, weight_decay=0.0).defaults["fused"]
     for _ in range(5):
         grads = [torch.randn_like(t) for t in start]
         for params, opt in ((fused_params, fused), (plain_params, plain)):
