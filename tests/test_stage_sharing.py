@@ -156,8 +156,11 @@ def test_jobs_train_runs_side_by_side_and_a_sharing_run_waits_for_its_stages(tmp
         assert "shared_stages" not in records[f"xattn,seed={seed}"]
     assert len(list((out / ".stages").iterdir())) == 4  # two stages x two seeds
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
-    span = max(r["ended_at"] for r in records.values()) - min(r["started_at"] for r in records.values())
-    assert span < sum(r["wall_seconds"] for r in records.values()), "two at a time: less wall time than run time"
+    # side by side: the two seeds' first runs were in flight at the same time (their spans overlap);
+    # a timing ratio would be flaky on a loaded machine, where tiny runs are mostly process start-up
+    first, second = records["xattn,seed=0"], records["xattn,seed=1"]
+    assert max(first["started_at"], second["started_at"]) < min(first["ended_at"], second["ended_at"]), \
+        "two at a time: the runs of the two seeds overlap"
     assert "of wall time from the first run's start to the last one's end" in (out / "report.md").read_text()
     log = capsys.readouterr().out
     assert log.index("xattn,seed=1") < log.index("hybrid,seed=0"), "the sharing run waited; the other seed did not"
