@@ -388,7 +388,8 @@ def relative_costs(timing: dict[str, Any], reference: str, unit: float | None, n
 # ---------------------------------------------------------------------------- training
 
 
-def train_command(recipe: Recipe, common: list[str], layout: Layout, resume: bool) -> list[str]:
+def train_command(recipe: Recipe, common: list[str], layout: Layout, resume: bool,
+                  stage_cache: Path | None = None) -> list[str]:
     # Ctrl-C (SIGINT) must reach the trainer, which saves a checkpoint on it; a process started in the
     # background by a shell inherits SIGINT ignored, so the handler is put back first.
     boot = (
@@ -403,6 +404,8 @@ def train_command(recipe: Recipe, common: list[str], layout: Layout, resume: boo
         cmd += ["--nproc", str(recipe.nproc)]
     if resume:
         cmd.append("--resume")
+    if stage_cache is not None:
+        cmd += ["--stage-cache", str(stage_cache)]
     return cmd + ["--quiet"]
 
 
@@ -414,138 +417,32 @@ class Job:
     log: Any
 
 
-# ---------------------------------------------------------------------------- sharing the encoder stage
+# ---------------------------------------------------------------------------- sharing stages
 #
-# Recipes that differ only after the encoder stage (the text embedder, the
-# denoiser, the optimiser...) would train the very same autoencoder, bit for
-# bit (the core's determinism). So the first of them trains it; the moment its
-# run commits the checkpoint that ends the encoder stage, that checkpoint's
-# encoder is copied into an encoder cache (``--encoder-cache``, shared between
-# sweeps if you point them at the same folder), keyed by everything the
-# encoder depends on. Every other recipe with the same key starts from a run
-# folder holding that encoder as its one committed checkpoint, with the
-# donor's training seconds for the stage (so every curve still counts it) and
-# the stage's metrics; `modiff train --resume` continues from there. This
-# reads the run-folder layout of modiff's checkpoints (LATEST,
-# checkpoints/NNNNNN/{state.json, components/}); when it cannot, the recipe
-# simply trains its own encoder.
-
-ENCODER_KEYS = ("data", "encoder")
+# Recipes that differ only after a stage (the denoiser, the optimiser...)
+# would train that stage bit for bit alike (the core's determinism). Every
+# recipe trains with `modiff train --stage-cache DIR` (the core's
+# modiff.stage_cache.StageCache): the first one keeps each stage it finishes,
+# the others start after it with its seconds counted. All this benchmark adds
+# is the order: a recipe that would share a stage a running recipe is still
+# training waits for it.
 
 
-def encoder_key(recipe: Recipe, common: list[str]) -> str | None:
-    """What decides the trained autoencoder; ``None`` when there is no encoder stage."""
+def stage_key_set(recipe: Recipe, common: list[str]) -> set[str]:
+    """The keys of the stages ``recipe`` could share (:func:`modiff.stage_cache.stage_keys`)."""
     from modiff.settings import load
+    from modiff.stage_cache import stage_keys
 
-    d = load([ROOT / recipe.file], [*common, *recipe.sets]).to_dict()
-    if not d["train"]["encoder"]["steps"]:
-        return None
-    run = {k: d["run"][k] for k in ("seed", "precision", "device", "deterministic")}
-    return json.dumps({**{k: d[k] for k in ENCODER_KEYS}, "train.encoder": d["train"]["encoder"], "run": run,
-                       "nproc": recipe.nproc}, sort_keys=True)
-
-
-class EncoderCache:
-    """Trained encoders by key: filled from runs that train one, read by runs that need one."""
-
-    def __init__(self, folder: Path, runs: Path):
-        self.folder, self.runs = folder, runs
-
-    def entry(self, key: str) -> Path:
-        import hashlib
-
-        return self.folder / hashlib.sha256(key.encode()).hexdigest()[:16]
-
-    def has(self, key: str) -> bool:
-        return (self.entry(key) / "info.json").is_file()
-
-    def claim(self, key: str, pid: int) -> None:
-        """Say that process ``pid`` trains this encoder, so other sweeps wait for it instead of training it too."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(self.folder / f"{self.entry(key).name}.training", str(pid))
-
-    def claimed_elsewhere(self, key: str, mine: set[int]) -> bool:
-        """Another live process (not one of ``mine``) is training this encoder."""
-        try:
-            pid = int((self.folder / f"{self.entry(key).name}.training").read_text())
-        except (OSError, ValueError):
-            return False
-        if pid in mine:
-            return False
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-
-    def collect(self, name: str, key: str | None) -> None:
-        """If run ``name`` has committed the end of its encoder stage, keep a copy of that encoder."""
-        import shutil
-
-        if key is None or self.has(key):
-            return
-        run = self.runs / name
-        for state_file in sorted((run / "checkpoints").glob("[0-9]*/state.json")):
-            state = read_json(state_file, {}) or {}
-            if state.get("stages_done") != ["encoder"] or state.get("stage") is not None:
-                continue
-            entry, tmp = self.entry(key), self.folder / f".{self.entry(key).name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                tmp.mkdir(parents=True)
-                components = state_file.parent / "components"
-                shutil.copy2(components / "encoder.safetensors", tmp / "encoder.safetensors")
-                if (components / "encoder").is_dir():
-                    shutil.copytree(components / "encoder", tmp / "encoder")
-                metrics = [ln for ln in (run / "metrics.jsonl").read_text().splitlines() if '"stage": "encoder"' in ln]
-                info = {"key": json.loads(key), "train_seconds": state.get("train_seconds", 0.0), "from": str(run),
-                        "metrics": metrics}
-                (tmp / "info.json").write_text(json.dumps(info, indent=1))
-                os.replace(tmp, entry)
-            except OSError:  # the checkpoint went away under us (tidied): another chance at the next one
-                shutil.rmtree(tmp, ignore_errors=True)
-            return
-
-    def seed(self, key: str, recipe: Recipe, common: list[str]) -> bool:
-        """Start ``recipe``'s run folder from the cached encoder."""
-        import datetime
-        import shutil
-
-        from modiff.settings import load
-
-        entry, dst = self.entry(key), self.runs / recipe.name
-        info = read_json(entry / "info.json", {}) or {}
-        tmp = self.runs / f".{recipe.name}.seeding"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            components = tmp / "checkpoints" / "000001" / "components"
-            components.mkdir(parents=True)
-            shutil.copy2(entry / "encoder.safetensors", components / "encoder.safetensors")
-            if (entry / "encoder").is_dir():
-                shutil.copytree(entry / "encoder", components / "encoder")
-            resolved = load([ROOT / recipe.file], [*common, *recipe.sets, f'run.name="{recipe.name}"',
-                                                   f'run.runs_dir="{self.runs}"'])
-            (tmp / "settings.toml").write_text(resolved.to_toml())
-            state = {"format": "modiff/1", "components": ["encoder"], "previous": None, "stage": None,
-                     "stages_done": ["encoder"], "step": 0, "train_seconds": float(info.get("train_seconds", 0.0)),
-                     "written": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-                     "seeded_from": info.get("from")}
-            (components.parent / "state.json").write_text(json.dumps(state, indent=2))
-            (tmp / "LATEST").write_text("000001\n")
-            (tmp / "metrics.jsonl").write_text("".join(ln + "\n" for ln in info.get("metrics", [])))
-            os.replace(tmp, dst)
-            return True
-        except OSError as exc:
-            print(f"could not start {recipe.name} from the cached encoder ({exc}); it trains its own", flush=True)
-            shutil.rmtree(tmp, ignore_errors=True)
-            return False
+    return set(stage_keys(load([ROOT / recipe.file], [*common, *recipe.sets])).values())
 
 
 # ---------------------------------------------------------------------------- scheduling
 
 
 def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any, only: list[str] | None,
-                share: bool = True, encoder_cache: Path | None = None) -> None:
+                share: bool = True, stage_cache: Path | None = None) -> None:
+    from modiff.stage_cache import StageCache
+
     recipes = [Recipe(**r) for r in plan["recipes"].values()]
     todo = [r for r in recipes if (read_json(layout.status(r.name), {}) or {}).get("status") != "done"]
     if only:
@@ -553,8 +450,8 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
     for r in todo:
         if r.cores > cores:
             raise UsageError(f"recipe {r.name} needs {r.cores} cores (@threads x @nproc) but --cores is {cores}")
-    keys = {r.name: encoder_key(r, plan["common"]) for r in recipes} if share else {}
-    cache = EncoderCache(encoder_cache or layout.out / "encoders", layout.runs)
+    cache = StageCache(stage_cache or layout.out / "stages") if share else None
+    keys = {r.name: stage_key_set(r, plan["common"]) for r in todo} if cache else {}
     running: list[Job] = []
     layout.logs.mkdir(parents=True, exist_ok=True)
 
@@ -568,41 +465,32 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
                 j.proc.kill()
         raise KeyboardInterrupt
 
-    def plan_start(r: Recipe) -> str:
-        """"start", "wait" (a running recipe is training the same encoder) or "seeded"."""
-        key = keys.get(r.name)
-        if key is None or (layout.runs / r.name / "settings.toml").exists():
-            return "start"
-        if cache.has(key):
-            return "seeded" if cache.seed(key, r, plan["common"]) else "start"
-        busy = any(keys.get(j.recipe.name) == key for j in running)
-        return "wait" if busy or cache.claimed_elsewhere(key, {j.proc.pid for j in running}) else "start"
+    def waits(r: Recipe) -> bool:
+        """A running recipe is training a stage ``r`` could start after."""
+        if cache is None or (layout.runs / r.name / "settings.toml").exists():
+            return False
+        busy = set().union(*(keys.get(j.recipe.name, set()) for j in running))
+        return any(k in busy and not cache.has(k) for k in keys[r.name])
 
     previous = signal.signal(signal.SIGTERM, stop_all)
     try:
         while todo or running:
-            for j in running:
-                cache.collect(j.recipe.name, keys.get(j.recipe.name))
             free = cores - sum(j.recipe.cores for j in running)
             for r in list(todo):
-                if r.cores > free:
-                    continue
-                how = plan_start(r)
-                if how == "wait":
+                if r.cores > free or waits(r):
                     continue
                 todo.remove(r)
                 resume = (layout.runs / r.name / "settings.toml").exists()
-                cmd = train_command(r, plan["common"], layout, resume)
+                shared = cache is not None and not resume and any(cache.has(k) for k in keys[r.name])
+                cmd = train_command(r, plan["common"], layout, resume, cache.folder if cache else None)
                 log = open(layout.logs / f"{r.name}.log", "ab")  # noqa: SIM115 - open while the job runs
                 log.write(f"\n$ {shlex.join(cmd)}\n".encode())
                 log.flush()
                 env = {**os.environ, "OMP_NUM_THREADS": str(r.threads), "MKL_NUM_THREADS": str(r.threads)}
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
                 running.append(Job(r, proc, time.time(), log))
-                if how == "start" and not resume and keys.get(r.name) is not None:
-                    cache.claim(keys[r.name], proc.pid)
                 free -= r.cores
-                note = " (encoder from another recipe)" if how == "seeded" else " (resuming)" if resume else ""
+                note = " (stages from another recipe)" if shared else " (resuming)" if resume else ""
                 print(f"[{time.strftime('%H:%M:%S')}] started {r.name}{note}", flush=True)
             time.sleep(2)
             for j in list(running):
@@ -797,13 +685,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--retime", action="store_true", help="measure the step costs again")
     p.add_argument("--only", action="append", default=None, help="train only these recipes now")
     p.add_argument("--no-share", action="store_true",
-                   help="every recipe trains its own encoder (default: recipes with the same data, encoder and encoder "
-                   "stage start from the first one's)")
+                   help="every recipe trains its own stages (default: a recipe whose settings decide a stage before "
+                   "the denoiser's exactly as another's starts after that one's)")
     p.add_argument("--report-only", action="store_true", help="write the tables and plots from what is there")
     p.add_argument("--timing-only", action="store_true", help="measure the step costs, train nothing")
-    p.add_argument("--encoder-cache", type=Path, default=None, metavar="DIR",
-                   help="where trained encoders are kept for recipes with the same encoder stage (default OUT/encoders;"
-                   " give sweeps the same folder to share between them)")
+    p.add_argument("--stage-cache", type=Path, default=None, metavar="DIR",
+                   help="where finished stages are kept for recipes that can share them (default OUT/stages; give "
+                   "sweeps the same folder to share between them)")
     p.add_argument("--title", default="", help="plot title (default: the output folder's name)")
     p.add_argument("--_timing", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -861,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"denoiser {c['fixed_reference_steps']:.0f} reference steps, {c['denoiser_params']} parameters")
             return 0
         run_recipes(plan, layout, args.cores, lambda: write_results(plan, layout, args.ref_step_seconds, title),
-                    args.only, share=not args.no_share, encoder_cache=args.encoder_cache)
+                    args.only, share=not args.no_share, stage_cache=args.stage_cache)
         result = write_results(plan, layout, args.ref_step_seconds, title)
         print(markdown(result))
         return 0

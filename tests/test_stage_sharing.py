@@ -173,3 +173,52 @@ def test_jobs_must_be_a_positive_whole_number(tmp_path: Path, capsys) -> None:
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "argument --jobs: must be a whole number of at least 1, got '0'" in err and "Traceback" not in err
+
+
+def test_train_with_a_stage_cache_starts_a_new_run_after_the_stages_another_kept(tmp_path: Path, capsys) -> None:
+    base = tmp_path / "base.toml"
+    base.write_text(TINY.format(runs=(tmp_path / "runs").as_posix()))
+    cache = tmp_path / "stages"
+    assert main(["train", str(base), "--set", 'run.name="first"', "--quiet", "--stage-cache", str(cache)]) == 0
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2  # autoencoder, text embedder
+    capsys.readouterr()
+    def concat(name: str) -> list[str]:
+        return ["train", str(base), "--set", f'run.name="{name}"', "--set", 'conditioner.plugin="concat"', "--quiet"]
+
+    assert main([*concat("second"), "--stage-cache", str(cache)]) == 0
+    assert "starting after the text_embedder stage" in capsys.readouterr().out
+    assert main(concat("alone")) == 0  # the same settings, no cache
+    started, alone = weights(tmp_path / "runs" / "second"), weights(tmp_path / "runs" / "alone")
+    for role in ROLES:
+        assert_same(alone[role], started[role], f"{role} of the run started from the cache")
+    # a run with a stage decided otherwise trains its own: nothing to start from
+    capsys.readouterr()
+    assert main(["train", str(base), "--set", 'run.name="third"', "--set", "run.seed=1", "--quiet",
+                 "--stage-cache", str(cache)]) == 0
+    assert "starting after" not in capsys.readouterr().out
+
+
+def test_learning_curve_recipes_wait_for_and_start_after_a_stage_another_recipe_trains(tmp_path: Path,
+                                                                                       monkeypatch) -> None:
+    import importlib.util
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
+    spec = importlib.util.spec_from_file_location("learning_curve_under_test", script)
+    assert spec is not None and spec.loader is not None
+    curve = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, curve)  # dataclasses look their module up there
+    monkeypatch.syspath_prepend(str(script.parent))
+    spec.loader.exec_module(curve)
+    base = tmp_path / "tiny.toml"
+    base.write_text(TINY.format(runs=(tmp_path / "unused").as_posix()))
+    out = tmp_path / "out"
+    # two cores free, yet b waits for a: its stages before the denoiser's are a's
+    assert curve.main(["--out", str(out), "--base", str(base), "--no-timing", "--cores", "2", "--eval-every", "2",
+                       "--eval-prompts", "2", "--eval-steps", "1", "--recipe", "a",
+                       "--common", "text_embedder.joint_training=false",  # so b's ends as a's pretext left it
+                       "--recipe", 'b:conditioner.plugin="concat"']) == 0
+    assert "starting after the text_embedder stage" in (out / "logs" / "b.log").read_text()
+    assert "starting after" not in (out / "logs" / "a.log").read_text()
+    for role in ("encoder", "text_embedder"):
+        assert_same(weights(out / "runs" / "a")[role], weights(out / "runs" / "b")[role], role)

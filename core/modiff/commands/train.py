@@ -24,6 +24,14 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="delete an existing run of the same name first")
     p.add_argument("--nproc", type=int, default=None, metavar="N", help="train with N processes (starts torchrun)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--stage-cache",
+        metavar="DIR",
+        default=None,
+        help="share finished stages between runs through DIR: a new run whose settings decide a stage exactly as "
+        "a kept one starts from it (the same weights, its seconds counted), and this run keeps each stage it "
+        "finishes there for the next",
+    )
     p.set_defaults(func=run)
 
 
@@ -52,15 +60,35 @@ def target(files: list[str], sets: list[str]) -> tuple[object, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import Checkpoint
     from ..errors import ModiffError
+    from ..stage_cache import StageCache
     from ..workflows import train_run
 
     if args.nproc is not None and args.nproc < 1:
         raise ModiffError(f"--nproc must be at least 1, not {args.nproc}")
+    resolved, run_dir = target(args.files, args.sets)
+    cache = StageCache(Path(args.stage_cache)) if args.stage_cache else None
+    if cache is not None and not args.resume and not args.overwrite and int(os.environ.get("RANK", "0")) == 0:
+        stage = cache.start(run_dir, resolved)  # type: ignore[arg-type]
+        if stage is not None:
+            args.resume = True
+            print(f"{run_dir.path}: starting after the {stage} stage kept in {cache.folder}", flush=True)  # type: ignore[attr-defined]
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args)
-    resolved, run_dir = target(args.files, args.sets)
-    pipeline = train_run(resolved, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet)  # type: ignore[arg-type]
+
+    def keep(stage: str, checkpoint: Checkpoint) -> None:
+        if cache is not None:
+            cache.keep(run_dir, stage, checkpoint, resolved)  # type: ignore[arg-type]
+
+    pipeline = train_run(
+        resolved,  # type: ignore[arg-type]
+        run_dir,  # type: ignore[arg-type]
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        on_stage_done=keep,
+    )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     from ..workflows import sample_prompts
@@ -84,4 +112,6 @@ def _torchrun(args: argparse.Namespace) -> int:
     cmd += [
         flag for flag, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--quiet", args.quiet)) if on
     ]
+    if args.stage_cache:
+        cmd += ["--stage-cache", args.stage_cache]
     return subprocess.call(cmd)
