@@ -31,20 +31,9 @@ pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent
 ROLES = ("encoder", "text_embedder", "conditioner", "denoiser")
 
-# Every first-party plugin of a text-to-image run, small enough that a run takes seconds:
+# Every first-party plugin of a text-to-image run (tests/tiny-run.toml) with a small CLIP:
 # 6 autoencoder steps, 6 CLIP steps, 8 denoiser steps, a checkpoint every 3.
-TINY = """
-[run]
-name = "{name}"
-runs_dir = "{runs}"
-[data]
-plugin = "shapes"
-size = 64
-max_objects = 2
-[encoder]
-plugin = "kl-autoencoder"
-channels = [8, 8, 8]
-norm_num_groups = 4
+CLIP = """
 [text_embedder]
 plugin = "clip"
 width = 16
@@ -55,37 +44,6 @@ vision_heads = 2
 vision_layers = 1
 projection_dim = 8
 vocab_size = 600
-[conditioner]
-plugin = "cross-attention"
-[denoiser]
-plugin = "unet"
-channels = [16, 32]
-layers_per_block = 1
-attention_levels = [1]
-norm_num_groups = 4
-[scheduler]
-plugin = "ddim"
-[evaluator]
-plugin = "prompt-accuracy"
-num_prompts = 4
-steps = 2
-[train]
-steps = 8
-batch_size = 4
-checkpoint_every = 3
-log_every = 1
-warmup_steps = 1
-[train.encoder]
-steps = 6
-batch_size = 4
-warmup_steps = 1
-[train.text_embedder]
-steps = 6
-batch_size = 4
-warmup_steps = 1
-[sample]
-steps = 2
-prompts = ["a red circle"]
 """
 
 
@@ -97,9 +55,9 @@ def env() -> dict[str, str]:
 
 def settings(tmp: Path, name: str, *, steps: int = 8) -> Path:
     """The tiny settings, with ``steps`` denoiser steps."""
-    text = TINY.format(name=name, runs=(tmp / "runs").as_posix()).replace(
-        "[train]\nsteps = 8", f"[train]\nsteps = {steps}"
-    )
+    template = (HERE / "tiny-run.toml").read_text()
+    text = template.format(runs=(tmp / "runs").as_posix(), steps=steps, stage_steps=6, checkpoint_every=3) + CLIP
+    text = text.replace("[run]\n", f'[run]\nname = "{name}"\n', 1)
     path = tmp / f"{name}.toml"
     path.write_text(text)
     return path

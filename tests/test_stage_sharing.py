@@ -20,18 +20,11 @@ from modiff.stage_cache import stage_keys
 
 pytestmark = pytest.mark.slow
 
-# The autoencoder, the text transformer with its layout pretext (both stages shareable), a small UNet.
-TINY = """
-[run]
-runs_dir = "{runs}"
-[data]
-plugin = "shapes"
-size = 64
-max_objects = 2
-[encoder]
-plugin = "kl-autoencoder"
-channels = [8, 8, 8]
-norm_num_groups = 4
+# The tiny run of tests/tiny-run.toml with the text transformer and its layout pretext, so that
+# both stages before the denoiser's are shareable: 4 steps each, a checkpoint every 2.
+TINY = (Path(__file__).resolve().parent / "tiny-run.toml").read_text().format(
+    runs="{runs}", steps=4, stage_steps=4, checkpoint_every=2
+) + """
 [text_embedder]
 plugin = "transformer"
 width = 16
@@ -39,37 +32,6 @@ heads = 2
 depth = 1
 pretext = "layout"
 pretext_grid = 4
-[conditioner]
-plugin = "cross-attention"
-[denoiser]
-plugin = "unet"
-channels = [16, 32]
-layers_per_block = 1
-attention_levels = [1]
-norm_num_groups = 4
-[scheduler]
-plugin = "ddim"
-[evaluator]
-plugin = "prompt-accuracy"
-num_prompts = 4
-steps = 2
-[train]
-steps = 4
-batch_size = 4
-checkpoint_every = 2
-log_every = 1
-warmup_steps = 1
-[train.encoder]
-steps = 4
-batch_size = 4
-warmup_steps = 1
-[train.text_embedder]
-steps = 4
-batch_size = 4
-warmup_steps = 1
-[sample]
-steps = 2
-prompts = ["a red circle"]
 """
 
 ROLES = ("encoder", "text_embedder", "conditioner", "denoiser")
