@@ -70,6 +70,8 @@ AXES = {
     "equivalent": "reference-equivalent seconds (relative step cost x reference step time)",
     "steps": "denoiser steps",
 }
+#: The same axes as short plot labels (a long one runs into the next panel); curves.md explains them.
+AXIS_LABELS = {"seconds": "training seconds", "equivalent": "reference-equivalent seconds", "steps": "denoiser steps"}
 
 
 class UsageError(Exception):
@@ -642,7 +644,7 @@ def plots(result: dict[str, Any], out: Path, title: str) -> list[Path]:
             panels.append(panel)
         if not any(p.series for p in panels):
             continue
-        paths.append(line_chart(panels, out / f"curves-{axis}.png", x_label=AXES[axis], y_label="accuracy",
+        paths.append(line_chart(panels, out / f"curves-{axis}.png", x_label=AXIS_LABELS[axis], y_label="accuracy",
                                 title=title))
     return paths
 
