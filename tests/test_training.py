@@ -180,6 +180,23 @@ def test_learning_rate_warms_up_then_decays() -> None:
     assert lrs[-1] >= 0.1 * s.lr * 0.999
 
 
+@pytest.mark.parametrize("final", [0.0, 0.1, 0.5])
+def test_the_decay_ends_at_final_lr(final: float) -> None:
+    s = settings().train.model_copy(update={"steps": 101, "warmup_steps": 1, "final_lr": final})
+    assert lr_at(101, s) == pytest.approx(final * s.lr, abs=1e-12)  # the schedule's end
+    assert lr_at(1, s) == pytest.approx(s.lr)
+    assert lr_at(51, s) == pytest.approx((final + (1 - final) / 2) * s.lr)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_final_lr_out_of_range_names_the_key(value: float) -> None:
+    from modiff.errors import SettingsError
+    from modiff.settings import load_settings
+
+    with pytest.raises(SettingsError, match=r"train\.text_embedder\.final_lr.*" + str(value)):
+        load_settings([], [f"train.text_embedder.final_lr={value}"])
+
+
 def test_evaluate_runs_the_runs_evaluator(tmp_path: Path) -> None:
     from modiff.workflows import evaluate_run
 

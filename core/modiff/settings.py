@@ -90,6 +90,9 @@ class StageSettings(_Table):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
+    final_lr: float = Field(
+        0.1, ge=0, le=1, description="Where the cosine decay ends, as a fraction of lr (0: decay to zero)."
+    )
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
 

@@ -15,13 +15,14 @@ from ..settings import StageSettings
 
 
 def lr_at(step: int, settings: StageSettings) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to 10 % of it."""
+    """Linear warm-up to ``lr``, then cosine decay to ``final_lr`` × ``lr`` (10 % by default)."""
     s = settings
     if s.warmup_steps and step < s.warmup_steps:
         return s.lr * (step + 1) / s.warmup_steps
     span = max(1, s.steps - s.warmup_steps)
     progress = min(1.0, (step - s.warmup_steps) / span)
-    return s.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    floor = s.final_lr
+    return s.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 #: Devices whose AdamW has a fused kernel: one pass over all parameters per
