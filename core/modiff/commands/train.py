@@ -8,8 +8,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .settings import add_settings_arguments
+
+if TYPE_CHECKING:
+    from ..runs import RunDir
+    from ..settings import ResolvedSettings
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +40,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def target(files: list[str], sets: list[str]) -> tuple[object, object]:
+def target(files: list[str], sets: list[str]) -> tuple[ResolvedSettings, RunDir]:
     """The resolved settings and the run folder to train into.
 
     A run's own folder (or its ``settings.toml``) trains into that folder,
@@ -70,24 +75,19 @@ def run(args: argparse.Namespace) -> int:
     resolved, run_dir = target(args.files, args.sets)
     cache = StageCache(Path(args.stage_cache)) if args.stage_cache else None
     if cache is not None and not args.resume and not args.overwrite and int(os.environ.get("RANK", "0")) == 0:
-        stage = cache.start(run_dir, resolved)  # type: ignore[arg-type]
+        stage = cache.start(run_dir, resolved)
         if stage is not None:
             args.resume = True
-            print(f"{run_dir.path}: starting after the {stage} stage kept in {cache.folder}", flush=True)  # type: ignore[attr-defined]
+            print(f"{run_dir.path}: starting after the {stage} stage kept in {cache.folder}", flush=True)
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _torchrun(args)
 
     def keep(stage: str, checkpoint: Checkpoint) -> None:
         if cache is not None:
-            cache.keep(run_dir, stage, checkpoint, resolved)  # type: ignore[arg-type]
+            cache.keep(run_dir, stage, checkpoint, resolved)
 
     pipeline = train_run(
-        resolved,  # type: ignore[arg-type]
-        run_dir,  # type: ignore[arg-type]
-        resume=args.resume,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        on_stage_done=keep,
+        resolved, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, on_stage_done=keep
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
