@@ -471,8 +471,7 @@ def run_recipes(plan: dict[str, Any], layout: Layout, cores: int, on_finish: Any
         """A running recipe is training a stage ``r`` could start after."""
         if cache is None or (layout.runs / r.name / "settings.toml").exists():
             return False
-        busy = set().union(*(keys.get(j.recipe.name, set()) for j in running))
-        return any(k in busy and not cache.has(k) for k in keys[r.name])
+        return cache.must_wait(keys[r.name], (keys[j.recipe.name] for j in running))
 
     previous = signal.signal(signal.SIGTERM, stop_all)
     try:

@@ -184,3 +184,15 @@ def test_learning_curve_recipes_wait_for_and_start_after_a_stage_another_recipe_
     assert "starting after" not in (out / "logs" / "a.log").read_text()
     for role in ("encoder", "text_embedder"):
         assert_same(weights(out / "runs" / "a")[role], weights(out / "runs" / "b")[role], role)
+
+
+def test_a_run_waits_only_for_a_stage_a_running_run_could_still_keep(tmp_path: Path) -> None:
+    from modiff.stage_cache import StageCache
+
+    cache = StageCache(tmp_path)
+    assert cache.must_wait({"a", "b"}, [{"b", "c"}])  # the running run trains stage b: wait
+    assert not cache.must_wait({"a"}, [{"b", "c"}])  # nothing in common: start
+    assert not cache.must_wait({"a"}, [])
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "state.json").write_text("{}")
+    assert not cache.must_wait({"a", "b"}, [{"b", "c"}])  # b is kept already: start after it

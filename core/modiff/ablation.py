@@ -416,11 +416,10 @@ def _run_side_by_side(
                 records.append(record)
                 verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
                 log(f"[{order[name]}/{total}] {name}: {verdict}")
-            busy = set().union(*(keys.get(n, set()) for n in running)) if cache else set()
             for cell in list(todo):
                 if len(running) >= jobs:
                     break
-                if cache and any(k in busy and not cache.has(k) for k in keys[cell.name]):
+                if cache and cache.must_wait(keys[cell.name], (keys[n] for n in running)):
                     continue  # a running run trains a stage this one can share: wait for it
                 todo.remove(cell)
                 _announce(out, cell, order[cell.name], total, log)

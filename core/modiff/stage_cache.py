@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,13 @@ class StageCache:
 
     def has(self, key: str) -> bool:
         return (self.entry(key) / "state.json").is_file()
+
+    def must_wait(self, keys: Iterable[str], running: Iterable[Iterable[str]]) -> bool:
+        """Whether a run with stage ``keys`` should wait before starting: a running
+        run (each of ``running`` is one run's keys) could still keep one of its
+        stages, so waiting lets it start after that stage instead of training it again."""
+        busy = set().union(*(set(k) for k in running))
+        return any(k in busy and not self.has(k) for k in keys)
 
     def keep(self, run: RunDir, stage: str, checkpoint: Checkpoint, resolved: ResolvedSettings) -> bool:
         """Keep ``checkpoint``, committed by ``run`` at the end of ``stage`` (``False``
