@@ -435,7 +435,7 @@ def stage_key_set(recipe: Recipe, common: list[str]) -> set[str]:
     from modiff.settings import load
     from modiff.stage_cache import stage_keys
 
-    return set(stage_keys(load([ROOT / recipe.file], [*common, *recipe.sets])).values())
+    return set(stage_keys(load([ROOT / recipe.file], [*common, *recipe.sets]), recipe.nproc).values())
 
 
 # ---------------------------------------------------------------------------- scheduling

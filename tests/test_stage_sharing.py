@@ -16,7 +16,7 @@ from modiff.ablation import read_ablation, run_ablation
 from modiff.cli import main
 from modiff.runs import RunDir
 from modiff.settings import load
-from modiff.stage_cache import stage_keys
+from modiff.stage_cache import StageCache, stage_keys
 
 pytestmark = pytest.mark.slow
 
@@ -103,6 +103,11 @@ def test_stage_keys_change_with_what_decides_the_stage_and_nothing_else(tmp_path
     for change in ("text_embedder.width=32", "train.text_embedder.lr=1e-2"):
         changed = keys(change)
         assert changed["encoder"] == base["encoder"] and changed["text_embedder"] != base["text_embedder"], change
+    # two processes sum a batch's gradient in another order than one: their stages are kept apart
+    resolved = load([tmp_path / "base.toml"], [])
+    assert stage_keys(resolved, processes=1) == base
+    two = stage_keys(resolved, processes=2)
+    assert all(two[stage] != base[stage] for stage in base), two
 
 
 def test_jobs_train_runs_side_by_side_and_a_sharing_run_waits_for_its_stages(tmp_path: Path, capsys) -> None:
@@ -158,6 +163,10 @@ def test_train_with_a_stage_cache_starts_a_new_run_after_the_stages_another_kept
     assert main(["train", str(base), "--set", 'run.name="third"', "--set", "run.seed=1", "--quiet",
                  "--stage-cache", str(cache)]) == 0
     assert "starting after" not in capsys.readouterr().out
+    # nor does a run of the same settings trained by two processes (its stages would differ in the last bits)
+    resolved = load([base], ['run.name="fourth"'])
+    assert StageCache(cache).start(RunDir(tmp_path / "runs" / "fourth"), resolved, processes=2) is None
+    assert StageCache(cache).start(RunDir(tmp_path / "runs" / "fourth"), resolved, processes=1) == "text_embedder"
 
 
 def test_learning_curve_recipes_wait_for_and_start_after_a_stage_another_recipe_trains(tmp_path: Path,

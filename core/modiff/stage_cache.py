@@ -47,15 +47,23 @@ def _table(settings: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def stage_keys(resolved: ResolvedSettings) -> dict[str, str]:
+def stage_keys(resolved: ResolvedSettings, processes: int = 1) -> dict[str, str]:
     """For each shareable stage, a digest of every setting that decides the
     weights at its end: ``[run]`` (but its name and folder), ``[data]``, and the
-    component and ``[train.<stage>]`` of that stage and of every stage before it."""
+    component and ``[train.<stage>]`` of that stage and of every stage before it.
+
+    ``processes`` is the number of training processes: each adds its share of
+    the batch's gradient in an order of its own, so a stage trained by two
+    processes ends a few last bits away from the same stage trained by one,
+    and the two are kept apart (one process's keys are those of a run that
+    never heard of processes)."""
     d = resolved.to_dict()
     parts: dict[str, Any] = {
         "run": {k: v for k, v in d["run"].items() if k not in _WHERE},
         "data": d.get("data"),
     }
+    if processes != 1:
+        parts["processes"] = processes
     keys = {}
     for stage, tables in SHARED_STAGES.items():
         parts.update({t: _table(d, t) for t in tables})
@@ -87,12 +95,14 @@ class StageCache:
         busy = set().union(*(set(k) for k in running))
         return any(k in busy and not self.has(k) for k in keys)
 
-    def keep(self, run: RunDir, stage: str, checkpoint: Checkpoint, resolved: ResolvedSettings) -> bool:
-        """Keep ``checkpoint``, committed by ``run`` at the end of ``stage`` (``False``
-        if that key is kept already or the stage is not shareable)."""
+    def keep(self, run: RunDir, stage: str, checkpoint: Checkpoint, resolved: ResolvedSettings,
+             processes: int = 1) -> bool:
+        """Keep ``checkpoint``, committed by ``run`` (trained by ``processes``
+        processes) at the end of ``stage`` (``False`` if that key is kept already
+        or the stage is not shareable)."""
         if stage not in SHARED_STAGES:
             return False
-        key = stage_keys(resolved)[stage]
+        key = stage_keys(resolved, processes)[stage]
         if self.has(key):
             return False
         entry = self.entry(key)
@@ -111,12 +121,13 @@ class StageCache:
             return False
         return True
 
-    def start(self, run: RunDir, resolved: ResolvedSettings) -> str | None:
-        """Start the not-yet-started ``run`` from the latest stage kept for its
-        settings; returns that stage's name, or ``None`` (the run starts from scratch)."""
+    def start(self, run: RunDir, resolved: ResolvedSettings, processes: int = 1) -> str | None:
+        """Start the not-yet-started ``run`` (to be trained by ``processes``
+        processes) from the latest stage kept for its settings; returns that
+        stage's name, or ``None`` (the run starts from scratch)."""
         if run.exists() or latest(run.path) is not None:
             return None
-        keys = stage_keys(resolved)
+        keys = stage_keys(resolved, processes)
         for stage in reversed(SHARED_STAGES):
             if self.has(keys[stage]):
                 break

@@ -74,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise ModiffError(f"--nproc must be at least 1, not {args.nproc}")
     resolved, run_dir = target(args.files, args.sets)
     cache = StageCache(Path(args.stage_cache)) if args.stage_cache else None
+    # under torchrun WORLD_SIZE says it; before torchrun starts, --nproc does
+    processes = int(os.environ.get("WORLD_SIZE") or args.nproc or 1)
     if cache is not None and not args.resume and not args.overwrite and int(os.environ.get("RANK", "0")) == 0:
-        stage = cache.start(run_dir, resolved)
+        stage = cache.start(run_dir, resolved, processes)
         if stage is not None:
             args.resume = True
             print(f"{run_dir.path}: starting after the {stage} stage kept in {cache.folder}", flush=True)
@@ -84,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
     def keep(stage: str, checkpoint: Checkpoint) -> None:
         if cache is not None:
-            cache.keep(run_dir, stage, checkpoint, resolved)
+            cache.keep(run_dir, stage, checkpoint, resolved, processes)
 
     pipeline = train_run(
         resolved, run_dir, resume=args.resume, overwrite=args.overwrite, progress=not args.quiet, on_stage_done=keep
