@@ -304,6 +304,23 @@ def test_an_interruption_stops_the_grid_and_is_not_a_failure(
     assert "denoiser.hidden=4" in (out / "report.md").read_text()
 
 
+def test_ctrl_c_says_so_and_how_to_go_on(
+    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare KeyboardInterrupt has no message of its own: the error names Ctrl-C, not "()"."""
+    from modiff import workflows
+
+    path = ablation_file(tmp_path, '[grid]\n"denoiser.hidden" = [4, 8]\n')
+
+    def ctrl_c(resolved: Any, run: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflows, "train_run", ctrl_c)
+    assert main(["ablate", str(path), "--quiet"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and f"modiff ablate {path}" in err, err
+
+
 def test_a_failed_cell_is_reported_not_fatal(base: Path, tmp_path: Path) -> None:
     path = ablation_file(
         tmp_path, '[grid]\n"train.lr" = [1e-3, 1e30]\n"train.grad_clip" = [0.0]\n"train.steps" = [30]\n'

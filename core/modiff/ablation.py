@@ -313,7 +313,7 @@ def run_ablation(
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
         write_report(ablation, out, records)
         stop = ModiffError(
-            f"interrupted ({exc or 'Ctrl-C'}); finished runs are kept and the report shows them. "
+            f"interrupted ({str(exc) or 'Ctrl-C'}); finished runs are kept and the report shows them. "
             f"Run the same `modiff ablate {ablation.path}` again to continue."
         )
         stop.exit_code = 130  # as a Ctrl-C anywhere else
