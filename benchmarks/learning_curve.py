@@ -22,6 +22,10 @@ Recipe syntax: ``NAME[:FILE.toml][:KEY=VALUE,KEY=VALUE,...]``; commas inside
 recipe NAME, ``--common KEY=VALUE`` to every recipe (before its own). Two keys
 are not settings but how the recipe runs: ``@threads=N`` (torch threads of its
 process) and ``@nproc=N`` (``modiff train --nproc N``: N processes, gloo).
+``--seeds 0,1`` trains every recipe once per run seed (``NAME.s0``,
+``NAME.s1``: each its own autoencoder, pretext and denoiser) and adds each
+recipe's mean over its seeds to the tables: the seed moves the demo's
+accuracies as much as most levers do.
 
 Because other jobs load the machine, wall seconds are noisy. Before training,
 one process measures every recipe's cost per training step *interleaved*
@@ -153,6 +157,42 @@ def add_setting(recipe: Recipe, item: str) -> None:
         setattr(recipe, key[1:], n)
     else:
         recipe.sets.append(f"{key}={value.strip()}")
+
+
+#: A recipe trained at several run seeds is NAME.sSEED (``--seeds``).
+SEED_SUFFIX = ".s"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` -> [0, 1, 2]: distinct whole numbers, at least one."""
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: give whole numbers separated by commas, e.g. --seeds 0,1") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UsageError(f"--seeds {text!r}: give distinct seeds of 0 or more, e.g. --seeds 0,1")
+    return seeds
+
+
+def with_seeds(recipes: list[Recipe], seeds: list[int]) -> list[Recipe]:
+    """Each recipe once per run seed (``NAME.sSEED``, ``run.seed`` set last):
+    seed to seed a recipe moves as much as a lever does, so a lever is judged
+    on more than one seed's curve."""
+    return [
+        Recipe(f"{r.name}{SEED_SUFFIX}{k}", r.file, [*r.sets, f"run.seed={k}"], r.threads, r.nproc)
+        for r in recipes
+        for k in seeds
+    ]
+
+
+def seed_groups(names: list[str]) -> dict[str, list[str]]:
+    """Recipe names of the form NAME.sSEED, by NAME, where NAME has two seeds or more."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        stem, sep, seed = n.rpartition(SEED_SUFFIX)
+        if sep and stem and seed.isdigit():
+            groups.setdefault(stem, []).append(n)
+    return {stem: members for stem, members in groups.items() if len(members) > 1}
 
 
 def common_sets(args: argparse.Namespace) -> list[str]:
@@ -620,6 +660,21 @@ def markdown(result: dict[str, Any]) -> str:
             last = r["points"][-1]
             cells = " | ".join(_with_interval(last, key) for key, _ in ACCURACIES)
             lines.append(f"| {name} | {last['step']} | {cells} |")
+    groups = seed_groups([n for n, r in result["recipes"].items() if r["points"]])
+    if groups:
+        lines += ["", "Each recipe's mean over its seeds at their last evaluation (every seed's value in brackets; "
+                  "a difference between recipes smaller than the spread of their seeds is not one the curve "
+                  "decides):", "", "| recipe | seeds | step | one object | two objects | held-out pairs |",
+                  "|---|---|---|---|---|---|"]
+        for stem, members in groups.items():
+            lasts = [result["recipes"][m]["points"][-1] for m in members]
+            cells = []
+            for key, _ in ACCURACIES:
+                values = [p.get(key) for p in lasts]
+                known = [v for v in values if isinstance(v, (int, float))]
+                cells.append(f"{statistics.fmean(known):.2f} ({', '.join(_f(v) for v in values)})" if known else "–")
+            steps = sorted({p["step"] for p in lasts})
+            lines.append(f"| {stem} | {len(members)} | {'/'.join(map(str, steps))} | {' | '.join(cells)} |")
     if any((r["cost"] or {}).get("approx") for r in result["recipes"].values()):
         lines += ["", "\\* several processes: the cost of one rank's share, communication not counted."]
     lines += ["", "Axes: " + "; ".join(f"`{k}`: {v}" for k, v in AXES.items()), ""]
@@ -666,6 +721,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME:KEY=VALUE",
                    help="one more override for recipe NAME")
     p.add_argument("--common", action="append", default=[], metavar="KEY=VALUE", help="an override for every recipe")
+    p.add_argument("--seeds", default=None, metavar="S,S,...",
+                   help="train every recipe once per run seed, as NAME.sSEED with run.seed=SEED; the tables add "
+                   "each recipe's mean over its seeds (default: each recipe once, at its file's seed)")
     p.add_argument("--base", default=DEFAULT_BASE,
                    help=f"settings file of recipes that name none (default {DEFAULT_BASE})")
     p.add_argument("--steps", type=int, default=None, help="denoiser steps of every recipe (default: each file's)")
@@ -717,6 +775,11 @@ def main(argv: list[str] | None = None) -> int:
             if name not in recipes:
                 raise UsageError(f"--set {s!r}: no recipe named {name!r} (recipes: {', '.join(recipes) or 'none'})")
             add_setting(recipes[name], item)
+        if args.seeds is not None:
+            seeds = parse_seeds(args.seeds)
+            if args.reference in recipes:
+                args.reference = f"{args.reference}{SEED_SUFFIX}{seeds[0]}"
+            recipes = {r.name: r for r in with_seeds(list(recipes.values()), seeds)}
         for r in recipes.values():
             if not (ROOT / r.file).is_file():
                 raise UsageError(
