@@ -662,7 +662,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {last['step']} | {cells} |")
     groups = seed_groups([n for n, r in result["recipes"].items() if r["points"]])
     if groups:
-        lines += ["", "Each recipe's mean over its seeds at their last evaluation (every seed's value in brackets; "
+        lines += ["", "Each recipe's mean over its seeds at their last evaluation (every seed's value in parentheses; "
                   "a difference between recipes smaller than the spread of their seeds is not one the curve "
                   "decides):", "", "| recipe | seeds | step | one object | two objects | held-out pairs |",
                   "|---|---|---|---|---|---|"]
