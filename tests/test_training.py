@@ -272,3 +272,25 @@ def test_the_stage_optimiser_is_fused_on_cpu_and_computes_plain_adamws_update() 
     for a, b, s in zip(fused_params, plain_params, start):
         assert not torch.equal(a, s)  # it moved
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_betas_reach_each_stages_optimiser() -> None:
+    """``adam_betas`` is a setting of every stage and the stage's AdamW uses it."""
+    from modiff.settings import load_settings
+    from modiff.training.optim import adamw
+
+    s = load_settings([], ["train.adam_betas=[0.9, 0.95]", "train.encoder.adam_betas=[0.8, 0.99]"])
+    assert s.settings.train.adam_betas == (0.9, 0.95)
+    assert s.settings.train.encoder.adam_betas == (0.8, 0.99)
+    assert s.settings.train.text_embedder.adam_betas == (0.9, 0.999)  # torch's default when not set
+    p = torch.nn.Parameter(torch.ones(3))
+    assert adamw([p], lr=1e-3, weight_decay=0.0, betas=s.settings.train.adam_betas).defaults["betas"] == (0.9, 0.95)
+
+
+@pytest.mark.parametrize("value", ["[0.9, 1.0]", "[-0.1, 0.99]", "[0.9]"])
+def test_adam_betas_out_of_range_name_the_key(value: str) -> None:
+    from modiff.errors import SettingsError
+    from modiff.settings import load_settings
+
+    with pytest.raises(SettingsError, match=r"train\.adam_betas"):
+        load_settings([], [f"train.adam_betas={value}"])

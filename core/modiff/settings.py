@@ -25,7 +25,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -94,6 +94,11 @@ class StageSettings(_Table):
         0.1, ge=0, le=1, description="Where the cosine decay ends, as a fraction of lr (0: decay to zero)."
     )
     weight_decay: float = Field(0.0, ge=0)
+    adam_betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999),
+        description="AdamW's (beta1, beta2), each in [0, 1): a smaller beta2 forgets old gradient scales "
+        "sooner, which can matter in a run of a few thousand steps.",
+    )
     grad_clip: float = Field(1.0, ge=0, description="Max gradient norm; 0 disables clipping.")
 
 

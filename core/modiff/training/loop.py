@@ -342,7 +342,7 @@ class Trainer:
             raise ModiffError(f"stage {stage.name!r} has nothing to train: no parameter requires a gradient")
         for m in stage.modules.values():
             m.train()
-        opt = adamw(params, lr=s.lr, weight_decay=s.weight_decay)
+        opt = adamw(params, lr=s.lr, weight_decay=s.weight_decay, betas=s.adam_betas)
         ema = EMA(stage.modules, stage.ema_decay, warmup=stage.ema_warmup) if stage.ema_decay > 0 else None
         start = self._resume(stage, opt, ema)
         if start == 0 and self.world.is_main:

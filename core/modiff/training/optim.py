@@ -30,7 +30,9 @@ def lr_at(step: int, settings: StageSettings) -> float:
 FUSED_DEVICES = frozenset({"cpu", "cuda"})
 
 
-def adamw(params: list[torch.Tensor], *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def adamw(
+    params: list[torch.Tensor], *, lr: float, weight_decay: float, betas: tuple[float, float] = (0.9, 0.999)
+) -> torch.optim.AdamW:
     """The stages' optimiser: AdamW, fused where torch has the kernel.
 
     On a small model the per-tensor loop of the plain implementation costs more
@@ -43,7 +45,7 @@ def adamw(params: list[torch.Tensor], *, lr: float, weight_decay: float) -> torc
     fused = bool(params) and all(
         p.is_floating_point() and p.device.type in FUSED_DEVICES and p.is_contiguous() for p in params
     )
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None)
 
 
 class EMA:
