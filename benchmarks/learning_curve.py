@@ -208,7 +208,12 @@ def common_sets(args: argparse.Namespace) -> list[str]:
         sets.append(f'scheduler.plugin="{args.sampler}"')
     if args.steps is not None:
         sets.append(f"train.steps={args.steps}")
-    return sets + list(args.common)
+    # A --common key given again replaces the flag's value in place, so the
+    # plan and the report list each key once, with the value the runs use.
+    merged: dict[str, str] = {}
+    for assignment in sets + list(args.common):
+        merged[assignment.partition("=")[0].strip()] = assignment
+    return list(merged.values())
 
 
 # ---------------------------------------------------------------------------- files

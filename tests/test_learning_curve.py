@@ -61,3 +61,14 @@ def test_the_tables_give_each_recipes_mean_over_its_seeds(curve: ModuleType) -> 
     assert "| ref | 2 | 3000 | 0.70 (0.80, 0.60) | 0.30 (0.40, 0.20) | – |" in text
     assert "| alone | 2" not in text and "| x | " not in text
     assert curve.seed_groups(["a.s0", "a.s1", "b", "c.s3", "d.sx", "d.s1"]) == {"a": ["a.s0", "a.s1"]}
+
+
+def test_a_common_key_given_again_is_listed_once_with_its_last_value(curve: ModuleType) -> None:
+    args = curve.parse_args(
+        ["--out", "o", "--recipe", "a", "--eval-every", "250", "--common", "train.eval_every=500",
+         "--common", "train.lr=1e-3", "--common", "train.lr = 2e-3"]
+    )
+    sets = curve.common_sets(args)
+    assert [s for s in sets if s.startswith("train.eval_every")] == ["train.eval_every=500"]
+    assert [s for s in sets if s.startswith("train.lr")] == ["train.lr = 2e-3"]
+    assert sets[0] == "train.eval_every=500"  # in the flag's place, before the evaluator's keys
