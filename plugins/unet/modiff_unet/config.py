@@ -21,8 +21,10 @@ class UNetSettings(modiff.ComponentSettings):
         description="Channels of each resolution level, highest resolution first; "
         "every level but the last halves the resolution (SD 1.x: [320, 640, 1280, 1280]).",
     )
-    layers_per_block: int = Field(
-        2, ge=1, description="Residual blocks per level on the way down (one more on the way up)."
+    layers_per_block: IntPerLevel = Field(
+        2,
+        description="Residual blocks per level on the way down, one more on the way up (per level or one for all): "
+        "depth where it is cheap, at the low-resolution levels, or where the detail is drawn.",
     )
     attention_levels: list[int] | None = Field(
         None,
@@ -89,7 +91,7 @@ class UNetSettings(modiff.ComponentSettings):
             raise ValueError(f"channels must all be positive, got {self.channels}")
         if self.heads is not None and self.head_dim is not None:
             raise ValueError("give heads or head_dim, not both (the other follows from the channels)")
-        for name in ("heads", "head_dim", "transformer_depth"):
+        for name in ("layers_per_block", "heads", "head_dim", "transformer_depth"):
             value = getattr(self, name)
             if isinstance(value, list) and len(value) != levels:
                 raise ValueError(

@@ -180,7 +180,7 @@ def from_diffusers_config(
     try:
         settings = UNetSettings(
             channels=channels,
-            layers_per_block=int(_one(config, "layers_per_block", 2)),
+            layers_per_block=_per_level(config.get("layers_per_block", 2)),
             attention_levels=attention_levels,
             mid_attention=_MID[mid],
             heads=_per_level(heads),

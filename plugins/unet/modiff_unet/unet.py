@@ -531,6 +531,7 @@ class UNet(nn.Module):
         attention_levels = set(range(levels) if settings.attention_levels is None else settings.attention_levels)
         heads = _heads_per_level(settings)
         depth = settings.per_level("transformer_depth")
+        blocks = [int(n or 1) for n in settings.per_level("layers_per_block")]
         groups, dropout = settings.norm_num_groups, settings.dropout
 
         def attention(level: int) -> dict[str, Any]:
@@ -565,7 +566,7 @@ class UNet(nn.Module):
                 DownBlock(
                     previous,
                     width,
-                    settings.layers_per_block,
+                    blocks[level],
                     block_emb_dim,
                     attention(level) if level in attention_levels else None,
                     downsample=level < levels - 1,
@@ -588,7 +589,7 @@ class UNet(nn.Module):
                     below,
                     previous,
                     channels[level],
-                    settings.layers_per_block + 1,
+                    blocks[level] + 1,
                     block_emb_dim,
                     attention(level) if level in attention_levels else None,
                     upsample=level > 0,

@@ -71,6 +71,16 @@ CONFIGS: dict[str, dict[str, Any]] = {
         norm_num_groups=8,
         sample=(12, 12),
     ),
+    # Depth per level: two residual blocks at full resolution, one below.
+    "per-level-depth": dict(
+        block_out_channels=(16, 32),
+        layers_per_block=(2, 1),
+        **blocks([True, False]),
+        cross_attention_dim=12,
+        attention_head_dim=2,
+        norm_num_groups=8,
+        sample=(8, 8),
+    ),
     # A single-resnet middle (mid_block_type "UNetMidBlock2D") and an odd, non-square
     # size that is no multiple of the total stride (upsampling follows the skips' sizes).
     "plain-mid-odd-size": dict(
@@ -207,3 +217,21 @@ def test_unsupported_diffusers_options_are_named(change: dict[str, Any], match: 
     }
     with pytest.raises(ValueError, match=match):
         from_diffusers_config(config)
+
+
+def test_per_level_depth_exports_to_a_diffusers_unet_that_loads_our_weights() -> None:
+    """``to_diffusers_config`` writes depth per level as diffusers reads it: the
+    exported configuration builds a model our state dict fills exactly."""
+    from modiff_unet.config import UNetSettings
+    from modiff_unet.diffusers_layout import to_diffusers_config
+
+    settings = UNetSettings(
+        channels=[16, 32], layers_per_block=[2, 1], attention_levels=[0], heads=2,
+        cross_attention_dim=12, norm_num_groups=8,
+    )
+    config = to_diffusers_config(settings, in_channels=4, sample_size=8)
+    assert config["layers_per_block"] == [2, 1]
+    reference = diffusers.UNet2DConditionModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+    ours = unet_from_diffusers_config(reference.config)
+    missing, unexpected = reference.load_state_dict(ours.state_dict(), strict=True)
+    assert not missing and not unexpected

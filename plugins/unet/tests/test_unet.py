@@ -77,12 +77,24 @@ def test_state_dict_has_no_derived_buffers() -> None:
         ({"heads": 2, "head_dim": 4}, "not both"),
         ({"attention_levels": [0, 2]}, "attention_levels"),
         ({"transformer_depth": [1, 1, 1]}, "transformer_depth"),
+        ({"layers_per_block": [2, 1, 1]}, "layers_per_block"),
+        ({"layers_per_block": [2, 0]}, "layers_per_block must be positive"),
         ({"chanels": [8]}, "chanels"),
     ],
 )
 def test_settings_errors_name_the_key(settings: dict[str, Any], match: str) -> None:
     with pytest.raises(ValidationError, match=match):
         UNetSettings(**{**TINY, **settings})
+
+
+def test_layers_per_block_per_level_sets_each_levels_depth() -> None:
+    """One number per level: residual blocks on the way down, one more on the way up."""
+    unet = make({"layers_per_block": [2, 1]})
+    assert [len(b.resnets) for b in unet.down_blocks] == [2, 1]
+    assert [len(b.resnets) for b in unet.up_blocks] == [2, 3]  # the up path runs from the lowest level
+    x, t, c = inputs()
+    with torch.no_grad():
+        assert unet(x, t, c).shape == x.shape
 
 
 def test_head_dim_must_divide_channels() -> None:
