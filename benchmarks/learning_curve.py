@@ -40,9 +40,18 @@ then drawn against three x-axes, each in its own PNG:
   one measured in the timing process) — the load-free x-axis;
 * ``steps``: denoiser steps.
 
+When the recipes have trained, each one's final model is evaluated once more
+on a larger set (``--final-prompts``, default 600 prompts of the same seed),
+prompt by prompt, and ``curves.md`` ends with every recipe's accuracy over its
+seeds and recipe − reference paired over the same prompts and seeds, with the
+verdict ``modiff.stats`` computes ("a better", "b better", "not separable at
+this budget"): the curve shows how a recipe learns, the verdict whether its end
+point differs.
+
 Outputs in ``--out``: ``curves.json`` (everything, including the plan),
-``curves.md`` (tables), ``curves-<axis>.png``, ``logs/``, ``runs/`` (the run
-directories; not for committing). Everything is written atomically after each
+``curves.md`` (tables), ``curves-<axis>.png``, ``final/`` (the final
+evaluations, per prompt), ``logs/``, ``runs/`` (the run directories; not for
+committing). Everything is written atomically after each
 finished recipe, so partial results survive a failed or killed recipe;
 re-running the same command (or just ``--out DIR``) resumes: finished recipes
 are kept, interrupted ones continue with ``modiff train --resume``.
@@ -250,6 +259,9 @@ class Layout:
 
     def metrics(self, name: str) -> Path:
         return self.runs / name / "metrics.jsonl"
+
+    def final(self, name: str) -> Path:
+        return self.out / "final" / f"{name}.json"
 
 
 def merge_plan(layout: Layout, recipes: list[Recipe], common: list[str], reference: str | None) -> dict[str, Any]:
@@ -594,7 +606,120 @@ def collect(plan: dict[str, Any], layout: Layout, unit: float | None) -> dict[st
             points.append(p)
         out["recipes"][name] = {"status": read_json(layout.status(name), {"status": "not finished"}), "points": points,
                                 "cost": cost}
+    out["final"] = final_comparisons(plan, layout)
     return out
+
+
+# ---------------------------------------------------------------------------- final models, with verdicts
+
+
+def stem_and_seed(name: str) -> tuple[str, int]:
+    """``("a", 1)`` for the seed run ``a.s1``; a recipe without seeds is its own stem at seed 0."""
+    stem, sep, seed = name.rpartition(SEED_SUFFIX)
+    return (stem, int(seed)) if sep and stem and seed.isdigit() else (name, 0)
+
+
+def evaluate_final(plan: dict[str, Any], layout: Layout, prompts: int, threads: int) -> list[str]:
+    """Each finished recipe's final (EMA) model on ``prompts`` prompts of the evaluation's own seed.
+
+    The curve's evaluations are small so that they are cheap at every
+    checkpoint; at 75 one-object prompts an accuracy near 0.85 is known to about
+    ±0.08, as much as most levers move it. The end point is read once more on a
+    set several times larger, with per-prompt results, so that recipes can be
+    compared prompt by prompt (every recipe scores the same prompts and noise).
+    Kept in ``final/NAME.json``; a recipe already there is not evaluated again.
+    """
+    import torch
+
+    from modiff.pipeline import Pipeline
+
+    done = []
+    for name in plan["recipes"]:
+        path = layout.final(name)
+        if path.is_file() or read_json(layout.status(name), {}).get("status") != "done":
+            continue
+        torch.set_num_threads(threads)
+        pipeline = Pipeline.load(layout.runs / name, device="cpu")
+        evaluator = pipeline.components.evaluator
+        if evaluator is None or not hasattr(evaluator, "settings"):
+            continue
+        evaluator.settings = evaluator.settings.model_copy(update={"num_prompts": prompts})
+        result = evaluator.evaluate(pipeline)
+        keep = {k: v for k, v in result.items() if not isinstance(v, (list, dict)) or k == "per_item"}
+        atomic_write(path, json.dumps({"prompts": prompts, **keep}))
+        done.append(name)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: final model on {prompts} prompts: "
+              + ", ".join(f"{label} {result.get(key, float('nan')):.3f}" for key, label in ACCURACIES), flush=True)
+    return done
+
+
+def final_comparisons(plan: dict[str, Any], layout: Layout) -> dict[str, Any]:
+    """Each recipe's final accuracies over its seeds (95 % bootstrap over prompts
+    and seeds) and, for every recipe but the reference, recipe − reference
+    paired over the same prompts and seeds, with the verdict ``modiff.stats``
+    computes. Recipes without a final evaluation are left out."""
+    from modiff import stats
+
+    finals = {n: read_json(layout.final(n)) for n in plan["recipes"] if layout.final(n).is_file()}
+    groups: dict[str, dict[int, dict[str, Any]]] = {}
+    for name, result in finals.items():
+        stem, seed = stem_and_seed(name)
+        groups.setdefault(stem, {})[seed] = result
+    reference = stem_and_seed(plan["reference"])[0]
+
+    def items(stem: str, key: str, seeds: list[int]) -> list[Any]:
+        out = []
+        for seed in seeds:
+            per_item = groups[stem][seed].get("per_item") or {}
+            values = (per_item.get("metrics") or {}).get(key)
+            if values is not None:
+                out.append(stats.seed_items(seed, per_item["ids"], values))
+        return out
+
+    out: dict[str, Any] = {"reference": reference, "recipes": {}}
+    for stem, by_seed in groups.items():
+        seeds = sorted(by_seed)
+        row: dict[str, Any] = {"seeds": seeds, "prompts": by_seed[seeds[0]].get("prompts"), "accuracy": {},
+                               "against_reference": {}}
+        shared = sorted(set(seeds) & set(groups.get(reference, {})))
+        for key, _ in ACCURACIES:
+            interval = stats.bootstrap(items(stem, key, seeds))
+            row["accuracy"][key] = None if interval is None else interval.as_dict()
+            if stem != reference and shared:
+                row["against_reference"][key] = stats.compare(items(stem, key, shared),
+                                                              items(reference, key, shared)).as_dict()
+        row["paired_seeds"] = shared if stem != reference else []
+        out["recipes"][stem] = row
+    return out
+
+
+def _signed(i: dict[str, float]) -> str:
+    return f"{i['value']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]".replace("-", "−")
+
+
+def final_markdown(final: dict[str, Any]) -> list[str]:
+    if not final.get("recipes"):
+        return []
+    ref = final["reference"]
+    first = next(iter(final["recipes"].values()))
+    lines = ["", f"Final models, {first['prompts']} prompts each (the evaluation's seed; every recipe scores the same "
+             "prompts and noise): each recipe's accuracy over its seeds, and recipe − "
+             f"`{ref}` paired over the same prompts and seeds, with the verdict `modiff.stats` computes (95 % "
+             "bootstrap over prompts and seeds):", "",
+             "| recipe | seeds | " + " | ".join(label for _, label in ACCURACIES) + " | "
+             + " | ".join(f"{label}: − {ref}" for _, label in ACCURACIES) + " |",
+             "|---|---|" + "---|" * (2 * len(ACCURACIES))]
+    for stem, row in final["recipes"].items():
+        cells = [_interval_text(row["accuracy"].get(key)) for key, _ in ACCURACIES]
+        for key, _ in ACCURACIES:
+            c = row["against_reference"].get(key)
+            cells.append("" if not c or not c.get("difference") else f"{c['verdict']}: {_signed(c['difference'])}")
+        lines.append(f"| {stem} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _interval_text(i: dict[str, float] | None) -> str:
+    return "–" if i is None else f"{i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}]"
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -680,6 +805,7 @@ def markdown(result: dict[str, Any]) -> str:
                 cells.append(f"{statistics.fmean(known):.2f} ({', '.join(_f(v) for v in values)})" if known else "–")
             steps = sorted({p["step"] for p in lasts})
             lines.append(f"| {stem} | {len(members)} | {'/'.join(map(str, steps))} | {' | '.join(cells)} |")
+    lines += final_markdown(result.get("final") or {})
     if any((r["cost"] or {}).get("approx") for r in result["recipes"].values()):
         lines += ["", "\\* several processes: the cost of one rank's share, communication not counted."]
     lines += ["", "Axes: " + "; ".join(f"`{k}`: {v}" for k, v in AXES.items()), ""]
@@ -751,7 +877,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-share", action="store_true",
                    help="every recipe trains its own stages (default: a recipe whose settings decide a stage before "
                    "the denoiser's exactly as another's starts after that one's)")
-    p.add_argument("--report-only", action="store_true", help="write the tables and plots from what is there")
+    p.add_argument("--final-prompts", type=int, default=600, metavar="N",
+                   help="evaluate each finished recipe's final model once more on N prompts and compare the recipes "
+                        "on them, prompt by prompt (default 600; 0: off)")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the tables and plots from what is there (and the final evaluations still missing)")
     p.add_argument("--timing-only", action="store_true", help="measure the step costs, train nothing")
     p.add_argument("--stage-cache", type=Path, default=None, metavar="DIR",
                    help="where finished stages are kept for recipes that can share them (default OUT/stages; give "
@@ -794,7 +924,11 @@ def main(argv: list[str] | None = None) -> int:
         if not recipes and read_json(layout.plan) is None:
             raise UsageError("no recipe given")
         title = args.title or args.out.name
+        if args.final_prompts < 0:
+            raise UsageError(f"--final-prompts {args.final_prompts}: give a number of prompts, or 0 for none")
         if args.report_only:
+            if args.final_prompts:
+                evaluate_final(plan, layout, args.final_prompts, args.cores)
             write_results(plan, layout, args.ref_step_seconds, title)
             print(layout.out / "curves.md")
             return 0
@@ -819,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         run_recipes(plan, layout, args.cores, lambda: write_results(plan, layout, args.ref_step_seconds, title),
                     args.only, share=not args.no_share, stage_cache=args.stage_cache)
+        if args.final_prompts:
+            evaluate_final(plan, layout, args.final_prompts, args.cores)
         result = write_results(plan, layout, args.ref_step_seconds, title)
         print(markdown(result))
         return 0

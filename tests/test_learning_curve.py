@@ -72,3 +72,52 @@ def test_a_common_key_given_again_is_listed_once_with_its_last_value(curve: Modu
     assert [s for s in sets if s.startswith("train.eval_every")] == ["train.eval_every=500"]
     assert [s for s in sets if s.startswith("train.lr")] == ["train.lr = 2e-3"]
     assert sets[0] == "train.eval_every=500"  # in the flag's place, before the evaluator's keys
+
+
+def _final(layout, name: str, correct: list[bool]) -> None:  # type: ignore[no-untyped-def]
+    """A final evaluation as the evaluator writes it: one-object accuracy per prompt."""
+    import json
+
+    ids = [f"p{i}" for i in range(len(correct))]
+    per_item = {"ids": ids, "metrics": {"one_object_accuracy": [float(c) for c in correct]}}
+    layout.final(name).parent.mkdir(parents=True, exist_ok=True)
+    layout.final(name).write_text(json.dumps({"prompts": len(ids), "per_item": per_item}))
+
+
+def test_final_models_are_compared_to_the_reference_prompt_by_prompt_with_computed_verdicts(
+    curve: ModuleType, tmp_path: Path
+) -> None:
+    import random
+
+    layout = curve.Layout(tmp_path)
+    rng = random.Random(0)
+    plan = {"reference": "ref.s0", "recipes": {}}
+    for seed in (0, 1):
+        same = [rng.random() < 0.6 for _ in range(300)]
+        _final(layout, f"ref.s{seed}", same)
+        _final(layout, f"same.s{seed}", [c if rng.random() < 0.9 else not c for c in same])  # the same, some noise
+        _final(layout, f"better.s{seed}", [c or rng.random() < 0.8 for c in same])  # most misses fixed
+        for stem in ("ref", "same", "better"):
+            plan["recipes"][f"{stem}.s{seed}"] = {}
+    final = curve.final_comparisons(plan, layout)
+    assert final["reference"] == "ref"
+    rows = final["recipes"]
+    assert rows["ref"]["against_reference"] == {} and rows["better"]["paired_seeds"] == [0, 1]
+    better = rows["better"]["against_reference"]["one_object_accuracy"]
+    same = rows["same"]["against_reference"]["one_object_accuracy"]
+    assert better["verdict"] == "a better" and better["paired"] and better["difference"]["low"] > 0
+    assert same["verdict"] == "not separable at this budget"
+    assert rows["ref"]["accuracy"].get("two_object_accuracy") is None  # no per-prompt values: no interval
+    text = "\n".join(curve.final_markdown(final))
+    assert "| better | 0, 1 |" in text and "a better: +" in text
+
+
+def test_a_recipe_without_seeds_is_its_own_stem_at_seed_0(curve: ModuleType) -> None:
+    assert curve.stem_and_seed("lr.s2") == ("lr", 2)
+    assert curve.stem_and_seed("lr") == ("lr", 0)
+    assert curve.stem_and_seed("w.s") == ("w.s", 0)
+
+
+def test_negative_final_prompts_exit_2(curve: ModuleType, tmp_path: Path, capsys) -> None:
+    assert curve.main(["--out", str(tmp_path / "o"), "--recipe", "a", "--final-prompts", "-1"]) == 2
+    assert "--final-prompts -1" in capsys.readouterr().err
