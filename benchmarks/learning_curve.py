@@ -693,10 +693,6 @@ def final_comparisons(plan: dict[str, Any], layout: Layout) -> dict[str, Any]:
     return out
 
 
-def _signed(i: dict[str, float]) -> str:
-    return f"{i['value']:+.3f} [{i['low']:+.3f}, {i['high']:+.3f}]".replace("-", "−")
-
-
 def final_markdown(final: dict[str, Any]) -> list[str]:
     if not final.get("recipes"):
         return []
@@ -709,17 +705,15 @@ def final_markdown(final: dict[str, Any]) -> list[str]:
              "| recipe | seeds | " + " | ".join(label for _, label in ACCURACIES) + " | "
              + " | ".join(f"{label}: − {ref}" for _, label in ACCURACIES) + " |",
              "|---|---|" + "---|" * (2 * len(ACCURACIES))]
+    from modiff.report import fmt_difference, fmt_estimate
+
     for stem, row in final["recipes"].items():
-        cells = [_interval_text(row["accuracy"].get(key)) for key, _ in ACCURACIES]
+        cells = [fmt_estimate(row["accuracy"].get(key), key) for key, _ in ACCURACIES]
         for key, _ in ACCURACIES:
             c = row["against_reference"].get(key)
-            cells.append("" if not c or not c.get("difference") else f"{c['verdict']}: {_signed(c['difference'])}")
+            cells.append(f"{c['verdict']}: {fmt_difference({**c, 'metric': key})}" if c else "")
         lines.append(f"| {stem} | {', '.join(map(str, row['seeds']))} | " + " | ".join(cells) + " |")
     return lines
-
-
-def _interval_text(i: dict[str, float] | None) -> str:
-    return "–" if i is None else f"{i['value']:.3f} [{i['low']:.3f}, {i['high']:.3f}]"
 
 
 def _f(v: Any, digits: int = 2) -> str:
