@@ -806,25 +806,46 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def mean_over_seeds(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each seeded recipe's curve averaged over its seeds, at the steps every seed evaluated."""
+    groups = seed_groups([n for n, r in result["recipes"].items() if r["points"]])
+    means = {}
+    for stem, members in groups.items():
+        by_step = [{p["step"]: p for p in result["recipes"][m]["points"]} for m in members]
+        steps = sorted(set.intersection(*(set(b) for b in by_step)))
+        means[stem] = [{"step": step, **{acc: statistics.fmean(float(b[step][acc]) for b in by_step)
+                                         for acc, _ in ACCURACIES if all(b[step].get(acc) is not None
+                                                                         for b in by_step)}}
+                       for step in steps]
+    return means
+
+
 def plots(result: dict[str, Any], out: Path, title: str) -> list[Path]:
+    """``curves-<axis>.png`` with every run, and with seeds ``curves-steps-mean.png``:
+    one line per recipe, its mean over seeds (easier to read than a line per seed)."""
     from _plot import Panel, Series, line_chart
 
     keys = {"seconds": "train_seconds", "equivalent": "equivalent_seconds", "steps": "step"}
+    curves = {name: r["points"] for name, r in result["recipes"].items()}
+    charts = [(f"curves-{axis}.png", key, axis, curves) for axis, key in keys.items()]
+    means = mean_over_seeds(result)
+    if means:
+        charts.append(("curves-steps-mean.png", "step", "steps", means))
     paths = []
-    for axis, key in keys.items():
+    for filename, key, axis, series in charts:
         panels = []
         for acc, label in ACCURACIES:
             panel = Panel(label)
-            for name, r in result["recipes"].items():
-                pts = [(float(p[key]), float(p[acc])) for p in r["points"] if p.get(key) is not None
+            for name, points in series.items():
+                pts = [(float(p[key]), float(p[acc])) for p in points if p.get(key) is not None
                        and p.get(acc) is not None]
                 if pts:
                     panel.series.append(Series(name, pts))
             panels.append(panel)
         if not any(p.series for p in panels):
             continue
-        paths.append(line_chart(panels, out / f"curves-{axis}.png", x_label=AXIS_LABELS[axis], y_label="accuracy",
-                                title=title))
+        paths.append(line_chart(panels, out / filename, x_label=AXIS_LABELS[axis], y_label="accuracy",
+                                title=title + (" (mean over seeds)" if series is means else "")))
     return paths
 
 

@@ -121,3 +121,18 @@ def test_a_recipe_without_seeds_is_its_own_stem_at_seed_0(curve: ModuleType) -> 
 def test_negative_final_prompts_exit_2(curve: ModuleType, tmp_path: Path, capsys) -> None:
     assert curve.main(["--out", str(tmp_path / "o"), "--recipe", "a", "--final-prompts", "-1"]) == 2
     assert "--final-prompts -1" in capsys.readouterr().err
+
+
+def test_the_mean_curve_averages_each_recipes_seeds_at_the_steps_all_of_them_evaluated(curve: ModuleType) -> None:
+    def points(*rows: tuple[int, float]) -> list[dict[str, float]]:
+        return [{"step": s, "one_object_accuracy": a, "two_object_accuracy": a / 2, "holdout_accuracy": a}
+                for s, a in rows]
+
+    result = {"recipes": {"a.s0": {"points": points((500, 0.2), (1000, 0.6))},
+                          "a.s1": {"points": points((500, 0.4))},  # stopped early: step 1000 is left out
+                          "b": {"points": points((500, 0.9))}}}
+    means = curve.mean_over_seeds(result)
+    assert list(means) == ["a"]
+    assert [p["step"] for p in means["a"]] == [500]
+    assert means["a"][0]["one_object_accuracy"] == pytest.approx(0.3)
+    assert means["a"][0]["two_object_accuracy"] == pytest.approx(0.15)
