@@ -174,3 +174,71 @@ def line_chart(
     img.save(tmp, format="PNG")
     tmp.replace(path)
     return path
+
+
+@dataclass
+class Difference:
+    """One row of an interval chart: ``a − b`` with its interval and verdict."""
+
+    label: str
+    value: float
+    low: float
+    high: float
+    verdict: str
+
+
+#: Row colours by verdict: a side named in colour, "not separable" in grey.
+VERDICT_COLOURS = {"a better": (0, 140, 90), "b better": (200, 60, 30)}
+
+
+def interval_chart(panels: Sequence[tuple[str, Sequence[Difference]]], path: Path, *, x_label: str,
+                   title: str = "",
+                   key: str = "95 % intervals; green: a better, red: b better, grey: not separable") -> Path:
+    """Differences with their intervals, one row per label and one panel per
+    metric, around a line at zero (a forest plot): which levers moved what, and
+    by how much the data can tell. Written atomically to ``path``."""
+    labels = list(dict.fromkeys(d.label for _, rows in panels for d in rows))
+    pw, row_h, left, right, top, bottom = 330, 26, 96, 16, 34, 52
+    head = 36 if title else 8
+    ph = top + row_h * max(1, len(labels)) + bottom
+    width, height = len(panels) * pw, head + ph + 30
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    f_title, f_axis, f_tick = _font(18), _font(14), _font(12)
+    if title:
+        draw.text((width / 2, 10), title, fill="black", font=f_title, anchor="mt")
+    ends = [v for _, rows in panels for d in rows for v in (d.low, d.high) if math.isfinite(v)] or [-1.0, 1.0]
+    reach = max(abs(min(ends)), abs(max(ends)), 1e-9)
+    ticks = nice_ticks(-reach, reach, count=5)
+    x0, x1 = ticks[0], ticks[-1]
+    for k, (name, rows) in enumerate(panels):
+        ox = k * pw
+        ax_l, ax_r, ax_t, ax_b = ox + left, ox + pw - right, head + top, head + ph - bottom
+
+        def px(x: float, ax_l: int = ax_l, ax_r: int = ax_r) -> float:
+            return ax_l + (min(max(x, x0), x1) - x0) / (x1 - x0) * (ax_r - ax_l)
+
+        draw.text(((ax_l + ax_r) / 2, head + 8), name, fill="black", font=f_axis, anchor="mt")
+        for t in ticks:
+            draw.line([(px(t), ax_t), (px(t), ax_b)], fill=(0, 0, 0) if t == 0 else (232, 232, 232))
+            draw.text((px(t), ax_b + 6), _fmt(t), fill="black", font=f_tick, anchor="mt")
+        draw.rectangle([ax_l, ax_t, ax_r, ax_b], outline="black")
+        draw.text(((ax_l + ax_r) / 2, ax_b + 24), x_label, fill="black", font=f_axis, anchor="mt")
+        by_label = {d.label: d for d in rows}
+        for i, label in enumerate(labels):
+            y = ax_t + row_h * (i + 0.5)
+            draw.text((ax_l - 6, y), label, fill="black", font=f_tick, anchor="rm")
+            d = by_label.get(label)
+            if d is None:
+                continue
+            colour = VERDICT_COLOURS.get(d.verdict, (120, 120, 120))
+            draw.line([(px(d.low), y), (px(d.high), y)], fill=colour, width=3)
+            for end in (d.low, d.high):
+                draw.line([(px(end), y - 5), (px(end), y + 5)], fill=colour, width=2)
+            draw.ellipse([px(d.value) - 4, y - 4, px(d.value) + 4, y + 4], fill=colour)
+    draw.text((10, height - 20), key, fill=(80, 80, 80), font=f_tick, anchor="lt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path

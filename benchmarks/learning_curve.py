@@ -49,8 +49,9 @@ this budget"): the curve shows how a recipe learns, the verdict whether its end
 point differs.
 
 Outputs in ``--out``: ``curves.json`` (everything, including the plan),
-``curves.md`` (tables), ``curves-<axis>.png``, ``final/`` (the final
-evaluations, per prompt), ``logs/``, ``runs/`` (the run directories; not for
+``curves.md`` (tables), ``curves-<axis>.png`` (and with seeds
+``curves-steps-mean.png``), ``final/`` (the final evaluations, per prompt) and
+``final.png`` (recipe − reference with intervals and verdicts), ``logs/``, ``runs/`` (the run directories; not for
 committing). Everything is written atomically after each
 finished recipe, so partial results survive a failed or killed recipe;
 re-running the same command (or just ``--out DIR``) resumes: finished recipes
@@ -820,6 +821,27 @@ def mean_over_seeds(result: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return means
 
 
+def final_chart(final: dict[str, Any], out: Path, title: str) -> Path | None:
+    """``final.png``: every recipe − reference on the final models, with its interval and verdict."""
+    from _plot import Difference, interval_chart
+
+    panels = []
+    for key, label in ACCURACIES:
+        rows = []
+        for stem, row in (final.get("recipes") or {}).items():
+            c = (row.get("against_reference") or {}).get(key)
+            if c and c.get("difference"):
+                d = c["difference"]
+                rows.append(Difference(stem, d["value"], d["low"], d["high"], c["verdict"]))
+        panels.append((label, rows))
+    if not any(rows for _, rows in panels):
+        return None
+    ref = final["reference"]
+    return interval_chart(panels, out / "final.png", x_label=f"recipe - {ref}",  # the plot font has no U+2212
+                          title=f"{title}: final models against {ref}",
+                          key=f"95 % intervals; green: the recipe better, red: {ref} better, grey: not separable")
+
+
 def plots(result: dict[str, Any], out: Path, title: str) -> list[Path]:
     """``curves-<axis>.png`` with every run, and with seeds ``curves-steps-mean.png``:
     one line per recipe, its mean over seeds (easier to read than a line per seed)."""
@@ -831,7 +853,7 @@ def plots(result: dict[str, Any], out: Path, title: str) -> list[Path]:
     means = mean_over_seeds(result)
     if means:
         charts.append(("curves-steps-mean.png", "step", "steps", means))
-    paths = []
+    paths = [p for p in [final_chart(result.get("final") or {}, out, title)] if p is not None]
     for filename, key, axis, series in charts:
         panels = []
         for acc, label in ACCURACIES:

@@ -136,3 +136,21 @@ def test_the_mean_curve_averages_each_recipes_seeds_at_the_steps_all_of_them_eva
     assert [p["step"] for p in means["a"]] == [500]
     assert means["a"][0]["one_object_accuracy"] == pytest.approx(0.3)
     assert means["a"][0]["two_object_accuracy"] == pytest.approx(0.15)
+
+
+def test_the_final_chart_draws_one_row_per_recipe_and_nothing_without_comparisons(
+    curve: ModuleType, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    diff = {"difference": {"value": 0.1, "low": 0.02, "high": 0.2}, "verdict": "a better", "paired": True}
+    final = {"reference": "ref", "recipes": {"ref": {"against_reference": {}},
+                                             "lr": {"against_reference": {"one_object_accuracy": diff}}}}
+    path = curve.final_chart(final, tmp_path, "t")
+    assert path == tmp_path / "final.png"
+    with Image.open(path) as img:
+        assert img.width > 600 and img.height > 100
+        # the row is drawn in the "a better" colour somewhere in the first panel
+        assert (0, 140, 90) in {img.getpixel((x, y)) for x in range(img.width // 3) for y in range(img.height)}
+    assert curve.final_chart({"reference": "ref", "recipes": {"ref": {"against_reference": {}}}}, tmp_path / "x",
+                             "t") is None
