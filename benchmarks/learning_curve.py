@@ -650,7 +650,7 @@ def evaluate_final(plan: dict[str, Any], layout: Layout, prompts: int, threads: 
         atomic_write(path, json.dumps({"prompts": prompts, **keep}))
         done.append(name)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: final model on {prompts} prompts: "
-              + ", ".join(f"{label} {result.get(key, float('nan')):.3f}" for key, label in ACCURACIES), flush=True)
+              + ", ".join(f"{label} {_f(result.get(key), 3)}" for key, label in ACCURACIES), flush=True)
     return done
 
 
