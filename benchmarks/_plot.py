@@ -88,6 +88,15 @@ def _dashed(draw: ImageDraw.ImageDraw, a: tuple[float, float], b: tuple[float, f
         on = not on
 
 
+def _save_png(img: Image.Image, path: Path) -> Path:
+    """Write ``img`` to ``path`` atomically (a reader never sees half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    img.save(tmp, format="PNG")
+    tmp.replace(path)
+    return path
+
+
 def line_chart(
     panels: Sequence[Panel],
     path: Path,
@@ -169,11 +178,7 @@ def line_chart(
         draw.text((cx + 38, cy), lab, fill="black", font=f_tick, anchor="lm")
     if note:
         draw.text((10, ly + 22 * legend_rows + 6), note, fill=(80, 80, 80), font=f_tick, anchor="lt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return _save_png(img, path)
 
 
 @dataclass
@@ -237,8 +242,4 @@ def interval_chart(panels: Sequence[tuple[str, Sequence[Difference]]], path: Pat
                 draw.line([(px(end), y - 5), (px(end), y + 5)], fill=colour, width=2)
             draw.ellipse([px(d.value) - 4, y - 4, px(d.value) + 4, y + 4], fill=colour)
     draw.text((10, height - 20), key, fill=(80, 80, 80), font=f_tick, anchor="lt")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return _save_png(img, path)

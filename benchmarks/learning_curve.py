@@ -195,12 +195,18 @@ def with_seeds(recipes: list[Recipe], seeds: list[int]) -> list[Recipe]:
     ]
 
 
+def stem_and_seed(name: str) -> tuple[str, int]:
+    """``("a", 1)`` for the seed run ``a.s1``; a recipe without seeds is its own stem at seed 0."""
+    stem, sep, seed = name.rpartition(SEED_SUFFIX)
+    return (stem, int(seed)) if sep and stem and seed.isdigit() else (name, 0)
+
+
 def seed_groups(names: list[str]) -> dict[str, list[str]]:
     """Recipe names of the form NAME.sSEED, by NAME, where NAME has two seeds or more."""
     groups: dict[str, list[str]] = {}
     for n in names:
-        stem, sep, seed = n.rpartition(SEED_SUFFIX)
-        if sep and stem and seed.isdigit():
+        stem, _ = stem_and_seed(n)
+        if stem != n:
             groups.setdefault(stem, []).append(n)
     return {stem: members for stem, members in groups.items() if len(members) > 1}
 
@@ -614,12 +620,6 @@ def collect(plan: dict[str, Any], layout: Layout, unit: float | None) -> dict[st
 # ---------------------------------------------------------------------------- final models, with verdicts
 
 
-def stem_and_seed(name: str) -> tuple[str, int]:
-    """``("a", 1)`` for the seed run ``a.s1``; a recipe without seeds is its own stem at seed 0."""
-    stem, sep, seed = name.rpartition(SEED_SUFFIX)
-    return (stem, int(seed)) if sep and stem and seed.isdigit() else (name, 0)
-
-
 def evaluate_final(plan: dict[str, Any], layout: Layout, prompts: int, threads: int) -> list[str]:
     """Each finished recipe's final (EMA) model on ``prompts`` prompts of the evaluation's own seed.
 
@@ -634,12 +634,12 @@ def evaluate_final(plan: dict[str, Any], layout: Layout, prompts: int, threads: 
 
     from modiff.pipeline import Pipeline
 
+    torch.set_num_threads(threads)
     done = []
     for name in plan["recipes"]:
         path = layout.final(name)
         if path.is_file() or read_json(layout.status(name), {}).get("status") != "done":
             continue
-        torch.set_num_threads(threads)
         pipeline = Pipeline.load(layout.runs / name, device="cpu")
         evaluator = pipeline.components.evaluator
         if evaluator is None or not hasattr(evaluator, "settings"):

@@ -274,17 +274,24 @@ def test_the_stage_optimiser_is_fused_on_cpu_and_computes_plain_adamws_update() 
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
-def test_adam_betas_reach_each_stages_optimiser() -> None:
-    """``adam_betas`` is a setting of every stage and the stage's AdamW uses it."""
-    from modiff.settings import load_settings
-    from modiff.training.optim import adamw
+def test_adam_betas_reach_each_stages_optimiser(tmp_path: Path, monkeypatch) -> None:
+    """``adam_betas`` is a setting of every stage, and each stage's AdamW is built with its own."""
+    import modiff.training.loop as loop
 
-    s = load_settings([], ["train.adam_betas=[0.9, 0.95]", "train.encoder.adam_betas=[0.8, 0.99]"])
-    assert s.settings.train.adam_betas == (0.9, 0.95)
-    assert s.settings.train.encoder.adam_betas == (0.8, 0.99)
-    assert s.settings.train.text_embedder.adam_betas == (0.9, 0.999)  # torch's default when not set
-    p = torch.nn.Parameter(torch.ones(3))
-    assert adamw([p], lr=1e-3, weight_decay=0.0, betas=s.settings.train.adam_betas).defaults["betas"] == (0.9, 0.95)
+    built: list[tuple[float, float]] = []
+    real = loop.adamw
+
+    def recording(params, **kwargs):  # type: ignore[no-untyped-def]
+        opt = real(params, **kwargs)
+        built.append(opt.defaults["betas"])
+        return opt
+
+    monkeypatch.setattr(loop, "adamw", recording)
+    run = RunDir(tmp_path / "run")
+    s = settings(encoder__trainable=True, train__adam_betas=[0.9, 0.95], train__encoder__adam_betas=[0.8, 0.99])
+    train_run(s, run, progress=False)
+    assert built == [(0.8, 0.99), (0.9, 0.95)]  # the encoder stage, then the denoiser's
+    assert settings().train.text_embedder.adam_betas == (0.9, 0.999)  # torch's default when not set
 
 
 @pytest.mark.parametrize("value", ["[0.9, 1.0]", "[-0.1, 0.99]", "[0.9]"])
