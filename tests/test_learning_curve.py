@@ -4,6 +4,7 @@ once per run seed and the tables report each recipe's mean over its seeds."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -154,3 +155,25 @@ def test_the_final_chart_draws_one_row_per_recipe_and_nothing_without_comparison
         assert (0, 140, 90) in {img.getpixel((x, y)) for x in range(img.width // 3) for y in range(img.height)}
     assert curve.final_chart({"reference": "ref", "recipes": {"ref": {"against_reference": {}}}}, tmp_path / "x",
                              "t") is None
+
+
+def test_one_object_misses_are_split_by_the_size_the_prompt_says(tmp_path: Path, capsys) -> None:
+    spec = importlib.util.spec_from_file_location("one_object_by_size", ROOT / "benchmarks" / "one_object_by_size.py")
+    assert spec is not None and spec.loader is not None
+    by_size = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(by_size)
+    ids = [
+        "a small red square in the center",
+        "a red square at the top",
+        "a blue square at the top",
+        "a red circle at the top and a blue square at the left",
+    ]
+    metrics = {"one_object_accuracy": [1.0, 0.0, 1.0, None], "one_object_shape_accuracy": [1.0, 0.0, 0.0, None]}
+    final = {"per_item": {"ids": ids, "metrics": metrics}}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in paths:
+        path.write_text(json.dumps(final))
+    cells = by_size.split(paths)
+    assert cells == {("none", "square"): (4, 0.5, 0.0), ("small", "square"): (2, 1.0, 1.0)}
+    assert by_size.main([str(p) for p in paths]) == 0
+    assert "| none | square | 4 | 0.50 | 0.00 |" in capsys.readouterr().out

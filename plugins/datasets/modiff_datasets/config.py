@@ -29,6 +29,12 @@ class ShapesSettings(modiff.ComponentSettings):
     holdout: list[str] = Field(
         default_factory=list, description='Colour–shape pairs never rendered, e.g. ["yellow triangle"].'
     )
+    unsized: Literal["any", "large"] = Field(
+        "any",
+        description='What an example whose caption does not say the size draws: "any" size (a prompt without '
+        'a size word then stands for a small or a large shape), or "large", the world\'s own reading of a prompt '
+        "without a size word. Half the caption templates do not say the size.",
+    )
     corpus_size: int | None = Field(
         None,
         ge=1,

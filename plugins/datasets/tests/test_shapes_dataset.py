@@ -69,6 +69,8 @@ def test_settings_errors() -> None:
         reg.validate({"image_size": 25})
     with pytest.raises(ValueError, match="object_weights"):
         reg.validate({"max_objects": 2, "object_weights": [1.0]})
+    with pytest.raises(ValueError, match="unsized"):
+        reg.validate({"unsized": "small"})
     with pytest.raises(ValueError, match="imagesize"):
         reg.validate({"imagesize": 32})
 

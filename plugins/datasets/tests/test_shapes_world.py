@@ -189,6 +189,36 @@ def test_object_counts() -> None:
         SceneSampler(max_objects=10)
 
 
+def test_unsized_large_draws_large_shapes_for_captions_without_a_size() -> None:
+    """With ``unsized="large"`` a caption without a size word always shows large
+    shapes (what such a prompt means in this world); scenes whose caption says
+    the size are the same as with ``"any"``, drawn from the same numbers."""
+    any_size = SceneSampler(seed=3, max_objects=2)
+    large = SceneSampler(seed=3, max_objects=2, unsized="large")
+    said = unsaid = 0
+    for i in range(400):
+        a, b = any_size.scene(i), large.scene(i)
+        assert a.template == b.template
+        if TEMPLATES[a.template].says_size:
+            said += 1
+            assert a == b
+        else:
+            unsaid += 1
+            assert {o.size for o in b.objects} == {"large"}
+            assert [(o.colour, o.shape, o.cell) for o in a.objects] == [(o.colour, o.shape, o.cell) for o in b.objects]
+            assert b.caption == a.caption
+    assert said > 100 and unsaid > 100
+    # without the setting, captions that do not say the size show small shapes too
+    assert any(
+        o.size == "small"
+        for i in range(400)
+        if not TEMPLATES[any_size.scene(i).template].says_size
+        for o in any_size.scene(i).objects
+    )
+    with pytest.raises(ValueError, match="unsized must be 'any' or 'large'"):
+        SceneSampler(unsized="small")
+
+
 def test_positions_and_sizes_are_spread() -> None:
     sampler = SceneSampler(seed=0, image_size=64, max_objects=2)
     objects = [o for i in range(2000) for o in sampler.scene(i).objects]

@@ -62,6 +62,7 @@ class ShapesDataset:
             holdout=settings.holdout,
             object_weights=settings.object_weights,
             overlap=settings.overlap,
+            unsized=settings.unsized,
         )
         self.image_size = settings.image_size
         self.size = settings.size

@@ -59,6 +59,12 @@ class SceneSampler:
             1/8 of a cell of its centre) and let neighbours touch and overlap.
             What a scene shows and its caption are unchanged; only positions
             differ, drawn once from the same generator.
+        unsized: ``"any"``: a scene whose caption template does not say the
+            size draws each object's size like any other scene; ``"large"``:
+            it draws them large, so that a caption without a size word means
+            what a prompt without one means in this world (:class:`ShapeObject`
+            with ``size=None`` renders large). The same random numbers are
+            drawn either way; only the sizes of such scenes differ.
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class SceneSampler:
         holdout: Sequence[str] = (),
         object_weights: Sequence[float] | None = None,
         overlap: bool = False,
+        unsized: str = "any",
     ) -> None:
         if not 1 <= max_objects <= 9:
             raise ValueError(f"max_objects must be 1..9 (one object per grid cell), got {max_objects}")
@@ -81,6 +88,9 @@ class SceneSampler:
         self.count_p = _normalise_weights(object_weights, self.max_objects)
         self.count_cdf = np.cumsum(self.count_p)[:-1]
         self.overlap = bool(overlap)
+        if unsized not in ("any", "large"):
+            raise ValueError(f"unsized must be 'any' or 'large', got {unsized!r}")
+        self.unsized = unsized
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index])  # i.e. SeedSequence([seed, index])
@@ -99,6 +109,8 @@ class SceneSampler:
         picks = (u[1 : n + 1] * len(self.pairs)).astype(np.int64)
         sizes = (u[n + 1 :] * len(SIZES)).astype(np.int64)
         names = list(SIZES)
+        if self.unsized == "large" and not TEMPLATES[template].says_size:
+            sizes = np.full_like(sizes, names.index("large"))
         parts = [
             (self.pairs[p][0], self.pairs[p][1], int(c), names[int(z)]) for c, p, z in zip(cells, picks, sizes)
         ]
