@@ -29,11 +29,12 @@ class ShapesSettings(modiff.ComponentSettings):
     holdout: list[str] = Field(
         default_factory=list, description='Colour–shape pairs never rendered, e.g. ["yellow triangle"].'
     )
-    unsized: Literal["any", "large"] = Field(
+    unsized: Literal["any", "large", "said"] = Field(
         "any",
-        description='What an example whose caption does not say the size draws: "any" size (a prompt without '
-        'a size word then stands for a small or a large shape), or "large", the world\'s own reading of a prompt '
-        "without a size word. Half the caption templates do not say the size.",
+        description="What a shape a caption leaves unsized (half the templates say no size) may be: \"any\" size; "
+        "large, because small shapes always have \"small\" said (\"said\": the same scenes, other captions); "
+        "large, because such captions draw large shapes (\"large\": the same captions, other scenes). The "
+        "world reads a prompt without a size word as large.",
     )
     corpus_size: int | None = Field(
         None,

@@ -215,8 +215,30 @@ def test_unsized_large_draws_large_shapes_for_captions_without_a_size() -> None:
         if not TEMPLATES[any_size.scene(i).template].says_size
         for o in any_size.scene(i).objects
     )
-    with pytest.raises(ValueError, match="unsized must be 'any' or 'large'"):
+    with pytest.raises(ValueError, match="unsized must be 'any', 'large' or 'said'"):
         SceneSampler(unsized="small")
+
+
+def test_unsized_said_names_every_small_shape_and_draws_the_same_scenes() -> None:
+    """With ``unsized="said"`` the scenes are those of ``"any"``; only captions
+    change, so that a shape a caption leaves unsized is always a large one."""
+    any_size = SceneSampler(seed=4, max_objects=2)
+    said = SceneSampler(seed=4, max_objects=2, unsized="said")
+    changed = 0
+    for i in range(400):
+        a, b = any_size.scene(i), said.scene(i)
+        assert a.objects == b.objects and a.template == b.template
+        assert said.caption(i) == b.caption
+        read = parse(b.caption)
+        assert [(o.colour, o.shape, o.cell) for o in read] == [(o.colour, o.shape, o.cell) for o in b.objects]
+        for spoken, drawn in zip(read, b.objects):
+            assert spoken.size in (drawn.size, None if drawn.size == "large" else drawn.size)
+        if TEMPLATES[a.template].says_size or all(o.size == "large" for o in a.objects):
+            assert b.caption == a.caption
+        else:
+            changed += 1
+            assert b.caption != a.caption
+    assert changed > 50
 
 
 def test_positions_and_sizes_are_spread() -> None:

@@ -32,15 +32,19 @@ class Template:
     def says_size(self) -> bool:
         return "{size}" in self.clause
 
-    def format(self, objects: Sequence[ShapeObject]) -> str:
+    def format(self, objects: Sequence[ShapeObject], *, say_small: bool = False) -> str:
+        """The caption; with ``say_small`` a template that leaves the size out
+        still says it for a small shape ("a small red square at the top"), so
+        that only large shapes go unsized."""
         clauses = []
         for obj in objects:
             if obj.cell is None:
                 raise ValueError(f"cannot caption {obj.pair}: it has no cell")
+            colour = obj.colour
+            if say_small and obj.size == "small" and not self.says_size:
+                colour = f"small {colour}"
             clauses.append(
-                self.clause.format(
-                    size=obj.size or "large", colour=obj.colour, shape=obj.shape, position=CELLS[obj.cell]
-                )
+                self.clause.format(size=obj.size or "large", colour=colour, shape=obj.shape, position=CELLS[obj.cell])
             )
         return self.prefix + self.joiner.join(clauses) + self.suffix
 
@@ -59,14 +63,15 @@ TEMPLATES: tuple[Template, ...] = (
 )
 
 
-def caption(objects: Sequence[ShapeObject], template: int = 0) -> str:
+def caption(objects: Sequence[ShapeObject], template: int = 0, *, say_small: bool = False) -> str:
     """The caption of ``objects`` with template number ``template``
-    (``0 <= template < len(TEMPLATES)``), naming objects in the given order."""
+    (``0 <= template < len(TEMPLATES)``), naming objects in the given order
+    (``say_small``: see :meth:`Template.format`)."""
     if not objects:
         raise ValueError("a caption needs at least one object")
     if not 0 <= template < len(TEMPLATES):
         raise ValueError(f"template {template} does not exist; use 0..{len(TEMPLATES) - 1}")
-    return TEMPLATES[template].format(objects)
+    return TEMPLATES[template].format(objects, say_small=say_small)
 
 
 class CaptionError(ValueError):

@@ -59,12 +59,15 @@ class SceneSampler:
             1/8 of a cell of its centre) and let neighbours touch and overlap.
             What a scene shows and its caption are unchanged; only positions
             differ, drawn once from the same generator.
-        unsized: ``"any"``: a scene whose caption template does not say the
-            size draws each object's size like any other scene; ``"large"``:
-            it draws them large, so that a caption without a size word means
-            what a prompt without one means in this world (:class:`ShapeObject`
-            with ``size=None`` renders large). The same random numbers are
-            drawn either way; only the sizes of such scenes differ.
+        unsized: what a shape that a caption leaves unsized may be. ``"any"``:
+            either size (a template that says no size is used whatever the
+            sizes). ``"said"``: large, because the caption says "small" for
+            every small shape (the same scenes, other captions). ``"large"``:
+            large, because a scene whose template says no size draws its
+            shapes large (the same captions, other scenes). The last two make
+            a caption without a size word mean what a prompt without one
+            means in this world (:class:`ShapeObject` with ``size=None``
+            renders large). The same random numbers are drawn in every mode.
     """
 
     def __init__(
@@ -88,8 +91,8 @@ class SceneSampler:
         self.count_p = _normalise_weights(object_weights, self.max_objects)
         self.count_cdf = np.cumsum(self.count_p)[:-1]
         self.overlap = bool(overlap)
-        if unsized not in ("any", "large"):
-            raise ValueError(f"unsized must be 'any' or 'large', got {unsized!r}")
+        if unsized not in ("any", "large", "said"):
+            raise ValueError(f"unsized must be 'any', 'large' or 'said', got {unsized!r}")
         self.unsized = unsized
 
     def _rng(self, index: int) -> np.random.Generator:
@@ -119,7 +122,8 @@ class SceneSampler:
     def caption(self, index: int) -> str:
         """Example ``index``'s caption, without placing or drawing anything."""
         parts, template = self.describe(index)
-        return caption([ShapeObject(c, s, cell, z) for c, s, cell, z in parts], template)
+        objects = [ShapeObject(c, s, cell, z) for c, s, cell, z in parts]
+        return caption(objects, template, say_small=self.unsized == "said")
 
     def scene(self, index: int) -> Scene:
         """Example ``index``: objects with their exact positions, and caption."""
@@ -129,7 +133,7 @@ class SceneSampler:
         objects = tuple(
             ShapeObject(c, s, cell, z, origin=(b[0], b[1])) for (c, s, cell, z), b in zip(parts, boxes)
         )
-        return Scene(objects, caption(objects, template), template)
+        return Scene(objects, caption(objects, template, say_small=self.unsized == "said"), template)
 
     def _place(self, rng: np.random.Generator, parts: list[tuple[str, str, int, str]]) -> list[tuple[int, int, int]]:
         n = self.image_size
