@@ -94,6 +94,7 @@ class SceneSampler:
         if unsized not in ("any", "large", "said"):
             raise ValueError(f"unsized must be 'any', 'large' or 'said', got {unsized!r}")
         self.unsized = unsized
+        self._say_small = unsized == "said"
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index])  # i.e. SeedSequence([seed, index])
@@ -123,7 +124,7 @@ class SceneSampler:
         """Example ``index``'s caption, without placing or drawing anything."""
         parts, template = self.describe(index)
         objects = [ShapeObject(c, s, cell, z) for c, s, cell, z in parts]
-        return caption(objects, template, say_small=self.unsized == "said")
+        return caption(objects, template, say_small=self._say_small)
 
     def scene(self, index: int) -> Scene:
         """Example ``index``: objects with their exact positions, and caption."""
@@ -133,7 +134,7 @@ class SceneSampler:
         objects = tuple(
             ShapeObject(c, s, cell, z, origin=(b[0], b[1])) for (c, s, cell, z), b in zip(parts, boxes)
         )
-        return Scene(objects, caption(objects, template, say_small=self.unsized == "said"), template)
+        return Scene(objects, caption(objects, template, say_small=self._say_small), template)
 
     def _place(self, rng: np.random.Generator, parts: list[tuple[str, str, int, str]]) -> list[tuple[int, int, int]]:
         n = self.image_size
