@@ -60,7 +60,12 @@ def build_cross_attention(settings: CrossAttentionSettings, context: modiff.Buil
     """Token embeddings -> linear -> context the denoiser cross-attends to, with the padding mask."""
     text_dim = _text_dim(context, "cross-attention")
     return _text_conditioner(
-        settings, context, text_dim, context_dim=settings.context_dim or text_dim, project_context=settings.projection
+        settings,
+        context,
+        text_dim,
+        context_dim=settings.context_dim or text_dim,
+        project_context=settings.projection,
+        vector_dim=text_dim if settings.vector else None,
     )
 
 
@@ -85,6 +90,7 @@ def build_hybrid(settings: HybridSettings, context: modiff.BuildContext) -> Any:
         maps=settings.channels,
         context_dim=settings.context_dim or text_dim,
         project_context=settings.projection,
+        vector_dim=text_dim if settings.vector else None,
     )
 
 

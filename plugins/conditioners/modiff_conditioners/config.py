@@ -46,6 +46,12 @@ class CrossAttentionSettings(TextSettings):
         description="Project the token embeddings with a learned linear layer; false passes them through unchanged "
         "(as Stable Diffusion feeds CLIP's hidden states; context_dim must then equal the text width).",
     )
+    vector: bool = Field(
+        False,
+        description="Also add the pooled text embedding, through a learned linear layer, to the denoiser's time "
+        "embedding (as SDXL adds its pooled text), so every residual block hears the prompt as a whole, not only "
+        "the layers that cross-attend.",
+    )
 
 
 class ConcatSettings(TextSettings):

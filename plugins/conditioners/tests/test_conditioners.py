@@ -39,6 +39,8 @@ def test_specs() -> None:
     assert make("vector").spec == ConditioningSpec(0, None, DIM)
     assert make("hybrid", {"channels": 2, "context_dim": 4}).spec == ConditioningSpec(2, 4, None)
     assert make("none", text=False).spec == ConditioningSpec(0, None, None)
+    assert make("cross-attention", {"vector": True}).spec == ConditioningSpec(0, DIM, DIM)
+    assert make("hybrid", {"channels": 2, "vector": True}).spec == ConditioningSpec(2, DIM, DIM)
 
 
 def test_cross_attention_projects_tokens_and_passes_the_mask() -> None:
@@ -76,6 +78,19 @@ def test_vector_projects_the_pooled_text() -> None:
     emb = fake_embedding(3, 2, DIM)
     with torch.no_grad():
         torch.testing.assert_close(c.condition(emb).vector, c.to_vector(emb.pooled))
+
+
+@pytest.mark.parametrize("plugin", ["cross-attention", "hybrid"])
+def test_cross_attention_with_vector_gives_tokens_and_the_pooled_text(plugin: str) -> None:
+    c = make(plugin, {"vector": True})
+    emb = fake_embedding(3, 2, DIM)
+    with torch.no_grad():
+        out = c.condition(emb)
+        torch.testing.assert_close(out.vector, c.to_vector(emb.pooled))
+        torch.testing.assert_close(out.context[emb.mask], c.to_context(emb.tokens)[emb.mask])
+        null = c.null(3, like=emb)
+    assert null.vector.shape == (3, DIM) and bool((null.vector == 0).all()), "the learned null starts at zero"
+    assert "null_vector" in dict(c.named_parameters()), "the null vector is trained through condition dropout"
 
 
 @pytest.mark.parametrize("plugin", ["cross-attention", "concat", "vector", "hybrid"])

@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 import modiff
 
-from .shapes.world import check_image_size, validate_holdout
+from .shapes.world import MAX_JITTER, check_image_size, validate_holdout
 
 
 class ShapesSettings(modiff.ComponentSettings):
@@ -35,6 +35,14 @@ class ShapesSettings(modiff.ComponentSettings):
         "large, because small shapes always have \"small\" said (\"said\": the same scenes, other captions); "
         "large, because such captions draw large shapes (\"large\": the same captions, other scenes). The "
         "world reads a prompt without a size word as large.",
+    )
+    jitter: float = Field(
+        MAX_JITTER,
+        ge=0.0,
+        le=0.5,
+        description="How far a shape's centre may lie from its cell's centre, as a fraction of a cell (whole "
+        "pixels within that distance, drawn uniformly); 0 draws every shape at the position closest to its "
+        "cell's centre. Without overlap only: overlapping shapes take any place in their cell.",
     )
     corpus_size: int | None = Field(
         None,

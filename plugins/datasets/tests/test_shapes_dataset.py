@@ -71,6 +71,10 @@ def test_settings_errors() -> None:
         reg.validate({"max_objects": 2, "object_weights": [1.0]})
     with pytest.raises(ValueError, match="unsized"):
         reg.validate({"unsized": "small"})
+    with pytest.raises(ValueError, match="jitter"):
+        reg.validate({"jitter": 0.75})
+    with pytest.raises(ValueError, match="jitter"):
+        reg.validate({"jitter": -0.1})
     with pytest.raises(ValueError, match="imagesize"):
         reg.validate({"imagesize": 32})
 

@@ -286,3 +286,25 @@ def test_parse_reads_prompts_people_write() -> None:
     for bad in ("a dog", "a red blue circle", "a red circle and a square", "", "red circle top left bottom"):
         with pytest.raises(ValueError, match="cannot read"):
             parse(bad)
+
+
+def test_jitter_zero_draws_every_shape_at_its_cells_centre_with_the_same_captions() -> None:
+    """``jitter=0`` keeps the scenes' objects and captions and moves each shape
+    to :func:`centred_origin`; the default jitter moves some of them off it."""
+    from modiff_datasets.shapes.world import centred_origin, side
+
+    still = SceneSampler(seed=5, max_objects=2, jitter=0.0)
+    moving = SceneSampler(seed=5, max_objects=2)
+    off_centre = 0
+    for i in range(200):
+        a, b = still.scene(i), moving.scene(i)
+        assert a.caption == b.caption
+        assert [(o.colour, o.shape, o.cell, o.size) for o in a.objects] == [
+            (o.colour, o.shape, o.cell, o.size) for o in b.objects
+        ]
+        for o in a.objects:
+            assert tuple(o.origin) == centred_origin(o.cell, side(o.size, 32), 32)
+        off_centre += sum(tuple(o.origin) != centred_origin(o.cell, side(o.size, 32), 32) for o in b.objects)
+    assert off_centre > 100, "the default jitter places most shapes off the centred position"
+    with pytest.raises(ValueError, match="jitter must be"):
+        SceneSampler(jitter=0.6)

@@ -63,6 +63,7 @@ class ShapesDataset:
             object_weights=settings.object_weights,
             overlap=settings.overlap,
             unsized=settings.unsized,
+            jitter=settings.jitter,
         )
         self.image_size = settings.image_size
         self.size = settings.size

@@ -19,6 +19,7 @@ import numpy as np
 
 from .captions import TEMPLATES, caption
 from .world import (
+    MAX_JITTER,
     OVERLAP_JITTER,
     SIZES,
     ShapeObject,
@@ -68,6 +69,9 @@ class SceneSampler:
             a caption without a size word mean what a prompt without one
             means in this world (:class:`ShapeObject` with ``size=None``
             renders large). The same random numbers are drawn in every mode.
+        jitter: how far (in cells) a shape's centre may lie from its cell's
+            centre without ``overlap``; 0 places every shape at
+            :func:`centred_origin`. The same random numbers are drawn either way.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class SceneSampler:
         object_weights: Sequence[float] | None = None,
         overlap: bool = False,
         unsized: str = "any",
+        jitter: float = MAX_JITTER,
     ) -> None:
         if not 1 <= max_objects <= 9:
             raise ValueError(f"max_objects must be 1..9 (one object per grid cell), got {max_objects}")
@@ -95,6 +100,9 @@ class SceneSampler:
             raise ValueError(f"unsized must be 'any', 'large' or 'said', got {unsized!r}")
         self.unsized = unsized
         self._say_small = unsized == "said"
+        if not 0.0 <= jitter <= OVERLAP_JITTER:
+            raise ValueError(f"jitter must be 0..{OVERLAP_JITTER} of a cell, got {jitter}")
+        self.jitter = float(jitter)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index])  # i.e. SeedSequence([seed, index])
@@ -136,6 +144,13 @@ class SceneSampler:
         )
         return Scene(objects, caption(objects, template, say_small=self._say_small), template)
 
+    def _origins(self, cell: int, side_px: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The ``x0`` and ``y0`` values a shape of ``side_px`` may take in ``cell``."""
+        if self.jitter == 0.0:
+            x, y = centred_origin(cell, side_px, self.image_size)
+            return (x,), (y,)
+        return candidate_origins(cell, side_px, self.image_size, self.jitter)
+
     def _place(self, rng: np.random.Generator, parts: list[tuple[str, str, int, str]]) -> list[tuple[int, int, int]]:
         n = self.image_size
         sides = [side(z, n) for _, _, _, z in parts]
@@ -146,7 +161,7 @@ class SceneSampler:
                 (xs[int(u[2 * k] * len(xs))], ys[int(u[2 * k + 1] * len(ys))], s)
                 for k, ((xs, ys), s) in enumerate(zip(options, sides))
             ]
-        options = [candidate_origins(cell, s, n) for (_, _, cell, _), s in zip(parts, sides)]
+        options = [self._origins(cell, s) for (_, _, cell, _), s in zip(parts, sides)]
         for _ in range(PLACEMENT_TRIES):
             u = rng.random(2 * len(parts))
             boxes = [
