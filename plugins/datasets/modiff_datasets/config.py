@@ -13,7 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 import modiff
 
-from .shapes.world import MAX_JITTER, check_image_size, validate_holdout
+from .shapes.world import MAX_JITTER, OVERLAP_JITTER, check_image_size, validate_holdout
 
 
 class ShapesSettings(modiff.ComponentSettings):
@@ -39,7 +39,7 @@ class ShapesSettings(modiff.ComponentSettings):
     jitter: float = Field(
         MAX_JITTER,
         ge=0.0,
-        le=0.5,
+        le=OVERLAP_JITTER,
         description="How far a shape's centre may lie from its cell's centre, as a fraction of a cell (whole "
         "pixels within that distance, drawn uniformly); 0 draws every shape at the position closest to its "
         "cell's centre. Without overlap only: overlapping shapes take any place in their cell.",
@@ -73,6 +73,15 @@ class ShapesSettings(modiff.ComponentSettings):
     @classmethod
     def _holdout(cls, v: list[str]) -> list[str]:
         return list(validate_holdout(v))
+
+    @model_validator(mode="after")
+    def _jitter(self) -> ShapesSettings:
+        if self.overlap and self.jitter != MAX_JITTER:
+            raise ValueError(
+                f"jitter = {self.jitter} has no effect with overlap = true (overlapping shapes take any place in "
+                "their cell); remove jitter or set overlap = false"
+            )
+        return self
 
     @model_validator(mode="after")
     def _weights(self) -> ShapesSettings:

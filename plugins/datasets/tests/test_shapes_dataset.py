@@ -75,6 +75,8 @@ def test_settings_errors() -> None:
         reg.validate({"jitter": 0.75})
     with pytest.raises(ValueError, match="jitter"):
         reg.validate({"jitter": -0.1})
+    with pytest.raises(ValueError, match="jitter = 0.0 has no effect with overlap"):
+        reg.validate({"jitter": 0.0, "overlap": True})
     with pytest.raises(ValueError, match="imagesize"):
         reg.validate({"imagesize": 32})
 
