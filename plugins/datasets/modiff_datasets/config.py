@@ -76,7 +76,7 @@ class ShapesSettings(modiff.ComponentSettings):
 
     @model_validator(mode="after")
     def _jitter(self) -> ShapesSettings:
-        if self.overlap and self.jitter != MAX_JITTER:
+        if self.overlap and "jitter" in self.model_fields_set:
             raise ValueError(
                 f"jitter = {self.jitter} has no effect with overlap = true (overlapping shapes take any place in "
                 "their cell); remove jitter or set overlap = false"

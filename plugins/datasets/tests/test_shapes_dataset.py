@@ -77,6 +77,8 @@ def test_settings_errors() -> None:
         reg.validate({"jitter": -0.1})
     with pytest.raises(ValueError, match="jitter = 0.0 has no effect with overlap"):
         reg.validate({"jitter": 0.0, "overlap": True})
+    with pytest.raises(ValueError, match="has no effect with overlap"):
+        reg.validate({"jitter": 0.125, "overlap": True})  # set by the user, even at its default
     with pytest.raises(ValueError, match="imagesize"):
         reg.validate({"imagesize": 32})
 

@@ -25,7 +25,7 @@ from modiff_datasets.shapes import (
     side,
     stencil,
 )
-from modiff_datasets.shapes.world import boxes_apart
+from modiff_datasets.shapes.world import boxes_apart, centred_origin
 from modiff_datasets.testing import centred_scenes, sampled_scenes
 
 FAST = settings(max_examples=60, deadline=None, derandomize=True)
@@ -291,8 +291,6 @@ def test_parse_reads_prompts_people_write() -> None:
 def test_jitter_zero_draws_every_shape_at_its_cells_centre_with_the_same_captions() -> None:
     """``jitter=0`` keeps the scenes' objects and captions and moves each shape
     to :func:`centred_origin`; the default jitter moves some of them off it."""
-    from modiff_datasets.shapes.world import centred_origin, side
-
     still = SceneSampler(seed=5, max_objects=2, jitter=0.0)
     moving = SceneSampler(seed=5, max_objects=2)
     off_centre = 0
