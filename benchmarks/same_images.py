@@ -55,13 +55,13 @@ def digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
 
 
-def fingerprint() -> dict[str, object]:
+def fingerprint(settings: Path = SETTINGS) -> dict[str, object]:
     from modiff.pipeline import Pipeline
     from modiff.settings import load
     from modiff.workflows import train_run
 
     with tempfile.TemporaryDirectory() as tmp:
-        resolved = load([SETTINGS], [*TINY, f"run.runs_dir={json.dumps(tmp)}"])
+        resolved = load([settings], [*TINY, f"run.runs_dir={json.dumps(tmp)}"])
         from modiff.workflows import run_dir_for
 
         run = run_dir_for(resolved)
@@ -76,7 +76,7 @@ def fingerprint() -> dict[str, object]:
                 pipeline.with_sampler("euler-ancestral").generate_tensor(prompts, seed=3, steps=6)
             ),
         }
-    return {"machine": machine(), "settings": str(SETTINGS.relative_to(ROOT)), "tiny": TINY,
+    return {"machine": machine(), "settings": str(settings.relative_to(ROOT)), "tiny": TINY,
             "weights": weights, "images": images}
 
 
@@ -86,9 +86,11 @@ def main() -> int:
     group.add_argument("--write", type=Path, help="write the fingerprint to this JSON file")
     group.add_argument("--check", type=Path, help="compare with the fingerprint in this JSON file")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--settings", type=Path, default=SETTINGS,
+                        help="settings file to fingerprint (default configs/demo-baseline.toml)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    found = fingerprint()
+    found = fingerprint(args.settings.resolve())
     if args.write:
         args.write.parent.mkdir(parents=True, exist_ok=True)
         args.write.write_text(json.dumps(found, indent=2, sort_keys=True) + "\n")
