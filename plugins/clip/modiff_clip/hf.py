@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,12 @@ __all__ = [
 ]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+#: What marks a word's last symbol in CLIP's BPE.
+END_OF_WORD = "</w>"
 _WEIGHT_PICKLES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack")
+#: Entries transformers adds to a tokenizer's config when it loads one from a folder: they
+#: describe that load, not the tokenizer, and would make a resumed run's files differ.
+_HOW_IT_WAS_LOADED = frozenset({"is_local", "local_files_only", "name_or_path", "_commit_hash"})
 #: Config entries that describe where or how a config was written, not the model.
 VOLATILE_CONFIG_KEYS = frozenset({"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"})
 
@@ -84,20 +90,70 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Any:
     all 512 byte tokens present no text is ever out of vocabulary: an unknown
     token would be mapped to the end token, and the pooled output (read at the
     first end token) would then come from the wrong position.
-    """
-    from transformers import CLIPTokenizer
 
-    corpus = [c for c in captions if c.strip()]
+    The merges are learned here (:func:`learn_merges`), not by the
+    ``tokenizers`` trainer: that one breaks ties between equally frequent
+    pairs by ids it hands out in hash-map order, which differs from one
+    process to the next, so two runs with the same settings could tokenize a
+    prompt differently.
+    """
     n_merges = vocab_size - 2 * 256 - 2
+    corpus = [c for c in captions if c.strip()]
+    if not corpus or n_merges <= 0:
+        return tokenizer_from_merges([])
+    backend = tokenizer_from_merges([]).backend_tokenizer
+    words: Counter[tuple[str, ...]] = Counter()
+    for caption in corpus:
+        for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(caption)):
+            words[(*word[:-1], word[-1] + END_OF_WORD)] += 1
+    return tokenizer_from_merges(learn_merges(words, n_merges))
+
+
+def learn_merges(words: Mapping[tuple[str, ...], int], n_merges: int) -> list[tuple[str, str]]:
+    """Up to ``n_merges`` byte-pair merges for ``words`` (each a sequence of
+    symbols, with how often it occurs): each time the most frequent adjacent
+    pair is merged everywhere. Ties go to the pair that sorts first (as a
+    pair of strings), so the result depends on the words and their counts
+    only: never on hash seeds, set order, the process or the machine."""
+    symbols = [list(word) for word in words]
+    counts = list(words.values())
+    pairs: Counter[tuple[str, str]] = Counter()
+    holders: dict[tuple[str, str], set[int]] = {}
+    for i, word in enumerate(symbols):
+        for pair in zip(word, word[1:]):
+            pairs[pair] += counts[i]
+            holders.setdefault(pair, set()).add(i)
     merges: list[tuple[str, str]] = []
-    if corpus and n_merges > 0:
-        with quiet():
-            learned = CLIPTokenizer().train_new_from_iterator(
-                corpus, vocab_size=256 + 2 + n_merges, show_progress=False
-            )
-        model = json.loads(learned.backend_tokenizer.to_str())["model"]
-        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in model["merges"]][:n_merges]
-    return tokenizer_from_merges(merges)
+    while pairs and len(merges) < n_merges:
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        for i in holders.pop(best, set()):
+            old = symbols[i]
+            new = _merge_pair(old, best)
+            for pair in zip(old, old[1:]):
+                pairs[pair] -= counts[i]
+                if pairs[pair] <= 0:
+                    del pairs[pair]
+            for pair in zip(new, new[1:]):
+                pairs[pair] += counts[i]
+                holders.setdefault(pair, set()).add(i)
+            symbols[i] = new
+        pairs.pop(best, None)
+    return merges
+
+
+def _merge_pair(word: list[str], pair: tuple[str, str]) -> list[str]:
+    """``word`` with every occurrence of ``pair`` (left to right, not overlapping) made one symbol."""
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
 
 
 def tokenizer_from_merges(merges: list[tuple[str, str]]) -> Any:
@@ -106,7 +162,7 @@ def tokenizer_from_merges(merges: list[tuple[str, str]]) -> Any:
 
     vocab: dict[str, int] = {}
     alphabet = byte_alphabet()
-    for token in [*alphabet, *(c + "</w>" for c in alphabet)]:
+    for token in [*alphabet, *(c + END_OF_WORD for c in alphabet)]:
         vocab[token] = len(vocab)
     for a, b in merges:
         vocab.setdefault(a + b, len(vocab))
@@ -123,6 +179,12 @@ def save_tokenizer(tokenizer: Any, directory: Path) -> None:
     tokenizers) and vocab.json + merges.txt (the classic CLIP files)."""
     with quiet():
         tokenizer.save_pretrained(str(directory))
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if any(key in config for key in _HOW_IT_WAS_LOADED):  # a resume saves what it loaded: keep the files as they were
+        config = {k: v for k, v in config.items() if k not in _HOW_IT_WAS_LOADED}
+        text = json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+        config_path.write_text(text, encoding="utf-8")
     model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
     (directory / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
     lines = ["#version: 0.2"] + [m if isinstance(m, str) else f"{m[0]} {m[1]}" for m in model["merges"]]
