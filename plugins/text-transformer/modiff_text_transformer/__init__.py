@@ -20,7 +20,7 @@ from .settings import TextTransformerSettings
 __all__ = ["TextTransformerSettings", "build_transformer", "register_text_embedders"]
 
 
-def build_transformer(settings: TextTransformerSettings, context: Any) -> Any:
+def build_transformer(settings: TextTransformerSettings, context: modiff.BuildContext) -> Any:
     """A word-level bidirectional transformer, fitted on the captions and trained with the denoiser."""
     from .embedder import LayoutPretrainedTransformer, TextTransformer
 
@@ -28,5 +28,5 @@ def build_transformer(settings: TextTransformerSettings, context: Any) -> Any:
 
 
 @modiff.hookimpl
-def register_text_embedders(register: Any) -> None:
+def register_text_embedders(register: modiff.Register) -> None:
     register("transformer", build_transformer, TextTransformerSettings)
