@@ -4,7 +4,6 @@ trained here, contrastively, on the dataset's image-caption pairs."""
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import modiff
 from modiff.protocols import Batch, TextEmbedding
 
 from .contrastive import contrastive_loss
+from .encoding import check_text_tower, hidden_states, pad_id, token_rows
 from .hf import (
     config_key,
     load_text_model,
@@ -31,18 +31,6 @@ from .settings import ClipSettings
 
 METADATA_FILE = "modiff_clip.json"
 METADATA_FORMAT = "modiff-clip/1"
-#: Config entries that describe where or how a config was written, not the model.
-_VOLATILE_CONFIG_KEYS = {"transformers_version", "_name_or_path", "architectures", "dtype", "torch_dtype"}
-
-
-
-def _config_key(config: Any) -> str:
-    def clean(d: Any) -> Any:
-        if isinstance(d, dict):
-            return {k: clean(v) for k, v in sorted(d.items()) if k not in _VOLATILE_CONFIG_KEYS}
-        return d
-
-    return json.dumps(clean(config.to_dict()), sort_keys=True, default=str)
 
 
 def tiny_config(settings: ClipSettings, tokenizer: Any, image_size: int) -> CLIPConfig:
@@ -168,22 +156,9 @@ class ClipTextEmbedder(nn.Module):
         )
 
     def _check(self) -> None:
-        config = self.text_model.config
-        if self._max_tokens > config.max_position_embeddings:
-            raise ValueError(
-                f"max_tokens = {self._max_tokens} exceeds the {config.max_position_embeddings} positions of this "
-                f"CLIP text encoder; set max_tokens to at most {config.max_position_embeddings}"
-            )
-        if self.skip_layers >= config.num_hidden_layers:
-            raise ValueError(
-                f"skip_layers = {self.skip_layers} leaves no layer of the {config.num_hidden_layers}-layer text "
-                f"encoder; use 0 to {config.num_hidden_layers - 1}"
-            )
-        if len(self.tokenizer) > config.vocab_size:
-            raise modiff.WeightsError(
-                f"the tokenizer has {len(self.tokenizer)} tokens but the text encoder only {config.vocab_size} "
-                "embeddings: they do not belong together"
-            )
+        check_text_tower(
+            self.text_model.config, self.tokenizer, max_tokens=self._max_tokens, skip_layers=self.skip_layers
+        )
 
     # ------------------------------------------------------------------ properties
 
@@ -208,33 +183,16 @@ class ClipTextEmbedder(nn.Module):
     def tokenize(self, prompts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """``(input_ids [B, L], mask [B, L] bool)``, padded to the longest prompt,
         truncated to ``max_tokens`` (keeping the end token) with a warning."""
-        if isinstance(prompts, str):
-            raise TypeError("embed takes a sequence of prompts; wrap a single prompt in a list")
-        with quiet():
-            rows = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        too_long = [len(r) for r in rows if len(r) > self._max_tokens]
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} prompt(s) have up to {max(too_long)} CLIP tokens; only the first "
-                f"max_tokens = {self._max_tokens} (start and end tokens included) are used",
-                modiff.TruncationWarning,
-                stacklevel=3,
-            )
-            rows = [r if len(r) <= self._max_tokens else [*r[: self._max_tokens - 1], eos] for r in rows]
-        return modiff.pad_token_rows(rows, pad, device=self.device, min_length=2)
+        rows = token_rows(self.tokenizer, prompts, self._max_tokens)
+        return modiff.pad_token_rows(rows, pad_id(self.tokenizer), device=self.device, min_length=2)
 
     def embed(self, prompts: Sequence[str]) -> TextEmbedding:
         ids, mask = self.tokenize(prompts)
-        text = self.text_model
-        out = text(input_ids=ids, attention_mask=mask.long(), output_hidden_states=self.skip_layers > 0)
-        if self.skip_layers:
-            tokens = text.final_layer_norm(out.hidden_states[-(self.skip_layers + 1)])
-        else:
-            tokens = out.last_hidden_state
+        tokens, pooled = hidden_states(
+            self.text_model, ids, attention_mask=mask.long(), skip_layers=self.skip_layers
+        )
         tokens = tokens * mask[..., None].to(tokens.dtype)
-        return TextEmbedding(tokens=tokens, mask=mask, pooled=out.pooler_output)
+        return TextEmbedding(tokens=tokens, mask=mask, pooled=pooled)
 
     def forward(self, prompts: Sequence[str]) -> TextEmbedding:
         return self.embed(prompts)

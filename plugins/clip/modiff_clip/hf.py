@@ -3,10 +3,12 @@ folder layouts, the byte-level BPE tokenizer trained on captions.
 
 Public API of modiff-clip: the helpers every plugin that loads a CLIP text
 encoder from disk needs — :func:`quiet`, :func:`resolve_pretrained`,
-:func:`load_tokenizer`, :func:`model_type` and :func:`config_key` — live
-here once. ``modiff-sd`` (whose ``sd-clip`` is this CLIP, used the way Stable
-Diffusion uses it) imports them and declares modiff-clip as a dependency,
-rather than keeping a second copy that drifts.
+:func:`load_text_model` (the one loader, with its missing-weights check),
+:func:`text_config`, :func:`load_tokenizer`, :func:`model_type` and
+:func:`config_key` — live here once, and what runs prompts through the
+encoder in :mod:`modiff_clip.encoding`. ``modiff-sd`` (whose ``sd-clip`` is
+this CLIP, used the way Stable Diffusion uses it) imports them and declares
+modiff-clip as a dependency, rather than keeping a second copy that drifts.
 
 transformers takes seconds to import, so this module is imported only by the
 factories, never by a plugin's ``__init__``; transformers itself is imported
@@ -34,6 +36,7 @@ __all__ = [
     "quiet",
     "resolve_pretrained",
     "save_tokenizer",
+    "text_config",
     "train_tokenizer",
 ]
 
@@ -259,23 +262,48 @@ def has_safetensors(directory: Path) -> bool:
     return any(directory.glob("*.safetensors"))
 
 
-def load_text_model(directory: Path) -> Any:
-    """A ``CLIPTextModel`` with weights, from a text-encoder or a full CLIP folder.
-
-    Only safetensors weights are read (pickled ``pytorch_model.bin`` files are
-    refused); weights missing from the folder are an error rather than the
-    silent random initialisation transformers would otherwise do.
-    """
-    import torch
-    from transformers import CLIPTextModel
-
+def _check_clip(directory: Path) -> str:
+    """``directory``'s model type, refused unless it is a CLIP or CLIP text-encoder folder."""
     kind = model_type(directory)
     if kind not in {"clip", "clip_text_model"}:
         raise modiff.WeightsError(
             f"{directory} holds a {kind or 'unknown'!r} model, not CLIP (model_type 'clip' or 'clip_text_model')"
         )
+    return kind
+
+
+def text_config(directory: Path) -> Any:
+    """The ``CLIPTextConfig`` of a text-encoder folder, or the text tower's of a full CLIP folder."""
+    from transformers import CLIPTextConfig
+
+    kind = _check_clip(directory)
+    data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    if kind == "clip":
+        data = data.get("text_config", {})
+    with quiet():
+        return CLIPTextConfig.from_dict({k: v for k, v in data.items() if k != "model_type"})
+
+
+def load_text_model(directory: Path, *, require_weights: bool = True) -> Any:
+    """A ``CLIPTextModel`` with weights, from a text-encoder or a full CLIP folder.
+
+    The one loader of a CLIP text encoder from disk (``clip`` and modiff-sd's
+    ``sd-clip`` both use it). Only safetensors weights are read (pickled
+    ``pytorch_model.bin`` files are refused); weights missing from the folder
+    are an error rather than the silent random initialisation transformers
+    would otherwise do. With ``require_weights = False`` a folder with no
+    weights file at all (a run's assets: its weights are in the run's
+    safetensors, loaded next) gives a model shaped by its config.
+    """
+    import torch
+    from transformers import CLIPTextModel
+
+    _check_clip(directory)
     if not has_safetensors(directory):
         pickles = [f for f in _WEIGHT_PICKLES if (directory / f).exists()]
+        if not require_weights and not pickles:
+            with quiet():
+                return CLIPTextModel(text_config(directory))
         found = f" (found {', '.join(pickles)}: pickled weights are refused)" if pickles else ""
         raise modiff.WeightsError(
             f"no *.safetensors weights in {directory}{found}; convert the weights to safetensors where you trust "

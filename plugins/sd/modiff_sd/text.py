@@ -17,7 +17,6 @@ releases; the config and tokenizer are assets (``save_assets``).
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,8 @@ from torch import Tensor, nn
 
 import modiff
 from modiff.protocols import TextEmbedding
-from modiff_clip.hf import config_key, load_tokenizer, quiet, resolve_pretrained
+from modiff_clip.encoding import check_text_tower, hidden_states, pad_id, token_rows
+from modiff_clip.hf import config_key, load_text_model, load_tokenizer, quiet, resolve_pretrained, text_config
 
 ASSETS_FILE = "modiff_sd_clip.json"
 ASSETS_FORMAT = "modiff-sd-clip/1"
@@ -39,43 +39,6 @@ TOKENIZER_FILES = (
     "special_tokens_map.json",
     "added_tokens.json",
 )
-
-
-def load_config(directory: Path) -> Any:
-    """The ``CLIPTextConfig`` of a text-encoder folder, or the text tower's of a full CLIP folder."""
-    from transformers import CLIPTextConfig
-
-    path = directory / "config.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise modiff.WeightsError(f"{path} is unreadable: {exc}") from None
-    if data.get("model_type") == "clip":  # a full CLIP folder: its text tower
-        data = {**data.get("text_config", {}), "model_type": "clip_text_model"}
-    if data.get("model_type", "clip_text_model") != "clip_text_model":
-        raise modiff.WeightsError(f"{path} describes a {data.get('model_type')!r} model, not a CLIP text encoder")
-    with quiet():
-        return CLIPTextConfig.from_dict({k: v for k, v in data.items() if k != "model_type"})
-
-
-def build_text_model(directory: Path) -> nn.Module:
-    """A ``CLIPTextModel``: with the folder's safetensors weights if it has
-    any, else shaped by its config (the run's weights are loaded next)."""
-    from transformers import CLIPTextModel
-
-    config = load_config(directory)
-    if any(directory.glob("*.safetensors")):
-        try:
-            with quiet():
-                return CLIPTextModel.from_pretrained(
-                    str(directory), local_files_only=True, use_safetensors=True, dtype=torch.float32
-                )
-        except Exception as exc:
-            raise modiff.WeightsError(
-                f"could not load the CLIP text encoder in {directory}: {type(exc).__name__}: {exc}"
-            ) from None
-    with quiet():
-        return CLIPTextModel(config)
 
 
 class SdClipEmbedder(nn.Module):
@@ -95,27 +58,19 @@ class SdClipEmbedder(nn.Module):
 
     @classmethod
     def from_folder(cls, path: str | Path, *, max_tokens: int | None = None, skip_layers: int = 0) -> SdClipEmbedder:
+        """The encoder and tokenizer of a local folder (see :func:`modiff_clip.hf.resolve_pretrained`).
+        Its weights, if it has any, must cover the encoder; a folder with none
+        (an imported run's assets) gives an encoder shaped by its config, for
+        the run's weights to be loaded into."""
         model_dir, token_dir = resolve_pretrained(path)
-        model, tokenizer = build_text_model(model_dir), load_tokenizer(token_dir)
+        model = load_text_model(model_dir, require_weights=False)
+        tokenizer = load_tokenizer(token_dir)
         return cls(model, tokenizer, max_tokens=max_tokens, skip_layers=skip_layers)
 
     def _check(self) -> None:
-        config = self.config
-        positions = int(config.max_position_embeddings)
-        if self._requested_tokens is not None and self._requested_tokens > positions:
-            raise ValueError(
-                f"max_tokens = {self._requested_tokens} exceeds the {positions} positions of this CLIP text encoder; "
-                f"use at most {positions}"
-            )
-        if self.skip_layers >= int(config.num_hidden_layers):
-            raise ValueError(
-                f"skip_layers = {self.skip_layers} leaves no layer of the {config.num_hidden_layers}-layer text encoder"
-            )
-        if len(self.tokenizer) > int(config.vocab_size):
-            raise modiff.WeightsError(
-                f"the tokenizer has {len(self.tokenizer)} tokens but the text encoder only {config.vocab_size} "
-                "embeddings: they do not belong together"
-            )
+        check_text_tower(
+            self.config, self.tokenizer, max_tokens=self._requested_tokens, skip_layers=self.skip_layers
+        )
 
     # -- properties ------------------------------------------------------------
 
@@ -146,36 +101,15 @@ class SdClipEmbedder(nn.Module):
         Longer prompts keep their first ``max_tokens - 1`` tokens and the end
         token (what the tokenizer's own truncation does), with a warning.
         """
-        if isinstance(prompts, str):
-            raise TypeError("embed takes a sequence of prompts; wrap a single prompt in a list")
-        length = self.max_tokens
-        with quiet():
-            rows = self.tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-        eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        too_long = [len(r) for r in rows if len(r) > length]
-        if too_long:
-            warnings.warn(
-                f"{len(too_long)} prompt(s) have up to {max(too_long)} CLIP tokens; only the first "
-                f"max_tokens = {length} (start and end tokens included) are used",
-                modiff.TruncationWarning,
-                stacklevel=3,
-            )
-        ids = torch.full((len(rows), length), pad, dtype=torch.long)
-        for b, r in enumerate(rows):
-            r = r if len(r) <= length else [*r[: length - 1], eos]
-            ids[b, : len(r)] = torch.tensor(r, dtype=torch.long)
-        return ids.to(self.device)
+        rows = token_rows(self.tokenizer, prompts, self.max_tokens)
+        ids, _ = modiff.pad_token_rows(rows, pad_id(self.tokenizer), device=self.device, min_length=self.max_tokens)
+        return ids
 
     def embed(self, prompts: Sequence[str]) -> TextEmbedding:
         ids = self.tokenize(prompts)
-        out = self.text_model(input_ids=ids, output_hidden_states=self.skip_layers > 0)
-        if self.skip_layers:
-            tokens = self.text_model.final_layer_norm(out.hidden_states[-(self.skip_layers + 1)])
-        else:
-            tokens = out.last_hidden_state
+        tokens, pooled = hidden_states(self.text_model, ids, skip_layers=self.skip_layers)
         mask = torch.ones(ids.shape, dtype=torch.bool, device=ids.device)
-        return TextEmbedding(tokens=tokens, mask=mask, pooled=out.pooler_output)
+        return TextEmbedding(tokens=tokens, mask=mask, pooled=pooled)
 
     def forward(self, prompts: Sequence[str]) -> TextEmbedding:
         return self.embed(prompts)
@@ -196,7 +130,7 @@ class SdClipEmbedder(nn.Module):
         from transformers import CLIPTextModel
 
         directory = Path(directory)
-        config = load_config(directory)
+        config = text_config(directory)
         tokenizer = load_tokenizer(directory)
         if config_key(config) != config_key(self.config):
             device = self.device

@@ -146,6 +146,30 @@ def test_sd_clip_settings_are_checked() -> None:
         build_one("text_embedder", "sd-clip", {"pretrained": str(clip_folder()), "max_tokens": MAX_TOKENS + 1})
 
 
+def test_sd_clip_refuses_weights_that_miss_a_text_model_tensor(tmp_path: Path) -> None:
+    """sd-clip loads through modiff-clip's one loader: weights that do not cover the
+    encoder are an error naming the tensor, not a tensor left at its random start."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "partial"
+    shutil.copytree(clip_folder(), folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    del weights["final_layer_norm.weight"]
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(modiff.WeightsError, match=r"1 missing, e\.g\. .*final_layer_norm\.weight"):
+        build_one("text_embedder", "sd-clip", {"pretrained": str(folder)})
+
+
+def test_sd_clip_refuses_pickled_weights(tmp_path: Path) -> None:
+    """Pickled weights are refused, not skipped for an encoder shaped by the config alone."""
+    folder = tmp_path / "pickled"
+    shutil.copytree(clip_folder(), folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04not really")
+    with pytest.raises(modiff.WeightsError, match="pickled weights are refused"):
+        build_one("text_embedder", "sd-clip", {"pretrained": str(folder)})
+
+
 def test_null_context_carries_the_like_dtype() -> None:
     c = TestSdCrossAttentionContract().build()
     tokens = torch.zeros(1, MAX_TOKENS, 32, dtype=torch.bfloat16)
