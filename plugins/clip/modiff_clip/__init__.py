@@ -2,6 +2,11 @@
 
 Registers the text embedder ``clip``. transformers takes seconds to import, so
 it is imported inside the factory only; listing plugins stays fast.
+
+For other plugins that use a CLIP text encoder (modiff-sd's ``sd-clip``), the
+public API is two modules, imported where needed: :mod:`modiff_clip.hf`
+(loading folders, tokenizers, the one text-model loader) and
+:mod:`modiff_clip.encoding` (tokenising, truncation, hidden states, checks).
 """
 
 from __future__ import annotations
