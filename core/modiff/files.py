@@ -13,17 +13,23 @@ from __future__ import annotations
 import errno
 import json
 import os
+import struct
 import tempfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+import safetensors.torch
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import save_file
 
 from .errors import RunError, WeightsError
+
+#: The ``__metadata__`` entry of a weights file holding the :func:`data_checksum` of its tensor data.
+CHECKSUM_KEY = "modiff.checksum"
 
 _ADVICE = {
     errno.ENOSPC: "the disk is full; free some space (or choose another runs_dir) and try again",
@@ -119,29 +125,81 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """safetensors ``save_file`` made atomic (written beside, then renamed)."""
+    """safetensors ``save_file`` made atomic (written beside, then renamed), with
+    the :func:`data_checksum` of its tensor data in the metadata, so that a
+    read can tell a damaged file from a good one."""
     with _replacing(path) as (fd, tmp):
         os.close(fd)  # safetensors writes by name
         contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(contiguous, tmp, metadata=metadata)
+        # the data's layout does not depend on the metadata: serialize once to checksum it
+        checksum = data_checksum(safetensors.torch.save(contiguous, metadata))
+        save_file(contiguous, tmp, metadata={**(metadata or {}), CHECKSUM_KEY: checksum})
         fsync_file(tmp)
 
 
-def read_tensors(path: Path, *, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def data_checksum(raw: bytes) -> str:
+    """The CRC-32 of a safetensors file's tensor data (every byte after its
+    header): any burst of damage up to 32 bits long changes it, and any other
+    with odds of 1 in 4 billion to stay the same; cheap enough to check at
+    every load."""
+    (header,) = struct.unpack_from("<Q", raw)
+    return f"crc32:{zlib.crc32(memoryview(raw)[8 + header:]):08x}"
+
+
+def read_tensors(
+    path: Path, *, device: str | torch.device = "cpu", verify: bool = True
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a safetensors file; any damage is a :class:`WeightsError`
-    naming the file."""
+    naming the file: unreadable, tensor data that does not match the checksum
+    recorded when it was written (files written before checksums have none and
+    are not checked), or a NaN or infinite value (named with its tensor).
+    ``verify = False`` skips the last two checks (to measure what they cost)."""
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
     try:
-        with safe_open(str(path), framework="pt", device=str(device)) as fh:
-            metadata = dict(fh.metadata() or {})
-        tensors = load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raw = path.read_bytes()
+        tensors = safetensors.torch.load(raw)
+        (header,) = struct.unpack_from("<Q", raw)
+        metadata = dict(json.loads(bytes(memoryview(raw)[8:8 + header])).get("__metadata__") or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError, struct.error) as exc:
         raise WeightsError(
             f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt. "
             "Restore it from a copy, or train the run again (`modiff train SETTINGS --overwrite`)."
         ) from None
+    if verify:
+        recorded = metadata.get(CHECKSUM_KEY)
+        if recorded is not None and recorded != data_checksum(raw):
+            raise WeightsError(
+                f"{path} is damaged: its tensor data does not match the checksum recorded when it was written "
+                "(bits changed on disk, or the file was edited). Restore it from a copy, or train the run again "
+                "(`modiff train SETTINGS --overwrite`)."
+            )
+        _refuse_non_finite(path, tensors)
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, metadata
+
+
+def _refuse_non_finite(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """A :class:`WeightsError` naming the first tensor (by name) holding a NaN or
+    an infinity. One sum per dtype finds out cheaply whether to look: a
+    non-finite value makes the sum non-finite (a sum can also overflow, so
+    each tensor is checked before one is blamed)."""
+    floats: dict[torch.dtype, list[torch.Tensor]] = {}
+    for tensor in tensors.values():
+        if tensor.is_floating_point() or tensor.is_complex():
+            floats.setdefault(tensor.dtype, []).append(tensor.reshape(-1))
+    if all(bool(torch.cat(group).sum().isfinite().all()) for group in floats.values()):
+        return
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(
+                f"{path}: tensor {name!r} holds {bad} NaN or infinite value(s); the weights are damaged, "
+                "and a model loaded from them would draw black images or train on NaN. Restore the file from "
+                "a copy, or train the run again (`modiff train SETTINGS --overwrite`)."
+            )
 
 
 def read_json(path: Path, what: str) -> Any:
