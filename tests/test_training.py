@@ -276,7 +276,7 @@ def test_the_stage_optimiser_is_fused_on_cpu_and_computes_plain_adamws_update() 
 
 def test_adam_betas_reach_each_stages_optimiser(tmp_path: Path, monkeypatch) -> None:
     """``adam_betas`` is a setting of every stage, and each stage's AdamW is built with its own."""
-    import modiff.training.loop as loop
+    import modiff.training.runner as loop
 
     built: list[tuple[float, float]] = []
     real = loop.adamw

@@ -5,16 +5,23 @@
 * :mod:`.losses` and :mod:`.caches` — the stages' losses and the caches of
   frozen components' outputs;
 * :mod:`.optim` — learning-rate schedule, EMA, optimizer state as tensors;
-* :mod:`.loop` — the :class:`Trainer`, which commits checkpoints through
-  :mod:`modiff.checkpoint`.
+* :mod:`.stages` — what each stage trains, on what loss (:class:`Stage`);
+* :mod:`.runner` — one stage's loop; :mod:`.stopping` — Ctrl-C and
+  non-finite losses; :mod:`.clock` — the training seconds;
+* :mod:`.commits` — the one routine that commits checkpoints through
+  :mod:`modiff.checkpoint`; :mod:`.resume` — continuing from one;
+* :mod:`.reporting` — metrics, samples, evaluations, progress;
+* :mod:`.loop` — the :class:`Trainer`: the stages in order.
 """
 
+from ..training_step import TrainingStep
 from .caches import FrozenCache
-from .loop import NonFiniteLoss, Stage, Trainer, TrainingInterrupted
+from .loop import Trainer
 from .losses import DenoiserLoss, component_loss
 from .optim import EMA, lr_at
 from .order import batch_indices, collate, step_seed
-from .step import TrainingStep
+from .stages import Stage
+from .stopping import NonFiniteLoss, TrainingInterrupted
 
 __all__ = [
     "EMA",
