@@ -47,7 +47,11 @@ def _plugin_commands(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = parser().parse_args(argv)
+        top = parser()
+        args, rest = top.parse_known_args(argv)
+        if rest and not getattr(args, "takes_task_options", False):
+            top.error(f"unrecognized arguments: {' '.join(rest)}")
+        args.task_arguments = rest  # a command whose options depend on the run's task parses them itself
         if not getattr(args, "func", None):
             parser().print_help()
             return 2

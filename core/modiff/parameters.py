@@ -26,6 +26,33 @@ from typing import Any
 from .errors import ModiffError
 
 CHUNK = "parameters"
+#: How far image-to-image goes from its image unless told: 0 keeps it, 1 ignores it.
+DEFAULT_STRENGTH = 0.8
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a generation samples, every default resolved.
+
+    One object for what the sampler is given and what each image's
+    ``parameters`` chunk records, so the two cannot drift apart
+    (:meth:`modiff.pipeline.Pipeline.sampling` makes it).
+    """
+
+    steps: int
+    guidance: float
+    sampler: str
+    negative_prompt: str = ""
+    #: image-to-image only: how far from the image to go
+    strength: float | None = None
+
+    def options(self) -> dict[str, Any]:
+        """Keyword arguments of :meth:`modiff.pipeline.Pipeline.generate_tensor`."""
+        options: dict[str, Any] = {"steps": self.steps, "guidance": self.guidance,
+                                   "negative_prompt": self.negative_prompt}
+        if self.strength is not None:
+            options["strength"] = self.strength
+        return options
 
 
 @dataclass(frozen=True)

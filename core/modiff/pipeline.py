@@ -24,6 +24,7 @@ from .devices import autocast
 from .errors import ModiffError, RunError, WeightsError
 from .images import to_pil
 from .noise import generators, randn
+from .parameters import DEFAULT_STRENGTH, Sampling
 from .plugins import Registry
 from .plugins import registry as default_registry
 from .protocols import Conditioning, ModelFn, Scheduler
@@ -180,6 +181,35 @@ class Pipeline:
 
         return fn
 
+    def sampling(
+        self,
+        *,
+        steps: int | None = None,
+        guidance: float | None = None,
+        negative_prompt: str | None = None,
+        strength: float | None = None,
+        image_to_image: bool = False,
+    ) -> Sampling:
+        """The sampling parameters of a generation, every default resolved
+        (``[sample]``'s steps and guidance, this pipeline's sampler, the
+        image-to-image strength when ``image_to_image``); a :class:`ModiffError`
+        for a run whose task does not sample."""
+        if self.scheduler is None:
+            raise ModiffError(
+                f"this run's task ({self.task.name!r}) does not sample: it has no [scheduler]; "
+                + self.task.usage.format(run=self.run.path if self.run is not None else "RUN")
+            )
+        sample = self.components.settings.sample
+        if strength is not None and not image_to_image:
+            raise ModiffError("a strength needs an image to start from (image-to-image)")
+        return Sampling(
+            steps=sample.steps if steps is None else steps,
+            guidance=sample.guidance if guidance is None else guidance,
+            sampler=self.sampler_name,
+            negative_prompt=negative_prompt or "",
+            strength=(DEFAULT_STRENGTH if strength is None else float(strength)) if image_to_image else None,
+        )
+
     def check_request(self, *, seed: int, count: int, steps: int, guidance: float) -> None:
         """A :class:`ModiffError` naming the value for a request no sampler can honour."""
         last = seed + max(count, 1) - 1
@@ -226,9 +256,8 @@ class Pipeline:
             wrap_model: wraps the model function (training-free inpainting).
         """
         c = self.components
-        sample = c.settings.sample
-        steps = sample.steps if steps is None else steps
-        guidance = sample.guidance if guidance is None else guidance
+        resolved = self.sampling(steps=steps, guidance=guidance)
+        steps, guidance = resolved.steps, resolved.guidance
         n = len(prompts)
         seeds = [seed + i for i in range(n)] if seeds is None else [int(s) for s in seeds]
         if len(seeds) != n:
@@ -266,7 +295,7 @@ class Pipeline:
         """Where image-to-image starts: the step ``strength`` sets (diffusers' rule:
         the last ``int(steps * strength)`` steps are run) and the encoded images
         noised to that step's level with the samples' own noise."""
-        strength = 0.8 if strength is None else float(strength)
+        strength = DEFAULT_STRENGTH if strength is None else float(strength)
         if not 0.0 <= strength <= 1.0:
             raise ModiffError(f"strength = {strength}: use a value from 0 (keep the image) to 1 (pure noise)")
         if images.shape[0] != noise.shape[0]:

@@ -1,28 +1,47 @@
-"""``modiff generate``: images for prompts from a trained run.
+"""``modiff generate``: what a trained run's task makes, from the command line.
 
-Every image is written as its own PNG, named by prompt index and seed and
-carrying its generation parameters (the ``parameters`` text chunk of the
-Stable Diffusion web UIs, see :mod:`modiff.parameters`), beside one labelled
-grid of them all; ``--from IMAGE.png`` makes an image again from its chunk.
+The options are the ones every generation has (prompts, seeds, sampling)
+plus the inputs the run's task declares (:class:`modiff.tasks.Input`: for
+text-to-image ``--image``, ``--strength``, ``--mask``, ``--inpaint``; a
+plugin's task brings its own), so the run is read before its task's options
+are. Each output kind the task declares (:class:`modiff.tasks.Output`) is
+written by one writer: every image its own PNG, named by prompt index and
+seed and carrying the parameters it was sampled with (the ``parameters``
+text chunk of the Stable Diffusion web UIs, see :mod:`modiff.parameters`),
+every class map a grey PNG, and one labelled grid of them all;
+``--from IMAGE.png`` makes an image again from its chunk.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModiffError
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+    from ..tasks import Generated, GenerationRequest, Task
+
+#: What ``modiff generate`` itself takes; a task's input may not use these names.
+COMMON_OPTIONS = ("n", "seed", "steps", "scheduler", "guidance", "negative", "out", "from", "trajectory", "device",
+                  "help")
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
-        help="images for prompts from a trained run: one PNG each (with its parameters) and a labelled grid",
-        description="Generate images from a trained run. Image k (prompts in order, --n each) is seeded with "
+        add_help=False,
+        help="what a trained run's task makes (images for prompts, ...): one PNG each and a labelled grid",
+        description="Generate from a trained run. Image k (prompts in order, --n each) is seeded with "
         "SEED + k and written as OUT/pPP-seedS.png with its parameters; OUT/grid.png shows them all.",
+        epilog="The run's task adds options of its own (text-to-image: --image, --strength, --mask, --inpaint; "
+        "mask-to-image: --mask; segmentation: --image): `modiff generate RUN --help` lists them.",
     )
+    p.add_argument("-h", "--help", action="store_true", help="show this help (with RUN: its task's options too)")
     p.add_argument("run", nargs="?", metavar="RUN", help="run directory (default with --from: the one it names)")
     p.add_argument("prompts", nargs="*", metavar="PROMPT")
     p.add_argument("--n", type=int, default=1, help="images per prompt")
@@ -31,18 +50,6 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", default=None, metavar="NAME", help="another sampler of the same noise schedule")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt: what guidance steers away from")
-    p.add_argument(
-        "--image", type=Path, default=None, help="image to start from (image-to-image), or to inpaint with --mask"
-    )
-    p.add_argument("--strength", type=float, default=None,
-                   help="image-to-image: how far from the image to go, 0 (keep it) to 1 (ignore it); default 0.8")
-    p.add_argument(
-        "--mask",
-        type=Path,
-        default=None,
-        help="segmentation map PNG (class indices): mask-to-image, or with --image the region to repaint (non-zero)",
-    )
-    p.add_argument("--inpaint", choices=["auto", "trained", "training-free"], default="auto", help="inpainting method")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the images and grid.png, or a .png for the grid with the images beside it "
                    "(default RUN/samples/generated)")
@@ -50,46 +57,195 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="make an image again from the parameters a generated PNG carries")
     p.add_argument("--trajectory", action="store_true", help="also write the denoising step by step (PNG strip, GIF)")
     p.add_argument("--device", default=None)
-    p.set_defaults(func=run)
+    # The run's task's options are parsed once the run is known (modiff.cli hands them over).
+    p.set_defaults(func=run, takes_task_options=True, command_help=p.format_help)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
 
+    extra = list(getattr(args, "task_arguments", []))
+    if args.help:
+        return _help(args)
     request = _request(args)
     if request["n"] < 1:
         raise ModiffError(f"--n must be at least 1, not {request['n']}")
-    if args.strength is not None and args.image is None:
-        raise ModiffError("--strength needs --image: the image to start from")
     pipeline = Pipeline.load(request["run"], device=args.device)
+    task = pipeline.task
+    values, prompts = _task_options(task, extra)
+    request["prompts"] += prompts
+    from_png = {k: v for k, v in request["from_inputs"].items() if any(i.name == k for i in task.inputs)}
+    values = {**from_png, **{k: v for k, v in values.items() if v is not None}}
+    if "image" in from_png and values["image"] == from_png["image"]:
+        _check_same(from_png["image"], request["init_image_hash"], "its init image")
     sampler = request["sampler"]
-    if sampler and sampler != pipeline.sampler_name:
+    if task.uses_scheduler and sampler and sampler != pipeline.sampler_name:
         pipeline = pipeline.with_sampler(sampler)
-    if args.mask is not None:
-        return _with_mask(pipeline, args, request)
-    return _text_or_image_to_image(pipeline, args, request)
+    sampling = {k: request[k] for k in ("steps", "guidance", "negative")}
+    sampling.update(scheduler=sampler if not task.uses_scheduler else None, trajectory=args.trajectory or None)
+    generated, _ = generate_files(
+        pipeline, values, prompts=request["prompts"], n=request["n"], seed=request["seed"], sampling=sampling,
+        out=args.out,
+    )
+    if args.trajectory:
+        _trajectory(pipeline, task, request, generated, args.out)
+    return 0
+
+
+def generate_files(
+    pipeline: Pipeline,
+    values: dict[str, Any],
+    *,
+    prompts: Sequence[str] = (),
+    n: int = 1,
+    seed: int = 0,
+    sampling: dict[str, Any] | None = None,
+    out: Path | None = None,
+    grid: bool = True,
+) -> tuple[Generated, GenerationRequest]:
+    """One generation of ``pipeline``'s task, written: ``values`` are its
+    inputs as given (file paths, numbers, text), ``sampling`` the sampling
+    options as given (``steps``, ``guidance``, ``negative``, and any other
+    option a task that does not sample refuses; ``None``: not given)."""
+    from ..tasks import GenerationRequest
+
+    task = pipeline.task
+    sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
+    if not task.takes_prompts:
+        if prompts:
+            raise ModiffError(f"this run's task ({task.name!r}) takes no prompt, but got {list(prompts)!r}; "
+                              + task.usage.format(run=pipeline.run.path if pipeline.run else "RUN"))
+        prompts = [""]
+    elif not prompts:
+        raise ModiffError("give at least one PROMPT (an empty one, \"\", is allowed)")
+    if not task.uses_scheduler and sampling:
+        flags = ", ".join(f"--{k}" for k in sampling)
+        raise ModiffError(f"this run's task ({task.name!r}) does not sample: {flags} do not apply")
+    inputs, files = _load_inputs(pipeline, task, values)
+    expanded = tuple(p for p in prompts for _ in range(n))
+    indices = [i for i in range(len(prompts)) for _ in range(n)]
+    request = GenerationRequest(
+        prompts=expanded,
+        seeds=tuple(seed + k for k in range(len(expanded))),
+        sampling=pipeline.sampling(
+            steps=sampling.get("steps"), guidance=sampling.get("guidance"), negative_prompt=sampling.get("negative")
+        ) if task.uses_scheduler else None,
+        inputs=inputs,
+        files=files,
+    )
+    generated = task.generate(pipeline, request)
+    _write(pipeline, task, request, generated, indices, out, grid=grid)
+    return generated, request
+
+
+# -- the command line: common options, then the run's task's ----------------
+
+
+def _help(args: argparse.Namespace) -> int:
+    print(args.command_help())
+    if args.run is not None:
+        from ..pipeline import Pipeline
+
+        task = Pipeline.load(args.run, device="cpu").task
+        print(_task_parser(task).format_help())
+    return 0
+
+
+class _TaskOptions(argparse.ArgumentParser):
+    """The options of one task; a mistake is a :class:`ModiffError`, not an exit."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise ModiffError(f"{self.prog}: {message}")
+
+
+def _task_parser(task: Task) -> _TaskOptions:
+    p = _TaskOptions(prog=f"modiff generate (task {task.name!r})", add_help=False, allow_abbrev=False,
+                     usage=argparse.SUPPRESS)
+    group = p.add_argument_group(f"options of the run's task, {task.name!r} ({task.description})")
+    for item in task.inputs:
+        if item.name in COMMON_OPTIONS:
+            raise ModiffError(f"task {task.name!r} declares an input {item.name!r}, an option `modiff generate` "
+                              f"has already; rename the input (taken: {', '.join(COMMON_OPTIONS)})")
+        kwargs: dict[str, Any] = {"dest": item.name, "default": None, "help": item.help}
+        if item.required:
+            kwargs["help"] += " (required)"
+        if item.is_file:
+            kwargs.update(type=Path, metavar=f"{item.kind.upper()}.png")
+        elif item.kind == "number":
+            kwargs.update(type=float)
+        elif item.kind == "choice":
+            kwargs.update(choices=item.choices)
+        group.add_argument(item.flag, **kwargs)
+    p.add_argument("prompts", nargs="*", help=argparse.SUPPRESS)
+    return p
+
+
+def _task_options(task: Task, extra: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """The task's options given in ``extra`` (``None`` where not given), and
+    the prompts that followed them."""
+    parsed, unknown = _task_parser(task).parse_known_args(extra)
+    if unknown:
+        flags = ", ".join(i.flag for i in task.inputs) or "none"
+        raise ModiffError(f"{unknown[0]} is not an option of `modiff generate` or of this run's task "
+                          f"({task.name!r}, whose options are: {flags})")
+    values = vars(parsed)
+    prompts = values.pop("prompts")
+    return values, prompts
+
+
+def _load_inputs(pipeline: Pipeline, task: Task, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The task's inputs read (files at the run's image size), defaults filled
+    in; a :class:`ModiffError` naming a required one that is missing."""
+    import numpy as np
+    import torch
+
+    from ..images import from_pil
+
+    inputs: dict[str, Any] = {}
+    files: dict[str, Path] = {}
+    known = {i.name for i in task.inputs}
+    for name in values:
+        if name not in known:
+            raise ModiffError(f"--{name} is not an option of this run's task ({task.name!r})")
+    for item in task.inputs:
+        value = values.get(item.name)
+        if value is None:
+            value = item.default
+        if value is None:
+            if item.required:
+                raise ModiffError(f"this run's task ({task.name!r}) needs {item.flag}: {item.help}")
+            continue
+        if item.kind == "image":
+            files[item.name] = Path(value)
+            value = from_pil(_read(Path(value), "RGB", pipeline.image_size))
+        elif item.kind == "mask":
+            files[item.name] = Path(value)
+            value = torch.from_numpy(np.asarray(_read(Path(value), "L", pipeline.image_size), dtype=np.int64).copy())
+        inputs[item.name] = value
+    return inputs, files
 
 
 def _request(args: argparse.Namespace) -> dict[str, Any]:
-    """What to generate: the command line, filled in from ``--from``'s PNG."""
+    """The common part of what to generate: the command line, filled in from
+    ``--from``'s PNG (whose init image and strength are task inputs)."""
     from .. import parameters
 
     request: dict[str, Any] = {
         "run": args.run, "prompts": list(args.prompts), "n": args.n, "seed": args.seed, "steps": args.steps,
-        "guidance": args.guidance, "negative": args.negative, "sampler": args.scheduler, "image": args.image,
-        "strength": args.strength,
+        "guidance": args.guidance, "negative": args.negative, "sampler": args.scheduler, "from_inputs": {},
+        "init_image_hash": None,
     }
     if args.source is not None:
         made = parameters.read(args.source)
-        given = {k: v for k, v in request.items() if v not in (None, [])}
+        given = {k: v for k, v in request.items() if v not in (None, [], {})}
         request.update(
             run=made.run, prompts=[made.prompt], seed=made.seed, steps=made.steps, guidance=made.guidance,
-            negative=made.negative_prompt or None, sampler=made.sampler, strength=made.strength,
-            image=Path(made.init_image) if made.init_image else None,
+            negative=made.negative_prompt or None, sampler=made.sampler,
         )
         request.update({k: v for k, v in given.items() if k != "n"})
-        if made.init_image and request["image"] == Path(made.init_image):
-            _check_same(Path(made.init_image), made.init_image_hash, "its init image")
+        if made.init_image:
+            request["from_inputs"] = {"image": Path(made.init_image), "strength": made.strength}
+            request["init_image_hash"] = made.init_image_hash
         from ..runs import RunDir
 
         settings = RunDir(request["run"]).settings
@@ -98,8 +254,6 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
                   file=sys.stderr)
     if request["run"] is None:
         raise ModiffError("give the run to generate from (RUN), or --from IMAGE.png")
-    if not request["prompts"]:
-        raise ModiffError("give at least one PROMPT (an empty one, \"\", is allowed)")
     request["seed"] = 0 if request["seed"] is None else request["seed"]
     return request
 
@@ -113,64 +267,6 @@ def _check_same(path: Path, expected: str | None, what: str) -> None:
         print(f"modiff: warning: {path} ({what}) changed since; the image may differ", file=sys.stderr)
 
 
-def _outputs(pipeline: Any, out: Path | None) -> tuple[Path, Path, str]:
-    """(folder for the images, the grid's path, a prefix for the images' names)."""
-    if out is None:
-        folder = pipeline.run.path / "samples" / "generated"
-        return folder, folder / "grid.png", ""
-    if out.suffix.lower() == ".png":
-        return out.parent, out, f"{out.stem}-"
-    return out, out / "grid.png", ""
-
-
-def _text_or_image_to_image(pipeline: Any, args: argparse.Namespace, request: dict[str, Any]) -> int:
-    from ..grids import save_labelled, write_trajectory
-    from ..images import save_png, to_pil
-    from ..parameters import GenerationParameters, file_hash, pnginfo, settings_hash
-
-    n, seed = request["n"], request["seed"]
-    prompts = [p for p in request["prompts"] for _ in range(n)]
-    indices = [i for i in range(len(request["prompts"])) for _ in range(n)]
-    seeds = [seed + k for k in range(len(prompts))]
-    options: dict[str, Any] = {"steps": request["steps"], "guidance": request["guidance"],
-                               "negative_prompt": request["negative"]}
-    init = None
-    if request["image"] is not None:
-
-        from ..images import from_pil
-
-        init = from_pil(_read(request["image"], "RGB", pipeline.image_size))[None].expand(len(prompts), -1, -1, -1)
-        options.update(init_images=init, strength=request["strength"])
-    images = to_pil(pipeline.generate_tensor(prompts, seeds=seeds, **options))
-    folder, grid, prefix = _outputs(pipeline, args.out)
-    sample = pipeline.components.settings.sample
-    common = {
-        "steps": request["steps"] or sample.steps,
-        "guidance": sample.guidance if request["guidance"] is None else request["guidance"],
-        "sampler": pipeline.sampler_name,
-        "width": pipeline.image_size,
-        "height": pipeline.image_size,
-        "run": str(pipeline.run.path.resolve()),
-        "settings_hash": settings_hash(pipeline.run.settings),
-        "negative_prompt": request["negative"] or "",
-    }
-    if init is not None:
-        image_path = Path(request["image"]).resolve()
-        common.update(strength=0.8 if request["strength"] is None else request["strength"],
-                      init_image=str(image_path), init_image_hash=file_hash(image_path))
-    for prompt, index, s, image in zip(prompts, indices, seeds, images):
-        path = folder / f"{prefix}p{index:02d}-seed{s}.png"
-        save_png(image, path, pnginfo=pnginfo(GenerationParameters(prompt=prompt, seed=s, **common)))
-        print(f"seed {s}: {path}")
-    save_labelled(images, [f"{p} (seed {s})" for p, s in zip(prompts, seeds)], grid, cols=n if n > 1 else None)
-    print(f"grid: {grid}")
-    if args.trajectory:
-        for path in write_trajectory(pipeline, request["prompts"], grid.with_suffix(""), seed=seed,
-                                     steps=request["steps"], guidance=request["guidance"]):
-            print(f"wrote {path}")
-    return 0
-
-
 def _read(path: Path, mode: str, size: int):  # type: ignore[no-untyped-def]
     from PIL import Image
 
@@ -182,32 +278,115 @@ def _read(path: Path, mode: str, size: int):  # type: ignore[no-untyped-def]
     return image.convert(mode).resize((size, size), Image.NEAREST)
 
 
-def _with_mask(pipeline: Any, args: argparse.Namespace, request: dict[str, Any]) -> int:
-    """``--mask`` alone: mask-to-image; ``--image`` and ``--mask``: inpainting."""
+# -- writing: one writer per output kind ---------------------------------------
+
+
+def _outputs(pipeline: Pipeline, out: Path | None) -> tuple[Path, Path, str]:
+    """(folder for the files, the grid's path, a prefix for the files' names)."""
+    if out is None:
+        assert pipeline.run is not None
+        folder = pipeline.run.path / "samples" / "generated"
+        return folder, folder / "grid.png", ""
+    if out.suffix.lower() == ".png":
+        return out.parent, out, f"{out.stem}-"
+    return out, out / "grid.png", ""
+
+
+def _names(task: Task, request: GenerationRequest, indices: Sequence[int]) -> list[str]:
+    """Each item's file name: ``pPP-seedS`` (prompt index, seed) for a task that
+    takes prompts, else the name of its first input file."""
+    if task.takes_prompts:
+        return [f"p{i:02d}-seed{s}" for i, s in zip(indices, request.seeds)]
+    base = next((path.stem for path in request.files.values()), "sample")
+    return [base if len(request.seeds) == 1 else f"{base}-{k}" for k in range(len(request.seeds))]
+
+
+def _write(
+    pipeline: Pipeline,
+    task: Task,
+    request: GenerationRequest,
+    generated: Generated,
+    indices: Sequence[int],
+    out: Path | None,
+    *,
+    grid: bool,
+) -> None:
+    from ..grids import colour_masks, save_labelled
+    from ..images import to_pil
+
+    folder, grid_path, prefix = _outputs(pipeline, out)
+    names = [f"{prefix}{name}" for name in _names(task, request, indices)]
+    shown = None
+    for output in task.outputs:
+        values = generated.outputs.get(output.kind)
+        if values is None or len(values) != len(names):
+            raise ModiffError(f"task {task.name!r} declares {output.kind!r} but its generation returned "
+                              f"{'none' if values is None else len(values)} for {len(names)} items")
+        paths = [folder / f"{name}{output.suffix}.png" for name in names]
+        WRITERS[output.kind](pipeline, request, generated, values, paths)
+        if shown is None:
+            shown = to_pil(values) if output.kind == "images" else to_pil(colour_masks(values))
+    if grid and shown is not None:
+        labels = [f"{p} (seed {s})" if task.takes_prompts else name
+                  for p, s, name in zip(request.prompts, request.seeds, names)]
+        n = len(request.prompts) // max(1, len(set(indices)))
+        save_labelled(shown, labels, grid_path, cols=n if n > 1 else None)
+        print(f"grid: {grid_path}")
+
+
+def _write_images(
+    pipeline: Pipeline, request: GenerationRequest, generated: Generated, images: Any, paths: list[Path]
+) -> None:
+    """One PNG per image, carrying the parameters it was sampled with."""
+    from ..images import save_png, to_pil
+    from ..parameters import GenerationParameters, file_hash, pnginfo, settings_hash
+
+    sampling = generated.sampling
+    common: dict[str, Any] = {}
+    if sampling is not None and pipeline.run is not None:
+        common = {
+            "steps": sampling.steps, "guidance": sampling.guidance, "sampler": sampling.sampler,
+            "negative_prompt": sampling.negative_prompt, "strength": sampling.strength,
+            "width": pipeline.image_size, "height": pipeline.image_size,
+            "run": str(pipeline.run.path.resolve()), "settings_hash": settings_hash(pipeline.run.settings),
+        }
+        image_path = request.files.get("image")
+        if sampling.strength is not None and image_path is not None:
+            common.update(init_image=str(image_path.resolve()), init_image_hash=file_hash(image_path))
+    for prompt, seed, image, path in zip(request.prompts, request.seeds, to_pil(images), paths):
+        info = pnginfo(GenerationParameters(prompt=prompt, seed=seed, **common)) if common else None
+        save_png(image, path, pnginfo=info)
+        print(f"seed {seed}: {path}" if common else f"wrote {path}")
+
+
+def _write_masks(
+    pipeline: Pipeline, request: GenerationRequest, generated: Generated, masks: Any, paths: list[Path]
+) -> None:
+    """One grey PNG per class map, a class index per pixel."""
     import numpy as np
     import torch
+    from PIL import Image
 
-    from ..grids import colour_masks, save_labelled
-    from ..images import from_pil, to_pil
-    from ..tasks import inpaint, mask_to_image
+    from ..images import save_png
 
-    size = pipeline.image_size
-    mask = torch.from_numpy(np.asarray(_read(args.mask, "L", size), dtype=np.int64).copy())
-    prompts = [p for p in request["prompts"] for _ in range(request["n"])]
-    kwargs = {"seed": request["seed"], "steps": request["steps"], "guidance": request["guidance"],
-              "negative_prompt": request["negative"]}
-    if args.image is None:
-        masks = mask[None].expand(len(prompts), -1, -1)
-        images = mask_to_image(pipeline, prompts, masks, **kwargs)
-        cells = to_pil(colour_masks(mask[None])) + to_pil(images)
-        labels = ["map"] + prompts
-    else:
-        image = from_pil(_read(args.image, "RGB", size))[None].expand(len(prompts), -1, -1, -1)
-        paint = (mask > 0).float()[None, None].expand(len(prompts), -1, -1, -1)
-        images = inpaint(pipeline, prompts, image, paint, method=args.inpaint, **kwargs)
-        cells = to_pil(image[:1]) + to_pil(images)
-        labels = ["original"] + prompts
-    _, grid, _ = _outputs(pipeline, args.out)
-    save_labelled(cells, labels, grid)
-    print(f"wrote {grid}")
-    return 0
+    for mask, path in zip(masks, paths):
+        save_png(Image.fromarray(mask.numpy().astype(np.uint8), "L"), path)
+        print(f"wrote {path} (classes {sorted(int(c) for c in torch.unique(mask))})")
+
+
+#: How each output kind (:data:`modiff.tasks.generation.OUTPUT_KINDS`) is written.
+WRITERS = {"images": _write_images, "masks": _write_masks}
+
+
+def _trajectory(pipeline: Pipeline, task: Task, request: dict[str, Any], generated: Generated,
+                out: Path | None) -> None:
+    from ..grids import write_trajectory
+
+    if not task.generates_from_prompts or generated.sampling is None:
+        raise ModiffError(f"--trajectory shows images made from prompts alone; this run's task ({task.name!r}) "
+                          "does not make them")
+    _, grid, _ = _outputs(pipeline, out)
+    sampling = generated.sampling
+    for path in write_trajectory(pipeline, request["prompts"], grid.with_suffix(""), seed=request["seed"],
+                                 steps=sampling.steps, guidance=sampling.guidance):
+        print(f"wrote {path}")

@@ -1,11 +1,15 @@
-"""``modiff segment``: class maps for images from a segmentation run."""
+"""``modiff segment``: class maps for images from a segmentation run.
+
+A name for ``modiff generate RUN --image IMAGE`` on a segmentation run, one
+image after another: the same generation and the same writers
+(``IMAGE-segmented.png``, the image with its class map over it, and
+``IMAGE-mask.png``, one grey level per class index).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-from ..errors import ModiffError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -18,28 +22,10 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    from ..grids import colour_masks
-    from ..images import from_pil, save_png, to_pil
     from ..pipeline import Pipeline
-    from ..tasks import segment
+    from .generate import generate_files
 
     pipeline = Pipeline.load(args.run, device=args.device)
-    size = pipeline.image_size
     for path in args.images:
-        try:
-            original = Image.open(path).convert("RGB")
-        except (OSError, ValueError) as exc:
-            raise ModiffError(f"cannot read image {path}: {exc}") from None
-        image = from_pil(original, size)[None]
-        mask = segment(pipeline, image)
-        overlay = (0.5 * image + 0.5 * colour_masks(mask)).clamp(-1, 1)
-        out = args.out / f"{path.stem}-segmented.png"
-        save_png(to_pil(overlay)[0].resize(original.size, Image.NEAREST), out)
-        classes = sorted(int(c) for c in torch.unique(mask))
-        save_png(Image.fromarray(mask[0].numpy().astype(np.uint8), "L"), args.out / f"{path.stem}-mask.png")
-        print(f"{path}: classes {classes} -> {out}")
+        generate_files(pipeline, {"image": path}, out=args.out, grid=False)
     return 0

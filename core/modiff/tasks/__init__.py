@@ -3,7 +3,10 @@
 A task is one object (a :class:`Task` subclass) that says everything that
 differs between, say, text-to-image and segmentation: the image context the
 denoiser sees beside ``x_t``, what the denoiser outputs, the training loss,
-whether a noise schedule is needed, and how a sample grid shows the task.
+whether a noise schedule is needed, how a sample grid shows the task, and
+what a generation takes and returns (its :class:`Input` fields and
+:class:`Output` kinds, and its ``generate`` method), from which
+``modiff generate`` derives its options and its files.
 The trainer, the pipeline and the commands ask the run's task instead of
 branching on its name, so a new task is one class (registered by a plugin's
 ``register_tasks`` hook, like every other component) with its tests.
@@ -20,7 +23,9 @@ Built in:
 
 from __future__ import annotations
 
+from ..parameters import Sampling
 from .base import Task, TextToImage
+from .generation import Generated, GenerationRequest, Input, Output
 from .inpainting import Inpainting, blend_known, inpaint, inpainting_context, random_paint_masks
 from .mask_to_image import MaskToImage, mask_context, mask_to_image
 from .segmentation import Segmentation, SegmentationLoss, segment, segmentation_loss
@@ -30,6 +35,11 @@ BUILTIN_TASKS: tuple[Task, ...] = (TextToImage(), MaskToImage(), Inpainting(), S
 
 __all__ = [
     "BUILTIN_TASKS",
+    "Generated",
+    "GenerationRequest",
+    "Input",
+    "Output",
+    "Sampling",
     "Inpainting",
     "MaskToImage",
     "Segmentation",

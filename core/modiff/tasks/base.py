@@ -6,6 +6,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..parameters import DEFAULT_STRENGTH, Sampling
+from .generation import Generated, GenerationRequest, Input, Output
+
 if TYPE_CHECKING:
     import torch
 
@@ -35,6 +38,13 @@ class Task:
             ``[scheduler]`` table is needed).
         needs_masks: whether training needs a dataset with masks.
         usage: what to do with a trained run, ``{run}`` replaced by its path.
+        takes_prompts: whether a generation takes prompts (``modiff generate
+            RUN PROMPT...``); a task that takes none generates from its inputs.
+        inputs: what a generation takes beyond its prompts and sampling
+            parameters, one :class:`Input` each (``modiff generate`` gives each
+            an option ``--NAME``).
+        outputs: what a generation returns, one :class:`Output` per kind
+            (``modiff generate`` writes each kind with its writer).
     """
 
     name: ClassVar[str] = ""
@@ -43,6 +53,35 @@ class Task:
     uses_scheduler: ClassVar[bool] = True
     needs_masks: ClassVar[bool] = False
     usage: ClassVar[str] = 'generate images with `modiff generate {run} "a prompt"`'
+    takes_prompts: ClassVar[bool] = True
+    inputs: ClassVar[tuple[Input, ...]] = ()
+    outputs: ClassVar[tuple[Output, ...]] = (Output("images"),)
+
+    @property
+    def generates_from_prompts(self) -> bool:
+        """Whether prompts alone make images (:meth:`modiff.pipeline.Pipeline.generate`):
+        what a text-to-image feature (a comparison grid, prompt accuracy) needs."""
+        return (
+            self.takes_prompts
+            and self.uses_scheduler
+            and not any(i.required for i in self.inputs)
+            and any(o.kind == "images" for o in self.outputs)
+        )
+
+    def generate(self, pipeline: Pipeline, request: GenerationRequest) -> Generated:
+        """One generation from its resolved request: by default, images for the
+        prompts. A task with inputs of its own reads them from
+        ``request.inputs`` and returns each of its :attr:`outputs`."""
+        sampling = self._sampling(request)
+        images = pipeline.generate_tensor(list(request.prompts), seeds=list(request.seeds), **sampling.options())
+        return Generated({"images": images}, sampling)
+
+    def _sampling(self, request: GenerationRequest) -> Sampling:
+        if request.sampling is None:
+            from ..errors import ModiffError
+
+            raise ModiffError(f"task {self.name!r} samples, but its generation has no sampling parameters")
+        return request.sampling
 
     def image_context_channels(self, context: BuildContext) -> int:
         """Channels of image context concatenated to ``x_t`` (a mask, a masked-image
@@ -102,7 +141,47 @@ class Task:
 
 
 class TextToImage(Task):
-    """Prompts in, images out: the denoising loss with no image context."""
+    """Prompts in, images out: the denoising loss with no image context.
+
+    Given an image it starts from it (image-to-image); given an image and a
+    region it repaints the region (training-free inpainting).
+    """
 
     name = "text-to-image"
     description = "images from prompts"
+    inputs = (
+        Input("image", "image", "image to start from (image-to-image), or to inpaint with --mask"),
+        Input(
+            "strength",
+            "number",
+            f"image-to-image: how far from the image to go, 0 (keep it) to 1 (ignore it); default {DEFAULT_STRENGTH}",
+        ),
+        Input("mask", "mask", "with --image: the region to repaint (non-zero pixels of a grey PNG)"),
+        Input("inpaint", "choice", "inpainting method", default="auto", choices=("auto", "trained", "training-free")),
+    )
+
+    def generate(self, pipeline: Pipeline, request: GenerationRequest) -> Generated:
+        from dataclasses import replace
+
+        from ..errors import ModiffError
+        from .inpainting import inpaint_request
+
+        image, strength = request.inputs.get("image"), request.inputs.get("strength")
+        if strength is not None and image is None:
+            raise ModiffError("--strength needs --image: the image to start from")
+        if request.inputs.get("mask") is not None:
+            if image is None:
+                raise ModiffError(
+                    "--mask on a text-to-image run is the region to repaint and needs --image; "
+                    'a class map to generate from needs a run trained with task = "mask-to-image"'
+                )
+            return inpaint_request(pipeline, request)
+        if image is None:
+            return super().generate(pipeline, request)
+        sampling = self._sampling(request)
+        sampling = replace(sampling, strength=pipeline.sampling(strength=strength, image_to_image=True).strength)
+        init = image[None].expand(len(request.prompts), -1, -1, -1)
+        images = pipeline.generate_tensor(
+            list(request.prompts), seeds=list(request.seeds), init_images=init, **sampling.options()
+        )
+        return Generated({"images": images}, sampling)

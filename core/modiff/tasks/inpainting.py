@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..errors import ModiffError
 from ..noise import generators, randn
 from .base import Task
+from .generation import Generated, GenerationRequest, Input
 
 if TYPE_CHECKING:
     from ..assembly import BuildContext, Components
@@ -84,6 +85,14 @@ class Inpainting(Task):
     name = "inpainting"
     description = "repaint a masked region of an image (Stable Diffusion's inpainting layout)"
     usage = 'repaint images with `modiff generate {run} "a prompt" --image IMAGE.png --mask REGION.png`'
+    inputs = (
+        Input("image", "image", "the image to repaint", required=True),
+        Input("mask", "mask", "the region to repaint (non-zero pixels of a grey PNG)", required=True),
+        Input("inpaint", "choice", "inpainting method", default="auto", choices=METHODS),
+    )
+
+    def generate(self, pipeline: Pipeline, request: GenerationRequest) -> Generated:
+        return inpaint_request(pipeline, request)
 
     def image_context_channels(self, context: BuildContext) -> int:
         return 1 + context.latent_channels
@@ -112,6 +121,22 @@ class Inpainting(Task):
         cells = [img for trio in zip(to_pil(images), to_pil(shown), to_pil(made)) for img in trio]
         labels = [label for c in captions for label in ("original", "region", c)]
         return save_labelled(cells, labels, path, cols=6)
+
+
+def inpaint_request(pipeline: Pipeline, request: GenerationRequest) -> Generated:
+    """A generation's ``image`` repainted in its ``mask``'s non-zero region (by
+    its ``inpaint`` method), one image per item."""
+    sampling = request.sampling
+    if sampling is None:
+        raise ModiffError("inpainting samples, but the generation has no sampling parameters")
+    count = len(request.prompts)
+    image = request.inputs["image"][None].expand(count, -1, -1, -1)
+    paint = (request.inputs["mask"] > 0).float()[None, None].expand(count, -1, -1, -1)
+    images = inpaint(
+        pipeline, list(request.prompts), image, paint, method=request.inputs.get("inpaint", "auto"),
+        seed=request.seeds[0], **sampling.options(),
+    )
+    return Generated({"images": images}, sampling)
 
 
 def inpaint(

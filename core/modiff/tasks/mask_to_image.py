@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import ModiffError
 from .base import Task
+from .generation import Generated, GenerationRequest, Input
 
 if TYPE_CHECKING:
     from ..assembly import BuildContext, Components
@@ -38,6 +39,13 @@ class MaskToImage(Task):
     description = "images whose layout follows a segmentation map"
     needs_masks = True
     usage = 'generate images with `modiff generate {run} "a prompt" --mask MAP.png`'
+    inputs = (Input("mask", "mask", "segmentation map PNG: one grey level per class index", required=True),)
+
+    def generate(self, pipeline: Pipeline, request: GenerationRequest) -> Generated:
+        sampling = self._sampling(request)
+        masks = request.inputs["mask"][None].expand(len(request.prompts), -1, -1)
+        images = mask_to_image(pipeline, list(request.prompts), masks, seed=request.seeds[0], **sampling.options())
+        return Generated({"images": images}, sampling)
 
     def image_context_channels(self, context: BuildContext) -> int:
         return context.num_classes

@@ -19,6 +19,7 @@ from ..errors import ModiffError
 from ..protocols import Conditioning
 from ..training.step import TrainingStep
 from .base import StepLoss, Task
+from .generation import Generated, GenerationRequest, Input, Output
 
 if TYPE_CHECKING:
     from ..assembly import Components
@@ -72,7 +73,21 @@ class Segmentation(Task):
     head = "segment"
     uses_scheduler = False
     needs_masks = True
-    usage = "segment images with `modiff segment {run} IMAGE...`"
+    usage = "segment an image with `modiff generate {run} --image IMAGE.png` (or `modiff segment {run} IMAGE...`)"
+    takes_prompts = False
+    inputs = (Input("image", "image", "the image to segment", required=True),)
+    outputs = (
+        Output("images", "-segmented", "the image with its class map over it"),
+        Output("masks", "-mask", "the class map: one grey level per class index"),
+    )
+
+    def generate(self, pipeline: Pipeline, request: GenerationRequest) -> Generated:
+        from ..grids import colour_masks
+
+        images = request.inputs["image"][None].expand(len(request.prompts), -1, -1, -1)
+        masks = segment(pipeline, images)
+        overlay = (0.5 * images + 0.5 * colour_masks(masks)).clamp(-1, 1)
+        return Generated({"images": overlay, "masks": masks})
 
     def training_loss(
         self,

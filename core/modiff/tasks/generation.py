@@ -1,0 +1,120 @@
+"""What a generation takes and returns, as a task declares it.
+
+A task lists the inputs of its own (beyond the prompts and the sampling
+parameters every sampled generation has) as :class:`Input` fields and what it
+returns as :class:`Output` kinds. ``modiff generate`` builds one command-line
+option per input and writes each output kind with one writer, so a task a
+plugin registers is usable from the command line with no core edit.
+
+This module holds only declarations (no torch), so that reading a task's
+options costs nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModiffError
+from ..parameters import Sampling
+
+#: What an input may be: a file (an RGB image, or a class/region map read as
+#: grey levels), a number, a text, or one of a few ``choices``.
+INPUT_KINDS = ("image", "mask", "number", "text", "choice")
+#: What a generation may return: images ``[B, 3, H, W]`` in [-1, 1], or class
+#: maps ``[B, H, W]`` of integer class indices.
+OUTPUT_KINDS = ("images", "masks")
+
+
+@dataclass(frozen=True)
+class Input:
+    """One input of a task's generation: ``--NAME`` on the command line.
+
+    Attributes:
+        name: the option's name (lower case, digits and dashes) and the key of
+            :attr:`GenerationRequest.inputs`.
+        kind: one of :data:`INPUT_KINDS`. An ``image`` arrives as ``[3, H, W]``
+            in [-1, 1] at the run's image size, a ``mask`` as ``[H, W]`` integer
+            grey levels at that size, a ``number`` as a float.
+        help: one line for ``modiff generate RUN --help``.
+        default: the value when the option is not given (``None``: absent).
+        required: whether the generation cannot go without it.
+        choices: the values a ``choice`` takes.
+    """
+
+    name: str
+    kind: str
+    help: str
+    default: Any = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in INPUT_KINDS:
+            raise ModiffError(f"input {self.name!r} has kind {self.kind!r}; kinds: {', '.join(INPUT_KINDS)}")
+        if self.kind == "choice" and not self.choices:
+            raise ModiffError(f"input {self.name!r} is a choice with no choices")
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.name}"
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind in ("image", "mask")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One kind of result of a task's generation.
+
+    Attributes:
+        kind: one of :data:`OUTPUT_KINDS`; the key of the generation's result.
+        suffix: appended to each file's name (``p00-seed0{suffix}.png``), so that
+            two outputs of one item do not share a file.
+        help: one line saying what the files show.
+    """
+
+    kind: str
+    suffix: str = ""
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ModiffError(f"output kind {self.kind!r} is unknown; kinds: {', '.join(OUTPUT_KINDS)}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation, every value resolved: what a task's ``generate`` receives.
+
+    Attributes:
+        prompts: one per item (the ``--n`` copies of a prompt included); empty
+            strings for a task that takes no prompt.
+        seeds: one per item.
+        sampling: steps, guidance, sampler, negative prompt (``None`` for a
+            task that does not sample). A task passes these to the pipeline and
+            returns the :class:`Sampling` it used (with any value of its own,
+            such as an image-to-image strength) in :attr:`Generated.sampling`,
+            which is what each image's PNG records.
+        inputs: the task's inputs by name, loaded (see :class:`Input`); an
+            input not given and without a default is absent.
+        files: the path each file input was read from.
+    """
+
+    prompts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    sampling: Sampling | None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    files: Mapping[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Generated:
+    """What a generation returned: its outputs by kind, one entry per item,
+    and the sampling parameters it used (``None`` when it did not sample)."""
+
+    outputs: Mapping[str, Any]
+    sampling: Sampling | None = None

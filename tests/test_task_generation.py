@@ -1,0 +1,208 @@
+"""A task owns the inputs and outputs of a generation: `modiff generate` takes
+its options from the run's task and writes what the task returns.
+
+A plugin's task with an input of its own generates through the command
+line with no core edit; a segmentation run generates class maps through the
+same path; the PNG's parameters are the ones the sampler was given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modiff.cli import main
+from modiff.errors import ModiffError
+from modiff.parameters import read
+from modiff.pipeline import Pipeline
+from modiff.tasks import BUILTIN_TASKS, Input, Task
+from modiff.testing import plugin_registry
+from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
+from modiff.toml_io import dumps
+
+#: A plugin distribution, as `pip install` would leave it: the toy components and
+#: a task of its own, "level-to-image", whose generation takes `--level`.
+LEVEL_PLUGIN = """
+import torch
+
+import modiff
+from modiff.tasks import Generated, Input, Output, Task
+from modiff.testing.toys import ToyPlugin as _ToyPlugin
+
+_plugin = _ToyPlugin()
+register_datasets = _plugin.register_datasets
+register_encoders = _plugin.register_encoders
+register_text_embedders = _plugin.register_text_embedders
+register_conditioners = _plugin.register_conditioners
+register_denoisers = _plugin.register_denoisers
+register_schedulers = _plugin.register_schedulers
+
+
+class LevelToImage(Task):
+    '''Images of a given brightness: the image context is one plane holding it.'''
+
+    name = "level-to-image"
+    description = "images of a given brightness"
+    inputs = (Input("level", "number", "brightness, -1 (dark) to 1 (bright)", required=True),)
+    outputs = (Output("images"), Output("masks", "-bright", "where the image is brighter than mid grey"))
+
+    def image_context_channels(self, context):
+        return 1
+
+    def training_image_context(self, components, batch, generator, share):
+        size = components.context.latent_size
+        return batch.images.mean((1, 2, 3)).view(-1, 1, 1, 1).expand(-1, 1, size, size)
+
+    def generate(self, pipeline, request):
+        size = pipeline.components.context.latent_size
+        context = torch.full((len(request.prompts), 1, size, size), float(request.inputs["level"]))
+        latents = pipeline.generate_latents(
+            list(request.prompts), seeds=list(request.seeds), image_context=context, **request.sampling.options()
+        )
+        images = pipeline.decode(latents)
+        return Generated({"images": images, "masks": (images.mean(1) > 0).long()}, request.sampling)
+
+
+@modiff.hookimpl
+def register_tasks(register):
+    register(LevelToImage())
+"""
+
+
+@pytest.fixture
+def level_run(tmp_path: Path, fake_distribution, monkeypatch, use_registry) -> Path:
+    """A run of the plugin's task, trained at a toy size; the plugin is only installed."""
+    fake_distribution("fake-level", "fake_level", LEVEL_PLUGIN)
+    monkeypatch.setenv("MODIFF_LOAD_PLUGINS", "fake_level")
+    use_registry(plugin_registry(entry_points=True))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data.pop("evaluator")
+    data["run"].update(task="level-to-image", name="level", runs_dir=str(tmp_path / "runs"))
+    path = tmp_path / "level.toml"
+    path.write_text(dumps(data))
+    assert main(["train", str(path), "--quiet"]) == 0
+    return tmp_path / "runs" / "level"
+
+
+def test_a_plugins_task_generates_through_modiff_generate_with_its_own_option(
+    level_run: Path, tmp_path: Path, capsys
+) -> None:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "made"
+    done = subprocess.run(
+        [sys.executable, "-m", "modiff", "generate", str(level_run), "a red square", "--level", "0.5",
+         "--seed", "3", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    image, mask = out / "p00-seed3.png", out / "p00-seed3-bright.png"
+    assert read(image).seed == 3 and Image.open(mask).mode == "L" and (out / "grid.png").is_file()
+    assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 1}
+    bright = np.asarray(Image.open(image).convert("RGB"))
+
+    capsys.readouterr()
+    assert main(["generate", str(level_run), "a red square", "--level", "-1", "--seed", "3",
+                 "--out", str(tmp_path / "dark")]) == 0
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "dark" / "p00-seed3.png")), bright), (
+        "the task's input reached its generation")
+    assert main(["generate", str(level_run), "a red square", "--out", str(tmp_path / "none")]) == 2
+    assert "needs --level" in capsys.readouterr().err
+    assert main(["generate", str(level_run), "a red square", "--mask", "m.png"]) == 2
+    err = capsys.readouterr().err
+    assert "--mask is not an option" in err and "'level-to-image'" in err and "--level" in err
+    assert main(["generate", str(level_run), "--help"]) == 0
+    assert "--level" in capsys.readouterr().out
+
+
+def test_a_task_input_cannot_take_an_option_of_generate() -> None:
+    from modiff.commands.generate import _task_parser
+
+    class Clash(Task):
+        name = "clash"
+        inputs = (Input("seed", "number", "a seed of its own"),)
+
+    with pytest.raises(ModiffError, match="declares an input 'seed'"):
+        _task_parser(Clash())
+    with pytest.raises(ModiffError, match="kinds: image, mask"):
+        Input("colour", "colour", "not a kind")
+
+
+@pytest.fixture
+def segmentation_run(tmp_path: Path, use_registry) -> Path:
+    use_registry(plugin_registry(ToyPlugin()))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data.pop("scheduler")  # as configs/segmentation.toml: a segmentation run has no noise schedule
+    data["run"].update(task="segmentation", name="seg", runs_dir=str(tmp_path / "runs"))
+    path = tmp_path / "seg.toml"
+    path.write_text(dumps(data))
+    assert main(["train", str(path), "--quiet"]) == 0
+    return tmp_path / "runs" / "seg"
+
+
+def test_a_segmentation_run_writes_class_maps_through_modiff_generate(
+    segmentation_run: Path, tmp_path: Path, capsys
+) -> None:
+    picture = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(picture)
+    out = tmp_path / "seg"
+    assert main(["generate", str(segmentation_run), "--image", str(picture), "--out", str(out)]) == 0
+    mask = Image.open(out / "in-mask.png")
+    assert mask.mode == "L" and mask.size == (8, 8) and (out / "in-segmented.png").is_file()
+    assert main(["segment", str(segmentation_run), str(picture), "--out", str(tmp_path / "again")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "in-mask.png")), np.asarray(mask))
+
+    capsys.readouterr()
+    assert main(["generate", str(segmentation_run), "a prompt", "--image", str(picture)]) == 2
+    err = capsys.readouterr().err
+    assert "takes no prompt" in err and "--image" in err and "Traceback" not in err
+    assert main(["generate", str(segmentation_run), "--image", str(picture), "--steps", "5"]) == 2
+    assert "does not sample: --steps" in capsys.readouterr().err
+    with pytest.raises(ModiffError, match="does not sample"):
+        Pipeline.load(segmentation_run).generate_tensor(["x"])
+
+
+@pytest.fixture
+def toy_run(tmp_path: Path, use_registry) -> Path:
+    use_registry(plugin_registry(ToyPlugin()))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"]["runs_dir"] = str(tmp_path / "runs")
+    path = tmp_path / "toy.toml"
+    path.write_text(dumps(data))
+    assert main(["train", str(path), "--quiet"]) == 0
+    return tmp_path / "runs" / "toy"
+
+
+@pytest.mark.parametrize("strength", [None, "0.3"])
+def test_the_png_records_the_parameters_the_sampler_was_given(
+    toy_run: Path, tmp_path: Path, monkeypatch, strength: str | None
+) -> None:
+    given: list[dict[str, Any]] = []
+    sample = Pipeline.generate_latents
+
+    def spy(self: Pipeline, prompts: Any, **kwargs: Any) -> torch.Tensor:
+        given.append(kwargs)
+        return sample(self, prompts, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "generate_latents", spy)
+    start = tmp_path / "start.png"
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(start)
+    flags = ["--image", str(start)] + (["--strength", strength] if strength else [])
+    assert main(["generate", str(toy_run), "a red square", "--out", str(tmp_path / "o"), *flags]) == 0
+    made = read(tmp_path / "o" / "p00-seed0.png")
+    (used,) = given
+    assert (used["steps"], used["guidance"], used["strength"]) == (made.steps, made.guidance, made.strength)
+    assert made.strength == (0.8 if strength is None else 0.3) and made.steps == TOY_SETTINGS["sample"]["steps"]
+
+
+def test_tasks_say_whether_prompts_alone_make_images() -> None:
+    able = {task.name: task.generates_from_prompts for task in BUILTIN_TASKS}
+    assert able == {"text-to-image": True, "mask-to-image": False, "inpainting": False, "segmentation": False}
