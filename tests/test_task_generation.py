@@ -206,3 +206,37 @@ def test_the_png_records_the_parameters_the_sampler_was_given(
 def test_tasks_say_whether_prompts_alone_make_images() -> None:
     able = {task.name: task.generates_from_prompts for task in BUILTIN_TASKS}
     assert able == {"text-to-image": True, "mask-to-image": False, "inpainting": False, "segmentation": False}
+
+
+class Prompted(Task):
+    """A plugin's task that makes images from prompts alone, under a name of its own."""
+
+    name = "prompted"
+    description = "images from prompts, as a plugin names it"
+
+
+class PromptedPlugin:
+    @staticmethod
+    def register_tasks(register: Any) -> None:
+        register(Prompted())
+
+
+def test_an_ablation_draws_a_comparison_grid_for_every_task_that_makes_images_from_prompts(
+    tmp_path: Path, use_registry
+) -> None:
+    import modiff
+    from modiff.ablation import read_ablation, run_ablation
+
+    plugin = PromptedPlugin()
+    plugin.register_tasks = modiff.hookimpl(plugin.register_tasks)  # type: ignore[method-assign]
+    use_registry(plugin_registry(ToyPlugin(), plugin))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data.pop("evaluator")
+    data["run"]["runs_dir"] = str(tmp_path / "runs")
+    (tmp_path / "base.toml").write_text(dumps(data))
+    path = tmp_path / "abl.toml"
+    path.write_text('base = "base.toml"\n[grid]\n"run.task" = ["text-to-image", "prompted", "segmentation"]\n')
+    records = run_ablation(read_ablation(path), progress=False, log=lambda *_: None)
+    assert [r["status"] for r in records] == ["done"] * 3, [r.get("error") for r in records]
+    grids = {r["changes"]["run.task"]: "grid" in r for r in records}
+    assert grids == {"text-to-image": True, "prompted": True, "segmentation": False}

@@ -491,7 +491,7 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
         record["parameters"] = {
             role: sum(p.numel() for p in m.parameters()) for role, m in pipeline.components.modules()
         }
-        if getattr(pipeline.task, "name", pipeline.task) == "text-to-image":
+        if pipeline.task.generates_from_prompts:  # a comparison grid needs images made from prompts alone
             prompts = ablation.spec.prompts or [pipeline.components.dataset[i].caption for i in range(4)]
             n = ablation.spec.images_per_prompt
             expanded = [p for p in prompts for _ in range(n)]
