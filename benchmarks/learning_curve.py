@@ -640,7 +640,7 @@ def evaluate_final(plan: dict[str, Any], layout: Layout, prompts: int, threads: 
         path = layout.final(name)
         if path.is_file() or read_json(layout.status(name), {}).get("status") != "done":
             continue
-        pipeline = Pipeline.load(layout.runs / name, device="cpu")
+        pipeline = Pipeline.load(layout.runs / name, device="cpu", with_data=True)  # the evaluator's held-out pairs
         evaluator = pipeline.components.evaluator
         if evaluator is None or not hasattr(evaluator, "settings"):
             continue

@@ -46,7 +46,7 @@ def settings(task: str, **train: Any):
 def trained(tmp_path: Path, task: str, **train: Any) -> tuple[Pipeline, RunDir]:
     run = RunDir(tmp_path / task)
     train_run(settings(task, **train), run, progress=False)
-    return Pipeline.load(run.path), run
+    return Pipeline.load(run.path, with_data=True), run  # the tests take their inputs from the dataset
 
 
 def test_image_context_channels_per_task() -> None:
@@ -265,7 +265,7 @@ def test_a_task_is_one_class_registered_by_a_plugin(tmp_path: Path, use_registry
     path.write_text(dumps(data))
     assert main(["train", str(path), "--quiet"]) == 0
     assert "samples in" in capsys.readouterr().out
-    pipe = Pipeline.load(tmp_path / "runs" / "grey", registry=registry)
+    pipe = Pipeline.load(tmp_path / "runs" / "grey", registry=registry, with_data=True)
     assert isinstance(pipe.task, GreyToColour)
     assert pipe.components.denoiser.conv_in.in_channels == 3 + 1, "the task's one context channel reached the denoiser"
     images = torch.stack([pipe.components.dataset[i].image for i in range(2)])

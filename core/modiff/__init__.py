@@ -65,7 +65,7 @@ _LAZY = {
     "build": ("modiff.assembly", "build"),
     "randn": ("modiff.noise", "randn"),
     "generators": ("modiff.noise", "generators"),
-    "TrainingStep": ("modiff.training.step", "TrainingStep"),
+    "TrainingStep": ("modiff.training_step", "TrainingStep"),
     "Pipeline": ("modiff.pipeline", "Pipeline"),
     "RunDir": ("modiff.runs", "RunDir"),
     "CheckpointWriter": ("modiff.checkpoint", "CheckpointWriter"),
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     from .noise import generators, randn
     from .pipeline import Pipeline
     from .runs import RunDir
-    from .training.step import TrainingStep
+    from .training_step import TrainingStep
 
 
 def __getattr__(name: str) -> Any:

@@ -74,6 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import stats
 from .errors import ModiffError, SettingsError
+from .report import write_report
 from .runs import RunDir, atomic_write_json
 from .settings import ResolvedSettings, load
 from .stage_cache import StageCache, stage_keys
@@ -298,8 +299,6 @@ def run_ablation(
     ablation: Ablation, *, progress: bool = True, log: Any = print, jobs: int = 1
 ) -> list[dict[str, Any]]:
     """Train and evaluate every run not finished yet (``jobs`` at a time), then write the report."""
-    from .report import write_report
-
     if not ablation.resolved:
         validate(ablation)
     out = output_dir(ablation)
@@ -311,7 +310,7 @@ def run_ablation(
         else:
             _run_all(ablation, out, records, progress=progress, log=log)
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
-        write_report(ablation, out, records)
+        write_report(analyse(ablation, records), ablation.path, out, records)
         stop = ModiffError(
             f"interrupted ({str(exc) or 'Ctrl-C'}); finished runs are kept and the report shows them. "
             f"Run the same `modiff ablate {ablation.path}` again to continue."
@@ -319,7 +318,7 @@ def run_ablation(
         stop.exit_code = 130  # as a Ctrl-C anywhere else
         raise stop from None
     records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
-    write_report(ablation, out, records)
+    write_report(analyse(ablation, records), ablation.path, out, records)
     return records
 
 

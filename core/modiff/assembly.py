@@ -4,6 +4,9 @@ The order is fixed by what each role needs to know about the others:
 dataset (image size, classes) -> encoder (latent channels, downscale) ->
 text embedder (width) -> conditioner (what the denoiser will receive) ->
 denoiser (shaped by all of the above) -> scheduler -> evaluator.
+
+A trained run is rebuilt without its dataset: what the components learn from
+the data when they are built is saved with the run (:class:`DataFacts`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from .devices import resolve_device
 from .errors import ModiffError, PluginError
+from .plugins import registry
 from .protocols import (
     Conditioner,
     ConditioningSpec,
@@ -30,10 +34,26 @@ from .protocols import (
 from .settings import ResolvedComponent, ResolvedSettings, RunSettings
 
 
-def _text_to_image() -> Any:
-    from .tasks import TextToImage
+@dataclass(frozen=True)
+class DataFacts:
+    """What building the components reads from the dataset, saved with a trained
+    run so that loading it builds no dataset: a run whose training images are
+    gone still generates, and loading never reads them again.
 
-    return TextToImage()
+    Attributes:
+        image_size: the images' pixel size.
+        num_classes: mask classes including the background (0: no masks).
+    """
+
+    image_size: int
+    num_classes: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {"image_size": self.image_size, "num_classes": self.num_classes}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DataFacts:
+        return cls(image_size=int(data["image_size"]), num_classes=int(data.get("num_classes", 0)))
 
 
 @dataclass
@@ -42,10 +62,14 @@ class BuildContext:
 
     Attributes:
         run: the ``[run]`` table (seed, device, precision, task name).
-        task: the :class:`modiff.tasks.Task` the run learns.
+        task: the :class:`modiff.tasks.Task` the run learns; ``None`` for a
+            component built on its own (a plugin's test): text-to-image, which
+            adds no image context.
         device: the device components should live on.
         dataset, encoder, text_embedder, conditioner: built components, or
             ``None`` when not built (yet) or not configured.
+        data: a trained run's :class:`DataFacts`, when it is rebuilt without
+            its dataset (``Pipeline.load``).
         denoiser_spec: set just before the denoiser is built.
         assets: when building a trained run to restore it, the saved assets
             folder of each role that has one (``Pipeline.load``). A factory that
@@ -55,7 +79,7 @@ class BuildContext:
     """
 
     run: RunSettings = field(default_factory=RunSettings)
-    task: Any = field(default_factory=_text_to_image)
+    task: Any = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dataset: Dataset | None = None
     encoder: Encoder | None = None
@@ -63,12 +87,16 @@ class BuildContext:
     conditioner: Conditioner | None = None
     denoiser_spec: DenoiserSpec | None = None
     assets: dict[str, Path] = field(default_factory=dict)
+    data: DataFacts | None = None
 
     @property
     def image_size(self) -> int:
-        """Pixel size of the images: the dataset's, else ``[run] image_size``."""
+        """Pixel size of the images: the dataset's (or, rebuilding a run, the one
+        saved from it), else ``[run] image_size``."""
         if self.dataset is not None:
             return int(self.dataset.image_size)
+        if self.data is not None:
+            return self.data.image_size
         if self.run.image_size is not None:
             return self.run.image_size
         raise ModiffError("the image size is unknown: configure [data] or set [run] image_size")
@@ -91,13 +119,21 @@ class BuildContext:
 
     @property
     def num_classes(self) -> int:
-        return 0 if self.dataset is None else int(getattr(self.dataset, "num_classes", 0))
+        """Mask classes of the dataset (or the number saved from it); 0 without masks."""
+        if self.dataset is not None:
+            return int(getattr(self.dataset, "num_classes", 0))
+        return 0 if self.data is None else self.data.num_classes
+
+    @property
+    def data_facts(self) -> DataFacts:
+        """What the components read from the dataset, to save with a trained run."""
+        return DataFacts(image_size=self.image_size, num_classes=self.num_classes)
 
     @property
     def image_context_channels(self) -> int:
         """Channels of image context the run's task concatenates (a mask, a
         masked-image latent); conditioners add them to their ``concat``."""
-        return int(self.task.image_context_channels(self))
+        return 0 if self.task is None else int(self.task.image_context_channels(self))
 
 
 @dataclass
@@ -178,16 +214,21 @@ def build(
     *,
     device: torch.device | str | None = None,
     assets: Mapping[str, Path] | None = None,
+    data: DataFacts | None = None,
 ) -> Components:
     """Build every configured component, in dependency order, on ``device``
-    (default: the ``[run] device`` setting); ``assets`` as in :class:`BuildContext`."""
-    dev = resolve_device(device, source="device") if device is not None else resolve_device(settings.run.device)
+    (default: the ``[run] device`` setting); ``assets`` as in :class:`BuildContext`.
+    Given a trained run's ``data``, the dataset is not built: the components
+    read those facts instead."""
+    dev = (  # code may build on "meta" to inspect shapes; a user's [run] device may not
+        resolve_device(device, source="device", allow_meta=True)
+        if device is not None
+        else resolve_device(settings.run.device)
+    )
     task = settings.task
     if task is None:  # settings resolved by hand, without a registry
-        from .plugins import registry
-
         task = registry().task(settings.run.task)
-    ctx = BuildContext(run=settings.run, task=task, device=dev, assets=dict(assets or {}))
+    ctx = BuildContext(run=settings.run, task=task, device=dev, assets=dict(assets or {}), data=data)
     built: dict[str, Any] = {}
 
     def make(role: str) -> Any:
@@ -200,7 +241,7 @@ def build(
         built[role] = component
         return component
 
-    ctx.dataset = make("data")
+    ctx.dataset = make("data") if data is None else None
     ctx.encoder = make("encoder")
     ctx.text_embedder = make("text_embedder")
     ctx.conditioner = make("conditioner")

@@ -72,14 +72,14 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import pluggy
 from pydantic import BaseModel
 
-if TYPE_CHECKING:
-    from .assembly import BuildContext
-    from .tasks import Task
+# The hook specs sit at the bottom of the core (docs/concepts.md, "Layers"): they
+# name the build context and the task, which live layers above, in words only, so
+# that nothing here imports what is built on top of it.
 
 PROJECT = "modiff"
 
@@ -88,7 +88,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 #: ``factory(settings, context) -> component``: the settings are an instance of
 #: the registered settings model, the context a :class:`modiff.BuildContext`.
-Factory = Callable[[Any, "BuildContext"], Any]
+Factory = Callable[[Any, Any], Any]
 
 
 class Register(Protocol):
@@ -116,7 +116,7 @@ class Register(Protocol):
 class RegisterTask(Protocol):
     """The callback ``register_tasks`` receives."""
 
-    def __call__(self, task: Task) -> None:
+    def __call__(self, task: Any) -> None:
         """Register ``task`` (an instance of a :class:`modiff.tasks.Task` subclass).
 
         Raises:

@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .assembly import Components, build, build_component
+from .assembly import Components, DataFacts, build, build_component
 from .checkpoint import Checkpoint, load_component
 from .devices import autocast
 from .errors import ModiffError, RunError, WeightsError
+from .files import read_json
 from .images import to_pil
 from .noise import generators, randn
 from .parameters import DEFAULT_STRENGTH, Sampling
@@ -29,7 +30,9 @@ from .plugins import Registry
 from .plugins import registry as default_registry
 from .protocols import Conditioning, ModelFn, Scheduler
 from .runs import RunDir
+from .sampler_swap import swap
 from .settings import ResolvedComponent, ResolvedSettings, load
+from .training_plan import stages_to_train, trained_roles
 
 #: Images generated per forward batch unless told otherwise (guidance doubles it).
 DEFAULT_BATCH = 64
@@ -79,15 +82,22 @@ class Pipeline:
         device: str | torch.device | None = None,
         sets: Sequence[str] = (),
         registry: Registry | None = None,
+        with_data: bool = False,
     ) -> Pipeline:
         """Rebuild a trained run from its committed checkpoint: the settings, then
         the weights and assets of every component the run trained. Nothing is
-        fitted or trained again (factories see ``context.assets``)."""
+        fitted or trained again (factories see ``context.assets``), and the
+        dataset is not built: what the components read from it was saved with
+        the run (:class:`~modiff.assembly.DataFacts`), so a run generates after
+        its training images are gone. ``with_data`` builds the dataset too, for
+        evaluators that read held-out data; so does a run trained before the
+        facts were saved."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
         run.require()
         checkpoint = run.checkpoint()
         resolved = load([run.settings], sets, registry=registry)
-        components = build(resolved, device=device, assets=_asset_folders(checkpoint))
+        data = None if with_data else saved_data_facts(run)
+        components = build(resolved, device=device, assets=_asset_folders(checkpoint), data=data)
         restore(components, checkpoint)
         return cls(components, run, registry=registry)
 
@@ -104,8 +114,6 @@ class Pipeline:
         )
 
     def _sampler(self, name: str, overrides: dict[str, Any]) -> Scheduler:
-        from .sampler_swap import swap
-
         trained = self.components.settings.components["scheduler"]
         new = (self.registry or default_registry()).lookup("scheduler", name)
         try:
@@ -369,8 +377,6 @@ def _per_prompt(value: str | Sequence[str] | None, n: int, what: str) -> list[st
 def restore(components: Components, checkpoint: Checkpoint) -> None:
     """Load every component ``checkpoint`` holds into ``components``; a component
     the run trained but the checkpoint lacks is a :class:`WeightsError`."""
-    from .training.plan import stages_to_train, trained_roles
-
     settings: ResolvedSettings = components.settings
     if "denoiser" not in checkpoint.roles:
         raise RunError(
@@ -391,6 +397,13 @@ def restore(components: Components, checkpoint: Checkpoint) -> None:
             if hasattr(module, "needs_training"):
                 module.needs_training = False  # it is trained: the run's checkpoint holds it
             module.eval()
+
+
+def saved_data_facts(run: RunDir) -> DataFacts | None:
+    """What training saved about the run's dataset; ``None`` for a run trained
+    before it was saved (its dataset is then built, as it was then)."""
+    path = run.data_facts
+    return DataFacts.from_json(read_json(path, "what the run read from its dataset")) if path.is_file() else None
 
 
 def _asset_folders(checkpoint: Checkpoint) -> dict[str, Path]:

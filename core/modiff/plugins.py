@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
 import importlib.metadata
 import os
 import re
@@ -35,6 +36,12 @@ from . import hookspecs
 from .errors import PluginError
 
 ENTRY_POINT_GROUP = "modiff"
+
+#: The core's own plugins: plugin name -> module. Every plugin manager holds
+#: them before any entry point, loaded by module name as an entry point is, so
+#: that the registry imports none of them: the built-in tasks register through
+#: ``register_tasks`` like a plugin's, and the registry knows no task.
+BUILTIN_PLUGINS: dict[str, str] = {"modiff": "modiff.builtin_tasks"}
 
 #: Settings-file table name -> registration hook.
 ROLE_HOOKS: dict[str, str] = {
@@ -152,18 +159,17 @@ class Registry:
     _tasks: dict[str, Any] | None = field(default=None, repr=False)
 
     def tasks(self) -> dict[str, Any]:
-        """Every task a run may name in ``[run] task``: the core's own
-        (:data:`modiff.tasks.BUILTIN_TASKS`) and those plugins register through
-        ``register_tasks``. Collected on first use (tasks import torch)."""
+        """Every task a run may name in ``[run] task``: what the ``register_tasks``
+        hooks register, the core's own (:data:`BUILTIN_PLUGINS`) first.
+        Collected on first use (tasks import torch)."""
         if self._tasks is None:
-            from .tasks import BUILTIN_TASKS, Task
-
-            tasks: dict[str, Any] = {t.name: t for t in BUILTIN_TASKS}
-            owners = {name: "modiff" for name in tasks}
+            tasks: dict[str, Any] = {}
+            owners: dict[str, str] = {}
             for impl in self.manager.hook.register_tasks.get_hookimpls() if self.manager is not None else []:
 
                 def register(task: Any, plugin: str = impl.plugin_name) -> None:
-                    if not isinstance(task, Task) or not COMPONENT_NAME.match(task.name or ""):
+                    name = getattr(task, "name", None)
+                    if isinstance(task, type) or not isinstance(name, str) or not COMPONENT_NAME.match(name):
                         raise PluginError(
                             f"plugin {plugin!r} registered {task!r} as a task: a task is an instance of a "
                             f"modiff.tasks.Task subclass with a name of {COMPONENT_NAME_RULE}"
@@ -274,6 +280,13 @@ def new_plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def register_builtins(pm: pluggy.PluginManager) -> None:
+    """Register the core's own plugins (:data:`BUILTIN_PLUGINS`) in ``pm``."""
+    for name, module in BUILTIN_PLUGINS.items():
+        if pm.get_plugin(name) is None:
+            pm.register(importlib.import_module(module), name=name)
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -349,6 +362,8 @@ def collect(
     known = {p.plugin: p for p in registry.plugins}
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin) or repr(plugin)
+        if name in BUILTIN_PLUGINS:  # the core itself, not an installed plugin
+            continue
         if name not in known:  # registered directly, e.g. by a test
             info = PluginInfo(name, _distribution_of(plugin) or name, _version_of(plugin))
             known[name] = info
@@ -452,6 +467,7 @@ def registry() -> Registry:
         if _default is None:
             strict = _truthy(os.environ.get("MODIFF_STRICT_PLUGINS"))
             pm = new_plugin_manager()
+            register_builtins(pm)
             loaded, broken = load_entry_points(pm, allow=_allow_list(), strict=strict)
             _default = collect(pm, plugins=loaded, broken=broken, strict=strict)
         return _default
@@ -462,6 +478,7 @@ def registry_from(*plugins: Any, entry_points: bool = False, strict: bool = Fals
     hook implementations), optionally plus the installed entry points. Tests
     use this to register plugins without installing anything."""
     pm = new_plugin_manager()
+    register_builtins(pm)
     loaded: list[PluginInfo] = []
     broken: list[BrokenPlugin] = []
     if entry_points:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # torch is imported lazily so `modiff plugins` stays fast.
     import torch
     from torch import Tensor
 
-    from .training.step import TrainingStep
+    from .training_step import TrainingStep
 
 __all__ = [
     "Batch",
@@ -294,7 +294,7 @@ class Batch:
 
     def to(self, device: torch.device | str) -> Batch:
         """The batch on ``device`` (from the CPU to CUDA without making the host wait)."""
-        from .noise import to_device
+        from .noise import to_device  # noise imports torch, which this module leaves to its users
 
         masks = None if self.masks is None else to_device(self.masks, device)
         return Batch(to_device(self.images, device), self.captions, masks)

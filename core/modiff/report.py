@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .runs import atomic_write_json, atomic_write_text
+from .stats import seconds_to_reach
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 VERDICT_CLASS = {"a better": "a", "b better": "b"}
@@ -339,8 +340,6 @@ def runs_table(summary: dict[str, Any], records: list[dict[str, Any]]) -> tuple[
         for m in summary["compact"]:
             if m == "seconds_to_threshold" and summary.get("threshold"):
                 t = summary["threshold"]
-                from .stats import seconds_to_reach
-
                 curve = [
                     (p["train_seconds"], p["eval"].get(t["metric"]))
                     for p in r.get("curve") or []
@@ -434,11 +433,11 @@ def _svg_img(svg: str, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
 
 
-def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tuple[Path, Path]:
-    """Write ``summary.json``, ``report.md`` (with its SVG files) and ``report.html`` into ``out``."""
-    from .ablation import analyse
+def write_report(summary: dict[str, Any], source: Path, out: Path, records: list[dict[str, Any]]) -> tuple[Path, Path]:
+    """Write ``summary.json``, ``report.md`` (with its SVG files) and ``report.html`` into ``out``.
 
-    summary = analyse(ablation, records)
+    ``summary`` is the ablation's analysis (:func:`modiff.ablation.analyse`) of
+    ``records``, ``source`` the ablation file: the report only shows them."""
     atomic_write_json(out / "summary.json", summary)
     charts = curve_charts(summary, records)
     losses = loss_chart(summary, records)
@@ -459,7 +458,7 @@ def write_report(ablation: Any, out: Path, records: list[dict[str, Any]]) -> tup
     md = [
         f"# {summary['title']}",
         "",
-        f"From `{ablation.path}` over `{', '.join(summary['base'])}`. {_intro(summary)}",
+        f"From `{source}` over `{', '.join(summary['base'])}`. {_intro(summary)}",
         "",
     ]
     if failed:
@@ -547,7 +546,7 @@ details {{ margin: 0.8em 0; }} summary {{ cursor: pointer; font-weight: bold; }}
 </style></head>
 <body>
 <h1>{html.escape(summary["title"])}</h1>
-<p>From <code>{html.escape(str(ablation.path))}</code>. {html.escape(_intro(summary))}</p>
+<p>From <code>{html.escape(str(source))}</code>. {html.escape(_intro(summary))}</p>
 {failed_html}
 <h2>Verdicts</h2>
 {"".join(verdicts) if v_rows else '<p>The file names no comparison ([[compare]] a = "...", b = "...").</p>'}

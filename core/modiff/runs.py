@@ -3,6 +3,7 @@
 Layout of ``runs/<name>/``::
 
     settings.toml        the resolved settings, every default filled in
+    data.json            what the components read from the dataset (image size, classes), so loading builds none
     LATEST               names the committed checkpoint (see :mod:`modiff.checkpoint`)
     checkpoints/NNNNNN/  complete checkpoints: the latest and the one before it
     metrics.jsonl        one JSON object per logged step (and per evaluation)
@@ -71,6 +72,11 @@ class RunDir:
     @property
     def settings(self) -> Path:
         return self.path / "settings.toml"
+
+    @property
+    def data_facts(self) -> Path:
+        """What training saw of the dataset (:class:`modiff.assembly.DataFacts`)."""
+        return self.path / "data.json"
 
     @property
     def metrics(self) -> Path:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from .errors import TruncationWarning
+
 if TYPE_CHECKING:
     import torch
 
@@ -23,8 +25,6 @@ def truncate_token_rows(
     naming how many prompts were cut and how long the longest was (``what`` names the unit, e.g.
     ``"tokens (the start token included)"``). An embedder that must keep an end token cuts its
     own way and warns with the same category."""
-    from .errors import TruncationWarning
-
     too_long = [len(r) for r in rows if len(r) > max_tokens]
     if too_long:
         import warnings

@@ -132,6 +132,8 @@ def train_run(
             torch.use_deterministic_algorithms(True, warn_only=True)
         torch.manual_seed(resolved.run.seed)
         components = build(resolved, device=device)
+        if world.is_main:  # loading the run reads these instead of building its dataset
+            atomic_write_json(run.data_facts, components.context.data_facts.to_json())
         pipeline = Pipeline(components, run)
         prompts = sample_prompts(pipeline)
 

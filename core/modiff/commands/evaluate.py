@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
     from ..workflows import evaluate_run, format_table, read_prompts, save_evaluation
 
-    pipeline = Pipeline.load(args.run, device=args.device)
+    pipeline = Pipeline.load(args.run, device=args.device, with_data=True)  # evaluators read held-out data
     if args.scheduler:
         pipeline = pipeline.with_sampler(args.scheduler)
     prompts = read_prompts(args.prompts) if args.prompts else None

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..devices import autocast
 from ..errors import ModiffError
 from ..protocols import Conditioning
-from ..training.step import TrainingStep
+from ..training_step import TrainingStep
 from .base import StepLoss, Task
 from .generation import Generated, GenerationRequest, Input, Output
 

@@ -17,7 +17,7 @@ from ..assembly import Components
 from ..distributed import World
 from ..noise import randn, to_device
 from ..protocols import Batch, Conditioning, TextEmbedding
-from .step import TrainingStep
+from ..training_step import TrainingStep
 
 StepLoss = Callable[[Batch, Sequence[int], torch.Generator], torch.Tensor]
 ImageContext = Callable[[Components, Batch, torch.Generator, slice], "torch.Tensor | None"]

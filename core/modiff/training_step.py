@@ -1,4 +1,10 @@
-"""What one training step gives a component's own loss, so that N processes train as one."""
+"""What one training step gives a component's own loss, so that N processes train as one.
+
+It is the one value of the training loop that a component sees (a
+``Trainable``'s ``training_loss(batch, step)``), so it lies below the
+protocols that name it and the trainer that makes it, outside the training
+package: a component imports no trainer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
+
+from . import noise
 
 T = TypeVar("T")
 
@@ -36,20 +44,16 @@ class TrainingStep:
 
     def randn(self, shape: Sequence[int], *, device: Any = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Standard normal noise for this share (``shape[0]`` rows) of the global batch."""
-        from ..noise import to_device
-
         rows, *rest = shape
         drawn = torch.randn((rows * self.world_size, *rest), generator=self.generator, dtype=dtype)
-        return to_device(drawn[self.rank :: self.world_size], device if device is not None else "cpu")
+        return noise.to_device(drawn[self.rank :: self.world_size], device if device is not None else "cpu")
 
     def generators(self, rows: int) -> list[torch.Generator]:
         """One generator for each of this share's ``rows`` samples, seeded from
         draws made for the global batch: for components that take per-sample
         generators (an encoder sampling its posterior)."""
-        from ..noise import generators
-
         seeds = torch.randint(0, 2**62, (rows * self.world_size,), generator=self.generator)
-        return generators([int(s) for s in seeds[self.rank :: self.world_size]])
+        return noise.generators([int(s) for s in seeds[self.rank :: self.world_size]])
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         return self.randn(x.shape, device=x.device, dtype=x.dtype)

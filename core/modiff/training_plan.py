@@ -2,7 +2,9 @@
 
 Decided from the components as built from the settings — never from what a
 checkpoint restored — so that a resumed run and a loaded pipeline agree with
-the run that wrote them on what must be in its checkpoints.
+the run that wrote them on what must be in its checkpoints. It lies below both
+the trainer and :class:`modiff.Pipeline`, so that loading a run, which checks
+its checkpoint against this plan, imports no training module.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from ..protocols import Fittable, Trainable
+from .protocols import Fittable, Trainable, trains_jointly
 
 STAGES = ("encoder", "text_embedder", "denoiser")
 
@@ -33,13 +35,13 @@ def stages_to_train(components: Any) -> list[str]:
 def roles_of(components: Any, stage: str) -> list[str]:
     """The roles whose weights ``stage`` trains: itself, or for the denoiser
     stage the denoiser, a conditioner with weights, and a text embedder that
-    asks for ``joint_training``."""
+    asks for ``joint_training`` (:class:`~modiff.protocols.TrainsJointly`)."""
     if stage != "denoiser":
         return [stage]
     roles = ["denoiser"]
     if isinstance(components.conditioner, nn.Module):
         roles.append("conditioner")
-    if getattr(components.text_embedder, "joint_training", False):
+    if trains_jointly(components.text_embedder):
         roles.append("text_embedder")
     return roles
 
