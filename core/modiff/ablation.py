@@ -323,6 +323,7 @@ def run_ablation(
 
 
 def _interrupted() -> type[BaseException]:
+    # Training (torch) loads when a run starts, not when an ablation file is read or a job boots.
     from .training import TrainingInterrupted
 
     return TrainingInterrupted
@@ -465,6 +466,7 @@ def _learning_curve(run: RunDir) -> list[dict[str, Any]]:
 
 
 def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> dict[str, Any]:
+    # Torch and the trainer load when a run starts, not when an ablation file is read or a job boots.
     from .images import labelled_grid, save_png
     from .workflows import evaluate_run, save_evaluation, train_run
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from . import __version__
 from .errors import ModiffError
+from .plugins import registry
 
 COMMAND_MODULES = ("plugins", "settings", "train", "generate", "evaluate", "demo", "ablate", "segment")
 
@@ -33,8 +34,6 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _plugin_commands(sub: argparse._SubParsersAction) -> None:
-    from .plugins import registry
-
     pm = registry().manager
     if pm is None:
         return
