@@ -13,7 +13,7 @@ branching on its name, so a new task is one class (registered by a plugin's
 
 Built in:
 
-* ``text-to-image`` — no image context; the denoising loss.
+* ``text-to-image`` — no image context; the denoising loss (:mod:`.text_to_image`).
 * ``mask-to-image`` — a class map as context (:mod:`.mask_to_image`).
 * ``inpainting`` — mask and masked-image latent as context, Stable
   Diffusion's layout (:mod:`.inpainting`).
@@ -24,11 +24,12 @@ Built in:
 from __future__ import annotations
 
 from ..parameters import Sampling
-from .base import Task, TextToImage
+from .base import Task
 from .generation import Generated, GenerationRequest, Input, Output
 from .inpainting import Inpainting, blend_known, inpaint, inpainting_context, random_paint_masks
 from .mask_to_image import MaskToImage, mask_context, mask_to_image
 from .segmentation import Segmentation, SegmentationLoss, segment, segmentation_loss
+from .text_to_image import TextToImage
 
 #: The tasks the core ships; plugins add theirs through ``register_tasks``.
 BUILTIN_TASKS: tuple[Task, ...] = (TextToImage(), MaskToImage(), Inpainting(), Segmentation())
