@@ -70,11 +70,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import stats
 from .errors import ModiffError, SettingsError
 from .report import write_report
+from .names import FOLDER_NAME_RULE, is_folder_name
 from .runs import RunDir, atomic_write_json
 from .settings import ResolvedSettings, load
 from .stage_cache import StageCache, stage_keys
@@ -135,6 +136,13 @@ class AblationFile(BaseModel):
     compare: list[Compare] = Field(default_factory=list)
 
     @model_validator(mode="after")
+    @field_validator("name")
+    @classmethod
+    def _one_folder(cls, name: str | None) -> str | None:
+        if name is not None and not is_folder_name(name):
+            raise ValueError(f"an ablation's name is its output folder under runs_dir: {FOLDER_NAME_RULE}")
+        return name
+
     def _seeds_unique(self) -> AblationFile:
         for seeds in [self.seeds, *(v.seeds for v in self.variant if v.seeds)]:
             if len(set(seeds)) != len(seeds):
@@ -236,6 +244,10 @@ def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablatio
     if len(set(names)) != len(names):
         raise SettingsError([f"{path}: two cells have the same name; give the variants distinct names"])
     ablation = Ablation(path, spec, base_files, cells, Path(spec.name or path.stem), extra_sets=tuple(extra_sets))
+    if spec.name is None and not is_folder_name(path.stem):
+        raise SettingsError(
+            [f"{path}: its file name cannot name the output folder; set name = \"...\" ({FOLDER_NAME_RULE})"]
+        )
     _check_references(ablation)
     return ablation
 

@@ -12,7 +12,9 @@ from .errors import ModiffError
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(name: str | torch.device = "auto", *, source: str = "[run] device") -> torch.device:
+def resolve_device(
+    name: str | torch.device = "auto", *, source: str = "[run] device", allow_meta: bool = False
+) -> torch.device:
     """The device ``name`` names, checked against this machine.
 
     ``auto`` picks CUDA when present (the current rank's device under
@@ -21,7 +23,9 @@ def resolve_device(name: str | torch.device = "auto", *, source: str = "[run] de
     ``mps`` where available. A value that names no device, or a device the
     machine lacks, is a :class:`ModiffError` naming ``source`` (the settings
     key or command-line option the value came from), the value and what is
-    allowed here.
+    allowed here. ``meta`` (shapes, no data) is for code that inspects a
+    model's parameters (``allow_meta``), never a user's choice: nothing can be
+    trained or generated on it.
     """
     if isinstance(name, torch.device):
         return name
@@ -30,9 +34,11 @@ def resolve_device(name: str | torch.device = "auto", *, source: str = "[run] de
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
-    if key == "meta":  # shapes only, no memory: how plugins inspect a model's parameters
-        return torch.device("meta")
     allowed = _allowed()
+    if key == "meta":  # shapes only, no memory: how plugins inspect a model's parameters
+        if allow_meta:
+            return torch.device("meta")
+        raise ModiffError(f"{source} = {name!r} holds shapes but no data: nothing can run on it; use {allowed}")
     try:
         device = torch.device(key)
     except (RuntimeError, ValueError):

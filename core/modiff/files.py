@@ -40,21 +40,63 @@ _ADVICE = {
 }
 
 
-def write_error(path: Path, exc: OSError) -> RunError:
-    """A user-facing error for a write the file system refused."""
-    advice = _ADVICE.get(exc.errno or 0, exc.strerror or str(exc))
+#: The operating system's words for each refusal, for libraries that pass on only its message (safetensors'
+#: ``SafetensorError`` reads "... No space left on device ..." and has no errno).
+_WORDS = {code: os.strerror(code) for code in _ADVICE}
+
+
+def refusal(exc: BaseException) -> int | None:
+    """The errno of a write the file system refused (disk full, quota, read-only,
+    no permission) that ``exc`` reports, whichever library raised it; ``None``
+    for anything else (a bug, or a missing file, keeps its own error)."""
+    if isinstance(exc, FileNotFoundError):
+        return None
+    code = getattr(exc, "errno", None)
+    if code in _ADVICE:
+        return code
+    if isinstance(exc, (OSError, SafetensorError, RuntimeError)):
+        text = str(exc)
+        return next((code for code, words in _WORDS.items() if words in text), None)
+    return None
+
+
+def write_error(path: Path, exc: BaseException) -> RunError:
+    """A user-facing error for a write the file system refused: the path and what to do."""
+    code = refusal(exc)
+    advice = _ADVICE[code] if code is not None else getattr(exc, "strerror", None) or str(exc)
+    filename = getattr(exc, "filename", None)
+    if filename and path.is_dir() and Path(filename).is_relative_to(path):  # the file itself, when known
+        path = Path(filename)
     return RunError(f"cannot write {path}: {advice}")
 
 
 @contextmanager
 def refused_writes_explained(path: Path) -> Iterator[None]:
-    """Turn an ``OSError`` from writing under ``path`` into a :class:`RunError`."""
+    """The one guard around writes under ``path``: a refusal by the file system
+    (see :func:`refusal`), raised by the OS, torch, PIL or safetensors, becomes
+    a :class:`RunError` naming the path; anything else passes unchanged."""
     try:
         yield
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError) or exc.errno not in _ADVICE:
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        if refusal(exc) is None:
             raise
         raise write_error(path, exc) from None
+
+
+def check_output_path(folder: Path, file: Path, what: str) -> None:
+    """A :class:`RunError` naming ``what`` (the option or key it came from) when
+    ``file`` cannot be written into ``folder``: the folder, or the nearest
+    existing path above it, is not a folder (``/dev/null``, ``grid.png/x``), or
+    ``file`` is an existing folder. Checked before the work whose result it
+    would refuse."""
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                where = "is" if above == folder else f"would be inside {above}, which is"
+                raise RunError(f"{what} {folder} {where} not a folder; give a folder (or a .png file in one)")
+            break
+    if file.is_dir():
+        raise RunError(f"{what} {file} is a folder, not a file; give a .png file, or that folder itself")
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from PIL import Image
 
 from .assembly import Components, DataFacts, build, build_component
 from .checkpoint import Checkpoint, load_component
-from .devices import autocast
+from .devices import autocast, resolve_device
 from .errors import ModiffError, RunError, WeightsError
 from .files import read_json
 from .images import to_pil
@@ -31,13 +31,11 @@ from .plugins import registry as default_registry
 from .protocols import Conditioning, ModelFn, Scheduler
 from .runs import RunDir
 from .sampler_swap import swap
-from .settings import ResolvedComponent, ResolvedSettings, load
+from .settings import MAX_SEED, ResolvedComponent, ResolvedSettings, load
 from .training_plan import stages_to_train, trained_roles
 
 #: Images generated per forward batch unless told otherwise (guidance doubles it).
 DEFAULT_BATCH = 64
-#: The largest seed a torch generator takes.
-MAX_SEED = 2**64 - 1
 
 
 @dataclass
@@ -93,6 +91,8 @@ class Pipeline:
         evaluators that read held-out data; so does a run trained before the
         facts were saved."""
         run = run if isinstance(run, RunDir) else RunDir.of(run)
+        if device is not None:  # a run's weights need a device that holds data: never "meta"
+            device = resolve_device(device, source="--device")
         run.require()
         checkpoint = run.checkpoint()
         resolved = load([run.settings], sets, registry=registry)
@@ -230,6 +230,8 @@ class Pipeline:
             raise ModiffError(f"steps = {steps}: the noise schedule has {limit} timesteps; use 1 to {limit} steps")
         if not math.isfinite(guidance):
             raise ModiffError(f"guidance = {guidance} is not a number; use a finite scale such as 3.0 (1 disables it)")
+        if guidance < 0:
+            raise ModiffError(f"guidance = {guidance}: use a scale of at least 0 such as 3.0 (1 disables guidance)")
 
     @torch.inference_mode()
     def generate_latents(

@@ -336,8 +336,10 @@ def load_entry_points(
         try:
             module = ep.load()
             pm.register(module, name=name)
-        except Exception as exc:  # a broken plugin must not take the others down
+        except (Exception, SystemExit) as exc:  # a broken plugin must not take the others (or modiff) down
             error = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, SystemExit):
+                error = f"it called sys.exit({exc.code!r}) while being imported"
             if strict:
                 raise PluginError(
                     f"plugin {ep.name!r} from distribution {dist} {version} failed to load: {error}. "

@@ -9,6 +9,7 @@ Layout of ``runs/<name>/``::
     metrics.jsonl        one JSON object per logged step (and per evaluation)
     samples/             sample grids and trajectories
     .lock                locked (``flock``) by the one process writing the run
+    .modiff-run          the marker: this folder is a modiff run (written first, when modiff creates it)
 
 A run is written by one process at a time: :meth:`RunDir.lock` takes an
 exclusive ``flock`` on ``.lock`` and names the holder in it. The kernel
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -41,19 +41,18 @@ from .files import (  # noqa: F401
     read_tensors,
     refused_writes_explained,
 )
-
-#: A run name is one path component: letters, digits, dots, dashes and underscores, not starting with a dot.
-RUN_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+from .names import FOLDER_NAME_RULE, is_folder_name
 
 
 def check_run_name(name: str) -> str:
     """``name`` if it can name a run folder, else a :class:`RunError` saying what is allowed."""
-    if not RUN_NAME.match(name or ""):
-        raise RunError(
-            f"[run] name = {name!r} cannot name a run folder: use one folder name of letters, digits, '.', '-' and "
-            "'_' (at most 128, not starting with '.'), such as \"shapes-clip\"; no paths, no '..'"
-        )
+    if not is_folder_name(name):
+        raise RunError(f"[run] name = {name!r} cannot name a run folder: use {FOLDER_NAME_RULE}")
     return name
+
+
+#: The file modiff writes first into a run folder it creates: what makes the folder a run (:meth:`RunDir.is_run`).
+MARKER = ".modiff-run"
 
 
 @dataclass(frozen=True)
@@ -90,15 +89,43 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.path / ".lock"
 
+    @property
+    def marker(self) -> Path:
+        return self.path / MARKER
+
     def exists(self) -> bool:
         return self.settings.is_file()
 
     def is_run(self) -> bool:
-        """Whether this folder is a modiff run (its settings.toml was written by
-        modiff, which locks a run before writing it), not just any folder that
-        happens to hold a settings.toml."""
-        markers = (self.lock_file, self.path / "LATEST", self.path / "state.json")
-        return self.exists() and any(m.exists() for m in markers)
+        """Whether this folder is a modiff run by its own markers, not just any
+        folder that happens to hold a ``settings.toml`` (another tool's, say):
+        its settings beside the marker modiff writes first when it creates a
+        run, or beside the checkpoint layout (``LATEST`` and ``checkpoints/``)
+        of a run made otherwise (imported, started from a stage cache, or
+        written before the marker existed). Only such a folder is ever resumed
+        or emptied by ``--overwrite``."""
+        if not self.exists():
+            return False
+        return self.marker.is_file() or ((self.path / "LATEST").is_file() and (self.path / "checkpoints").is_dir())
+
+    def refuse_foreign(self) -> None:
+        """A :class:`RunError` unless modiff may write here: the folder is a run
+        (:meth:`is_run`), does not exist yet, or holds nothing but what modiff
+        itself puts in first (its lock and marker). Called before anything is
+        written, so that a folder of someone else's files is left untouched."""
+        if self.path.exists() and not self.path.is_dir():
+            raise RunError(
+                f"{self.path} is a file, not a run folder; choose another [run] name or runs_dir"
+            )
+        if not self.path.is_dir() or self.is_run():
+            return
+        foreign = sorted(p.name for p in self.path.iterdir() if p.name not in (self.lock_file.name, MARKER))
+        if foreign:
+            shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise RunError(
+                f"{self.path} exists and is not a modiff run (it holds {shown} and no {MARKER} marker); nothing "
+                "in it was touched: choose another [run] name or runs_dir, or move that folder away"
+            )
 
     def require(self) -> None:
         if not self.path.is_dir():
@@ -157,8 +184,9 @@ class RunDir:
                     "before training this run again"
                 ) from None
             me = f"process {os.getpid()} on {socket.gethostname()} ({' '.join(sys.argv[:3])})"
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, me.encode(), 0)
+            with refused_writes_explained(self.lock_file):  # a disk already full refuses even these few bytes
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, me.encode(), 0)
             tidy(self.path)
             yield
         finally:

@@ -20,9 +20,9 @@ ever looked up among registered plugins.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -31,15 +31,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
 
 from .errors import ModiffError, SettingsError
+from .names import FOLDER_NAME_RULE, is_folder_name
 from .plugins import ROLES, Registration, Registry
 from .plugins import registry as default_registry
 from .toml_io import dumps, parse_value
 
 ENV_PREFIX = "MODIFF_"
 
-#: A run name is one path component (``[run] name``): never "", ".", "..", a path, an absolute path, or a
-#: hidden folder; at most 128 characters, no control characters.
-RUN_NAME = re.compile(r"^[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,127}$")
+#: The largest seed a torch generator takes: ``[run] seed`` and every generation seed lie in 0..MAX_SEED.
+MAX_SEED = 2**64 - 1
 
 #: Roles a settings file must fill; the others may be left out. ``data`` may
 #: also be left out when ``[run] image_size`` is set: a run that only
@@ -59,7 +59,9 @@ class RunSettings(_Table):
         description="Run directory name under runs_dir: one folder name (no '/', not starting with '.').",
     )
     runs_dir: str = Field("runs", description="Folder that holds run directories.")
-    seed: int = Field(0, description="Seed for weights, data order and noise.")
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description=f"Seed for weights, data order and noise: 0 to {MAX_SEED} (64 bits)."
+    )
     device: str = Field("auto", description="cpu, cuda, cuda:N or auto (CUDA when present).")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Autocast precision.")
     task: str = Field(
@@ -75,11 +77,8 @@ class RunSettings(_Table):
     @field_validator("name")
     @classmethod
     def _one_folder(cls, name: str) -> str:
-        if not RUN_NAME.match(name):
-            raise ValueError(
-                "a run name is one folder name such as \"shapes-clip\": not empty, no '/' or '\\', not starting "
-                "with '.', at most 128 characters"
-            )
+        if not is_folder_name(name):
+            raise ValueError(f"a run name is {FOLDER_NAME_RULE}")
         return name
 
 
@@ -227,15 +226,30 @@ def _deep_merge(
         origins[here] = origin
 
 
+@contextmanager
+def _nesting_refused(origin: str) -> Iterator[None]:
+    """A value nested deeper than Python's recursion limit (``[[[[...]]]]``, a
+    thousand levels) as one :class:`SettingsError` naming where it came from,
+    instead of the ``RecursionError`` the TOML parser or validation would raise."""
+    try:
+        yield
+    except RecursionError:
+        raise SettingsError(
+            [f"a value in {origin} nests arrays or tables too deeply to read (hundreds of levels); "
+             "no setting needs that"]
+        ) from None
+
+
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A settings file as a dict (read with pydantic-settings' TOML source)."""
     p = Path(path)
     if not p.is_file():
         raise SettingsError([f"settings file {str(p)!r} does not exist"])
     try:
-        with p.open("rb") as fh:  # parse first for an error message with a line number
+        with _nesting_refused(str(p)), p.open("rb") as fh:  # parse first for an error message with a line number
             tomllib.load(fh)
-        return dict(TomlConfigSettingsSource(Settings, toml_file=p)())
+        with _nesting_refused(str(p)):
+            return dict(TomlConfigSettingsSource(Settings, toml_file=p)())
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError([f"{p} is not valid TOML: {exc}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -248,7 +262,8 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     A variable whose TABLE names no settings table (``MODIFF_DENOSIER__WIDTH``)
     is an error naming the variable, the closest table and the allowed ones,
     as the same typo in a settings file is: left unreported, the setting it
-    meant would silently keep its old value.
+    meant would silently keep its old value. So is a variable that starts with
+    a table's name but has one underscore before the key (``MODIFF_TRAIN_STEPS``).
     """
     import difflib
 
@@ -258,10 +273,11 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         for k, v in environ.items()
         if k.upper().startswith(ENV_PREFIX) and "__" in k[len(ENV_PREFIX) :]
     }
-    if not relevant:
-        return {}
     tables = list(Settings.model_fields)
-    problems = []
+    problems = [_one_underscore(k, tables) for k in sorted(environ) if k not in relevant]
+    problems = [p for p in problems if p]
+    if not relevant and not problems:
+        return {}
     for variable in sorted(relevant):
         table = variable[len(ENV_PREFIX) :].split("__", 1)[0].lower()
         if table not in tables:
@@ -278,11 +294,30 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
     )
     source.env_vars = {k.lower(): v for k, v in relevant.items()}
-    try:
-        raw = source()
-    except Exception as exc:  # pydantic-settings refuses malformed nesting
-        raise SettingsError([f"cannot read MODIFF_ environment variables: {exc}"]) from None
-    return _parse_leaves(raw)
+    with _nesting_refused("the MODIFF_ environment variables"):
+        try:
+            raw = source()
+        except RecursionError:
+            raise
+        except Exception as exc:  # pydantic-settings refuses malformed nesting
+            raise SettingsError([f"cannot read MODIFF_ environment variables: {exc}"]) from None
+        return _parse_leaves(raw)
+
+
+def _one_underscore(variable: str, tables: list[str]) -> str | None:
+    """The problem with ``variable`` if it reads as a setting written with one
+    underscore between table and key (``MODIFF_TRAIN_STEPS``): it names no
+    setting, and left unreported the setting it meant keeps its old value.
+    modiff's other variables (``MODIFF_LOAD_PLUGINS``) start with no table name."""
+    rest = variable[len(ENV_PREFIX) :].lower() if variable.upper().startswith(ENV_PREFIX) else ""
+    table = next((t for t in sorted(tables, key=len, reverse=True) if rest.startswith(f"{t}_")), None)
+    if table is None:
+        return None
+    meant = f"{ENV_PREFIX}{table.upper()}__{rest[len(table) + 1 :].upper()}"
+    return (
+        f"environment variable {variable} names no setting (did you mean {meant}?); a setting's variable is "
+        f"{ENV_PREFIX}<TABLE>__<KEY>, with two underscores between table and key"
+    )
 
 
 def _parse_leaves(value: Any) -> Any:
@@ -301,7 +336,8 @@ def parse_set(assignment: str) -> dict[str, Any]:
         raise SettingsError(
             [f"--set {assignment!r} is not of the form table.key=value (for example denoiser.channels=[64,128])"]
         )
-    nested: dict[str, Any] = {parts[-1]: parse_value(value.strip())}
+    with _nesting_refused(f"--set {key.strip()}"):
+        nested: dict[str, Any] = {parts[-1]: parse_value(value.strip())}
     for part in reversed(parts[:-1]):
         nested = {part: nested}
     return nested
@@ -348,7 +384,8 @@ def load_settings(
     """Merge the layers and validate everything the core itself defines."""
     layers = load_layers(files, sets, environ, base)
     try:
-        settings = Settings(**layers.data)
+        with _nesting_refused(", ".join(dict.fromkeys(layers.origins.values())) or "the settings"):
+            settings = Settings(**layers.data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, layers, (), None)) from None
     except TypeError as exc:  # keys that are not strings, etc.

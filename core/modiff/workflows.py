@@ -41,12 +41,8 @@ def prepare_run(resolved: ResolvedSettings, run: RunDir, *, resume: bool, overwr
     needs ``--resume`` (same settings) or ``--overwrite``, which removes that
     run folder's contents and nothing else.
     """
-    started = run.exists() or run.latest() is not None
-    if not started and run.path.is_dir() and any(p.name != run.lock_file.name for p in run.path.iterdir()):
-        raise RunError(
-            f"{run.path} exists and is not a modiff run (it has no settings.toml); choose another [run] name "
-            "or runs_dir, so that nothing in it is overwritten"
-        )
+    run.refuse_foreign()
+    started = run.is_run()
     if resume and not started:
         raise RunError(
             f"--resume: {run.path} is not a run that was started (no settings.toml); "
@@ -68,14 +64,20 @@ def prepare_run(resolved: ResolvedSettings, run: RunDir, *, resume: bool, overwr
                 f"({', '.join(differ[:6])}); resume with the run's own settings: `modiff train {run.path} --resume`"
             )
         return saved
-    with refused_writes_explained(run.path):
+    with refused_writes_explained(run.marker):
         run.path.mkdir(parents=True, exist_ok=True)
+        run.marker.write_text("a modiff run: `modiff train` may resume or overwrite this folder\n")
     atomic_write_text(run.settings, resolved.to_toml())
     return resolved
 
 
 def _empty_run_folder(run: RunDir) -> None:
-    """Everything in the run folder but its lock (which this process holds)."""
+    """Everything in the run folder but its lock (which this process holds):
+    only in a folder that is a run by its own markers, and never in the
+    current folder, the home folder or a folder above either."""
+    here = run.path.resolve()
+    if not run.is_run() or here in {Path.cwd().resolve(), *Path.cwd().resolve().parents, Path.home().resolve()}:
+        raise RunError(f"--overwrite: {run.path} is not a run folder modiff may empty; nothing was deleted")
     for entry in run.path.iterdir():
         if entry.name == run.lock_file.name:
             continue
@@ -92,6 +94,16 @@ def _differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list
         elif va != vb and not (prefix == "run." and key in {"device", "runs_dir", "name"}):
             out.append(f"{prefix}{key}")
     return out
+
+
+def check_processes(resolved: ResolvedSettings, processes: int) -> None:
+    """A :class:`ModiffError` unless ``processes`` can share the settings' batch:
+    checked once, before any process starts (``--nproc``), and by every process."""
+    if resolved.train.batch_size % processes:
+        raise ModiffError(
+            f"[train] batch_size = {resolved.train.batch_size} is not divisible by the {processes} processes; "
+            "the global batch is split evenly across them: choose a process count that divides it"
+        )
 
 
 def train_run(
@@ -113,13 +125,13 @@ def train_run(
     whole training); every other rank waits for it to prepare the folder.
     """
     world = world or World.from_env()
-    if resolved.train.batch_size % world.size:
-        raise ModiffError(
-            f"[train] batch_size = {resolved.train.batch_size} is not divisible by the {world.size} processes; "
-            "the global batch is split evenly across them"
-        )
+    check_processes(resolved, world.size)
+    if world.is_main:
+        run.refuse_foreign()  # before the lock: not even a .lock goes into a folder of someone else's files
     lock = run.lock() if world.is_main else contextlib.nullcontext()
-    with lock:
+    # Any write under the run that a library refused (disk full, read-only, no permission) and that no
+    # narrower guard named ends here as the same one clear error.
+    with refused_writes_explained(run.path), lock:
         if world.is_main:
             resolved = prepare_run(resolved, run, resume=resume, overwrite=overwrite)
         world.barrier()

@@ -107,6 +107,7 @@ def generate_files(
     inputs as given (file paths, numbers, text), ``sampling`` the sampling
     options as given (``steps``, ``guidance``, ``negative``, and any other
     option a task that does not sample refuses; ``None``: not given)."""
+    from ..files import check_output_path
     from ..tasks import GenerationRequest
 
     task = pipeline.task
@@ -121,6 +122,8 @@ def generate_files(
     if not task.uses_scheduler and sampling:
         flags = ", ".join(f"--{k}" for k in sampling)
         raise ModiffError(f"this run's task ({task.name!r}) does not sample: {flags} do not apply")
+    if out is not None:  # before the generation whose files it would refuse
+        check_output_path(*_outputs(pipeline, out)[:2], "--out")
     inputs, files = _load_inputs(pipeline, task, values)
     expanded = tuple(p for p in prompts for _ in range(n))
     indices = [i for i in range(len(prompts)) for _ in range(n)]

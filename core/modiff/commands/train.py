@@ -49,7 +49,7 @@ def target(files: list[str], sets: list[str]) -> tuple[ResolvedSettings, RunDir]
     ``<runs_dir>/<name>``.
     """
     from ..errors import RunError
-    from ..runs import RunDir
+    from ..runs import MARKER, RunDir
     from ..settings import load
     from ..workflows import run_dir_for
 
@@ -59,7 +59,10 @@ def target(files: list[str], sets: list[str]) -> tuple[ResolvedSettings, RunDir]
         if folder is not None and RunDir(folder).is_run():
             return load([folder / "settings.toml"], sets), RunDir(folder)
         if given.is_dir():
-            raise RunError(f"{given} is a folder but not a modiff run (no settings.toml written by modiff)")
+            raise RunError(
+                f"{given} is a folder but not a modiff run (no settings.toml beside modiff's {MARKER} marker or "
+                "checkpoints); nothing in it was touched"
+            )
     resolved = load(files, sets)
     return resolved, run_dir_for(resolved)
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..checkpoint import Checkpoint
     from ..errors import ModiffError
     from ..stage_cache import StageCache
-    from ..workflows import train_run
+    from ..workflows import check_processes, train_run
 
     if args.nproc is not None and args.nproc < 1:
         raise ModiffError(f"--nproc must be at least 1, not {args.nproc}")
@@ -76,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     cache = StageCache(Path(args.stage_cache)) if args.stage_cache else None
     # under torchrun WORLD_SIZE says it; before torchrun starts, --nproc does
     processes = int(os.environ.get("WORLD_SIZE") or args.nproc or 1)
+    check_processes(resolved, processes)  # before torchrun starts N processes that would each refuse
     if cache is not None and not args.resume and not args.overwrite and int(os.environ.get("RANK", "0")) == 0:
         stage = cache.start(run_dir, resolved, processes)
         if stage is not None:
