@@ -17,7 +17,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 import modiff
@@ -156,6 +155,16 @@ def test_loading_a_run_imports_no_training_and_builds_no_dataset(tmp_path: Path)
     assert seen == {"training": [], "dataset": False}
 
 
+def test_a_run_trained_before_its_data_facts_were_saved_builds_its_dataset(tmp_path: Path) -> None:
+    from modiff.pipeline import Pipeline
+    from modiff.testing import plugin_registry
+
+    run = train_toy_run(tmp_path)
+    (run / "data.json").unlink()
+    pipe = Pipeline.load(run, registry=plugin_registry(ToyPlugin()))
+    assert pipe.components.dataset is not None, "without data.json, loading builds the dataset as it used to"
+
+
 def write_image_folder(root: Path, count: int = 8, size: int = 16) -> Path:
     root.mkdir(parents=True)
     colours = {"red": (220, 30, 30), "blue": (30, 30, 220)}
@@ -202,7 +211,6 @@ prompts = ["a red square"]
 """
 
 
-@pytest.mark.slow
 def test_an_image_folder_run_generates_after_its_folder_is_deleted(tmp_path: Path) -> None:
     from modiff.pipeline import Pipeline
     from modiff.settings import load
