@@ -683,11 +683,23 @@ def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]
         "names": {m: human_name(m, spec) for m in dict.fromkeys([*compact, *all_metrics])},
         "cells": cells,
         "comparisons": comparisons,
+        "evaluator_error": _evaluator_error(done),
         "runs": len(records),
         "runs_done": len(done),
         "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
         "span_seconds": _span(records),
     }
+
+
+def _evaluator_error(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Per metric, the largest error the runs' evaluators state they were measured
+    to make (:func:`modiff.stats.evaluator_error`): a difference between cells
+    smaller than it may be the instrument's, not the cells'."""
+    out: dict[str, float] = {}
+    for r in records:
+        for metric, rate in stats.evaluator_error(r.get("evaluation")).items():
+            out[metric] = max(rate, out.get(metric, 0.0))
+    return out
 
 
 def _span(records: list[dict[str, Any]]) -> float | None:

@@ -286,6 +286,7 @@ def verdict_table(summary: dict[str, Any]) -> tuple[list[str], list[list[tuple[s
     name is blank.
     """
     metrics = list(dict.fromkeys(r["metric"] for c in summary["comparisons"] for r in c["results"]))
+    error = summary.get("evaluator_error") or {}
     header = ["claim", "a", "b", *(summary["names"].get(m, m) for m in metrics)]
     rows = []
     for c in summary["comparisons"]:
@@ -296,10 +297,34 @@ def verdict_table(summary: dict[str, Any]) -> tuple[list[str], list[list[tuple[s
             if r is None:
                 row.append(("", ""))
                 continue
-            note = f" ({r['note']})" if r.get("note") and r.get("difference") is not None else ""
+            notes = [r["note"]] if r.get("note") and r.get("difference") is not None else []
+            if within_error(r, error.get(m)):
+                notes.append(f"smaller than the evaluator's measured error, {100 * error[m]:.1f} %")
+            note = f" ({'; '.join(notes)})" if notes else ""
             row.append((f"{r['verdict']}|{fmt_difference(r)}{note}", VERDICT_CLASS.get(r["verdict"], "ns")))
         rows.append(row)
     return header, rows
+
+
+def within_error(result: dict[str, Any], error: float | None) -> bool:
+    """Whether a comparison's difference is smaller than the evaluator's measured
+    error on that metric: then it may come from the instrument, not the cells."""
+    diff = result.get("difference")
+    if error is None or diff is None or not math.isfinite(diff["value"]):
+        return False
+    return abs(diff["value"]) < error
+
+
+def error_text(summary: dict[str, Any]) -> str:
+    """A sentence on the evaluator's own measured error, or nothing when it states none."""
+    error = summary.get("evaluator_error") or {}
+    if not error:
+        return ""
+    shown = ", ".join(f"{summary['names'].get(m, m)} {100 * v:.1f} %" for m, v in error.items())
+    return (
+        f" The evaluator states its own measured error (the share of items it scores wrong on images with known "
+        f"answers): {shown}. A difference smaller than it is marked: it may be the instrument's, not the cells'."
+    )
 
 
 def compact_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -467,7 +492,7 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
     if v_rows:
         md += ["## Verdicts", ""]
         md += _md_table(v_header, [[t.replace("|", ": ", 1) if "|" in t else t for t, _ in row] for row in v_rows])
-        md += ["", METHOD, ""]
+        md += ["", METHOD + error_text(summary), ""]
     md += ["## Cells", ""] + _md_table(c_header, c_rows) + [""]
     if charts:
         md += ["## Quality against training time", ""]
@@ -550,7 +575,7 @@ details {{ margin: 0.8em 0; }} summary {{ cursor: pointer; font-weight: bold; }}
 {failed_html}
 <h2>Verdicts</h2>
 {"".join(verdicts) if v_rows else '<p>The file names no comparison ([[compare]] a = "...", b = "...").</p>'}
-<p class="method">{html.escape(METHOD)}</p>
+<p class="method">{html.escape(METHOD + error_text(summary))}</p>
 <h2>Cells</h2>
 <div class="scroll">{_html_table(c_header, c_rows, "compact")}</div>
 <h2>Quality against training time</h2>

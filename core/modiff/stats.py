@@ -407,3 +407,19 @@ def seconds_to_reach(curve: Sequence[tuple[float, float]], level: float) -> floa
             return float(s0 + (seconds - s0) * (level - v0) / (value - v0))
         previous = (seconds, value)
     return None
+
+
+def evaluator_error(evaluation: Mapping[str, Any] | None) -> dict[str, float]:
+    """The error an evaluator states it was measured to make, per metric.
+
+    An evaluator whose reading of an image can be wrong may report, beside its
+    numbers, ``"evaluator_error": {"measured": true, "error": {metric: rate},
+    ...}``: for each metric, the share of items it was measured to score wrong
+    on a set with known answers (the prompt-accuracy evaluator does). Empty
+    when it states none or says it was not measured for this run.
+    """
+    stated = (evaluation or {}).get("evaluator_error")
+    if not isinstance(stated, Mapping) or not stated.get("measured"):
+        return {}
+    rates = stated.get("error") or {}
+    return {k: float(v) for k, v in rates.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -209,7 +209,23 @@ def format_table(result: dict[str, Any]) -> str:
     """The flat numbers of an evaluation as an aligned two-column table."""
     rows = [(k, v) for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows)
+    table = "\n".join(f"{k:<{width}}  {v:.4g}" if isinstance(v, float) else f"{k:<{width}}  {v}" for k, v in rows)
+    return table + _error_note(result)
+
+
+def _error_note(result: dict[str, Any]) -> str:
+    """What the evaluator states about its own error, as lines under the table."""
+    from .stats import evaluator_error
+
+    stated = result.get("evaluator_error")
+    if not isinstance(stated, dict):
+        return ""
+    error = evaluator_error(result)
+    if not error:
+        return "\nevaluator error: not measured for this reader and image size (read the accuracies with care)"
+    shown = ", ".join(f"{k} {100 * v:.1f} %" for k, v in error.items())
+    where = f" on {stated['measured_on']}" if stated.get("measured_on") else ""
+    return f"\nevaluator error (share of verdicts it gets wrong, measured{where}): {shown}"
 
 
 def read_prompts(path: Path) -> list[str]:
