@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..grids import write_grid
 from ..parameters import Sampling
 from .generation import Generated, GenerationRequest, Input, Output
 
@@ -113,7 +114,7 @@ class Task:
         indices)`` give a batch's latents and text embedding (cached where the
         components are frozen); ``indices`` are the batch's dataset indices and
         ``step`` the step's :class:`modiff.TrainingStep`."""
-        from ..training.losses import DenoiserLoss
+        from ..training.losses import DenoiserLoss  # training loads when a run trains, never to generate
 
         return DenoiserLoss(
             components, latents, text, condition_dropout, world, image_context=self.training_image_context
@@ -122,8 +123,6 @@ class Task:
     def write_samples(self, pipeline: Pipeline, prompts: Sequence[str], path: Path, **kwargs: Any) -> Path | None:
         """A picture of what the trained run does, written to ``path``
         (``None`` when the task draws none)."""
-        from ..grids import write_grid
-
         return write_grid(pipeline, prompts, path, **kwargs)
 
     def check(self, components: Components) -> None:

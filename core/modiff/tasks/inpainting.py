@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModiffError
+from ..grids import dataset_examples, save_labelled
+from ..images import to_pil
 from ..noise import generators, randn
 from .base import Task
 from .generation import Generated, GenerationRequest, Input
@@ -107,9 +109,6 @@ class Inpainting(Task):
 
     def write_samples(self, pipeline: Pipeline, prompts: Sequence[str], path: Path, **kwargs: Any) -> Path:
         """Dataset images, the region to repaint (the middle), and the result."""
-        from ..grids import dataset_examples, save_labelled
-        from ..images import to_pil
-
         examples = dataset_examples(pipeline, self.name)
         captions = [e.caption for e in examples]
         images = torch.stack([e.image for e in examples])

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ModiffError
+from ..grids import colour_masks, dataset_examples, save_labelled
+from ..images import to_pil
 from .base import Task
 from .generation import Generated, GenerationRequest, Input
 
@@ -60,9 +62,6 @@ class MaskToImage(Task):
 
     def write_samples(self, pipeline: Pipeline, prompts: Sequence[str], path: Path, **kwargs: Any) -> Path:
         """Dataset maps beside the images made from them."""
-        from ..grids import colour_masks, dataset_examples, save_labelled
-        from ..images import to_pil
-
         examples = dataset_examples(pipeline, self.name)
         captions = [e.caption for e in examples]
         masks = torch.stack([e.mask for e in examples])  # type: ignore[misc]

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from ..devices import autocast
 from ..errors import ModiffError
+from ..grids import colour_masks
 from ..protocols import Conditioning
 from ..training_step import TrainingStep
 from .base import StepLoss, Task
@@ -82,8 +83,6 @@ class Segmentation(Task):
     )
 
     def generate(self, pipeline: Pipeline, request: GenerationRequest) -> Generated:
-        from ..grids import colour_masks
-
         images = request.inputs["image"][None].expand(len(request.prompts), -1, -1, -1)
         masks = segment(pipeline, images)
         overlay = (0.5 * images + 0.5 * colour_masks(masks)).clamp(-1, 1)
