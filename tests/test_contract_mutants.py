@@ -35,7 +35,9 @@ from modiff.testing.mutants.reference import (
     ToyDeterministicSchedulerContract,
     ToyEncoderContract,
     ToyEvaluatorContract,
+    ToyJointTextEmbedderContract,
     ToyPixelEncoderContract,
+    ToySamplingEncoderContract,
     ToySchedulerContract,
     ToyTextEmbedderContract,
 )
@@ -45,11 +47,9 @@ ROLES = tuple(REFERENCE_CONTRACTS)
 
 #: Contract tests without a mutant of their own, and why.
 WITHOUT_MUTANT: dict[tuple[str, str], str] = {
-    ("text_embedder", "test_is_a_text_embedder"): "",
     ("text_embedder", "test_restores_from_assets_and_state_dict"): (
         "the toy has no fitted or trained state: a restore of it cannot go wrong"
     ),
-    ("text_embedder", "test_joint_training_reaches_parameters"): "the toy is not trained with the denoiser",
     ("conditioner", "test_is_a_conditioner"): "",
     ("conditioner", "test_text_is_ignored_when_unused"): "the toy conditions on the text (uses_text = True)",
     ("denoiser", "test_is_a_denoiser"): "",
@@ -74,7 +74,15 @@ class TestToyPixelEncoder(ToyPixelEncoderContract):
     pass
 
 
+class TestToySamplingEncoder(ToySamplingEncoderContract):
+    pass
+
+
 class TestToyTextEmbedder(ToyTextEmbedderContract):
+    pass
+
+
+class TestToyJointTextEmbedder(ToyJointTextEmbedderContract):
     pass
 
 

@@ -54,10 +54,15 @@ __all__ = [
     "HasAssets",
     "ModelFn",
     "SampleCallback",
+    "SamplesPosterior",
     "Scheduler",
+    "TaskProtocol",
     "TextEmbedder",
     "TextEmbedding",
     "Trainable",
+    "TrainsJointly",
+    "samples_posterior",
+    "trains_jointly",
 ]
 
 
@@ -545,6 +550,62 @@ class Evaluator(Protocol):
         ...
 
 
+@runtime_checkable
+class TaskProtocol(Protocol):
+    """What the core asks of a run's task (``[run] task``).
+
+    :class:`modiff.tasks.Task` is its base implementation, and the class a
+    ``register_tasks`` plugin subclasses; this protocol is how the layers
+    below the tasks (the registry, the assembly, the pipeline) hold one without
+    importing them. Its arguments are the core's own objects (a
+    :class:`modiff.BuildContext`, the built components, a
+    :class:`modiff.Pipeline`, a :class:`modiff.tasks.GenerationRequest`), typed
+    ``Any`` here because they live above this module.
+    """
+
+    name: str
+    description: str
+    head: str
+    uses_scheduler: bool
+    needs_masks: bool
+    usage: str
+    takes_prompts: bool
+    #: :class:`modiff.tasks.Input` and :class:`modiff.tasks.Output` declarations
+    inputs: tuple[Any, ...]
+    outputs: tuple[Any, ...]
+
+    @property
+    def generates_from_prompts(self) -> bool:
+        """Whether prompts alone make images."""
+        ...
+
+    def image_context_channels(self, context: Any) -> int:
+        """Channels of image context concatenated to ``x_t``."""
+        ...
+
+    def training_image_context(self, components: Any, batch: Batch, generator: Any, share: slice) -> Any:
+        """The image context of a training batch (``None`` for none)."""
+        ...
+
+    def training_loss(
+        self, components: Any, *, latents: Any, text: Any, condition_dropout: float, world: Any
+    ) -> Callable[..., Any]:
+        """The denoiser stage's loss: ``loss(batch, indices, generator) -> scalar``."""
+        ...
+
+    def write_samples(self, pipeline: Any, prompts: Sequence[str], path: Any, **kwargs: Any) -> Any:
+        """A picture of what the trained run does (``None`` when the task draws none)."""
+        ...
+
+    def check(self, components: Any) -> None:
+        """Raise a :class:`modiff.ModiffError` if the components cannot do this task."""
+        ...
+
+    def generate(self, pipeline: Any, request: Any) -> Any:
+        """One generation from its resolved request: a :class:`modiff.tasks.Generated`."""
+        ...
+
+
 # --------------------------------------------------------------------------
 # How components learn
 # --------------------------------------------------------------------------
@@ -603,3 +664,53 @@ class HasAssets(Protocol):
     def save_assets(self, directory: Path) -> None: ...
 
     def load_assets(self, directory: Path) -> None: ...
+
+
+# --------------------------------------------------------------------------
+# Optional capabilities: attributes the core reads when a component has them
+# --------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TrainsJointly(Protocol):
+    """A text embedder that asks to be trained with the denoiser.
+
+    With ``joint_training = True`` the denoiser stage optimises the
+    embedder's parameters too, on the task's loss: it is then a
+    ``torch.nn.Module`` whose ``embed``, in train mode, passes gradients to
+    its parameters, and its embeddings are computed every step. Without the
+    attribute, or with ``False``, it is frozen in that stage and each
+    caption's embedding is computed once and cached. The value is a ``bool``
+    (a string such as ``"false"`` would read as true). The contract kit checks
+    both (``TextEmbedderContract``).
+    """
+
+    joint_training: bool
+
+
+@runtime_checkable
+class SamplesPosterior(Protocol):
+    """An encoder whose ``encode`` samples its posterior (a VAE's q(z | x)).
+
+    With ``sample_posterior = True`` an image's latent is a draw, so the
+    denoiser stage encodes every step, handing ``encode`` one generator per
+    image (drawn from the step's seed, so N processes draw what one would);
+    image ``i``'s latent must depend on its own generator alone. Without the
+    attribute, or with ``False``, ``encode`` is a function of the images
+    alone, and the core computes each image's latent once and caches it. The
+    contract kit checks both (``EncoderContract``).
+    """
+
+    sample_posterior: bool
+
+
+def trains_jointly(component: object) -> bool:
+    """Whether ``component`` (a text embedder, or ``None``) is trained with the
+    denoiser: the one place the core reads ``joint_training``."""
+    return isinstance(component, TrainsJointly) and bool(component.joint_training)
+
+
+def samples_posterior(encoder: object) -> bool:
+    """Whether ``encoder``'s latents are draws that cannot be cached: the one
+    place the core reads ``sample_posterior``."""
+    return isinstance(encoder, SamplesPosterior) and bool(encoder.sample_posterior)

@@ -69,13 +69,18 @@ class ToyDataset:
 class ToyEncoderSettings(ComponentSettings):
     downscale: int = Field(1, ge=1)
     trainable: bool = False
+    sample_posterior: bool = False
 
 
 class ToyEncoder(nn.Module):
     """Average pooling by ``downscale`` into 3 channels, nearest upsampling back;
-    optionally with a 1×1 conv trained by reconstruction (to exercise stages)."""
+    optionally with a 1×1 conv trained by reconstruction (to exercise stages),
+    and with ``sample_posterior`` a little noise from the generator(s) it is
+    given added to each latent (an encoder whose latents cannot be cached)."""
 
     latent_channels = 3
+    #: The standard deviation of the "posterior" around the pooled image.
+    spread = 0.1
 
     def __init__(self, s: ToyEncoderSettings):
         super().__init__()
@@ -85,6 +90,7 @@ class ToyEncoder(nn.Module):
         nn.init.zeros_(self.mix.bias)
         self.register_buffer("scale", torch.ones(()))
         self.needs_training = s.trainable
+        self.sample_posterior = s.sample_posterior
 
     @property
     def scaling_factor(self) -> float:
@@ -97,7 +103,10 @@ class ToyEncoder(nn.Module):
         if images.shape[-1] % f or images.shape[-2] % f:
             raise ValueError(f"image size {tuple(images.shape[-2:])} is not a multiple of downscale {f}")
         z = nn.functional.avg_pool2d(images, f) if f > 1 else images
-        return self.mix(z) * self.scale
+        z = self.mix(z) * self.scale
+        if self.sample_posterior:
+            z = z + self.spread * randn(z.shape, generator, device=z.device, dtype=z.dtype)
+        return z
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         if latents.dim() != 4 or latents.shape[1] != self.latent_channels:
@@ -118,16 +127,21 @@ class ToyEncoder(nn.Module):
 class ToyTextSettings(ComponentSettings):
     dim: int = Field(8, ge=1)
     max_tokens: int = Field(8, ge=1)
+    joint_training: bool = False
 
 
 class ToyTextEmbedder(nn.Module):
-    """Each word's vector is a fixed pseudo-random function of the word (a hash)."""
+    """Each word's vector is a fixed pseudo-random function of the word (a hash);
+    with ``joint_training``, scaled by one weight the denoiser stage trains."""
 
     def __init__(self, s: ToyTextSettings):
         super().__init__()
         self.dim, self.max_tokens = s.dim, s.max_tokens
         #: A constant 1 whose device and dtype the embeddings follow (``.to()`` moves it).
         self.register_buffer("unit", torch.ones(()))
+        self.joint_training = s.joint_training
+        if s.joint_training:
+            self.gain = nn.Parameter(torch.ones(()))
 
     def _word(self, word: str) -> torch.Tensor:
         seed = int.from_bytes(hashlib.sha256(word.encode("utf-8", "surrogatepass")).digest()[:8], "little")
@@ -150,6 +164,8 @@ class ToyTextEmbedder(nn.Module):
                 tokens[i, j] = self._word(w)
                 mask[i, j] = True
         tokens, mask = tokens.to(self.unit) * self.unit, mask.to(self.unit.device)
+        if self.joint_training:
+            tokens = tokens * self.gain
         pooled = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return TextEmbedding(tokens, mask, pooled)
 

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..assembly import Components
 from ..distributed import World
-from ..protocols import Batch
+from ..protocols import Batch, samples_posterior, trains_jointly
 from ..settings import StageSettings
 from ..training_plan import roles_of
 from ..training_step import TrainingStep
@@ -49,14 +49,14 @@ def denoiser_stage(components: Components, world: World) -> Stage:
     """The denoiser stage: the task's loss, the encoder (and a text embedder not trained
     jointly) frozen, and what the frozen components compute cached."""
     c, train = components, components.settings.train
-    joint = getattr(c.text_embedder, "joint_training", False)
+    joint = trains_jointly(c.text_embedder)
     for role in ("encoder",) + (() if joint else ("text_embedder",)):
         m = c.get(role)
         if isinstance(m, nn.Module):
             m.eval().requires_grad_(False)
     # The encoder is frozen in this stage (whether or not a stage of its own trained it), so its latents
     # can be cached unless it samples its posterior.
-    deterministic = not getattr(c.encoder, "sample_posterior", False)
+    deterministic = not samples_posterior(c.encoder)
     cache = FrozenCache(
         c.dataset,
         encoder=c.encoder if deterministic else None,

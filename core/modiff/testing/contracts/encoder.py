@@ -3,6 +3,12 @@
 Subclass :class:`EncoderContract`, set ``plugin`` and ``settings``; set
 ``exact = True`` for an encoder whose round trip must be bit-exact (pixel
 space), which also checks that nothing is clamped.
+
+What the core assumes of an encoder's latents is checked too: unless it
+declares ``sample_posterior = True`` (:class:`modiff.protocols.SamplesPosterior`)
+an image's latent is computed once and cached, so ``encode`` must be a
+function of the images alone; if it does, it is encoded every step with one
+generator per image, so each latent must follow its own generator.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from ...protocols import Encoder, Trainable
+from ...protocols import Encoder, SamplesPosterior, Trainable, samples_posterior
 from .base import CONTRACT_SETTINGS, Contract
 from .checks import DeviceCheck, assert_unchanged, floating_dtype_of, global_random_state_unchanged
 
@@ -53,6 +59,8 @@ class EncoderContract(Contract):
         assert isinstance(e.scaling_factor, float) and e.scaling_factor > 0
         if isinstance(e, Trainable):
             assert isinstance(e.needs_training, bool)
+        if isinstance(e, SamplesPosterior):
+            assert isinstance(e.sample_posterior, bool), f"sample_posterior is {e.sample_posterior!r}, not a bool"
 
     @ENCODER_SETTINGS
     @given(batch=st.integers(1, 3), k=st.integers(1, 3))
@@ -89,17 +97,66 @@ class EncoderContract(Contract):
             torch.testing.assert_close(e.decode(e.encode(x)), x, rtol=0, atol=0)
 
     def test_batch_independence(self) -> None:
+        """An image's latent does not depend on the rest of the batch (for an encoder
+        that samples its posterior: given the same generator for that image)."""
         e = self.build()
         x = self.images(3)
+        sampling = samples_posterior(e)
+
+        def encode(images: torch.Tensor) -> torch.Tensor:
+            return e.encode(images, generator=_generators(range(len(images))) if sampling else None)
+
         with torch.no_grad():
-            full = e.encode(x)
+            full = encode(x)
             y = x.clone()
             y[1:] = self.images(2, seed=9)
-            part = e.encode(y)
+            part = encode(y)
             torch.testing.assert_close(full[0], part[0], rtol=1e-5, atol=self.atol)
             torch.testing.assert_close(e.decode(full)[0], e.decode(part)[0], rtol=1e-5, atol=self.atol)
-            alone = e.encode(x[:1])
+            alone = encode(x[:1])
             torch.testing.assert_close(full[:1], alone, rtol=1e-5, atol=self.atol)
+
+    def test_latents_are_a_function_of_the_images_unless_it_samples(self) -> None:
+        """Without ``sample_posterior = True`` the core computes each image's latent once
+        and caches it for the whole denoiser stage, so ``encode`` must give an image the
+        same latent every time, whatever generator it is given (an encoder that samples
+        its posterior must say so, or the stage trains on one frozen sample)."""
+        e = self.build()
+        if samples_posterior(e):
+            pytest.skip("samples its posterior (sample_posterior = True): its latents are not cached")
+        x = self.images(2)
+        with torch.no_grad():
+            first = e.encode(x)
+            again = e.encode(x)
+            drawn = e.encode(x, generator=torch.Generator().manual_seed(3))
+        declare = "declare sample_posterior = True if it samples its posterior"
+        assert torch.equal(first, again), f"encode changes from call to call; {declare}"
+        assert torch.equal(first, drawn), f"encode depends on its generator; {declare}"
+
+    def test_posterior_samples_follow_their_generators(self) -> None:
+        """With ``sample_posterior = True`` the core encodes every step, with one generator
+        per image (seeded from the step, so N processes draw what one would): equal
+        generators give equal latents, other generators other latents, and an image's
+        latent depends on its own generator alone, not on its place in the batch."""
+        e = self.build()
+        if not samples_posterior(e):
+            pytest.skip("does not sample its posterior: its latents are cached")
+        x = self.images(3)
+        with torch.no_grad():
+            a = e.encode(x, generator=_generators([1, 2, 3]))
+            b = e.encode(x, generator=_generators([1, 2, 3]))
+            other = e.encode(x, generator=_generators([4, 5, 6]))
+            second_alone = e.encode(x[1:2], generator=_generators([2]))
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg="equal generators gave different latents")
+        for i in range(len(x)):
+            assert not torch.equal(a[i], other[i]), (
+                f"image {i}'s latent is the same for another generator: "
+                "sample_posterior = True, but encode does not sample"
+            )
+        torch.testing.assert_close(
+            a[1:2], second_alone, rtol=1e-5, atol=self.atol,
+            msg="an image's latent depends on the other images' generators: draw row i from generator i",
+        )
 
     def test_encode_is_reproducible_with_a_generator(self) -> None:
         """Equal generators give equal latents, whatever the global random state, which
@@ -171,3 +228,8 @@ class EncoderContract(Contract):
             e.encode(torch.zeros(1, 1, 2 * f, 2 * f))
         with pytest.raises(ValueError):
             e.decode(torch.zeros(1, e.latent_channels + 1, 2, 2))
+
+
+def _generators(seeds: range | list[int]) -> list[torch.Generator]:
+    """One CPU generator per image, as the core hands a sampling encoder in training."""
+    return [torch.Generator().manual_seed(int(s)) for s in seeds]

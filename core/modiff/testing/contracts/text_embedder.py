@@ -32,7 +32,7 @@ import torch
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 
-from ...protocols import HasAssets, TextEmbedder, TextEmbedding
+from ...protocols import HasAssets, TextEmbedder, TextEmbedding, TrainsJointly, trains_jointly
 from ..strategies import prompt_batches
 from .base import CONTRACT_SETTINGS, Contract
 from .checks import DeviceCheck, floating_dtype_of, global_random_state_unchanged, has_tensors
@@ -99,6 +99,11 @@ class TextEmbedderContract(Contract):
         if hasattr(e, "needs_training"):
             assert isinstance(e.needs_training, bool)
             assert not e.needs_training, "a prepared component must not need training"
+        if isinstance(e, TrainsJointly):
+            assert isinstance(e.joint_training, bool), (
+                f"joint_training is {e.joint_training!r}; it must be a bool "
+                "(the core reads any non-empty value as true)"
+            )
 
     def test_shapes_and_mask(self) -> None:
         e = self.build()
@@ -243,15 +248,22 @@ class TextEmbedderContract(Contract):
 
     def test_joint_training_reaches_parameters(self) -> None:
         """An embedder that asks to be trained with the denoiser
-        (``joint_training = True``) must pass gradients to its parameters."""
+        (``joint_training = True``, :class:`modiff.protocols.TrainsJointly`) is a
+        module whose embeddings, in train mode, pass gradients to its parameters:
+        the denoiser stage optimises them on the task's loss, and would otherwise
+        train nothing while paying for an embedding every step."""
         e = self.build()
-        if not getattr(e, "joint_training", False):
+        if not trains_jointly(e):
             pytest.skip("not trained jointly with the denoiser")
+        assert isinstance(e, torch.nn.Module), "joint_training = True, but the embedder is not a torch module"
         e.train()
         out = e.embed(self.prompts)
         (out.tokens.square().sum() + out.pooled.square().sum()).backward()
         grads = [p.grad for p in e.parameters() if p.requires_grad]
-        assert grads and any(g is not None and bool(g.abs().sum() > 0) for g in grads)
+        assert grads, "joint_training = True, but the embedder has no parameter that requires a gradient"
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in grads), (
+            "joint_training = True, but no gradient reaches the embedder's parameters from its embeddings"
+        )
 
     @_SETTINGS
     @given(prompts=prompt_batches())

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..toys import ToyEncoder
+from ...noise import GeneratorArg, randn
+from ..toys import ToyEncoder, ToyEncoderSettings
 from .base import mutant
 
 
@@ -119,3 +120,49 @@ class DeclaresFourLatentChannels(ToyEncoder):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         x = latents / self.scale
         return nn.functional.interpolate(x, scale_factor=self.downscale) if self.downscale > 1 else x
+
+
+@mutant("encoder", "global random state", "test_latents_are_a_function_of_the_images_unless_it_samples")
+class SamplesWithoutSayingSo(ToyEncoder):
+    """encode adds posterior noise (from the generator, else the global one) but declares
+    sample_posterior = False: the core caches one sample per image for the whole stage."""
+
+    def __init__(self, s: ToyEncoderSettings):
+        super().__init__(s)
+        self.sample_posterior = False
+
+    def encode(self, images: torch.Tensor, *, generator: GeneratorArg = None) -> torch.Tensor:
+        z = super().encode(images, generator=generator)
+        return z + self.spread * randn(z.shape, generator, device=z.device, dtype=z.dtype)
+
+
+@mutant("encoder", "ignores an input", "test_posterior_samples_follow_their_generators")
+class ClaimsToSampleButReturnsTheMean(ToyEncoder):
+    """sample_posterior = True, but encode ignores its generators and returns the mean:
+    the core encodes every step for nothing."""
+
+    def __init__(self, s: ToyEncoderSettings):
+        super().__init__(s)
+        self.sample_posterior = True
+
+    def encode(self, images: torch.Tensor, *, generator: GeneratorArg = None) -> torch.Tensor:
+        self.sample_posterior = False
+        try:
+            return super().encode(images, generator=generator)
+        finally:
+            self.sample_posterior = True
+
+
+@mutant("encoder", "leaks across the batch", "test_posterior_samples_follow_their_generators")
+class OneGeneratorForTheWholeBatch(ToyEncoder):
+    """Given one generator per image, it draws the whole batch's noise from the first, so
+    an image's sample depends on its place in the batch (and on the process count)."""
+
+    def __init__(self, s: ToyEncoderSettings):
+        super().__init__(s)
+        self.sample_posterior = True
+
+    def encode(self, images: torch.Tensor, *, generator: GeneratorArg = None) -> torch.Tensor:
+        if isinstance(generator, (list, tuple)):
+            generator = generator[0] if generator else None
+        return super().encode(images, generator=generator)

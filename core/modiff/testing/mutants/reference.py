@@ -57,7 +57,21 @@ class ToyPixelEncoderContract(_OnToys, EncoderContract):
     exact = True
 
 
+class ToySamplingEncoderContract(_OnToys, EncoderContract):
+    """Latent space with ``sample_posterior = True``: each latent a draw from its generator."""
+
+    settings: ClassVar[dict[str, Any]] = {"downscale": 2, "sample_posterior": True}
+    image_size = 8
+
+
 class ToyTextEmbedderContract(_OnToys, TextEmbedderContract):
+    pads_to_longest = True
+
+
+class ToyJointTextEmbedderContract(_OnToys, TextEmbedderContract):
+    """``joint_training = True``: one weight the denoiser stage trains."""
+
+    settings: ClassVar[dict[str, Any]] = {"joint_training": True}
     pads_to_longest = True
 
 
@@ -115,8 +129,8 @@ class ToyEvaluatorContract(_OnToys, EvaluatorContract):
 #: Role -> the toy's contract configurations.
 REFERENCE_CONTRACTS: dict[str, tuple[type[Contract], ...]] = {
     "data": (ToyDatasetContract,),
-    "encoder": (ToyEncoderContract, ToyPixelEncoderContract),
-    "text_embedder": (ToyTextEmbedderContract,),
+    "encoder": (ToyEncoderContract, ToyPixelEncoderContract, ToySamplingEncoderContract),
+    "text_embedder": (ToyTextEmbedderContract, ToyJointTextEmbedderContract),
     "conditioner": (ToyConditionerContract, ToyConditionerWithImageContract),
     "denoiser": (ToyDenoiserContract,),
     "scheduler": (ToySchedulerContract, ToyDeterministicSchedulerContract),

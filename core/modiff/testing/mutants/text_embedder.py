@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 
 from ...protocols import TextEmbedding
-from ..toys import ToyTextEmbedder
+from ..toys import ToyTextEmbedder, ToyTextSettings
 from .base import mutant
 
 
@@ -138,3 +138,25 @@ class TokensOnTheCpu(ToyTextEmbedder):
             return super().embed(prompts)
         finally:
             self.unit = unit
+
+
+@mutant("text_embedder", "wrong formula", "test_joint_training_reaches_parameters")
+class DetachesWhileTrainingJointly(ToyTextEmbedder):
+    """It asks to be trained with the denoiser (joint_training = True) but embeds under
+    torch.no_grad, so no gradient reaches its weight: the stage trains nothing of it."""
+
+    def __init__(self, s: ToyTextSettings):
+        super().__init__(s.model_copy(update={"joint_training": True}))
+
+    def embed(self, prompts: Sequence[str]) -> TextEmbedding:
+        with torch.no_grad():
+            return super().embed(prompts)
+
+
+@mutant("text_embedder", "wrong range or type", "test_is_a_text_embedder")
+class JointTrainingAsText(ToyTextEmbedder):
+    """joint_training is the setting's text "false", which the core reads as true."""
+
+    def __init__(self, s: ToyTextSettings):
+        super().__init__(s)
+        self.joint_training = "false"  # type: ignore[assignment]
