@@ -188,20 +188,25 @@ def trained(toys, tmp_path: Path) -> Path:
     return tmp_path / "runs" / "toy"
 
 
-def test_generate_values_no_run_can_honour_are_clear_errors(trained: Path, tmp_path: Path, capsys) -> None:
+#: Generation options no run can honour (each formerly accepted or a traceback), and words of their one-line error.
+GENERATE_MISTAKES = {
+    "negative guidance": (["--guidance", "-5"], "guidance = -5"),
+    "out /dev/null": (["--out", "/dev/null"], "--out /dev/null"),
+    "out inside a file": (["--out", "{tmp}/file.png/x"], "file.png, which is not a folder"),
+    "out .png that is a folder": (["--out", "{tmp}/folder.png"], "folder.png is a folder"),
+    "device meta": (["--device", "meta"], "--device = 'meta'"),
+}
+
+
+@pytest.mark.parametrize("case", GENERATE_MISTAKES.values(), ids=GENERATE_MISTAKES.keys())
+def test_generate_values_no_run_can_honour_are_clear_errors(trained: Path, tmp_path: Path, capsys, case) -> None:
+    args, words = case
     (tmp_path / "file.png").write_bytes(b"not a folder")
     (tmp_path / "folder.png").mkdir()
-    cases = {
-        ("--guidance", "-5"): "guidance = -5",
-        ("--out", "/dev/null"): "--out /dev/null",
-        ("--out", str(tmp_path / "file.png" / "x")): "file.png, which is not a folder",
-        ("--out", str(tmp_path / "folder.png")): "folder.png is a folder",
-        ("--device", "meta"): "--device = 'meta'",
-    }
-    for args, words in cases.items():
-        capsys.readouterr()
-        assert main(["generate", str(trained), "a red square", "--steps", "2", *args]) == 2, args
-        one_clear_line(capsys.readouterr().err, words)
+    capsys.readouterr()
+    args = [a.format(tmp=tmp_path) for a in args]
+    assert main(["generate", str(trained), "a red square", "--steps", "2", *args]) == 2, args
+    one_clear_line(capsys.readouterr().err, words)
     assert (tmp_path / "file.png").read_bytes() == b"not a folder"
 
 
@@ -234,18 +239,24 @@ def test_an_environment_variable_that_names_no_setting_is_reported(
     assert "steps = 1" in capsys.readouterr().out
 
 
-def test_a_value_nested_too_deeply_is_a_clear_error(toys, tmp_path: Path, capsys, monkeypatch) -> None:
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize("where", ["file", "--set", "environment"])
+def test_a_value_nested_too_deeply_is_a_clear_error(toys, tmp_path: Path, capsys, monkeypatch, where) -> None:
     settings = toy_settings(tmp_path, tmp_path / "runs")
-    deep = "[" * 5000 + "]" * 5000
-    nested = tmp_path / "deep.toml"
-    nested.write_text(f"[sample]\nprompts = {deep}\n")
-    assert main(["train", str(settings), str(nested)]) == 2
-    one_clear_line(capsys.readouterr().err, "deep.toml", "too deeply")
-    assert main(["train", str(settings), "--set", f"sample.prompts={deep}"]) == 2
-    one_clear_line(capsys.readouterr().err, "--set sample.prompts", "too deeply")
-    monkeypatch.setenv("MODIFF_SAMPLE__PROMPTS", deep)
-    assert main(["train", str(settings)]) == 2
-    one_clear_line(capsys.readouterr().err, "MODIFF_", "too deeply")
+    args, words = ["train", str(settings)], "too deeply"
+    if where == "file":
+        nested = tmp_path / "deep.toml"
+        nested.write_text(f"[sample]\nprompts = {DEEP}\n")
+        args.append(str(nested))
+    elif where == "--set":
+        args += ["--set", f"sample.prompts={DEEP}"]
+    else:
+        monkeypatch.setenv("MODIFF_SAMPLE__PROMPTS", DEEP)
+    assert main(args) == 2
+    one_clear_line(capsys.readouterr().err, words, {"file": "deep.toml", "--set": "--set sample.prompts",
+                                                    "environment": "MODIFF_"}[where])
 
 
 def test_a_plugin_that_calls_sys_exit_at_import_is_listed_as_broken(fake_distribution, capsys) -> None:

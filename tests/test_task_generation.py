@@ -240,3 +240,16 @@ def test_an_ablation_draws_a_comparison_grid_for_every_task_that_makes_images_fr
     assert [r["status"] for r in records] == ["done"] * 3, [r.get("error") for r in records]
     grids = {r["changes"]["run.task"]: "grid" in r for r in records}
     assert grids == {"text-to-image": True, "prompted": True, "segmentation": False}
+
+
+def test_the_layers_below_the_tasks_hold_a_task_by_its_protocol(tmp_path: Path, use_registry) -> None:
+    from modiff.protocols import TaskProtocol
+
+    registry = use_registry(plugin_registry(ToyPlugin()))
+    assert all(isinstance(task, TaskProtocol) for task in registry.tasks().values())
+    assert sorted(registry.tasks()) == sorted(task.name for task in BUILTIN_TASKS)
+
+    class Half:  # a task that says nothing of its generation
+        name, description, head = "half", "", "denoise"
+
+    assert not isinstance(Half(), TaskProtocol)

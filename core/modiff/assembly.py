@@ -29,6 +29,7 @@ from .protocols import (
     Encoder,
     Evaluator,
     Scheduler,
+    TaskProtocol,
     TextEmbedder,
 )
 from .settings import ResolvedComponent, ResolvedSettings, RunSettings
@@ -79,7 +80,7 @@ class BuildContext:
     """
 
     run: RunSettings = field(default_factory=RunSettings)
-    task: Any = None
+    task: TaskProtocol | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dataset: Dataset | None = None
     encoder: Encoder | None = None
@@ -151,9 +152,11 @@ class Components:
     evaluator: Evaluator | None
 
     @property
-    def task(self) -> Any:
+    def task(self) -> TaskProtocol:
         """The run's :class:`modiff.tasks.Task`."""
-        return self.context.task
+        task = self.context.task
+        assert task is not None, "build() gives the components their run's task"
+        return task
 
     ROLES = ("data", "encoder", "text_embedder", "conditioner", "denoiser", "scheduler", "evaluator")
 

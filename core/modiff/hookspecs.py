@@ -77,6 +77,8 @@ from typing import Any, Protocol
 import pluggy
 from pydantic import BaseModel
 
+from .protocols import TaskProtocol
+
 # The hook specs sit at the bottom of the core (docs/concepts.md, "Layers"): they
 # name the build context and the task, which live layers above, in words only, so
 # that nothing here imports what is built on top of it.
@@ -116,7 +118,7 @@ class Register(Protocol):
 class RegisterTask(Protocol):
     """The callback ``register_tasks`` receives."""
 
-    def __call__(self, task: Any) -> None:
+    def __call__(self, task: TaskProtocol) -> None:
         """Register ``task`` (an instance of a :class:`modiff.tasks.Task` subclass).
 
         Raises:

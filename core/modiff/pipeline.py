@@ -28,7 +28,7 @@ from .noise import generators, randn
 from .parameters import DEFAULT_STRENGTH, Sampling
 from .plugins import Registry
 from .plugins import registry as default_registry
-from .protocols import Conditioning, ModelFn, Scheduler
+from .protocols import Conditioning, ModelFn, Scheduler, TaskProtocol
 from .runs import RunDir
 from .sampler_swap import swap
 from .settings import MAX_SEED, ResolvedComponent, ResolvedSettings, load
@@ -346,9 +346,10 @@ class Pipeline:
         return to_pil(self.generate_tensor(list(prompts), **kwargs))
 
     @property
-    def task(self) -> Any:
-        """The run's :class:`modiff.tasks.Task` (its own operations, such as
-        :func:`modiff.tasks.segment`, take the pipeline)."""
+    def task(self) -> TaskProtocol:
+        """The run's :class:`modiff.tasks.Task`: what a generation takes and
+        returns (its ``generate``), and its own operations, such as
+        :func:`modiff.tasks.segment`, which take the pipeline."""
         return self.components.task
 
     @torch.inference_mode()

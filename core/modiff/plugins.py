@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict
 
 from . import hookspecs
 from .errors import PluginError
+from .protocols import TaskProtocol
 
 ENTRY_POINT_GROUP = "modiff"
 
@@ -156,14 +157,14 @@ class Registry:
         default_factory=lambda: {role: {} for role in ROLES}
     )
     manager: pluggy.PluginManager | None = None
-    _tasks: dict[str, Any] | None = field(default=None, repr=False)
+    _tasks: dict[str, TaskProtocol] | None = field(default=None, repr=False)
 
-    def tasks(self) -> dict[str, Any]:
+    def tasks(self) -> dict[str, TaskProtocol]:
         """Every task a run may name in ``[run] task``: what the ``register_tasks``
         hooks register, the core's own (:data:`BUILTIN_PLUGINS`) first.
         Collected on first use (tasks import torch)."""
         if self._tasks is None:
-            tasks: dict[str, Any] = {}
+            tasks: dict[str, TaskProtocol] = {}
             owners: dict[str, str] = {}
             for impl in self.manager.hook.register_tasks.get_hookimpls() if self.manager is not None else []:
 
@@ -185,7 +186,7 @@ class Registry:
             self._tasks = tasks
         return self._tasks
 
-    def task(self, name: str) -> Any:
+    def task(self, name: str) -> TaskProtocol:
         """The task called ``name``; a :class:`PluginError` listing the known ones."""
         found = self.tasks().get(name)
         if found is None:

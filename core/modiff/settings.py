@@ -34,6 +34,7 @@ from .errors import ModiffError, SettingsError
 from .names import FOLDER_NAME_RULE, is_folder_name
 from .plugins import ROLES, Registration, Registry
 from .plugins import registry as default_registry
+from .protocols import TaskProtocol
 from .toml_io import dumps, parse_value
 
 ENV_PREFIX = "MODIFF_"
@@ -414,7 +415,7 @@ class ResolvedSettings:
     components: dict[str, ResolvedComponent]
     layers: Layers
     #: the :class:`modiff.tasks.Task` that ``[run] task`` names
-    task: Any = None
+    task: TaskProtocol | None = None
 
     @property
     def run(self) -> RunSettings:

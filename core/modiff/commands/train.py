@@ -102,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     task = pipeline.task
     path = None
     if pipeline.components.dataset is not None:
-        path = task.write_samples(pipeline, sample_prompts(pipeline), run_dir.samples / "final.png")  # type: ignore[attr-defined]
+        path = task.write_samples(pipeline, sample_prompts(pipeline), run_dir.samples / "final.png")
     where = f"; samples in {path}" if path is not None else ""
-    print(f"trained {run_dir.path}{where}; " + task.usage.format(run=run_dir.path))  # type: ignore[attr-defined]
+    print(f"trained {run_dir.path}{where}; " + task.usage.format(run=run_dir.path))
     return 0
 
 
