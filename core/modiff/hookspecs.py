@@ -80,8 +80,8 @@ from pydantic import BaseModel
 from .protocols import TaskProtocol
 
 # The hook specs sit at the bottom of the core (docs/concepts.md, "Layers"): they
-# name the build context and the task, which live layers above, in words only, so
-# that nothing here imports what is built on top of it.
+# name the build context in words only and the task by its protocol, both of which
+# live layers above, so that nothing here imports what is built on top of it.
 
 PROJECT = "modiff"
 
