@@ -41,7 +41,7 @@ def train(config: str, out: Path, steps: int):
     run = RunDir(out / resolved.run.name)
     t0 = time.perf_counter()
     train_run(resolved, run, resume=run.exists(), progress=False)
-    return Pipeline.load(run.path), time.perf_counter() - t0
+    return Pipeline.load(run.path, with_data=True), time.perf_counter() - t0  # evaluation reads held-out data
 
 
 def foreground_iou(images: torch.Tensor, masks: torch.Tensor) -> float:
