@@ -48,10 +48,12 @@ from .protocols import (
     Example,
     Fittable,
     GeneratingPipeline,
+    SamplesPosterior,
     Scheduler,
     TextEmbedder,
     TextEmbedding,
     Trainable,
+    TrainsJointly,
 )
 from .settings import ResolvedSettings, load_settings, resolve
 from .settings import load as load_settings_files
@@ -124,6 +126,7 @@ __all__ = [
     "ResolvedSettings",
     "RunDir",
     "RunError",
+    "SamplesPosterior",
     "Scheduler",
     "SettingsError",
     "TextEmbedder",
@@ -132,6 +135,7 @@ __all__ = [
     "truncate_token_rows",
     "Trainable",
     "TrainingStep",
+    "TrainsJointly",
     "TruncationWarning",
     "UnknownWordWarning",
     "WeightsError",

@@ -6,7 +6,8 @@
 2. ``text_embedder`` — fitted on the caption corpus (``Fittable``), trained
    on image–caption pairs (``Trainable``), or both, in that order.
 3. ``denoiser`` — the denoiser and conditioner (and a text embedder that
-   asks for ``joint_training``) on the task's loss, the others frozen.
+   asks for ``joint_training``, :class:`~modiff.protocols.TrainsJointly`) on
+   the task's loss, the others frozen.
 
 Each job is a module of its own, so this one reads in one sitting: what a
 stage trains (:mod:`.stages`), its loop (:mod:`.runner`), checkpoints

@@ -35,3 +35,19 @@ class TestKLAutoencoderSlicedContract(EncoderContract):
         "norm_num_groups": 4,
         "slice_size": 2,
     }
+
+
+class TestKLAutoencoderSamplingContract(EncoderContract):
+    """``sample_posterior = true``: each latent a draw from its own generator, which the
+    core relies on when it encodes every step instead of caching (sliced, to check that
+    slicing keeps each image with its generator)."""
+
+    plugin = "kl-autoencoder"
+    settings: ClassVar[dict[str, Any]] = {
+        "downscale": 2,
+        "channels": [8, 8],
+        "latent_channels": 3,
+        "norm_num_groups": 4,
+        "slice_size": 2,
+        "sample_posterior": True,
+    }
