@@ -17,6 +17,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 import modiff
@@ -163,6 +164,19 @@ def test_a_run_trained_before_its_data_facts_were_saved_builds_its_dataset(tmp_p
     (run / "data.json").unlink()
     pipe = Pipeline.load(run, registry=plugin_registry(ToyPlugin()))
     assert pipe.components.dataset is not None, "without data.json, loading builds the dataset as it used to"
+
+
+def test_evaluating_asks_for_the_dataset_that_loading_leaves_out(tmp_path: Path) -> None:
+    from modiff.errors import ModiffError
+    from modiff.pipeline import Pipeline
+    from modiff.testing import plugin_registry
+    from modiff.workflows import evaluate_run
+
+    run = train_toy_run(tmp_path)
+    registry = plugin_registry(ToyPlugin())
+    with pytest.raises(ModiffError, match="with_data=True"):
+        evaluate_run(Pipeline.load(run, registry=registry))
+    assert evaluate_run(Pipeline.load(run, registry=registry, with_data=True))
 
 
 def write_image_folder(root: Path, count: int = 8, size: int = 16) -> Path:

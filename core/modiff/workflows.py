@@ -184,11 +184,20 @@ def evaluate_run(
     prompts: Sequence[str] | None = None,
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the run's evaluator (or ``evaluator`` by name) and time it."""
+    """Run the run's evaluator (or ``evaluator`` by name) and time it.
+
+    Evaluators read the run's held-out data, so a run with a ``[data]`` table
+    is evaluated with its dataset built (``Pipeline.load(run, with_data=True)``).
+    """
     c = pipeline.components
     if evaluator is None and c.evaluator is None:
         names = ", ".join(default_registry().names("evaluator")) or "none installed"
         raise ModiffError(f"the run has no [evaluator]; choose one with --evaluator ({names})")
+    if c.dataset is None and "data" in c.settings.components:
+        raise ModiffError(
+            "evaluating reads the run's dataset, which this pipeline was loaded without; "
+            "load it with Pipeline.load(run, with_data=True)"
+        )
     ev = c.evaluator
     if evaluator is not None:
         reg = default_registry().lookup("evaluator", evaluator)
