@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from modiff import ablation as ablation_module
 from modiff.ablation import analyse, read_ablation, run_ablation, validate
 from modiff.cli import main
 from modiff.errors import SettingsError
+from modiff.runs import RunDir
 from modiff.stats import A_BETTER, B_BETTER, NOT_SEPARABLE
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
@@ -507,3 +512,71 @@ def test_report_opens_in_headless_chromium(base: Path, tmp_path: Path) -> None:
     assert 'data-plots="2"' in dom and 'data-comparisons="3"' in dom and 'data-cells="4"' in dom
     width = int(dom.split('data-width="')[1].split('"')[0])
     assert width <= 1400, f"the page is {width} px wide in a 1400 px window"
+
+
+# -- a driver's jobs and runs written by other processes ----------------------------------------------
+
+
+def test_a_run_another_process_is_writing_is_waited_for_not_failed(base: Path, tmp_path: Path) -> None:
+    """A run whose lock a live process holds (a job a killed driver left behind)
+    is waited for, then trained: not recorded as failed."""
+    path = ablation_file(tmp_path, '[grid]\n"denoiser.hidden" = [4]\n')
+    run = RunDir(tmp_path / "runs" / "abl" / "denoiser.hidden=4")
+    held, release = threading.Event(), threading.Event()
+
+    def other_writer() -> None:
+        with run.lock():
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    assert held.wait(10)
+    logged: list[str] = []
+
+    def log(line: str) -> None:
+        logged.append(line)
+        if "waiting for" in line:  # the other writer finishes a moment later
+            threading.Timer(1.0, release.set).start()
+
+    records = run_ablation(read_ablation(path), progress=False, log=log)
+    release.set()
+    thread.join()
+    assert [r["status"] for r in records] == ["done"], records[0].get("error")
+    assert any(f"waiting for process {os.getpid()}" in line for line in logged), logged
+
+
+@pytest.mark.slow  # subprocesses that train for seconds
+def test_a_killed_drivers_jobs_end_with_it_and_a_rerun_reports_no_failure(
+    tmp_path: Path, toy_subprocess_env: dict[str, str]
+) -> None:
+    """SIGKILL of a `modiff ablate --jobs 2` driver only: its jobs end with it
+    (they do not train on, orphaned), and the same command run again at once
+    finishes every run and reports no failure."""
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"]["runs_dir"] = str(tmp_path / "runs")
+    data["train"].update(steps=2500, checkpoint_every=100)  # 12 s or more a run: the kill lands mid-training
+    (tmp_path / "base.toml").write_text(dumps(data))
+    path = ablation_file(tmp_path, 'share_stages = false\n[grid]\n"denoiser.hidden" = [4, 8]\n')  # both at once
+    command = [sys.executable, "-m", "modiff", "ablate", str(path), "--quiet", "--jobs", "2"]
+    env = dict(toy_subprocess_env, OMP_NUM_THREADS="1")
+    runs = [RunDir(tmp_path / "runs" / "abl" / f"denoiser.hidden={h}") for h in (4, 8)]
+
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not all(run.writer() for run in runs):
+        assert driver.poll() is None and time.monotonic() < deadline, "the jobs never started"
+        time.sleep(0.1)
+    driver.kill()
+    driver.wait()
+    deadline = time.monotonic() + 5  # a job signalled ends at once; an orphan would train for seconds more
+    while any(run.writer() for run in runs) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(run.writer() for run in runs), "the jobs train on after their driver was killed"
+
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "failed" not in again.stdout + again.stderr
+    records = [json.loads((run.path / "cell.json").read_text()) for run in runs]
+    assert [r["status"] for r in records] == ["done", "done"]
+    assert "failed" not in (tmp_path / "runs" / "abl" / "report.md").read_text()

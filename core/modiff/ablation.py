@@ -61,6 +61,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -375,6 +376,14 @@ def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, pr
             log(f"[{i}/{total}] {cell.name}: finished earlier, skipped")
             records.append(record)
             continue
+        label = f"[{i}/{total}] {cell.name}"
+        while _still_written(RunDir(out / cell.name), label, log, waiting=set()):
+            time.sleep(POLL_SECONDS)
+        record = _finished(out, cell)
+        if record is not None:  # the process we waited for finished it
+            log(f"{label}: finished by the process that was writing it")
+            records.append(record)
+            continue
         _announce(out, cell, i, total, log)
         record = run_and_record(ablation, cell, out, progress=progress)
         if record["status"] != "done":
@@ -415,6 +424,7 @@ def _run_side_by_side(
     logs.mkdir(parents=True, exist_ok=True)
     threads = threads_per_job(jobs)
     running: dict[str, subprocess.Popen[bytes]] = {}
+    waiting: set[str] = set()
     try:
         while todo or running:
             for name, proc in list(running.items()):
@@ -433,21 +443,64 @@ def _run_side_by_side(
                     break
                 if cache and cache.must_wait(keys[cell.name], (keys[n] for n in running)):
                     continue  # a running run trains a stage this one can share: wait for it
+                label = f"[{order[cell.name]}/{total}] {cell.name}"
+                if _still_written(RunDir(out / cell.name), label, log, waiting):
+                    continue
                 todo.remove(cell)
+                record = _finished(out, cell)
+                if record is not None:  # the process we waited for finished it
+                    log(f"{label}: finished by the process that was writing it")
+                    records.append(record)
+                    continue
                 _announce(out, cell, order[cell.name], total, log)
                 running[cell.name] = _start_job(ablation, cell, threads, logs / f"{cell.name}.log")
-            time.sleep(0.5)
+            time.sleep(POLL_SECONDS)
     finally:
         for proc in running.values():  # on a stop: each job checkpoints and exits on its own signal
             proc.wait()
 
 
+def _still_written(run: RunDir, label: str, log: Any, waiting: set[str]) -> bool:
+    """Whether a live process other than this driver's jobs still writes ``run``
+    (a job of a killed driver, or a `modiff train` of the user's): such a run is
+    waited for, never started beside it and recorded as failed. Says so once."""
+    writer = run.writer()
+    if writer is None:
+        return False
+    if label not in waiting:
+        waiting.add(label)
+        log(f"{label}: waiting for {writer}, which is writing it")
+    return True
+
+
+#: Seconds between two looks at the jobs and at runs being written by others.
+POLL_SECONDS = 0.5
+#: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+
+
+def end_with_driver(driver: int) -> None:
+    """Make this job end when its driver (process ``driver``) dies, however it
+    dies: on Linux the kernel sends it SIGTERM (``PR_SET_PDEATHSIG``); elsewhere
+    this does nothing. A killed ``modiff ablate`` then leaves no job training
+    behind it; its runs resume from their last checkpoints on the next run."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != driver:  # the driver died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _start_job(ablation: Ablation, cell: Cell, threads: int, log_path: Path) -> subprocess.Popen[bytes]:
     boot = (
-        "import sys, torch; torch.set_num_threads(int(sys.argv.pop(1))); "
+        "import sys; from modiff.ablation import end_with_driver; end_with_driver(int(sys.argv.pop(1))); "
+        "import torch; torch.set_num_threads(int(sys.argv.pop(1))); "
         "from modiff.cli import main; sys.exit(main())"
     )
-    command = [sys.executable, "-c", boot, str(threads), "ablate", str(ablation.path), "--quiet", "--run", cell.name]
+    command = [sys.executable, "-c", boot, str(os.getpid()), str(threads),
+               "ablate", str(ablation.path), "--quiet", "--run", cell.name]
     for extra in ablation.extra_sets:
         command += ["--set", extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

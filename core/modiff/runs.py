@@ -192,6 +192,25 @@ class RunDir:
         finally:
             os.close(fd)  # releases the flock
 
+    def writer(self) -> str | None:
+        """Who writes the run now (the holder :meth:`lock` wrote), or ``None`` when
+        no live process holds its lock: a driver that finds a run still being
+        written (by a job its killed predecessor left) waits for it instead of
+        counting the run as failed."""
+        import fcntl
+
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # only fails while a writer holds it
+        except BlockingIOError:
+            return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+        finally:
+            os.close(fd)  # releases the test's own shared lock at once
+        return None
+
     # -- metrics -----------------------------------------------------------
 
     def append_metrics(self, record: dict[str, Any]) -> None:
