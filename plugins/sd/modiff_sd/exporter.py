@@ -130,6 +130,11 @@ def export_diffusers(
     target = Path(out).expanduser().resolve()
     if target.exists() and not overwrite:
         raise modiff.RunError(f"{target} already exists; choose another DIR or pass --overwrite")
+    ours = target.is_dir() and ((target / "model_index.json").is_file() or not any(target.iterdir()))
+    if target.exists() and not ours:
+        raise modiff.RunError(  # --overwrite replaces a diffusers folder, never a folder of other files
+            f"{target} is not a diffusers folder (no model_index.json); nothing in it was touched: choose another DIR"
+        )
     notes: list[str] = []
     params = {role: c.params.model_dump(mode="json") for role, c in resolved.components.items()}
     vae_file = SafetensorsFile(rd.weights("encoder"))

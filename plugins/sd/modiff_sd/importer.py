@@ -421,6 +421,7 @@ def import_sd(
     final = Path(run).expanduser().resolve()
     if final.exists() and not overwrite:
         raise modiff.RunError(f"{final} already exists; choose another RUN or pass --overwrite")
+    modiff.RunDir(final).refuse_foreign()  # --overwrite replaces a modiff run, never a folder of other files
     src = read_source(
         Path(source).expanduser(),
         PRECISIONS[precision],

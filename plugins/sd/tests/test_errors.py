@@ -170,3 +170,6 @@ def test_existing_run_is_not_replaced(tiny_sd: tuple[Path, Any], tmp_path: Path)
     with pytest.raises(modiff.RunError, match="--overwrite"):
         import_sd(tiny_sd[0], run)
     assert (run / "keep.txt").read_text() == "mine"
+    with pytest.raises(modiff.RunError, match="not a modiff run"):  # --overwrite replaces runs only
+        import_sd(tiny_sd[0], run, overwrite=True)
+    assert [p.name for p in run.iterdir()] == ["keep.txt"] and (run / "keep.txt").read_text() == "mine"

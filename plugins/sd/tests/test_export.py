@@ -107,3 +107,9 @@ def test_commands(tiny_sd: tuple[Path, Any], tmp_path: Path, capsys: pytest.Capt
     assert main(["export-diffusers", str(run), str(out)]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert main(["export-diffusers", str(run), str(out), "--overwrite"]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    assert main(["export-diffusers", str(run), str(mine), "--overwrite"]) == 2  # not a diffusers folder
+    assert "not a diffusers folder" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
