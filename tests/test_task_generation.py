@@ -253,3 +253,25 @@ def test_the_layers_below_the_tasks_hold_a_task_by_its_protocol(tmp_path: Path, 
         name, description, head = "half", "", "denoise"
 
     assert not isinstance(Half(), TaskProtocol)
+
+
+def test_the_shipped_segmentation_settings_at_a_tiny_size_generate_class_maps(
+    tmp_path: Path, use_registry, capsys
+) -> None:
+    """configs/segmentation.toml has no [scheduler]: `modiff generate` on its run
+    writes class maps, and a prompt is one clear line, not an AttributeError."""
+    use_registry(plugin_registry(entry_points=True))
+    settings = Path(__file__).resolve().parents[1] / "configs" / "segmentation.toml"
+    tiny = ["--set", f'run.runs_dir="{tmp_path / "runs"}"', "--set", "data.image_size=24",
+            "--set", "denoiser.channels=[8,8]", "--set", "denoiser.norm_num_groups=4",
+            "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.checkpoint_every=2"]
+    assert main(["train", str(settings), *tiny, "--quiet"]) == 0
+    run = tmp_path / "runs" / "shapes-segmentation"
+    picture = tmp_path / "shapes.png"
+    Image.fromarray(np.zeros((24, 24, 3), dtype=np.uint8)).save(picture)
+    capsys.readouterr()
+    assert main(["generate", str(run), "a red circle"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "takes no prompt" in err and f"modiff generate {run} --image" in err
+    assert main(["generate", str(run), "--image", str(picture), "--out", str(tmp_path / "out")]) == 0
+    assert Image.open(tmp_path / "out" / "shapes-mask.png").size == (24, 24)
