@@ -242,7 +242,7 @@ def test_an_environment_variable_that_names_no_setting_is_reported(
 DEEP = "[" * 5000 + "]" * 5000
 
 
-@pytest.mark.parametrize("where", ["file", "--set", "environment"])
+@pytest.mark.parametrize("where", ["file", "--set", "environment", "ablation"])
 def test_a_value_nested_too_deeply_is_a_clear_error(toys, tmp_path: Path, capsys, monkeypatch, where) -> None:
     settings = toy_settings(tmp_path, tmp_path / "runs")
     args, words = ["train", str(settings)], "too deeply"
@@ -250,13 +250,17 @@ def test_a_value_nested_too_deeply_is_a_clear_error(toys, tmp_path: Path, capsys
         nested = tmp_path / "deep.toml"
         nested.write_text(f"[sample]\nprompts = {DEEP}\n")
         args.append(str(nested))
+    elif where == "ablation":
+        nested = tmp_path / "deep.toml"
+        nested.write_text(f'base = "{settings.name}"\n[set]\n"sample.prompts" = {DEEP}\n')
+        args = ["ablate", str(nested), "--dry-run"]
     elif where == "--set":
         args += ["--set", f"sample.prompts={DEEP}"]
     else:
         monkeypatch.setenv("MODIFF_SAMPLE__PROMPTS", DEEP)
     assert main(args) == 2
     one_clear_line(capsys.readouterr().err, words, {"file": "deep.toml", "--set": "--set sample.prompts",
-                                                    "environment": "MODIFF_"}[where])
+                                                    "environment": "MODIFF_", "ablation": "deep.toml"}[where])
 
 
 def test_a_plugin_that_calls_sys_exit_at_import_is_listed_as_broken(fake_distribution, capsys) -> None:

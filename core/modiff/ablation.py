@@ -75,10 +75,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import stats
 from .errors import ModiffError, SettingsError
-from .report import write_report
 from .names import FOLDER_NAME_RULE, is_folder_name
+from .report import write_report
 from .runs import RunDir, atomic_write_json
-from .settings import ResolvedSettings, load
+from .settings import ResolvedSettings, load, nesting_refused
 from .stage_cache import StageCache, stage_keys
 from .toml_io import format_value
 
@@ -136,7 +136,6 @@ class AblationFile(BaseModel):
     threshold: Threshold | None = None
     compare: list[Compare] = Field(default_factory=list)
 
-    @model_validator(mode="after")
     @field_validator("name")
     @classmethod
     def _one_folder(cls, name: str | None) -> str | None:
@@ -144,6 +143,7 @@ class AblationFile(BaseModel):
             raise ValueError(f"an ablation's name is its output folder under runs_dir: {FOLDER_NAME_RULE}")
         return name
 
+    @model_validator(mode="after")
     def _seeds_unique(self) -> AblationFile:
         for seeds in [self.seeds, *(v.seeds for v in self.variant if v.seeds)]:
             if len(set(seeds)) != len(seeds):
@@ -211,7 +211,8 @@ def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablatio
     if not path.is_file():
         raise ModiffError(f"ablation file {path} does not exist")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        with nesting_refused(str(path)):
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError([f"{path} is not valid TOML: {exc}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -244,11 +245,11 @@ def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablatio
     names = [c.name for c in cells]
     if len(set(names)) != len(names):
         raise SettingsError([f"{path}: two cells have the same name; give the variants distinct names"])
-    ablation = Ablation(path, spec, base_files, cells, Path(spec.name or path.stem), extra_sets=tuple(extra_sets))
     if spec.name is None and not is_folder_name(path.stem):
         raise SettingsError(
             [f"{path}: its file name cannot name the output folder; set name = \"...\" ({FOLDER_NAME_RULE})"]
         )
+    ablation = Ablation(path, spec, base_files, cells, Path(spec.name or path.stem), extra_sets=tuple(extra_sets))
     _check_references(ablation)
     return ablation
 

@@ -228,7 +228,7 @@ def _deep_merge(
 
 
 @contextmanager
-def _nesting_refused(origin: str) -> Iterator[None]:
+def nesting_refused(origin: str) -> Iterator[None]:
     """A value nested deeper than Python's recursion limit (``[[[[...]]]]``, a
     thousand levels) as one :class:`SettingsError` naming where it came from,
     instead of the ``RecursionError`` the TOML parser or validation would raise."""
@@ -247,9 +247,9 @@ def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not p.is_file():
         raise SettingsError([f"settings file {str(p)!r} does not exist"])
     try:
-        with _nesting_refused(str(p)), p.open("rb") as fh:  # parse first for an error message with a line number
+        with nesting_refused(str(p)), p.open("rb") as fh:  # parse first for an error message with a line number
             tomllib.load(fh)
-        with _nesting_refused(str(p)):
+        with nesting_refused(str(p)):
             return dict(TomlConfigSettingsSource(Settings, toml_file=p)())
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError([f"{p} is not valid TOML: {exc}"]) from None
@@ -295,7 +295,7 @@ def env_layer(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         Settings, env_prefix=ENV_PREFIX, env_nested_delimiter="__", case_sensitive=False
     )
     source.env_vars = {k.lower(): v for k, v in relevant.items()}
-    with _nesting_refused("the MODIFF_ environment variables"):
+    with nesting_refused("the MODIFF_ environment variables"):
         try:
             raw = source()
         except RecursionError:
@@ -337,7 +337,7 @@ def parse_set(assignment: str) -> dict[str, Any]:
         raise SettingsError(
             [f"--set {assignment!r} is not of the form table.key=value (for example denoiser.channels=[64,128])"]
         )
-    with _nesting_refused(f"--set {key.strip()}"):
+    with nesting_refused(f"--set {key.strip()}"):
         nested: dict[str, Any] = {parts[-1]: parse_value(value.strip())}
     for part in reversed(parts[:-1]):
         nested = {part: nested}
@@ -385,7 +385,7 @@ def load_settings(
     """Merge the layers and validate everything the core itself defines."""
     layers = load_layers(files, sets, environ, base)
     try:
-        with _nesting_refused(", ".join(dict.fromkeys(layers.origins.values())) or "the settings"):
+        with nesting_refused(", ".join(dict.fromkeys(layers.origins.values())) or "the settings"):
             settings = Settings(**layers.data)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, layers, (), None)) from None
