@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..plugins import Registry, registry, registry_from
-from ..settings import RunSettings
+from ..settings import ResolvedComponent, RunSettings
 
 
 def plugin_registry(*plugins: Any, entry_points: bool = False) -> Registry:
@@ -44,8 +44,8 @@ def build_one(
     ``context`` is a :class:`modiff.BuildContext` (a CPU one with default run
     settings when omitted); settings are validated by the plugin's model.
     """
+    # assembly imports torch: the pytest plugin imports this module, and torch loads only when a test builds
     from ..assembly import BuildContext, build_component
-    from ..settings import ResolvedComponent
 
     reg = (registry_ or registry()).lookup(role, name)
     params = reg.validate(dict(settings or {}))

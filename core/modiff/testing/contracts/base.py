@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 from hypothesis import HealthCheck
 from hypothesis import settings as hsettings
 
+from ...assembly import BuildContext
 from ...plugins import Registry
 from .. import build_one
 
@@ -41,8 +42,6 @@ class Contract:
 
     def context(self) -> Any:
         """The :class:`modiff.BuildContext` handed to the factory."""
-        from ...assembly import BuildContext
-
         return BuildContext()
 
     def shared(self) -> Any:

@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from ...assembly import BuildContext
 from ...protocols import Conditioner, Conditioning, TextEmbedding
+from ...settings import RunSettings
 from .base import CONTRACT_SETTINGS, Contract
 from .checks import (
     DeviceCheck,
@@ -83,9 +85,6 @@ class ConditionerContract(Contract):
     image_context_channels: ClassVar[int] = 0
 
     def context(self) -> Any:
-        from ...assembly import BuildContext
-        from ...settings import RunSettings
-
         return BuildContext(
             run=RunSettings(image_size=self.latent_size),
             text_embedder=FakeTextEmbedder(self.text_dim),  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, ClassVar
 
 import pytest
@@ -10,7 +11,10 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from ...assembly import BuildContext
 from ...protocols import Conditioning, ConditioningSpec, Denoiser, DenoiserSpec
+from ...settings import RunSettings
+from ...tasks import Segmentation, TextToImage
 from .base import CONTRACT_SETTINGS, Contract
 from .checks import DeviceCheck, assert_unchanged, global_random_state_unchanged, snapshot
 
@@ -47,12 +51,6 @@ class DenoiserContract(Contract):
         return self.spec.num_classes if self.segmentation else self.spec.out_channels
 
     def context(self) -> Any:
-        import dataclasses
-
-        from ...assembly import BuildContext
-        from ...settings import RunSettings
-        from ...tasks import Segmentation, TextToImage
-
         task = Segmentation() if self.segmentation else TextToImage()
         spec = dataclasses.replace(self.spec, head=task.head)
         return BuildContext(run=RunSettings(task=task.name), task=task, denoiser_spec=spec)

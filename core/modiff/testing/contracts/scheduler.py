@@ -17,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from ...noise import generators
+from ...plugins import registry
 from ...protocols import ModelFn, Scheduler
 from .base import CONTRACT_SETTINGS as _BASE_SETTINGS
 from .base import Contract
@@ -98,8 +99,6 @@ class SchedulerContract(Contract):
         epsilon at zero terminal SNR) is tested; a model without a
         ``prediction_type`` field gives the built component's one type.
         """
-        from ...plugins import registry
-
         reg = (self.registry() or registry()).lookup(self.role, self.plugin)
         if "prediction_type" not in getattr(reg.settings_model, "model_fields", {}):
             return [self.build().prediction_type]

@@ -12,8 +12,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
+from ...assembly import BuildContext
 from ...plugins import Registry
 from ...protocols import ConditioningSpec, DenoiserSpec
+from ...settings import RunSettings
+from ...tasks import MaskToImage
 from .. import plugin_registry
 from ..contracts import (
     ConditionerContract,
@@ -25,6 +28,7 @@ from ..contracts import (
     SchedulerContract,
     TextEmbedderContract,
 )
+from ..contracts.conditioner import FakeTextEmbedder
 from ..toys import ColourPipeline, ToyPlugin
 from .base import MutantPlugin
 
@@ -85,11 +89,6 @@ class ToyConditionerWithImageContract(_OnToys, ConditionerContract):
     image_context_channels = 2
 
     def context(self) -> Any:
-        from ...assembly import BuildContext
-        from ...settings import RunSettings
-        from ...tasks import MaskToImage
-        from ..contracts.conditioner import FakeTextEmbedder
-
         return BuildContext(
             run=RunSettings(image_size=self.latent_size, task="mask-to-image"),
             task=MaskToImage(),
