@@ -109,6 +109,9 @@ def test_a_plugins_task_generates_through_modiff_generate_with_its_own_option(
     assert set(np.unique(np.asarray(Image.open(mask)))) <= {0, 1}
     bright = np.asarray(Image.open(image).convert("RGB"))
 
+    assert read(image).inputs == (("level", "0.5"),), "the task's input is in the PNG"
+    assert main(["generate", "--from", str(image), "--out", str(tmp_path / "again")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "p00-seed3.png")), np.asarray(Image.open(image)))
     capsys.readouterr()
     assert main(["generate", str(level_run), "a red square", "--level", "-1", "--seed", "3",
                  "--out", str(tmp_path / "dark")]) == 0
@@ -275,3 +278,31 @@ def test_the_shipped_segmentation_settings_at_a_tiny_size_generate_class_maps(
     assert err.count("\n") == 1 and "takes no prompt" in err and f"modiff generate {run} --image" in err
     assert main(["generate", str(run), "--image", str(picture), "--out", str(tmp_path / "out")]) == 0
     assert Image.open(tmp_path / "out" / "shapes-mask.png").size == (24, 24)
+
+
+def test_from_gives_a_tasks_inputs_again(tmp_path: Path, use_registry) -> None:
+    """A mask-to-image PNG records its map (`Input mask`), so `--from` makes it again."""
+    use_registry(plugin_registry(ToyPlugin()))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"].update(task="mask-to-image", name="m2i", runs_dir=str(tmp_path / "runs"))
+    (tmp_path / "m2i.toml").write_text(dumps(data))
+    assert main(["train", str(tmp_path / "m2i.toml"), "--quiet"]) == 0
+    layout = np.zeros((8, 8), dtype=np.uint8)
+    layout[2:6, 2:6] = 1
+    Image.fromarray(layout, "L").save(tmp_path / "map.png")
+    run = tmp_path / "runs" / "m2i"
+    assert main(["generate", str(run), "a red square", "--mask", str(tmp_path / "map.png"), "--seed", "4",
+                 "--out", str(tmp_path / "first")]) == 0
+    made = tmp_path / "first" / "p00-seed4.png"
+    assert read(made).inputs == (("mask", str((tmp_path / "map.png").resolve())),)
+    assert main(["generate", "--from", str(made), "--out", str(tmp_path / "again")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "again" / "p00-seed4.png")), np.asarray(Image.open(made)))
+    assert main(["generate", "--mask", str(tmp_path / "map.png"), "--seed", "4", str(run), "a red square",
+                 "--out", str(tmp_path / "reordered")]) == 0, "a task's option before RUN lends RUN no value"
+    reordered = np.asarray(Image.open(tmp_path / "reordered" / "p00-seed4.png"))
+    assert np.array_equal(reordered, np.asarray(Image.open(made)))
+    other = np.ones((8, 8), dtype=np.uint8)
+    Image.fromarray(other, "L").save(tmp_path / "other.png")
+    assert main(["generate", "--from", str(made), "--mask", str(tmp_path / "other.png"),
+                 "--out", str(tmp_path / "other")]) == 0
+    assert read(tmp_path / "other" / "p00-seed4.png").inputs == (("mask", str((tmp_path / "other.png").resolve())),)

@@ -10,8 +10,10 @@ A PNG's ``parameters`` text chunk reads::
 The prompt comes first (it may span lines), then an optional ``Negative
 prompt:`` line, then one line of ``Key: value`` pairs (a value holding a comma
 or a quote is written as a JSON string). The keys the web UIs use mean the
-same here; modiff adds ``Run`` (the run folder) and, for image-to-image,
-``Init image`` and ``Init image hash``.
+same here; modiff adds ``Run`` (the run folder), for image-to-image
+``Init image`` and ``Init image hash``, and one ``Input NAME`` pair for each
+other option of the run's task that was given (``Input mask: /me/map.png``,
+``Input level: 0.5``), so that ``--from`` gives them again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import Any
 from .errors import ModiffError
 
 CHUNK = "parameters"
+#: The key prefix of a task's input in the chunk (``Input NAME: value``).
+INPUT_KEY = "Input "
 #: How far image-to-image goes from its image unless told: 0 keeps it, 1 ignores it.
 DEFAULT_STRENGTH = 0.8
 
@@ -72,6 +76,8 @@ class GenerationParameters:
     strength: float | None = None
     init_image: str | None = None
     init_image_hash: str | None = None
+    #: the task's other inputs as given on the command line, ``(name, value)``
+    inputs: tuple[tuple[str, str], ...] = ()
 
     def text(self) -> str:
         """The ``parameters`` chunk."""
@@ -92,6 +98,7 @@ class GenerationParameters:
             pairs.append(("Denoising strength", self.strength))
         if self.init_image is not None:
             pairs += [("Init image", self.init_image), ("Init image hash", self.init_image_hash or "")]
+        pairs += [(f"{INPUT_KEY}{name}", value) for name, value in self.inputs]
         lines.append(", ".join(f"{key}: {_quoted(value)}" for key, value in pairs))
         return "\n".join(lines)
 
@@ -130,6 +137,7 @@ class GenerationParameters:
                 strength=None if strength is None else float(strength),
                 init_image=pairs.get("Init image"),
                 init_image_hash=pairs.get("Init image hash") or None,
+                inputs=tuple((k[len(INPUT_KEY) :], v) for k, v in pairs.items() if k.startswith(INPUT_KEY)),
             )
         except ValueError as exc:
             raise ModiffError(f"{source} has a malformed value ({exc})") from None

@@ -35,15 +35,17 @@ def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         add_help=False,
+        usage="modiff generate [RUN] [PROMPT ...] [options] [options of the run's task]",
         help="what a trained run's task makes (images for prompts, ...): one PNG each and a labelled grid",
         description="Generate from a trained run. Image k (prompts in order, --n each) is seeded with "
         "SEED + k and written as OUT/pPP-seedS.png with its parameters; OUT/grid.png shows them all.",
-        epilog="The run's task adds options of its own (text-to-image: --image, --strength, --mask, --inpaint; "
+        epilog="RUN is the run directory (with --from, by default the one the PNG names); PROMPT the prompts. "
+        "The run's task adds options of its own (text-to-image: --image, --strength, --mask, --inpaint; "
         "mask-to-image: --mask; segmentation: --image): `modiff generate RUN --help` lists them.",
     )
+    # RUN and PROMPT are read with the task's options, once RUN's task is known (modiff.cli hands them over):
+    # read here, an option of the task would lend its value to RUN.
     p.add_argument("-h", "--help", action="store_true", help="show this help (with RUN: its task's options too)")
-    p.add_argument("run", nargs="?", metavar="RUN", help="run directory (default with --from: the one it names)")
-    p.add_argument("prompts", nargs="*", metavar="PROMPT")
     p.add_argument("--n", type=int, default=1, help="images per prompt")
     p.add_argument("--seed", type=int, default=None, help="seed of the first image; image k gets SEED + k (default 0)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: [sample] steps)")
@@ -57,26 +59,26 @@ def add(sub: argparse._SubParsersAction) -> None:
                    help="make an image again from the parameters a generated PNG carries")
     p.add_argument("--trajectory", action="store_true", help="also write the denoising step by step (PNG strip, GIF)")
     p.add_argument("--device", default=None)
-    # The run's task's options are parsed once the run is known (modiff.cli hands them over).
     p.set_defaults(func=run, takes_task_options=True, command_help=p.format_help)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import Pipeline
 
-    extra = list(getattr(args, "task_arguments", []))
+    run_path, extra = _run_argument(list(getattr(args, "task_arguments", [])))
     if args.help:
-        return _help(args)
-    request = _request(args)
+        return _help(args, run_path)
+    request = _request(args, run_path)
     if request["n"] < 1:
         raise ModiffError(f"--n must be at least 1, not {request['n']}")
     pipeline = Pipeline.load(request["run"], device=args.device)
     task = pipeline.task
     values, prompts = _task_options(task, extra)
-    request["prompts"] += prompts
-    from_png = {k: v for k, v in request["from_inputs"].items() if any(i.name == k for i in task.inputs)}
+    request["prompts"] = prompts or request["prompts"]  # prompts given win over --from's
+    recorded, _ = _task_options(task, request["from_options"])  # --from's task options; a flag given wins
+    from_png = {k: v for k, v in recorded.items() if v is not None}
     values = {**from_png, **{k: v for k, v in values.items() if v is not None}}
-    if "image" in from_png and values["image"] == from_png["image"]:
+    if request["init_image_hash"] and values.get("image") == from_png.get("image"):
         _check_same(from_png["image"], request["init_image_hash"], "its init image")
     sampler = request["sampler"]
     if task.uses_scheduler and sampler and sampler != pipeline.sampler_name:
@@ -135,6 +137,7 @@ def generate_files(
         ) if task.uses_scheduler else None,
         inputs=inputs,
         files=files,
+        given={k: v for k, v in values.items() if v is not None},
     )
     generated = task.generate(pipeline, request)
     _write(pipeline, task, request, generated, indices, out, grid=grid)
@@ -144,12 +147,27 @@ def generate_files(
 # -- the command line: common options, then the run's task's ----------------
 
 
-def _help(args: argparse.Namespace) -> int:
+def _run_argument(arguments: list[str]) -> tuple[str | None, list[str]]:
+    """RUN (the first word that is neither an option nor an option's value) and
+    the rest. Every option of a task takes one value (:class:`modiff.tasks.Input`),
+    so the run is found before its task's options are known."""
+    skip = False
+    for i, word in enumerate(arguments):
+        if skip:
+            skip = False
+        elif word.startswith("-") and len(word) > 1:
+            skip = "=" not in word
+        else:
+            return word, arguments[:i] + arguments[i + 1 :]
+    return None, arguments
+
+
+def _help(args: argparse.Namespace, run: str | None) -> int:
     print(args.command_help())
-    if args.run is not None:
+    if run is not None:
         from ..pipeline import Pipeline
 
-        task = Pipeline.load(args.run, device="cpu").task
+        task = Pipeline.load(run, device="cpu").task
         print(_task_parser(task).format_help())
     return 0
 
@@ -186,7 +204,7 @@ def _task_parser(task: Task) -> _TaskOptions:
 def _task_options(task: Task, extra: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The task's options given in ``extra`` (``None`` where not given), and
     the prompts that followed them."""
-    parsed, unknown = _task_parser(task).parse_known_args(extra)
+    parsed, unknown = _task_parser(task).parse_known_intermixed_args(extra)
     if unknown:
         flags = ", ".join(i.flag for i in task.inputs) or "none"
         raise ModiffError(f"{unknown[0]} is not an option of `modiff generate` or of this run's task "
@@ -228,14 +246,15 @@ def _load_inputs(pipeline: Pipeline, task: Task, values: dict[str, Any]) -> tupl
     return inputs, files
 
 
-def _request(args: argparse.Namespace) -> dict[str, Any]:
+def _request(args: argparse.Namespace, run: str | None) -> dict[str, Any]:
     """The common part of what to generate: the command line, filled in from
-    ``--from``'s PNG (whose init image and strength are task inputs)."""
+    ``--from``'s PNG; what the PNG says of the task's inputs (an init image and
+    strength, ``Input NAME`` pairs) comes back as task options, ``from_options``."""
     from .. import parameters
 
     request: dict[str, Any] = {
-        "run": args.run, "prompts": list(args.prompts), "n": args.n, "seed": args.seed, "steps": args.steps,
-        "guidance": args.guidance, "negative": args.negative, "sampler": args.scheduler, "from_inputs": {},
+        "run": run, "prompts": [], "n": args.n, "seed": args.seed, "steps": args.steps,
+        "guidance": args.guidance, "negative": args.negative, "sampler": args.scheduler, "from_options": [],
         "init_image_hash": None,
     }
     if args.source is not None:
@@ -246,9 +265,10 @@ def _request(args: argparse.Namespace) -> dict[str, Any]:
             negative=made.negative_prompt or None, sampler=made.sampler,
         )
         request.update({k: v for k, v in given.items() if k != "n"})
-        if made.init_image:
-            request["from_inputs"] = {"image": Path(made.init_image), "strength": made.strength}
-            request["init_image_hash"] = made.init_image_hash
+        options = [] if made.init_image is None else ["--image", made.init_image]
+        options += [] if made.strength is None else ["--strength", str(made.strength)]
+        request["from_options"] = options + [item for name, value in made.inputs for item in (f"--{name}", value)]
+        request["init_image_hash"] = made.init_image_hash
         from ..runs import RunDir
 
         settings = RunDir(request["run"]).settings
@@ -356,6 +376,11 @@ def _write_images(
         image_path = request.files.get("image")
         if sampling.strength is not None and image_path is not None:
             common.update(init_image=str(image_path.resolve()), init_image_hash=file_hash(image_path))
+        in_own_keys = {"image", "strength"} if sampling.strength is not None else set()  # Init image, strength
+        common["inputs"] = tuple(
+            (name, str(Path(value).resolve()) if name in request.files else str(value))
+            for name, value in request.given.items() if name not in in_own_keys
+        )
     for prompt, seed, image, path in zip(request.prompts, request.seeds, to_pil(images), paths):
         info = pnginfo(GenerationParameters(prompt=prompt, seed=seed, **common)) if common else None
         save_png(image, path, pnginfo=info)

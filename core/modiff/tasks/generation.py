@@ -102,6 +102,8 @@ class GenerationRequest:
         inputs: the task's inputs by name, loaded (see :class:`Input`); an
             input not given and without a default is absent.
         files: the path each file input was read from.
+        given: the inputs as given, before they were read (paths, numbers,
+            text): what each image's PNG records, for ``--from``.
     """
 
     prompts: tuple[str, ...]
@@ -109,6 +111,7 @@ class GenerationRequest:
     sampling: Sampling | None
     inputs: Mapping[str, Any] = field(default_factory=dict)
     files: Mapping[str, Path] = field(default_factory=dict)
+    given: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
