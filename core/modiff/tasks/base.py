@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..errors import ModiffError
 from ..grids import write_grid
 from ..parameters import Sampling
 from .generation import Generated, GenerationRequest, Input, Output
@@ -79,8 +80,6 @@ class Task:
 
     def _sampling(self, request: GenerationRequest) -> Sampling:
         if request.sampling is None:
-            from ..errors import ModiffError
-
             raise ModiffError(f"task {self.name!r} samples, but its generation has no sampling parameters")
         return request.sampling
 
@@ -129,8 +128,6 @@ class Task:
         """Raise a :class:`modiff.ModiffError` if the built components cannot do
         this task (called before training)."""
         if self.needs_masks and components.dataset is not None and not getattr(components.dataset, "num_classes", 0):
-            from ..errors import ModiffError
-
             raise ModiffError(
                 f"task {self.name!r} needs a dataset with segmentation masks, but the [data] plugin gives none"
             )
