@@ -25,6 +25,7 @@ from .pipeline import Pipeline
 from .plugins import registry as default_registry
 from .runs import RunDir
 from .settings import ResolvedComponent, ResolvedSettings, load
+from .stats import evaluator_error
 from .training import Trainer
 
 
@@ -224,8 +225,6 @@ def format_table(result: dict[str, Any]) -> str:
 
 def _error_note(result: dict[str, Any]) -> str:
     """What the evaluator states about its own error, as lines under the table."""
-    from .stats import evaluator_error
-
     stated = result.get("evaluator_error")
     if not isinstance(stated, dict):
         return ""
