@@ -76,6 +76,24 @@ def test_overwrite_deletes_nothing_in_a_folder_that_is_not_a_modiff_run(toys, tm
     assert RunDir(runs / "toy").is_run()
 
 
+@pytest.mark.parametrize(
+    ("files", "folders", "is_run"),
+    [
+        (["settings.toml", ".modiff-run"], [], True),  # written by modiff train, before any checkpoint
+        (["settings.toml", "LATEST"], ["checkpoints"], True),  # imported, or from a stage cache
+        (["settings.toml", "state.json"], ["components"], True),  # checkpoints before they were folders
+        (["settings.toml", ".lock", "state.json", "LATEST"], ["src"], False),  # names alone are not a layout
+        ([".modiff-run", "LATEST"], ["checkpoints"], False),  # no settings
+    ],
+)
+def test_a_run_is_known_by_its_own_markers(tmp_path: Path, files, folders, is_run) -> None:
+    for name in files:
+        (tmp_path / name).write_text("x")
+    for name in folders:
+        (tmp_path / name).mkdir()
+    assert RunDir(tmp_path).is_run() is is_run
+
+
 def test_a_run_name_that_is_a_file_or_blank_is_a_clear_error(toys, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "runs"
     runs.mkdir()

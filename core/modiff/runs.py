@@ -100,13 +100,17 @@ class RunDir:
         """Whether this folder is a modiff run by its own markers, not just any
         folder that happens to hold a ``settings.toml`` (another tool's, say):
         its settings beside the marker modiff writes first when it creates a
-        run, or beside the checkpoint layout (``LATEST`` and ``checkpoints/``)
+        run, or beside the checkpoint layout (``LATEST`` and ``checkpoints/``,
+        or before checkpoints were folders ``state.json`` and ``components/``)
         of a run made otherwise (imported, started from a stage cache, or
         written before the marker existed). Only such a folder is ever resumed
         or emptied by ``--overwrite``."""
         if not self.exists():
             return False
-        return self.marker.is_file() or ((self.path / "LATEST").is_file() and (self.path / "checkpoints").is_dir())
+        layouts = (("LATEST", "checkpoints"), ("state.json", "components"))
+        return self.marker.is_file() or any(
+            (self.path / file).is_file() and (self.path / folder).is_dir() for file, folder in layouts
+        )
 
     def refuse_foreign(self) -> None:
         """A :class:`RunError` unless modiff may write here: the folder is a run
