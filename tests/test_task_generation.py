@@ -210,6 +210,14 @@ def test_tasks_say_whether_prompts_alone_make_images() -> None:
     able = {task.name: task.generates_from_prompts for task in BUILTIN_TASKS}
     assert able == {"text-to-image": True, "mask-to-image": False, "inpainting": False, "segmentation": False}
 
+    class WithContext(Task):  # image context, but no input declared to give it
+        name = "with-context"
+
+        def image_context_channels(self, context: Any) -> int:
+            return 1
+
+    assert not WithContext().generates_from_prompts
+
 
 class Prompted(Task):
     """A plugin's task that makes images from prompts alone, under a name of its own."""

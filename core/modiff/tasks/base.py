@@ -62,10 +62,15 @@ class Task:
     @property
     def generates_from_prompts(self) -> bool:
         """Whether prompts alone make images (:meth:`modiff.pipeline.Pipeline.generate`):
-        what a text-to-image feature (a comparison grid, prompt accuracy) needs."""
+        what a text-to-image feature (a comparison grid, prompt accuracy) needs.
+        True for a task that takes prompts, samples, requires no input, returns
+        images and concatenates no image context of its own (a task that does
+        cannot be sampled without it)."""
+        adds_context = type(self).image_context_channels is not Task.image_context_channels
         return (
             self.takes_prompts
             and self.uses_scheduler
+            and not adds_context
             and not any(i.required for i in self.inputs)
             and any(o.kind == "images" for o in self.outputs)
         )
