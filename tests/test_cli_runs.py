@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -110,3 +111,16 @@ def test_evaluate_shows_the_result_before_a_read_only_run_refuses_it(
     captured = capsys.readouterr()
     assert "accuracy" in captured.out, "the numbers are shown although they cannot be saved"
     assert "evaluation.json" in captured.err and "read-only" in captured.err
+
+
+def test_a_run_being_trained_before_its_first_checkpoint_says_so(settings_file: Path, tmp_path: Path, capsys) -> None:
+    from modiff.runs import RunDir
+
+    run = RunDir(tmp_path / "runs" / "toy")
+    with run.lock():  # as a trainer that has not committed yet
+        run.settings.write_text(settings_file.read_text())
+        assert main(["generate", str(run.path), "a red square"]) == 2
+    err = capsys.readouterr().err
+    assert f"is being trained by process {os.getpid()}" in err and "no checkpoint yet" in err, err
+    assert main(["generate", str(run.path), "a red square"]) == 2
+    assert "its training stopped before the first one" in capsys.readouterr().err

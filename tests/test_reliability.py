@@ -121,3 +121,49 @@ def test_two_process_gloo_training_equals_one_process(tmp_path: Path, toy_subpro
     lines = (tmp_path / "runs" / "two" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in lines]
     assert steps == [1, 2, 3, 4, 5], "only rank 0 writes metrics"
+
+
+def test_a_reader_beside_a_training_run_loads_and_generates_every_time(
+    tmp_path: Path, toy_subprocess_env, use_registry, monkeypatch
+) -> None:
+    """`Pipeline.load` + generate in a loop while a run trains and commits a
+    checkpoint every step (each commit removes the checkpoint before the
+    previous one): every load reads one checkpoint whole. The reader is made
+    slow (as a large model's load is), so that commits land in its loads."""
+    from modiff import checkpoint as checkpoints
+    from modiff.pipeline import Pipeline
+    from modiff.testing import plugin_registry
+    from modiff.testing.toys import ToyPlugin
+
+    read = checkpoints.read_tensors
+
+    def slow_read(*args, **kwargs):
+        time.sleep(0.1)
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "read_tensors", slow_read)
+
+    settings = write_settings(tmp_path, "busy", steps=5000, checkpoint_every=1)
+    trainer = modiff("train", str(settings), "--quiet", env=toy_subprocess_env)
+    use_registry(plugin_registry(ToyPlugin()))  # (the trainer's fake-toys is on sys.path too)
+    run = tmp_path / "runs" / "busy"
+    try:
+        deadline = time.time() + 120
+        while not (run / "LATEST").is_file():
+            assert trainer.poll() is None and time.time() < deadline, "the run never checkpointed"
+            time.sleep(0.05)
+        loads, failures, checkpoints = 0, [], set()
+        while loads < 25:
+            assert trainer.poll() is None, "the run finished before the reader was done; make it longer"
+            try:
+                pipeline = Pipeline.load(run)
+                pipeline.generate(["a red square"], seed=0, steps=2)
+            except Exception as exc:  # noqa: BLE001 (every failure is reported)
+                failures.append(f"{type(exc).__name__}: {exc}")
+            loads += 1
+            checkpoints.add((run / "LATEST").read_text().strip())
+    finally:
+        trainer.kill()
+        trainer.communicate()
+    assert not failures, f"{len(failures)} of {loads} loads failed, e.g. {failures[:2]}"
+    assert len(checkpoints) >= 5, "the trainer committed too few checkpoints for the test to mean anything"

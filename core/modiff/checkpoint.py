@@ -26,7 +26,8 @@ import datetime
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -48,6 +49,9 @@ from .files import (
 FORMAT = "modiff/1"
 POINTER = "LATEST"
 FOLDER = "checkpoints"
+#: The file in a checkpoint folder that readers hold a shared ``flock`` on while they read
+#: the checkpoint (:func:`held`); :func:`tidy` removes only folders it can lock exclusively.
+READERS = ".readers"
 
 
 @dataclass(frozen=True)
@@ -141,8 +145,9 @@ def latest(run_path: Path) -> Checkpoint | None:
 
 def tidy(run_path: Path) -> None:
     """Remove what a killed writer left behind: staging folders, checkpoints that
-    were never committed, and checkpoints older than the one before the latest.
-    Only the process holding the run's lock may call this."""
+    were never committed, and checkpoints older than the one before the latest
+    (but not one a reader still holds: a later tidy removes it). Only the
+    process holding the run's lock may call this."""
     folder = run_path / FOLDER
     if not folder.is_dir():
         return
@@ -152,7 +157,90 @@ def tidy(run_path: Path) -> None:
         keep = {current.name, str(current.state.get("previous") or "")}
     for entry in folder.iterdir():
         if entry.name not in keep:
-            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+            _remove_unless_read(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def _remove_unless_read(folder: Path) -> None:
+    """Remove ``folder`` unless a reader holds its :data:`READERS` lock. It is
+    renamed away while locked, so a reader that locks it next finds its name
+    gone and takes the new ``LATEST`` instead."""
+    import fcntl
+
+    try:
+        fd = os.open(folder / READERS, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    doomed = folder.parent / f".{folder.name}.{os.getpid()}.removed"
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # being read
+        shutil.rmtree(doomed, ignore_errors=True)
+        os.rename(folder, doomed)
+    finally:
+        os.close(fd)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+@contextmanager
+def held(run_path: Path, attempts: int = 50) -> Iterator[Checkpoint | None]:
+    """The run's committed checkpoint (``None`` before the first), held against
+    removal while the body reads it: a reader (generate, evaluate) beside a
+    training run reads one checkpoint whole, even if the trainer commits two
+    more meanwhile. Should the checkpoint ``LATEST`` named be removed before it
+    is held, the new one is taken."""
+    import fcntl
+
+    for _ in range(attempts):
+        name = _pointer(run_path)
+        try:
+            current = latest(run_path)
+        except RunError:
+            if _pointer(run_path) == name:
+                raise
+            continue  # the trainer moved on while we looked: take its new checkpoint
+        if current is None or current.legacy:
+            yield current
+            return
+        fd = _open_readers(current.path)
+        if fd is None:
+            if not (current.path / "state.json").is_file():
+                continue
+            yield current  # a folder no one can write a lock file in: no one removes it either
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if (current.path / "state.json").is_file():  # not renamed away before we held it
+                yield current
+                return
+        finally:
+            os.close(fd)
+    raise RunError(
+        f"{run_path} is being trained and its checkpoints changed {attempts} times while this process tried to "
+        "read one; try again"
+    )
+
+
+def _pointer(run_path: Path) -> str | None:
+    try:
+        return (run_path / POINTER).read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _open_readers(folder: Path) -> int | None:
+    """A descriptor of ``folder``'s :data:`READERS` file (created if need be), or
+    ``None`` if the folder is gone or no file can be made in it."""
+    for flags in (os.O_RDONLY | os.O_CREAT, os.O_RDONLY):
+        try:
+            return os.open(folder / READERS, flags, 0o644)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+    return None
 
 
 def component_metadata(role: str, registration: Any, params: Any) -> dict[str, str]:

@@ -94,11 +94,11 @@ class Pipeline:
         if device is not None:  # a run's weights need a device that holds data: never "meta"
             device = resolve_device(device, source="--device")
         run.require()
-        checkpoint = run.checkpoint()
-        resolved = load([run.settings], sets, registry=registry)
-        data = None if with_data else saved_data_facts(run)
-        components = build(resolved, device=device, assets=_asset_folders(checkpoint), data=data)
-        restore(components, checkpoint)
+        with run.reading() as checkpoint:  # a trainer still writing the run keeps it until we have read it
+            resolved = load([run.settings], sets, registry=registry)
+            data = None if with_data else saved_data_facts(run)
+            components = build(resolved, device=device, assets=_asset_folders(checkpoint), data=data)
+            restore(components, checkpoint)
         return cls(components, run, registry=registry)
 
     def with_sampler(self, name: str, **overrides: Any) -> Pipeline:

@@ -27,9 +27,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from .checkpoint import FORMAT, Checkpoint, component_metadata, latest, load_state, tidy  # noqa: F401
+from .checkpoint import FORMAT, Checkpoint, component_metadata, held, latest, load_state, tidy  # noqa: F401
 from .errors import RunError
 
 # Durable writes used to live here; they are re-exported for plugins that import them from modiff.runs.
@@ -147,11 +147,29 @@ class RunDir:
         """The committed checkpoint; a :class:`RunError` saying what to do when there is none."""
         found = self.latest()
         if found is None:
-            raise RunError(
-                f"{self.path} has no checkpoint yet: its training stopped before the first one. "
-                f"Start it again with `modiff train {self.path} --resume`."
-            )
+            self._no_checkpoint()
         return found
+
+    @contextmanager
+    def reading(self) -> Iterator[Checkpoint]:
+        """The committed checkpoint, held against removal by a trainer still
+        writing the run while the body reads it (:func:`modiff.checkpoint.held`)."""
+        with held(self.path) as found:
+            if found is None:
+                self._no_checkpoint()
+            yield found
+
+    def _no_checkpoint(self) -> NoReturn:
+        writer = self.writer()
+        if writer is not None:
+            raise RunError(
+                f"{self.path} is being trained by {writer} and has no checkpoint yet; "
+                "wait for its first checkpoint (or for its training to end)"
+            )
+        raise RunError(
+            f"{self.path} has no checkpoint yet: its training stopped before the first one. "
+            f"Start it again with `modiff train {self.path} --resume`."
+        )
 
     def weights(self, role: str) -> Path:
         """The weights file of ``role`` in the committed checkpoint."""
