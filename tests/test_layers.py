@@ -33,10 +33,8 @@ def module_name(path: Path) -> str:
 
 
 def core_modules() -> dict[str, Path]:
-    """Every module of the core package (scaffold templates are text for new plugins, not modules)."""
-    return {
-        module_name(p): p for p in sorted(CORE.rglob("*.py")) if "templates" not in p.relative_to(CORE).parts
-    }
+    """Every module of the core package."""
+    return {module_name(p): p for p in sorted(CORE.rglob("*.py"))}
 
 
 def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
@@ -101,6 +99,29 @@ def test_the_core_has_no_import_circle() -> None:
     assert "modiff.pipeline" in graph and "modiff.assembly" in graph["modiff.pipeline"], "the scan reads imports"
     cycle = find_cycle(graph)
     assert cycle is None, "core modules import each other in a circle: " + " -> ".join(cycle or [])
+
+
+def test_an_import_inside_a_function_says_why() -> None:
+    """Inside a function a core module is imported only to keep start-up light, and
+    a comment on the import block says so (a command's handler: see
+    ``modiff/commands/__init__.py``), never to dodge a circle."""
+    silent = []
+    for name, path in core_modules().items():
+        if name.startswith("modiff.commands."):
+            continue
+        lines = path.read_text().splitlines()
+        for function in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if not isinstance(node, ast.ImportFrom) or not (node.level or (node.module or "").startswith("modiff")):
+                    continue
+                first = node.lineno - 1  # the import block it belongs to, and the line above it
+                while first > 0 and lines[first - 1].strip().startswith(("from ", "import ", "#")):
+                    first -= 1
+                if not any("#" in line for line in lines[first : node.end_lineno]):
+                    silent.append(f"{path.relative_to(CORE.parent)}:{node.lineno}")
+    assert not silent, "imports inside functions without a comment saying why: " + ", ".join(silent)
 
 
 def test_the_registry_knows_no_settings_and_no_task() -> None:

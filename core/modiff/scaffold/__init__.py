@@ -29,7 +29,17 @@ from pathlib import Path
 from .. import __version__
 from ..errors import ModiffError
 from ..plugins import COMPONENT_NAME, ROLES, name_problem
-from .templates import RoleTemplate, common
+from .templates import (
+    RoleTemplate,
+    common,
+    conditioner,
+    data,
+    denoiser,
+    encoder,
+    evaluator,
+    scheduler,
+    text_embedder,
+)
 
 #: The component-name rule, which lives in :mod:`modiff.plugins` (one rule for
 #: registering and for the skeleton); kept under this name for callers.
@@ -48,8 +58,6 @@ ROLE_ALIASES = {
 
 def templates() -> dict[str, RoleTemplate]:
     """Role -> its template, for every role modiff knows."""
-    from .templates import conditioner, data, denoiser, encoder, evaluator, scheduler, text_embedder
-
     found = {
         m.TEMPLATE.role: m.TEMPLATE
         for m in (data, encoder, text_embedder, conditioner, denoiser, scheduler, evaluator)
