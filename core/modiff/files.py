@@ -67,6 +67,8 @@ def write_error(path: Path, exc: BaseException) -> RunError:
     filename = getattr(exc, "filename", None)
     if filename and path.is_dir() and Path(filename).is_relative_to(path):  # the file itself, when known
         path = Path(filename)
+    if not isinstance(exc, OSError):  # a library's error carries the OS's words, maybe the file: keep them
+        advice += f" ({type(exc).__name__}: {exc})"
     return RunError(f"cannot write {path}: {advice}")
 
 
