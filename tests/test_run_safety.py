@@ -286,3 +286,40 @@ def test_a_plugin_that_calls_sys_exit_at_import_is_listed_as_broken(fake_distrib
     assert main(["plugins"]) == 0
     shown = capsys.readouterr()
     assert "fake_exit" in shown.out + shown.err and "sys.exit(3)" in shown.out + shown.err
+
+
+def test_a_plugin_hook_that_calls_sys_exit_marks_it_broken_and_the_others_keep_working() -> None:
+    import sys
+
+    import modiff
+    from modiff.plugins import registry_from
+
+    class Exiting:
+        __name__ = "exiting"
+
+        @modiff.hookimpl
+        def register_schedulers(self, register):  # type: ignore[no-untyped-def]
+            sys.exit(4)
+
+    reg = registry_from(Exiting(), ToyPlugin())
+    [broken] = [b for b in reg.broken if b.plugin == "exiting"]
+    assert "SystemExit" in broken.error and "4" in broken.error
+    assert reg.lookup("scheduler", "toy") is not None
+
+
+def test_a_plugin_command_that_calls_sys_exit_leaves_the_cli_working(use_registry, capsys) -> None:
+    import sys
+
+    import modiff
+    from modiff.plugins import registry_from
+
+    class Exiting:
+        __name__ = "exiting"
+
+        @modiff.hookimpl
+        def register_commands(self, cli):  # type: ignore[no-untyped-def]
+            sys.exit(5)
+
+    use_registry(registry_from(Exiting(), ToyPlugin()))
+    assert main(["settings", "schema"]) == 0
+    assert "'exiting' failed to add its commands: SystemExit(5)" in capsys.readouterr().err

@@ -40,8 +40,8 @@ def _plugin_commands(sub: argparse._SubParsersAction) -> None:
     for impl in pm.hook.register_commands.get_hookimpls():
         try:
             impl.function(cli=sub)
-        except Exception as exc:  # a plugin's command must not break the CLI
-            print(f"modiff: plugin {impl.plugin_name!r} failed to add its commands: {exc}", file=sys.stderr)
+        except (Exception, SystemExit) as exc:  # a plugin's command must not break (or end) the CLI
+            print(f"modiff: plugin {impl.plugin_name!r} failed to add its commands: {exc!r}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

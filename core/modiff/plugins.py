@@ -382,7 +382,7 @@ def collect(
             register = _register_callback(role, info, pending)
             try:
                 impl.function(register=register)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # sys.exit in a hook must not end modiff either
                 error = f"{type(exc).__name__} in {hook_name}: {exc}"
                 if strict:
                     raise PluginError(
