@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..tasks import Generated, GenerationRequest, Task
 
-#: What ``modiff generate`` itself takes; a task's input may not use these names.
-COMMON_OPTIONS = ("n", "seed", "steps", "scheduler", "guidance", "negative", "out", "from", "trajectory", "device",
-                  "help")
-
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -110,35 +106,22 @@ def generate_files(
     options as given (``steps``, ``guidance``, ``negative``, and any other
     option a task that does not sample refuses; ``None``: not given)."""
     from ..files import check_output_path
-    from ..tasks import GenerationRequest
+    from ..tasks.generation import request as resolve
 
     task = pipeline.task
     sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
-    if not task.takes_prompts:
-        if prompts:
-            raise ModiffError(f"this run's task ({task.name!r}) takes no prompt, but got {list(prompts)!r}; "
-                              + task.usage.format(run=pipeline.run.path if pipeline.run else "RUN"))
-        prompts = [""]
-    elif not prompts:
-        raise ModiffError("give at least one PROMPT (an empty one, \"\", is allowed)")
     if not task.uses_scheduler and sampling:
         flags = ", ".join(f"--{k}" for k in sampling)
         raise ModiffError(f"this run's task ({task.name!r}) does not sample: {flags} do not apply")
     if out is not None:  # before the generation whose files it would refuse
         check_output_path(*_outputs(pipeline, out)[:2], "--out")
-    inputs, files = _load_inputs(pipeline, task, values)
-    expanded = tuple(p for p in prompts for _ in range(n))
-    indices = [i for i in range(len(prompts)) for _ in range(n)]
-    request = GenerationRequest(
-        prompts=expanded,
-        seeds=tuple(seed + k for k in range(len(expanded))),
-        sampling=pipeline.sampling(
-            steps=sampling.get("steps"), guidance=sampling.get("guidance"), negative_prompt=sampling.get("negative")
-        ) if task.uses_scheduler else None,
-        inputs=inputs,
-        files=files,
-        given={k: v for k, v in values.items() if v is not None},
+    given = {k: v for k, v in values.items() if v is not None}
+    inputs, files = _read_files(pipeline, task, given)
+    request = resolve(
+        pipeline, prompts, n=n, seed=seed, steps=sampling.get("steps"), guidance=sampling.get("guidance"),
+        negative_prompt=sampling.get("negative"), files=files, given=given, **inputs,
     )
+    indices = [i for i in range(len(request.prompts) // n) for _ in range(n)]
     generated = task.generate(pipeline, request)
     _write(pipeline, task, request, generated, indices, out, grid=grid)
     return generated, request
@@ -184,9 +167,6 @@ def _task_parser(task: Task) -> _TaskOptions:
                      usage=argparse.SUPPRESS)
     group = p.add_argument_group(f"options of the run's task, {task.name!r} ({task.description})")
     for item in task.inputs:
-        if item.name in COMMON_OPTIONS:
-            raise ModiffError(f"task {task.name!r} declares an input {item.name!r}, an option `modiff generate` "
-                              f"has already; rename the input (taken: {', '.join(COMMON_OPTIONS)})")
         kwargs: dict[str, Any] = {"dest": item.name, "default": None, "help": item.help}
         if item.required:
             kwargs["help"] += " (required)"
@@ -214,35 +194,25 @@ def _task_options(task: Task, extra: list[str]) -> tuple[dict[str, Any], list[st
     return values, prompts
 
 
-def _load_inputs(pipeline: Pipeline, task: Task, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """The task's inputs read (files at the run's image size), defaults filled
-    in; a :class:`ModiffError` naming a required one that is missing."""
+def _read_files(pipeline: Pipeline, task: Task, given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The task's inputs with its file inputs read at the run's image size (an
+    image ``[3, H, W]`` in [-1, 1], a mask ``[H, W]`` of integers), and the path
+    each was read from."""
     import numpy as np
     import torch
 
     from ..images import from_pil
 
-    inputs: dict[str, Any] = {}
-    files: dict[str, Path] = {}
-    known = {i.name for i in task.inputs}
-    for name in values:
-        if name not in known:
-            raise ModiffError(f"--{name} is not an option of this run's task ({task.name!r})")
+    inputs, files = dict(given), {}
     for item in task.inputs:
-        value = values.get(item.name)
-        if value is None:
-            value = item.default
-        if value is None:
-            if item.required:
-                raise ModiffError(f"this run's task ({task.name!r}) needs {item.flag}: {item.help}")
+        path = given.get(item.name)
+        if path is None or not item.is_file:
             continue
-        if item.kind == "image":
-            files[item.name] = Path(value)
-            value = from_pil(_read(Path(value), "RGB", pipeline.image_size))
-        elif item.kind == "mask":
-            files[item.name] = Path(value)
-            value = torch.from_numpy(np.asarray(_read(Path(value), "L", pipeline.image_size), dtype=np.int64).copy())
-        inputs[item.name] = value
+        files[item.name] = Path(path)
+        image = _read(Path(path), "RGB" if item.kind == "image" else "L", pipeline.image_size)
+        inputs[item.name] = (
+            from_pil(image) if item.kind == "image" else torch.from_numpy(np.asarray(image, dtype=np.int64).copy())
+        )
     return inputs, files
 
 

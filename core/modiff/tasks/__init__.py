@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from ..parameters import Sampling
 from .base import Task
-from .generation import Generated, GenerationRequest, Input, Output
+from .generation import Generated, GenerationRequest, Input, Output, generate
 from .inpainting import Inpainting, blend_known, inpaint, inpainting_context, random_paint_masks
 from .mask_to_image import MaskToImage, mask_context, mask_to_image
 from .segmentation import Segmentation, SegmentationLoss, segment, segmentation_loss
@@ -48,6 +48,7 @@ __all__ = [
     "Task",
     "TextToImage",
     "blend_known",
+    "generate",
     "inpaint",
     "inpainting_context",
     "mask_context",

@@ -6,13 +6,16 @@ returns as :class:`Output` kinds. ``modiff generate`` builds one command-line
 option per input and writes each output kind with one writer, so a task a
 plugin registers is usable from the command line with no core edit.
 
-This module holds only declarations (no torch), so that reading a task's
-options costs nothing.
+In Python, :func:`generate` is the same path without files::
+
+    made = generate(pipe, ["a red square"], seed=3, mask=class_map)   # made.outputs["images"]
+
+This module imports no torch, so that reading a task's options costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,10 @@ INPUT_KINDS = ("image", "mask", "number", "text", "choice")
 #: What a generation may return: images ``[B, 3, H, W]`` in [-1, 1], or class
 #: maps ``[B, H, W]`` of integer class indices.
 OUTPUT_KINDS = ("images", "masks")
+#: What every generation takes already (``modiff generate``'s own options and
+#: :func:`request`'s arguments): no input of a task may be called so.
+RESERVED_NAMES = ("n", "seed", "steps", "scheduler", "guidance", "negative", "negative_prompt", "out", "from",
+                  "trajectory", "device", "help", "files", "given", "prompts")
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,11 @@ class Input:
     choices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.name in RESERVED_NAMES:
+            raise ModiffError(
+                f"an input called {self.name!r} would clash with an option every generation has; "
+                f"rename it (taken: {', '.join(RESERVED_NAMES)})"
+            )
         if self.kind not in INPUT_KINDS:
             raise ModiffError(f"input {self.name!r} has kind {self.kind!r}; kinds: {', '.join(INPUT_KINDS)}")
         if self.kind == "choice" and not self.choices:
@@ -121,3 +133,72 @@ class Generated:
 
     outputs: Mapping[str, Any]
     sampling: Sampling | None = None
+
+
+def request(
+    pipeline: Any,
+    prompts: Sequence[str] = (),
+    *,
+    n: int = 1,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    negative_prompt: str | None = None,
+    files: Mapping[str, Path] | None = None,
+    given: Mapping[str, Any] | None = None,
+    **inputs: Any,
+) -> GenerationRequest:
+    """The resolved request of one generation of ``pipeline``'s task: ``n``
+    items per prompt, item ``k`` seeded with ``seed + k``, the sampling
+    parameters resolved by :meth:`modiff.pipeline.Pipeline.sampling`, and the
+    task's ``inputs`` (read: see :class:`Input`) checked against what it
+    declares, defaults filled in. ``files`` and ``given`` say where file inputs
+    came from and how they were given, for what a PNG records. A
+    :class:`ModiffError` names what does not fit the task."""
+    task = pipeline.task
+    if n < 1:
+        raise ModiffError(f"n = {n}: generate at least one image per prompt")
+    if not task.takes_prompts:
+        if prompts:
+            raise ModiffError(
+                f"this run's task ({task.name!r}) takes no prompt, but got {list(prompts)!r}; "
+                + task.usage.format(run=pipeline.run.path if pipeline.run is not None else "RUN")
+            )
+        prompts = [""]
+    elif not prompts:
+        raise ModiffError('give at least one PROMPT (an empty one, "", is allowed)')
+    declared = {item.name: item for item in task.inputs}
+    unknown = sorted(set(inputs) - set(declared))
+    if unknown:
+        flags = ", ".join(item.flag for item in task.inputs) or "none"
+        raise ModiffError(
+            f"--{unknown[0]} is not an option of this run's task ({task.name!r}, whose options are: {flags})"
+        )
+    resolved: dict[str, Any] = {}
+    for item in task.inputs:
+        value = item.default if inputs.get(item.name) is None else inputs[item.name]
+        if value is None and item.required:
+            raise ModiffError(f"this run's task ({task.name!r}) needs {item.flag} ({item.help})")
+        if value is not None:
+            resolved[item.name] = value
+    expanded = tuple(p for p in prompts for _ in range(n))
+    sampling = (
+        pipeline.sampling(steps=steps, guidance=guidance, negative_prompt=negative_prompt)
+        if task.uses_scheduler
+        else None
+    )
+    return GenerationRequest(
+        prompts=expanded,
+        seeds=tuple(seed + k for k in range(len(expanded))),
+        sampling=sampling,
+        inputs=resolved,
+        files=dict(files or {}),
+        given=dict(given or {}),
+    )
+
+
+def generate(pipeline: Any, prompts: Sequence[str] = (), **options: Any) -> Generated:
+    """What ``pipeline``'s task makes (its :attr:`Generated.outputs` by kind),
+    with the options of :func:`request`: the path ``modiff generate`` takes,
+    without files."""
+    return pipeline.task.generate(pipeline, request(pipeline, prompts, **options))
