@@ -220,11 +220,7 @@ root = "{root}"
 image_size = 16
 [encoder]
 plugin = "identity"
-[text_embedder]
-plugin = "transformer"
-width = 16
-depth = 1
-heads = 2
+{text_embedder}
 [conditioner]
 plugin = "cross-attention"
 [denoiser]
@@ -240,20 +236,37 @@ steps = 2
 batch_size = 4
 checkpoint_every = 2
 warmup_steps = 1
+[train.text_embedder]
+steps = 2
+batch_size = 4
+warmup_steps = 1
 [sample]
 steps = 2
 prompts = ["a red square"]
 """
 
 
-def test_an_image_folder_run_generates_after_its_folder_is_deleted(tmp_path: Path) -> None:
+#: Text embedders that learn from the captions (a vocabulary, a tokenizer): what they learnt is in the run.
+TEXT_EMBEDDERS = {
+    "transformer": 'plugin = "transformer"\nwidth = 16\ndepth = 1\nheads = 2',
+    "word2vec": 'plugin = "word2vec"\ndim = 8\nepochs = 1\ndepth = 0',
+    "clip": 'plugin = "clip"\nwidth = 16\nlayers = 1\nheads = 2\nvision_width = 16\nvision_layers = 1'
+    '\nvision_heads = 2\nprojection_dim = 16',
+}
+
+
+@pytest.mark.parametrize(
+    "text_embedder", ["transformer", "word2vec", pytest.param("clip", marks=pytest.mark.slow)]  # clip: 11 s
+)
+def test_an_image_folder_run_generates_after_its_folder_is_deleted(tmp_path: Path, text_embedder: str) -> None:
     from modiff.pipeline import Pipeline
     from modiff.settings import load
     from modiff.workflows import run_dir_for, train_run
 
     root = write_image_folder(tmp_path / "images")
     path = tmp_path / "folder.toml"
-    path.write_text(IMAGE_FOLDER_RUN.format(runs=tmp_path / "runs", root=root))
+    table = "[text_embedder]\n" + TEXT_EMBEDDERS[text_embedder]
+    path.write_text(IMAGE_FOLDER_RUN.format(runs=tmp_path / "runs", root=root, text_embedder=table))
     resolved = load([path])
     run = run_dir_for(resolved)
     train_run(resolved, run, progress=False)
