@@ -267,7 +267,9 @@ def register_tasks(register: RegisterTask) -> None:
             component-name rule and must not clash with the core's tasks
             (text-to-image, mask-to-image, inpainting, segmentation) or another
             plugin's. A task says what the denoiser sees and outputs, its loss,
-            and how its samples look; see ``docs/tasks.md``.
+            how its samples look, and what a generation takes and returns
+            (its inputs become options of ``modiff generate``); see
+            ``docs/tasks.md``.
 
     Example::
 
