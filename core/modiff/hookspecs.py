@@ -151,9 +151,9 @@ def register_encoders(register: Register) -> None:
 
     Args:
         register: call it once per encoder. The factory returns a
-            :class:`modiff.protocols.Encoder`; ``context.dataset`` (or
-            ``[run] image_size``) gives the image size through
-            ``context.image_size``.
+            :class:`modiff.protocols.Encoder`; ``context.image_size`` is the
+            dataset's image size (loading a trained run, which builds no
+            dataset: the size saved with it), else ``[run] image_size``.
 
     Example::
 
@@ -170,7 +170,10 @@ def register_text_embedders(register: Register) -> None:
     Args:
         register: call it once per text embedder. The factory returns a
             :class:`modiff.protocols.TextEmbedder`; ``context.dataset`` gives
-            the captions an embedder that trains on text may read. Prompts
+            the captions an embedder that trains on text may read. Loading a
+            trained run builds no dataset: what the embedder learnt from the
+            captions (a vocabulary, a tokenizer) comes back from its saved
+            assets, ``context.assets["text_embedder"]``. Prompts
             longer than ``max_tokens`` are truncated with a
             :class:`modiff.TruncationWarning`.
 
