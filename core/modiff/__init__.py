@@ -52,6 +52,8 @@ from .protocols import (
     Scheduler,
     TextEmbedder,
     TextEmbedding,
+    TrackedRun,
+    Tracker,
     Trainable,
     TrainsJointly,
 )
@@ -131,6 +133,8 @@ __all__ = [
     "SettingsError",
     "TextEmbedder",
     "TextEmbedding",
+    "TrackedRun",
+    "Tracker",
     "pad_token_rows",
     "truncate_token_rows",
     "Trainable",

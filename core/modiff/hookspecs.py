@@ -258,6 +258,29 @@ def register_evaluators(register: Register) -> None:
 
 
 @hookspec
+def register_trackers(register: Register) -> None:
+    """Register trackers (``[track] plugins = [...]``): TensorBoard, MLflow.
+
+    Unlike the roles above, a run may use several trackers at once, none by
+    default; each takes its options from its own table, ``[track.NAME]``.
+
+    Args:
+        register: call it once per tracker. The factory returns a
+            :class:`modiff.protocols.Tracker`; its context is the
+            :class:`modiff.protocols.TrackedRun` that ``start`` will receive
+            (run folder, runs folder, the id to resume). It is called on the
+            main process only, when training starts or resumes. Import the
+            tracking library inside the factory: the core never depends on one.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_trackers(register: modiff.Register) -> None:
+            register("csv-log", build_csv_log, CsvLogSettings)
+    """
+
+
+@hookspec
 def register_tasks(register: RegisterTask) -> None:
     """Register tasks: what a run may name in ``[run] task``.
 

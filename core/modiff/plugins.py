@@ -56,6 +56,13 @@ ROLE_HOOKS: dict[str, str] = {
 }
 ROLES: tuple[str, ...] = tuple(ROLE_HOOKS)
 
+#: The role of trackers, which a run fills with several plugins at once (the
+#: ``[track]`` table lists them), so it is no settings table of its own.
+TRACKER = "tracker"
+#: Every role's registration hook: the settings-table roles and the trackers.
+ALL_ROLE_HOOKS: dict[str, str] = {**ROLE_HOOKS, TRACKER: "register_trackers"}
+ALL_ROLES: tuple[str, ...] = tuple(ALL_ROLE_HOOKS)
+
 #: The one rule for component names (what settings files write as ``plugin =
 #: "name"``): lower-case letters and digits in words joined by single dashes,
 #: starting with a letter. ``modiff plugins new`` derives the distribution
@@ -154,7 +161,7 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     broken: list[BrokenPlugin] = field(default_factory=list)
     components: dict[str, dict[str, list[Registration]]] = field(
-        default_factory=lambda: {role: {} for role in ROLES}
+        default_factory=lambda: {role: {} for role in ALL_ROLES}
     )
     manager: pluggy.PluginManager | None = None
     _tasks: dict[str, TaskProtocol] | None = field(default=None, repr=False)
@@ -201,14 +208,14 @@ class Registry:
         return sorted(self.components[role])
 
     def all(self, role: str | None = None) -> Iterator[Registration]:
-        roles = ROLES if role is None else (role,)
+        roles = ALL_ROLES if role is None else (role,)
         for r in roles:
             for regs in self.components[r].values():
                 yield from regs
 
     def conflicts(self) -> list[list[Registration]]:
         """Names registered by more than one distribution in one role."""
-        return [regs for regs in (r for role in ROLES for r in self.components[role].values()) if len(regs) > 1]
+        return [regs for regs in (r for role in ALL_ROLES for r in self.components[role].values()) if len(regs) > 1]
 
     def entry_point_conflicts(self) -> list[EntryPointConflict]:
         """Entry-point names declared by more than one installed distribution
@@ -228,7 +235,7 @@ class Registry:
         distribution that registered it).
         """
         if role not in self.components:
-            raise PluginError(f"unknown role {role!r}; the roles are: {', '.join(ROLES)}")
+            raise PluginError(f"unknown role {role!r}; the roles are: {', '.join(ALL_ROLES)}")
         dist, _, bare = name.rpartition(":")
         candidates = self.components[role].get(bare, [])
         if dist:
@@ -372,7 +379,7 @@ def collect(
             known[name] = info
             registry.plugins.append(info)
     failed: set[str] = set()
-    for role, hook_name in ROLE_HOOKS.items():
+    for role, hook_name in ALL_ROLE_HOOKS.items():
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():
             info = known[impl.plugin_name]
@@ -396,7 +403,7 @@ def collect(
             for reg in pending:
                 registry.add(reg)
     if failed:  # a plugin that failed in one hook is dropped from every role
-        for role in ROLES:
+        for role in ALL_ROLES:
             for name in list(registry.components[role]):
                 regs = [r for r in registry.components[role][name] if r.plugin not in failed]
                 if regs:

@@ -550,6 +550,76 @@ class Evaluator(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """What a tracker is told about the run it tracks (``Tracker.start``).
+
+    ``run_id`` is what this tracker's ``start`` returned when the run began,
+    kept in the run's checkpoint: a resumed run hands it back so that the
+    tracker continues the same tracked run. ``resume_after`` is then the last
+    step the checkpoint holds: the steps after it are taken (and logged)
+    again, so a tracker drops what it logged above it, or ignores the
+    repeats. Steps count across the run's stages in order (the denoiser's
+    step ``s`` in a run whose encoder trained 1000 steps is ``1000 + s``), so
+    one series of steps covers the whole run. ``group`` names the experiment
+    the run belongs to (an ablation's name; ``None``: the tracker's default)
+    and ``tags`` what tells it from the group's other runs (variant, seed).
+    """
+
+    name: str
+    path: Path
+    runs_dir: Path
+    run_id: str | None = None
+    resume_after: int | None = None
+    group: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+#: A parameter's value as trackers receive it: settings flattened to ``table.key``.
+ParamValue = str | int | float | bool
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Where a run is watched besides its own files: TensorBoard, MLflow (``[track]``).
+
+    The core feeds every tracker the run's settings as parameters, every
+    logged scalar (losses, learning rates, step times, evaluations), the
+    sample grids and denoising trajectories as PNG files, and the run's result
+    files at the end; ``metrics.jsonl`` stays the record the report reads.
+    Only the main process of a distributed run builds trackers. Any method may
+    raise (a server down, a full disk): the core then warns once, naming the
+    tracker and what failed, calls ``close`` and drops it for the rest of the
+    run, so every method, ``close`` above all, must be safe to call after an
+    earlier one failed.
+    """
+
+    def start(self, run: TrackedRun) -> str:
+        """Open the tracked run (a new one, or ``run.run_id`` again when resuming)
+        and return its id, which the core keeps in the checkpoint."""
+        ...
+
+    def log_params(self, params: Mapping[str, ParamValue]) -> None:
+        """The resolved settings, flattened (``train.lr``, ``denoiser.channels``), once per start."""
+        ...
+
+    def log_scalars(self, step: int, values: Mapping[str, float]) -> None:
+        """Scalars at ``step``, named ``stage/name`` (``denoiser/loss``, ``eval/accuracy``)."""
+        ...
+
+    def log_image(self, step: int, name: str, image: Path) -> None:
+        """A PNG file (a sample grid, a denoising trajectory) at ``step`` under ``name``."""
+        ...
+
+    def log_artifacts(self, files: Sequence[Path]) -> None:
+        """The run's result files, when training ends."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release everything; called once at the end, or after a failure."""
+        ...
+
+
 @runtime_checkable
 class TaskProtocol(Protocol):
     """What the core asks of a run's task (``[run] task``).

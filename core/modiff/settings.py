@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDic
 
 from .errors import ModiffError, SettingsError
 from .names import FOLDER_NAME_RULE, is_folder_name
-from .plugins import ROLES, Registration, Registry
+from .plugins import ROLES, TRACKER, Registration, Registry
 from .plugins import registry as default_registry
 from .protocols import TaskProtocol
 from .toml_io import dumps, parse_value
@@ -145,6 +145,34 @@ class SampleSettings(_Table):
     prompts: list[str] = Field(default_factory=list, description="Prompts for sample grids.")
 
 
+class TrackSettings(BaseModel):
+    """``[track]``: the trackers that watch the run, several at once, none by default.
+
+    Each tracker's options go in a table of its own, ``[track.NAME]``
+    (checked against that tracker's settings model in phase 2)::
+
+        [track]
+        plugins = ["tensorboard", "mlflow"]
+
+        [track.mlflow]
+        tracking_uri = "http://mlflow.example:5000"
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    plugins: list[str] = Field(default_factory=list, description="Trackers to feed, e.g. ['tensorboard'].")
+    group: str | None = Field(
+        None, description="The experiment the run belongs to in its trackers (an ablation sets its name)."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Tags that tell the run from its group's others (variant, seed)."
+    )
+
+    def options(self) -> dict[str, Any]:
+        """The ``[track.NAME]`` tables, by name."""
+        return dict(self.model_extra or {})
+
+
 class ComponentChoice(BaseModel):
     """A role table: ``plugin`` plus that plugin's parameters (checked later)."""
 
@@ -173,6 +201,7 @@ class Settings(BaseSettings):
     evaluator: ComponentChoice | None = None
     train: TrainSettings = Field(default_factory=TrainSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
+    track: TrackSettings = Field(default_factory=TrackSettings)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, *args: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
@@ -416,6 +445,8 @@ class ResolvedSettings:
     layers: Layers
     #: the :class:`modiff.tasks.Task` that ``[run] task`` names
     task: TaskProtocol | None = None
+    #: the trackers ``[track] plugins`` names, in its order, by the name written there
+    trackers: dict[str, ResolvedComponent] = field(default_factory=dict)
 
     @property
     def run(self) -> RunSettings:
@@ -438,6 +469,11 @@ class ResolvedSettings:
                 out[role] = {"plugin": _written_name(self.settings, role, comp), **comp.params.model_dump(mode="json")}
         out["train"] = self.settings.train.model_dump(mode="json")
         out["sample"] = self.settings.sample.model_dump(mode="json")
+        track = self.settings.track
+        if track != TrackSettings():  # left out when unused, so untracked runs' settings read as before
+            out["track"] = {k: v for k, v in track.model_dump(mode="json").items() if k in TrackSettings.model_fields}
+            for name, comp in self.trackers.items():
+                out["track"][name] = comp.params.model_dump(mode="json")
         return out
 
     def to_toml(self) -> str:
@@ -490,9 +526,48 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
             )
             continue
         components[role] = ResolvedComponent(role, registration, params)
+    trackers = _resolve_trackers(settings.track, layers, registry, problems)
     if problems:
         raise SettingsError(problems)
-    return ResolvedSettings(settings, components, layers, task)
+    return ResolvedSettings(settings, components, layers, task, trackers)
+
+
+def _resolve_trackers(
+    track: TrackSettings, layers: Layers, registry: Registry, problems: list[str]
+) -> dict[str, ResolvedComponent]:
+    """Look up every tracker ``[track] plugins`` names and validate its ``[track.NAME]``
+    table; an options table that names no installed tracker is a typo, reported."""
+    trackers: dict[str, ResolvedComponent] = {}
+    options = track.options()
+    for name in track.plugins:
+        if name in trackers:
+            problems.append(f"[track] plugins in {layers.origin('track', 'plugins')} names {name!r} twice")
+            continue
+        try:
+            registration = registry.lookup(TRACKER, name)
+        except ModiffError as exc:
+            problems.append(f"[track] plugins = {track.plugins!r} in {layers.origin('track', 'plugins')}: {exc}")
+            continue
+        params = options.get(name, {})
+        if not isinstance(params, dict):
+            problems.append(
+                f"[track] {name} = {params!r} in {layers.origin('track', name)}: a tracker's options are a "
+                f"table, [track.{name}]"
+            )
+            continue
+        try:
+            trackers[name] = ResolvedComponent(TRACKER, registration, registration.validate(params))
+        except ValidationError as exc:
+            problems.extend(_describe(exc, layers, ("track", name), registration))
+    for name in options:
+        if name not in trackers and not registry.components[TRACKER].get(name.rpartition(":")[2]):
+            installed = ", ".join(registry.names(TRACKER)) or "none installed"
+            allowed = ", ".join(TrackSettings.model_fields)
+            problems.append(
+                f"unknown key {name!r} in [track] of {layers.origin('track', name)}; allowed keys: {allowed}, "
+                f"or a table of options for an installed tracker ({installed})"
+            )
+    return trackers
 
 
 def load(
@@ -538,7 +613,9 @@ def _describe(
 
 def _allowed_keys(table: tuple[str, ...], registration: Registration | None) -> list[str]:
     model: type[BaseModel] | None
-    if registration is not None:
+    if registration is not None and registration.role == TRACKER:  # [track.NAME]: the options alone
+        model, table, extra = registration.settings_model, table[2:], []
+    elif registration is not None:
         model = registration.settings_model
         table = table[1:]
         extra = ["plugin"]
