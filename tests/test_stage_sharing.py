@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from modiff.ablation import read_ablation, run_ablation
+from modiff.checkpoint import Checkpoint
 from modiff.cli import main
 from modiff.runs import RunDir
 from modiff.settings import load
@@ -121,7 +122,8 @@ def test_jobs_train_runs_side_by_side_and_a_sharing_run_waits_for_its_stages(tmp
     for seed in (0, 1):
         assert records[f"hybrid,seed={seed}"].get("shared_stages") == ["encoder", "text_embedder"]
         assert "shared_stages" not in records[f"xattn,seed={seed}"]
-    assert len(list((out / ".stages").iterdir())) == 4  # two stages x two seeds
+    entries = [p for p in (out / ".stages").iterdir() if not p.name.startswith(".")]  # (.writers: the lock)
+    assert len(entries) == 4  # two stages x two seeds
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
     # side by side: the two seeds' first runs were in flight at the same time (their spans overlap);
     # a timing ratio would be flaky on a loaded machine, where tiny runs are mostly process start-up
@@ -210,3 +212,85 @@ def test_a_run_waits_only_for_a_stage_a_running_run_could_still_keep(tmp_path: P
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "state.json").write_text("{}")
     assert not cache.must_wait({"a", "b"}, [{"b", "c"}])  # b is kept already: start after it
+
+
+def test_stage_keys_hold_what_computes_a_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads, torch's version, a plugin's version and the device change a stage's
+    bits, so each gives other keys (and the same process, the same keys)."""
+    import dataclasses
+
+    from modiff import stage_cache
+
+    (tmp_path / "base.toml").write_text(TINY.format(runs=tmp_path.as_posix()))
+    resolved = load([tmp_path / "base.toml"], [])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        base = stage_keys(resolved)
+        torch.set_num_threads(2)
+        two = stage_keys(resolved)
+    finally:
+        torch.set_num_threads(threads)
+    assert all(two[stage] != base[stage] for stage in base), "two threads end a few bits away from one"
+    assert stage_keys(resolved, threads=1) == base and stage_keys(resolved, threads=2) == two  # a driver's, for jobs
+
+    encoder = resolved.components["encoder"]
+    newer = dataclasses.replace(encoder, registration=dataclasses.replace(encoder.registration, version="99.0"))
+    bumped = stage_keys(dataclasses.replace(resolved, components={**resolved.components, "encoder": newer}), threads=1)
+    assert bumped["encoder"] != base["encoder"] and bumped["text_embedder"] != base["text_embedder"]
+
+    monkeypatch.setattr(torch, "__version__", "0.0.1")
+    assert stage_keys(resolved, threads=1)["encoder"] != base["encoder"]
+    monkeypatch.undo()
+    monkeypatch.setattr(stage_cache, "_cpu_model", lambda: "another CPU")
+    assert stage_keys(resolved, threads=1)["encoder"] != base["encoder"]
+
+
+def fake_checkpoint(folder: Path) -> Checkpoint:
+    """A checkpoint at the end of the encoder's stage, with a real weights file."""
+    from modiff.files import atomic_save_tensors
+
+    state = {"stages_done": ["encoder"], "stage": None, "step": 0, "components": ["encoder"], "train_seconds": 1.0}
+    (folder / "components").mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps(state))
+    atomic_save_tensors(folder / "components" / "encoder.safetensors", {"w": torch.ones(64, 64)})
+    return Checkpoint(folder, state)
+
+
+def test_a_killed_copys_leftover_is_removed_by_the_next_writer_and_a_live_one_is_not(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    (tmp_path / "base.toml").write_text(TINY.format(runs=tmp_path.as_posix()))
+    resolved = load([tmp_path / "base.toml"], [])
+    cache = StageCache(tmp_path / "cache")
+    leftover = tmp_path / "cache" / ".0123456789abcdef0123.4242.tmp"
+    (leftover / "components").mkdir(parents=True)
+    (leftover / "components" / "encoder.safetensors").write_bytes(b"a whole checkpoint, half copied")
+    source = fake_checkpoint(tmp_path / "ckpt")
+
+    fd = os.open(tmp_path / "cache" / ".writers", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a writer is copying now: its folder is no leftover
+    assert cache.keep(RunDir(tmp_path / "a"), "encoder", source, resolved, processes=2)
+    assert leftover.is_dir()
+    os.close(fd)
+    assert cache.keep(RunDir(tmp_path / "a"), "encoder", source, resolved)  # no writer copying: tidied
+    assert not leftover.exists()
+    assert not list((tmp_path / "cache").glob(".*.tmp"))
+
+
+def test_a_damaged_cache_entry_is_an_error_naming_the_entry(tmp_path: Path) -> None:
+    from modiff.errors import RunError
+
+    (tmp_path / "base.toml").write_text(TINY.format(runs=tmp_path.as_posix()))
+    resolved = load([tmp_path / "base.toml"], [])
+    cache = StageCache(tmp_path / "cache")
+    assert cache.keep(RunDir(tmp_path / "a"), "encoder", fake_checkpoint(tmp_path / "ckpt"), resolved)
+    entry = cache.entry(stage_keys(resolved)["encoder"])
+    weights = entry / "components" / "encoder.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-64:] = bytes(64)  # 64 bytes of the tensor data zeroed
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(RunError, match=f"the stage cache entry {entry} is damaged: .*encoder.safetensors"):
+        cache.start(RunDir(tmp_path / "runs" / "b"), resolved)
+    assert not (tmp_path / "runs" / "b").exists()

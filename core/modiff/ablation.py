@@ -419,11 +419,12 @@ def _run_side_by_side(
             records.append(record)
         else:
             todo.append(cell)
+    threads = threads_per_job(jobs)
     cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
-    keys = {c.name: set(stage_keys(ablation.resolved[c.name]).values()) for c in todo} if cache else {}
+    # the keys the jobs will compute: with their thread count, not this driver's
+    keys = {c.name: set(stage_keys(ablation.resolved[c.name], threads=threads).values()) for c in todo} if cache else {}
     logs = out / ".logs"
     logs.mkdir(parents=True, exist_ok=True)
-    threads = threads_per_job(jobs)
     running: dict[str, subprocess.Popen[bytes]] = {}
     waiting: set[str] = set()
     try:
