@@ -38,9 +38,8 @@ class StageRun:
     def __init__(
         self, stage: Stage, components: Components, run_progress: RunProgress, reporter: TrainingReporter
     ):
-        self.stage, self.components, self.reporter = stage, components, reporter
-        self.run_progress = progress = run_progress
-        self.world, self.device, self.settings = progress.world, components.device, components.settings
+        self.stage, self.components, self.run_progress, self.reporter = stage, components, run_progress, reporter
+        self.world, self.device, self.settings = run_progress.world, components.device, components.settings
         s = stage.settings
         self.params = [p for m in stage.modules.values() for p in m.parameters() if p.requires_grad]
         if not self.params:
@@ -49,23 +48,30 @@ class StageRun:
             m.train()
         self.opt = adamw(self.params, lr=s.lr, weight_decay=s.weight_decay, betas=s.adam_betas)
         self.ema = EMA(stage.modules, stage.ema_decay, warmup=stage.ema_warmup) if stage.ema_decay > 0 else None
-        resumed = resume_stage(stage, progress.checkpoint, self.opt, self.ema)
-        self.start = resumed.step
-        if self.start:
-            reporter.keep_metrics(progress.stages_done, stage.name, self.start)
-        else:
-            reporter.keep_metrics(progress.stages_done)
-        if self.ema is not None:
-            self.ema.updates = self.start
-        precision_fp16 = self.settings.run.precision == "fp16" and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=precision_fp16)
-        if self.scaler.is_enabled() and self.start and resumed.scaler_state:
-            self.scaler.load_state_dict(resumed.scaler_state)
+        fp16 = self.settings.run.precision == "fp16" and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.start = self._resume()
         self.finite = FiniteWatch(self.device)
         self.completed = self.last_saved = self.start  # steps whose update is fully applied; steps checkpointed
         self.updating = False  # between zero_grad and the EMA update: the weights match no step
         self.bar: ProgressBar = NO_BAR
         self.window = (time.perf_counter(), 0)  # the speed's window: its start and the steps taken in it
+
+    def _resume(self) -> int:
+        """The step to start from: the checkpoint's, with the optimizer, EMA and gradient
+        scaler as it left them, when the run resumes within this stage; else 0. The
+        metrics the steps from there will log again are dropped."""
+        resumed = resume_stage(self.stage, self.run_progress.checkpoint, self.opt, self.ema)
+        done = self.run_progress.stages_done
+        if resumed.step:
+            self.reporter.keep_metrics(done, self.stage.name, resumed.step)
+        else:
+            self.reporter.keep_metrics(done)
+        if self.ema is not None:
+            self.ema.updates = resumed.step
+        if self.scaler.is_enabled() and resumed.step and resumed.scaler_state:
+            self.scaler.load_state_dict(resumed.scaler_state)
+        return resumed.step
 
     def run(self) -> None:
         self.bar = self.reporter.bar(self.stage.name, self.stage.settings.steps, self.start)
