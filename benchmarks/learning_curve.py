@@ -317,7 +317,7 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
     import torch
 
     import modiff
-    from modiff.protocols import Fittable, Trainable
+    from modiff.protocols import Fittable, Trainable, trains_jointly
     from modiff.training.optim import adamw
 
     resolved = modiff.load_settings_files([ROOT / recipe.file], [*common, *recipe.sets, 'run.device="cpu"'])
@@ -353,7 +353,7 @@ def _step_functions(recipe: Recipe, common: list[str]) -> dict[str, Any]:
                                 train.text_embedder.steps)
         txt.needs_training = False
 
-    joint = bool(getattr(txt, "joint_training", False))
+    joint = trains_jointly(txt)
     modules = [m for m in (c.denoiser, c.conditioner, txt if joint else None) if isinstance(m, torch.nn.Module)]
     params = [p for m in modules for p in m.parameters() if p.requires_grad]
     opt = adamw(params, lr=1e-4, weight_decay=0.01)
