@@ -92,6 +92,10 @@ def assert_same(reference: Path, run: Path) -> None:
         assert not different, (
             f"{role}: {len(different)} tensors differ from the uninterrupted run, e.g. {different[:3]}"
         )
+    # CLIP's tokenizer: trained alike in another process, and left as it was by every resume
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json"):
+        ref_file, got_file = (RunDir(r).assets("text_embedder") / name for r in (reference, run))
+        assert ref_file.read_bytes() == got_file.read_bytes(), f"{name} differs from the uninterrupted run's"
 
 
 @pytest.fixture(scope="module")
