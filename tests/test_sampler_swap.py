@@ -25,7 +25,7 @@ from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 
 pytest.importorskip("modiff_schedulers", reason="the swap property is checked on the built-in samplers")
 
-NAMES = ["ddpm", "ddim", "euler", "euler-ancestral", "heun", "lms", "dpmpp-2m", "dpmpp-2m-sde", "unipc"]
+NAMES = ["ddpm", "ddim", "euler", "euler-ancestral", "heun", "lms", "dpmpp-2m", "dpmpp-2m-sde", "unipc", "lcm"]
 
 #: Candidate values of every option and schedule key; a draw keeps those the model accepts.
 VALUES: dict[str, list[Any]] = {
@@ -51,6 +51,8 @@ VALUES: dict[str, list[Any]] = {
     "order": [1, 2, 3, 4],
     "solver_type": ["midpoint", "heun", "bh1", "bh2"],
     "disable_corrector": [[], [0]],
+    "original_inference_steps": [50, 8],
+    "timestep_scaling": [10.0, 2.0],
 }
 
 

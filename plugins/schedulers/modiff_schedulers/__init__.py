@@ -1,7 +1,7 @@
 """Noise schedules and samplers for modiff.
 
 Registers one scheduler component per sampler of :data:`specs.SPECS` (ddpm,
-ddim, euler, euler-ancestral, heun, lms, dpmpp-2m, dpmpp-2m-sde, unipc):
+ddim, euler, euler-ancestral, heun, lms, dpmpp-2m, dpmpp-2m-sde, unipc, lcm):
 name, settings model and description come from that one table. They share
 one noise-schedule settings model (:class:`ScheduleSettings`), so a model
 trained under one can be sampled by any other.

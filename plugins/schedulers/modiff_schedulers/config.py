@@ -147,6 +147,25 @@ class UniPCSettings(SigmaSettings):
     )
 
 
+class LCMSettings(ScheduleSettings):
+    """Multistep consistency sampling (Luo et al. 2023), diffusers' ``LCMScheduler``.
+
+    Its timesteps come from its own skipping schedule (``original_inference_steps``
+    points ``T / original_inference_steps`` apart, of which ``steps`` are taken
+    evenly by index), so ``timestep_spacing`` and ``steps_offset`` do not move them.
+    """
+
+    original_inference_steps: int = Field(
+        50,
+        ge=1,
+        description="Points of the skipping schedule the model was distilled on (LCM: 50); capped at "
+        "num_train_timesteps, and more steps than this use a schedule of `steps` points.",
+    )
+    timestep_scaling: float = Field(
+        10.0, gt=0, description="Scale of t in the consistency boundary condition (c_skip, c_out); LCM: 10."
+    )
+
+
 ScheduleSettings.schedule_keys = tuple(ScheduleSettings.model_fields)
 SCHEDULE_KEYS: tuple[str, ...] = ScheduleSettings.schedule_keys
 

@@ -8,8 +8,8 @@ survives the call, so one object can serve concurrent generations and any
 sampler of the same schedule can replace it.
 
 Scales. ``model_fn`` always sees the variance-preserving input it was trained
-on, ``x_t = sqrt(a) * x0 + sqrt(1 - a) * noise``. DDPM and DDIM step on that
-scale; the other samplers step on the sigma scale ``x = x_t / sqrt(a) = x0 +
+on, ``x_t = sqrt(a) * x0 + sqrt(1 - a) * noise``. DDPM, DDIM and LCM step on
+that scale; the other samplers step on the sigma scale ``x = x_t / sqrt(a) = x0 +
 sigma * noise`` and convert at the model boundary. The ``noise`` given to
 ``sample`` is on the VP scale: for ``start_step = 0`` plain unit-variance
 noise (the VP sample at the first timestep, where ``a`` is ~0), which the
@@ -32,7 +32,7 @@ from modiff.sampler_swap import swap
 
 from . import config as cfg
 from .schedule import NoiseSchedule
-from .spacing import karras_sigmas, spaced_timesteps
+from .spacing import consistency_timesteps, karras_sigmas, spaced_timesteps
 from .specs import SAMPLERS, SamplerSpec
 from .wrappers import SigmaDenoiser, TimeTable, VPDenoiser, time_dtype
 
@@ -87,9 +87,12 @@ class DiffusionScheduler(NoiseSchedule):
         """Timesteps and noise levels for ``steps`` steps."""
         s = self.settings
         karras = bool(getattr(s, "use_karras_sigmas", False))
-        ts = spaced_timesteps(
-            s.num_train_timesteps, steps, s.timestep_spacing, s.steps_offset, self.spec.family, check=not karras
-        )
+        if self.spec.family == "consistency":
+            ts = consistency_timesteps(s.num_train_timesteps, steps, s.original_inference_steps)
+        else:
+            ts = spaced_timesteps(
+                s.num_train_timesteps, steps, s.timestep_spacing, s.steps_offset, self.spec.family, check=not karras
+            )
         if self.spec.scale == "vp":
             abar = self.alphas_cumprod
             final = 1.0 if getattr(s, "set_alpha_to_one", True) else float(abar[0])

@@ -12,13 +12,16 @@ behaves the same here:
 * ``multistep`` (dpmpp-2m, dpmpp-2m-sde, unipc): integer timesteps spread over
   ``steps + 1`` points whose last one (``t = 0``) is dropped, since the final
   step goes to sigma = 0 anyway.
+* ``consistency`` (lcm): LCM's skipping schedule, see
+  :func:`consistency_timesteps`; spacing and offset do not apply.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-Family = Literal["discrete", "continuous", "multistep"]
+Family = Literal["discrete", "continuous", "multistep", "consistency"]
 
 
 def _linspace(stop: float, num: int) -> list[float]:
@@ -56,6 +59,26 @@ def spaced_timesteps(
             f"beyond the last training timestep {n - 1}; use fewer steps, steps_offset = 0 or another spacing"
         )
     return ts
+
+
+def consistency_timesteps(num_train_timesteps: int, steps: int, original_steps: int) -> list[float]:
+    """LCM's timesteps (diffusers' ``LCMScheduler.set_timesteps``), first to last.
+
+    The skipping schedule the model was distilled on has ``original_steps``
+    points ``k = T // original_steps`` apart, ending at ``k - 1``; ``steps`` of
+    them are taken evenly by index from the noisiest one. Where diffusers
+    refuses the settings, the schedule stays defined: it has at most ``T``
+    points (``original_steps > T``) and at least ``steps`` (more steps than
+    ``original_steps``), so every step count from 1 to ``T`` has a grid.
+    """
+    n = num_train_timesteps
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n:
+        raise ValueError(f"steps must be an integer from 1 to num_train_timesteps = {n}; got {steps!r}")
+    points = max(min(original_steps, n), steps)
+    k = n // points
+    origin = [j * k - 1 for j in range(points, 0, -1)]
+    step = points / steps  # numpy.linspace(0, points, steps, endpoint=False) is i * step
+    return [float(origin[math.floor(i * step)]) for i in range(steps)]
 
 
 def _grid(n: int, steps: int, spacing: str, steps_offset: int, family: Family) -> list[float]:

@@ -121,6 +121,12 @@ SPECS: tuple[SamplerSpec, ...] = (
         },
         karras_timestep_rounding=lambda s: "round",
     ),
+    SamplerSpec(
+        "lcm", cfg.LCMSettings, "LCM: multistep consistency sampling for consistency-distilled models (2 to 8 steps).",
+        "vp:sample_lcm", "vp", "consistency",
+        options=lambda s: {"timestep_scaling": s.timestep_scaling},
+        stochastic=lambda s: True,
+    ),
 )
 
 SAMPLERS: dict[str, SamplerSpec] = {spec.name: spec for spec in SPECS}

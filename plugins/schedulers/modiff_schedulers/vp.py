@@ -1,4 +1,4 @@
-"""DDPM and DDIM: pure loops on the variance-preserving scale.
+"""DDPM, DDIM and LCM: pure loops on the variance-preserving scale.
 
 Each function takes
 
@@ -78,4 +78,41 @@ def sample_ddpm(
             var = beta if variance_type == "fixed_large" else max((1 - a_prev) / (1 - a_t) * beta, 1e-20)
             assert noise_sampler is not None, "DDPM needs a noise sampler"
             x = x + math.sqrt(var) * noise_sampler(i)
+    return x
+
+
+def consistency_scalings(t: float, timestep_scaling: float, sigma_data: float = 0.5) -> tuple[float, float]:
+    """LCM's boundary condition ``(c_skip, c_out)`` at timestep ``t``: the
+    consistency function is ``c_skip * x_t + c_out * x0``, the identity at
+    ``t = 0`` and almost the x0 estimate elsewhere."""
+    scaled = t * timestep_scaling
+    return sigma_data**2 / (scaled**2 + sigma_data**2), scaled / math.sqrt(scaled**2 + sigma_data**2)
+
+
+def sample_lcm(
+    model: VPModel,
+    x: torch.Tensor,
+    timesteps: Sequence[float],
+    alpha_bars: Sequence[float],
+    *,
+    timestep_scaling: float = 10.0,
+    noise_sampler: NoiseSampler | None = None,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Multistep consistency sampling (Luo et al. 2023, Algorithm 1; Song et
+    al. 2023): each step maps ``x_t`` to the consistency function's clean
+    sample, then noises it afresh to the next timestep; the last step returns
+    the clean sample. ``callback`` gets that clean sample as the x0 estimate."""
+    n = len(timesteps)
+    for i, t in enumerate(timesteps):
+        x0, _ = model(x, t, alpha_bars[i])
+        c_skip, c_out = consistency_scalings(t, timestep_scaling)
+        denoised = c_out * x0 + c_skip * x
+        if callback is not None:
+            callback(i, t, x, denoised)
+        if i == n - 1:
+            return denoised
+        assert noise_sampler is not None, "LCM needs a noise sampler"
+        a_next = alpha_bars[i + 1]
+        x = math.sqrt(a_next) * denoised + math.sqrt(1 - a_next) * noise_sampler(i)
     return x

@@ -23,7 +23,10 @@ How the comparison is made exact:
   float64 value, and the state is a :class:`KeepFloat64` tensor whose
   ``.to(torch.float32)`` is a no-op. ``test_parity_without_upcasting`` runs
   the unmodified diffusers for the usual schedules to show nothing else
-  depends on this.
+  depends on this. Likewise diffusers' LCM computes its boundary condition
+  (``c_skip``, ``c_out``) from the integer timestep tensor in float32, which
+  with the cosine schedule (x0 estimates of ~1e2 at t = 999) moves the output
+  by ~1.5e-5; ``upcast`` has it computed from a Python float instead.
 * Noise: every random draw on both sides comes from the same per-sample
   generators. diffusers draws through ``randn_tensor`` in the dtype of the
   computation (float64 here); modiff draws float32 and casts. The test patches
@@ -52,21 +55,25 @@ DIFFUSERS_CLASS = {
     "dpmpp-2m": "DPMSolverMultistepScheduler",
     "dpmpp-2m-sde": "DPMSolverMultistepScheduler",
     "unipc": "UniPCMultistepScheduler",
+    "lcm": "LCMScheduler",
 }
 
 #: diffusers schedulers whose state is on the sigma scale (they divide by
 #: sqrt(sigma^2 + 1) in scale_model_input).
 SIGMA_STATE = {"euler", "euler-ancestral", "heun", "lms"}
 
+#: diffusers schedulers whose state is on the VP scale (no sigma table).
+VP_STATE = {"ddpm", "ddim", "lcm"}
+
 #: diffusers schedulers that round the state to float32 inside step().
 FLOAT32_STATE = {"euler", "euler-ancestral", "dpmpp-2m", "dpmpp-2m-sde"}
 
 #: Options each diffusers scheduler supports (others are not compared).
 SUPPORTS_KARRAS = {"euler", "heun", "lms", "dpmpp-2m", "dpmpp-2m-sde", "unipc"}
-SUPPORTS_ZERO_SNR = {"ddpm", "ddim", "euler", "euler-ancestral", "dpmpp-2m", "dpmpp-2m-sde", "unipc"}
+SUPPORTS_ZERO_SNR = {"ddpm", "ddim", "lcm", "euler", "euler-ancestral", "dpmpp-2m", "dpmpp-2m-sde", "unipc"}
 SUPPORTS_SAMPLE_PREDICTION = set(DIFFUSERS_CLASS) - {"euler-ancestral"}
-SUPPORTS_CLIP = {"ddpm", "ddim", "heun"}
-SUPPORTS_THRESHOLDING = {"ddpm", "ddim", "dpmpp-2m", "dpmpp-2m-sde", "unipc"}
+SUPPORTS_CLIP = {"ddpm", "ddim", "heun", "lcm"}
+SUPPORTS_THRESHOLDING = {"ddpm", "ddim", "lcm", "dpmpp-2m", "dpmpp-2m-sde", "unipc"}
 
 _RANDN_MODULES = (
     "scheduling_ddpm",
@@ -74,6 +81,7 @@ _RANDN_MODULES = (
     "scheduling_euler_discrete",
     "scheduling_euler_ancestral_discrete",
     "scheduling_dpmsolver_multistep",
+    "scheduling_lcm",
 )
 
 
@@ -134,7 +142,7 @@ def make(name: str, ours: Any) -> Any:
         kw["use_karras_sigmas"] = s.use_karras_sigmas
     elif getattr(s, "use_karras_sigmas", False):
         raise ValueError(f"diffusers' {name} has no Karras option")
-    if name in ("ddpm", "ddim", "heun"):
+    if name in SUPPORTS_CLIP:
         kw.update(clip_sample=s.clip_sample, clip_sample_range=s.clip_sample_range)
     if name in SUPPORTS_THRESHOLDING:
         kw.update(
@@ -154,6 +162,8 @@ def make(name: str, ours: Any) -> Any:
             lower_order_final=True,
             final_sigmas_type="zero",
         )
+    if name == "lcm":
+        kw.update(original_inference_steps=s.original_inference_steps, timestep_scaling=s.timestep_scaling)
     if name == "unipc":
         kw.update(
             solver_order=s.order,
@@ -169,14 +179,14 @@ def make(name: str, ours: Any) -> Any:
 
 def inject_schedule(sched: Any, name: str, ours: Any) -> None:
     """Replace diffusers' float32 schedule tables by ours (float64)."""
-    sigma_scale = name not in ("ddpm", "ddim")
+    sigma_scale = name not in VP_STATE
     abar = (ours.alphas_cumprod_sigma if sigma_scale else ours.alphas_cumprod).clone()
     sched.betas = ours.betas.clone()
     sched.alphas = 1.0 - sched.betas
     sched.alphas_cumprod = abar
-    if name == "ddim":
+    if name in ("ddim", "lcm"):
         one = torch.tensor(1.0, dtype=torch.float64)
-        sched.final_alpha_cumprod = one if ours.settings.set_alpha_to_one else abar[0]
+        sched.final_alpha_cumprod = one if getattr(ours.settings, "set_alpha_to_one", True) else abar[0]
     if hasattr(sched, "lambda_t"):
         sched.alpha_t = abar.sqrt()
         sched.sigma_t = (1 - abar).sqrt()
@@ -205,6 +215,16 @@ class KeepFloat64(torch.Tensor):
 
 def plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_subclass(torch.Tensor) if isinstance(x, KeepFloat64) else x
+
+
+def upcast_boundary_condition(sched: Any) -> None:
+    """diffusers' LCM boundary condition computed in float64 (see the module docstring)."""
+    scalings = type(sched).get_scalings_for_boundary_condition_discrete
+
+    def in_float64(timestep: Any) -> tuple[float, float]:
+        return scalings(sched, float(timestep))
+
+    sched.get_scalings_for_boundary_condition_discrete = in_float64
 
 
 def upcast_sigmas(sched: Any, grid: torch.Tensor) -> None:
@@ -243,8 +263,10 @@ def run(
     counter.
     """
     sched.set_timesteps(steps)
-    if upcast and hasattr(sched, "sigmas") and name not in ("ddpm", "ddim"):
+    if upcast and hasattr(sched, "sigmas") and name not in VP_STATE:
         upcast_sigmas(sched, ours.sigmas_for(steps))
+    if upcast and name == "lcm":
+        upcast_boundary_condition(sched)
     timesteps = sched.timesteps
     order = 2 if name == "heun" else 1
     begin = start_step * order

@@ -109,3 +109,19 @@ class TestUniPCOrder3ZeroSNR(SchedulerContract):
         "num_train_timesteps": 200,
     }
     oracle_atol = ZERO_SNR_ORACLE_ATOL
+
+
+class TestLCM(SchedulerContract):
+    plugin = "lcm"
+    stochastic = True
+
+
+class TestLCMShortScheduleVPrediction(SchedulerContract):
+    plugin = "lcm"
+    settings: ClassVar[dict[str, Any]] = {
+        "original_inference_steps": 8,
+        "timestep_scaling": 2.0,
+        "prediction_type": "v_prediction",
+        "num_train_timesteps": 200,
+    }
+    stochastic = True

@@ -33,6 +33,7 @@ STOCHASTIC: dict[str, dict[str, Any]] = {
     "euler": {"s_churn": 2.0},
     "euler-ancestral": {},
     "dpmpp-2m-sde": {},
+    "lcm": {},
 }
 
 

@@ -16,7 +16,7 @@ from modiff.testing.contracts.scheduler import oracle_model
 from modiff_schedulers import ScheduleSettings, schedule_params
 from modiff_schedulers.scheduler import SAMPLERS, build
 
-NAMES = ["ddpm", "ddim", "euler", "euler-ancestral", "heun", "lms", "dpmpp-2m", "dpmpp-2m-sde", "unipc"]
+NAMES = ["ddpm", "ddim", "euler", "euler-ancestral", "heun", "lms", "dpmpp-2m", "dpmpp-2m-sde", "unipc", "lcm"]
 
 
 def test_every_sampler_is_registered_under_its_own_name() -> None:
