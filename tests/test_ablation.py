@@ -136,6 +136,39 @@ def test_seed_settings_write_each_repeat_seed_to_every_named_key(base: Path, tmp
         assert resolved.run.seed == cell.seed == resolved.components["data"].params.seed
 
 
+class NoopTrackerPlugin:
+    """A tracker that records nothing: enough for ``[track] plugins`` to name one."""
+
+    __name__ = "noop-tracker"
+
+    @modiff.hookimpl
+    def register_trackers(self, register: Any) -> None:
+        register("noop", lambda settings, run: None, modiff.NoSettings)
+
+
+def test_a_tracked_grid_tells_each_run_its_experiment_variant_and_seed(
+    base: Path, tmp_path: Path, use_registry
+) -> None:
+    use_registry(plugin_registry(ToyPlugin(), ScriptedPlugin(), NoopTrackerPlugin(), entry_points=True))
+    grid = 'seeds = [0, 1]\n[[variant]]\nname = "a"\n[[variant]]\nname = "b"\nset = { "train.lr" = 0.01 }\n'
+    untracked = read_ablation(ablation_file(tmp_path, grid))
+    validate(untracked)
+    assert all("track" not in r.to_dict() for r in untracked.resolved.values()), "an untracked run reads as before"
+
+    data = json.loads(json.dumps(TOY_SETTINGS)) | {"track": {"plugins": ["noop"], "tags": {"team": "vision"}}}
+    data["run"]["runs_dir"] = str(tmp_path / "runs")
+    base.write_text(dumps(data))
+    tracked = read_ablation(ablation_file(tmp_path, grid))
+    validate(tracked)
+    seen = set()
+    for cell in tracked.cells:
+        track = tracked.resolved[cell.name].settings.track
+        assert track.group == "abl", "the grid is one experiment, named after the ablation"
+        assert track.tags == {"team": "vision", "variant": cell.group, "seed": str(cell.seed)}
+        seen.add((track.tags["variant"], track.tags["seed"]))
+    assert seen == {("a", "0"), ("a", "1"), ("b", "0"), ("b", "1")}
+
+
 def test_a_typo_in_any_cell_is_reported_before_training(base: Path, tmp_path: Path, capsys) -> None:
     path = ablation_file(
         tmp_path,

@@ -280,13 +280,27 @@ def validate(ablation: Ablation) -> None:
     problems: list[str] = []
     for cell in ablation.cells:
         try:
-            ablation.resolved[cell.name] = load(ablation.base_files, list(cell.sets))
+            resolved = load(ablation.base_files, list(cell.sets))
+            if resolved.trackers:  # only a tracked run carries them: an untracked run's settings read as before
+                resolved = load(ablation.base_files, [*cell.sets, *tracking_sets(ablation, cell)])
+            ablation.resolved[cell.name] = resolved
         except SettingsError as exc:
             problems.extend(f"cell {cell.name!r}: {p}" for p in exc.problems)
         except ModiffError as exc:
             problems.append(f"cell {cell.name!r}: {exc}")
     if problems:
         raise SettingsError(problems)
+
+
+def tracking_sets(ablation: Ablation, cell: Cell) -> tuple[str, ...]:
+    """What tells a run's trackers where it stands in the grid (``[track]``): the
+    ablation's name as their group (in MLflow, one experiment for the grid) and
+    the cell and the seed as tags, so a tracker's compare view lines the runs up."""
+    return (
+        _assignment("track.group", str(ablation.out)),
+        _assignment("track.tags.variant", cell.group),
+        _assignment("track.tags.seed", str(cell.seed)),
+    )
 
 
 def output_dir(ablation: Ablation) -> Path:
