@@ -228,6 +228,25 @@ def test_generate_values_no_run_can_honour_are_clear_errors(trained: Path, tmp_p
     assert (tmp_path / "file.png").read_bytes() == b"not a folder"
 
 
+#: Train options and settings that name a folder where there can be none, and words of their one-line error.
+TRAIN_FOLDERS = {
+    "runs_dir /dev/null": (["--set", 'run.runs_dir="/dev/null"'], "[run] runs_dir /dev/null is not a folder"),
+    "runs_dir inside a file": (["--set", 'run.runs_dir="{tmp}/file/runs"'], "which is not a folder"),
+    "stage cache /dev/null": (["--stage-cache", "/dev/null"], "--stage-cache /dev/null is not a folder"),
+    "stage cache inside a file": (["--stage-cache", "{tmp}/file/cache"], "which is not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", TRAIN_FOLDERS.values(), ids=TRAIN_FOLDERS.keys())
+def test_train_folders_that_cannot_be_folders_are_clear_errors(toys, tmp_path: Path, capsys, case) -> None:
+    args, words = case
+    (tmp_path / "file").write_text("mine")
+    settings = toy_settings(tmp_path, tmp_path / "runs")
+    assert main(["train", str(settings), "--quiet", *[a.format(tmp=tmp_path) for a in args]]) == 2
+    one_clear_line(capsys.readouterr().err, words)
+    assert (tmp_path / "file").read_text() == "mine"
+
+
 def test_nproc_that_cannot_split_the_batch_is_one_error_before_torchrun(
     toys, tmp_path: Path, capsys, monkeypatch
 ) -> None:

@@ -85,18 +85,23 @@ def refused_writes_explained(path: Path) -> Iterator[None]:
         raise write_error(path, exc) from None
 
 
-def check_output_path(folder: Path, file: Path, what: str) -> None:
+def check_folder(folder: Path, what: str) -> None:
     """A :class:`RunError` naming ``what`` (the option or key it came from) when
-    ``file`` cannot be written into ``folder``: the folder, or the nearest
-    existing path above it, is not a folder (``/dev/null``, ``grid.png/x``), or
-    ``file`` is an existing folder. Checked before the work whose result it
-    would refuse."""
+    ``folder`` cannot be a folder: it, or the nearest existing path above it,
+    is something else (``/dev/null``, ``grid.png/x``). Checked before the work
+    whose files it would refuse."""
     for above in (folder, *folder.parents):
         if above.exists():
             if not above.is_dir():
                 where = "is" if above == folder else f"would be inside {above}, which is"
-                raise RunError(f"{what} {folder} {where} not a folder; give a folder (or a .png file in one)")
-            break
+                raise RunError(f"{what} {folder} {where} not a folder; give a folder")
+            return
+
+
+def check_output_path(folder: Path, file: Path, what: str) -> None:
+    """:func:`check_folder`, and a :class:`RunError` when ``file`` (to be written
+    into ``folder``) is an existing folder."""
+    check_folder(folder, what)
     if file.is_dir():
         raise RunError(f"{what} {file} is a folder, not a file; give a .png file, or that folder itself")
 

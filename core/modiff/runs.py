@@ -38,6 +38,7 @@ from .files import (  # noqa: F401
     atomic_save_tensors,
     atomic_write_json,
     atomic_write_text,
+    check_folder,
     read_tensors,
     refused_writes_explained,
 )
@@ -121,6 +122,7 @@ class RunDir:
             raise RunError(
                 f"{self.path} is a file, not a run folder; choose another [run] name or runs_dir"
             )
+        check_folder(self.path.parent, "[run] runs_dir")
         if not self.path.is_dir() or self.is_run():
             return
         foreign = sorted(p.name for p in self.path.iterdir() if p.name not in (self.lock_file.name, MARKER))

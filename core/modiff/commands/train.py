@@ -70,12 +70,15 @@ def target(files: list[str], sets: list[str]) -> tuple[ResolvedSettings, RunDir]
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import Checkpoint
     from ..errors import ModiffError
+    from ..files import check_folder
     from ..stage_cache import StageCache
     from ..workflows import check_processes, train_run
 
     if args.nproc is not None and args.nproc < 1:
         raise ModiffError(f"--nproc must be at least 1, not {args.nproc}")
     resolved, run_dir = target(args.files, args.sets)
+    if args.stage_cache:
+        check_folder(Path(args.stage_cache), "--stage-cache")
     cache = StageCache(Path(args.stage_cache)) if args.stage_cache else None
     # under torchrun WORLD_SIZE says it; before torchrun starts, --nproc does
     processes = int(os.environ.get("WORLD_SIZE") or args.nproc or 1)
