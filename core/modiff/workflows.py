@@ -21,11 +21,13 @@ from .checkpoint import Checkpoint
 from .distributed import World
 from .errors import ModiffError, RunError
 from .files import atomic_write_json, atomic_write_text, refused_writes_explained
+from .grids import write_trajectory
 from .pipeline import Pipeline
 from .plugins import registry as default_registry
 from .runs import RunDir
 from .settings import ResolvedComponent, ResolvedSettings, load
 from .stats import evaluator_error
+from .tracking import Tracking, result_files, stage_spans
 from .training import Trainer
 
 
@@ -149,23 +151,39 @@ def train_run(
             atomic_write_json(run.data_facts, components.context.data_facts.to_json())
         pipeline = Pipeline(components, run)
         prompts = sample_prompts(pipeline)
+        resume_from = run.latest() if resume else None
+        tracking = Tracking()  # the trackers of [track], on the main process only
+        if world.is_main:
+            state = resume_from.state if resume_from is not None else None
+            tracking = Tracking.start(resolved, run.path, stage_spans(components), resume_state=state, resuming=resume)
 
-        def on_sample(tag: str, step: int) -> None:
-            components.task.write_samples(pipeline, prompts, run.samples / f"{tag}.png")
+        def on_sample(tag: str, step: int) -> dict[str, Path]:
+            images = {}
+            grid = components.task.write_samples(pipeline, prompts, run.samples / f"{tag}.png")
+            if grid is not None:
+                images["samples"] = grid
+            if tracking.trackers and components.task.generates_from_prompts:  # drawn for trackers alone
+                images["trajectory"] = write_trajectory(pipeline, prompts[:4], run.samples / tag)[0]
+            return images
 
         def on_evaluate() -> dict[str, Any]:
             return evaluate_run(pipeline)
 
-        Trainer(
-            components,
-            run,
-            world=world,
-            progress=progress,
-            resume_from=run.latest() if resume else None,
-            on_sample=on_sample,
-            on_evaluate=on_evaluate if components.evaluator is not None else None,
-            on_stage_done=on_stage_done,
-        ).train()
+        try:
+            Trainer(
+                components,
+                run,
+                world=world,
+                progress=progress,
+                resume_from=resume_from,
+                on_sample=on_sample,
+                on_evaluate=on_evaluate if components.evaluator is not None else None,
+                on_stage_done=on_stage_done,
+                tracking=tracking,
+            ).train()
+            tracking.artifacts(result_files(run))
+        finally:
+            tracking.close()
     return pipeline
 
 

@@ -21,6 +21,7 @@ from ..checkpoint import Checkpoint, CheckpointWriter, component_metadata
 from ..distributed import World
 from ..protocols import Fittable, Trainable
 from ..runs import RunDir
+from ..tracking import STATE_KEY, Tracking
 from ..training_plan import roles_of, trained_roles
 from .clock import TrainingClock
 from .optim import EMA, optimizer_state_to_tensors
@@ -46,6 +47,8 @@ class RunProgress:
         clock: TrainingClock,
         resume_from: Checkpoint | None = None,
         on_stage_done: Callable[[str, Checkpoint], None] | None = None,
+        *,
+        tracking: Tracking | None = None,
     ):
         self.components = components
         self.run = run
@@ -55,6 +58,8 @@ class RunProgress:
         self.stages_done: list[str] = resume_from.stages_done if resume_from is not None else []
         #: Called on the main process with each finished stage and the checkpoint that ends it.
         self.on_stage_done = on_stage_done
+        #: Whose run ids each checkpoint keeps, so that a resumed run continues its tracked runs.
+        self.tracking = tracking or Tracking()
 
     def mid_stage(
         self, stage: Stage, step: int, opt: torch.optim.Optimizer, ema: EMA | None, scaler: torch.amp.GradScaler
@@ -99,6 +104,9 @@ class RunProgress:
                 writer.save_trainer(*trainer)
             state = {"stages_done": self.stages_done, "stage": stage, "step": step,
                      "train_seconds": self.clock.seconds()}
+            tracked = self.tracking.ids()
+            if tracked:  # committed with the training state they go with
+                state[STATE_KEY] = tracked
             self.checkpoint = writer.commit(state)
 
 

@@ -18,7 +18,8 @@ training clock (:mod:`.clock`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ..assembly import Components
@@ -27,6 +28,7 @@ from ..distributed import World
 from ..errors import ModiffError, RunError
 from ..protocols import Fittable, Trainable
 from ..runs import RunDir
+from ..tracking import Tracking
 from ..training_plan import roles_of, stages_to_train
 from .clock import TrainingClock
 from .commits import RunProgress
@@ -43,7 +45,9 @@ class Trainer:
     stages are restored from it, the stage in progress continues from its
     trainer state, and stages not started begin from their initial weights.
     ``on_stage_done`` is called on the main process with each finished stage
-    and the checkpoint that ends it.
+    and the checkpoint that ends it. ``tracking`` receives what the run
+    reports (:mod:`modiff.tracking`), and its trackers' run ids go into every
+    checkpoint.
     """
 
     def __init__(
@@ -54,9 +58,10 @@ class Trainer:
         world: World | None = None,
         progress: bool = True,
         resume_from: Checkpoint | None = None,
-        on_sample: Callable[[str, int], None] | None = None,
+        on_sample: Callable[[str, int], Mapping[str, Path] | None] | None = None,
         on_evaluate: Callable[[], dict[str, Any]] | None = None,
         on_stage_done: Callable[[str, Checkpoint], None] | None = None,
+        tracking: Tracking | None = None,
     ):
         if resume_from is not None and resume_from.legacy:
             raise RunError(
@@ -67,9 +72,13 @@ class Trainer:
         self.world = world or World.single()
         self.plan = stages_to_train(components)
         self.clock = TrainingClock(resume_from.train_seconds if resume_from is not None else 0.0)
-        self.run_progress = RunProgress(components, run, self.world, self.clock, resume_from, on_stage_done)
+        self.tracking = tracking or Tracking()
+        self.run_progress = RunProgress(
+            components, run, self.world, self.clock, resume_from, on_stage_done, tracking=self.tracking
+        )
         self.reporter = TrainingReporter(
-            components, run, self.world, self.clock, progress=progress, on_sample=on_sample, on_evaluate=on_evaluate
+            components, run, self.world, self.clock, progress=progress, on_sample=on_sample, on_evaluate=on_evaluate,
+            tracking=self.tracking,
         )
 
     @property

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -19,6 +20,7 @@ from ..assembly import Components
 from ..distributed import World
 from ..files import atomic_write_json
 from ..runs import RunDir
+from ..tracking import Tracking
 from .clock import TrainingClock
 from .optim import EMA
 
@@ -42,8 +44,9 @@ class TrainingReporter:
         clock: TrainingClock,
         *,
         progress: bool = True,
-        on_sample: Callable[[str, int], None] | None = None,
+        on_sample: Callable[[str, int], Mapping[str, Path] | None] | None = None,
         on_evaluate: Callable[[], dict[str, Any]] | None = None,
+        tracking: Tracking | None = None,
     ):
         self.components = components
         self.run = run
@@ -52,6 +55,8 @@ class TrainingReporter:
         self.progress = progress
         self.on_sample = on_sample
         self.on_evaluate = on_evaluate
+        #: The run's trackers: every metric logged and every picture ``on_sample`` names reach them.
+        self.tracking = tracking or Tracking()
 
     def message(self, stage: str, message: str) -> None:
         if self.world.is_main and self.progress:
@@ -60,6 +65,7 @@ class TrainingReporter:
     def log(self, record: dict[str, Any]) -> None:
         if self.world.is_main:
             self.run.append_metrics({**record, "time": time.time()})
+            self.tracking.record(record)
 
     def keep_metrics(self, stages_done: list[str], stage: str | None = None, step: int | None = None) -> None:
         """Drop the metrics a restart will log again: keep those of finished stages
@@ -87,7 +93,7 @@ class TrainingReporter:
         if not self.world.is_main or self.on_sample is None:
             return
         with self.clock.paused(), torch.no_grad(), ema.applied() if ema is not None else contextlib.nullcontext():
-            self.on_sample(f"step-{step:06d}", step)
+            self._track_images(step, self.on_sample(f"step-{step:06d}", step))
 
     def evaluate(self, ema: EMA | None, step: int, *, seconds: float | None = None) -> None:
         """The run's evaluator on the current (EMA) weights, logged with the training
@@ -119,7 +125,12 @@ class TrainingReporter:
             self.evaluate(None, steps, seconds=seconds)
         if self.on_sample is not None and self.world.is_main:
             with self.clock.paused():
-                self.on_sample("final", steps)
+                self._track_images(steps, self.on_sample("final", steps))
+
+    def _track_images(self, step: int, images: Mapping[str, Path] | None) -> None:
+        """The pictures a sample wrote (``name -> PNG``), to the trackers."""
+        if images:
+            self.tracking.images("denoiser", step, images)
 
     def data_report(self) -> None:
         """Datasets that skip unreadable files report them once training ends."""
