@@ -1,7 +1,7 @@
 """The shapes world's prompt-accuracy evaluator and its rule-based checker (numpy only)."""
 
 from .blobs import Blob, label_components, measure
-from .check import CheckResult, Detection, Thresholds, check_image, classify_shape, detect, nearest_colour
+from .check import CheckResult, Detection, Thresholds, check_image, classify_shape, detect, nearest_colour, score
 from .prompt_accuracy import PromptAccuracy, cases_from_prompts, item_outcomes, summarise, to_rgb_array
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "label_components",
     "measure",
     "nearest_colour",
+    "score",
     "summarise",
     "to_rgb_array",
 ]

@@ -223,7 +223,16 @@ def check_image(
     """
     if not objects:
         raise ValueError("check_image needs at least one named object")
-    dets = detect(image, thresholds)
+    return score(detect(image, thresholds), objects)
+
+
+def score(dets: Sequence[Detection], objects: Sequence[ShapeObject]) -> CheckResult:
+    """Score what a reader found (``dets``, largest first) against the objects a
+    prompt names: the one verdict rule every reader shares (the rules of
+    :func:`detect`, the learned judge, the known answers themselves)."""
+    if not objects:
+        raise ValueError("scoring needs at least one named object")
+    dets = list(dets)
     matches = _best_matching(objects, dets)
     agree = [_agreement(o, None if j is None else dets[j]) for o, j in zip(objects, matches)]
     colour = all(a[0] for a in agree)

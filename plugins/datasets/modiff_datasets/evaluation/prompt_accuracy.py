@@ -3,6 +3,7 @@ them with the rule-based reader of :mod:`.check`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,7 +15,8 @@ import modiff
 from ..config import PromptAccuracySettings
 from ..shapes.captions import CaptionError, parse
 from ..shapes.prompts import PromptCase, evaluation_prompts
-from .check import CheckResult, Thresholds, check_image
+from .check import CheckResult, Detection, Thresholds, detect, score
+from .error import measured_error
 
 log = logging.getLogger("modiff_datasets")
 
@@ -138,6 +140,26 @@ class PromptAccuracy:
         self.last_cases: list[PromptCase] = []
         self.last_images: list[Any] = []
 
+    def stated_error(self, image_size: int) -> dict[str, Any]:
+        """The error this reader was measured to make at ``image_size`` (read from
+        the committed measurement, never configured), or a note that it was not:
+        rules with other thresholds than the measured ones, or an unmeasured size."""
+        error = measured_error(self.settings.judge, image_size)
+        if error is not None and self.settings.judge == "rules":
+            if error.pop("thresholds", None) != dataclasses.asdict(self.thresholds):
+                error = None
+        if error is None:
+            return {"judge": self.settings.judge, "image_size": image_size, "measured": False}
+        return {**error, "measured": True}
+
+    def read(self, image: np.ndarray) -> list[Detection]:
+        """The objects in an ``[H, W, 3]`` uint8 image, as the ``judge`` setting reads them."""
+        if self.settings.judge == "learned":
+            from .judge import committed_judge
+
+            return committed_judge().read(image)
+        return detect(image, self.thresholds)
+
     def cases(self, prompts: Sequence[str] | None = None) -> list[PromptCase]:
         """The prompts to score: ``prompts`` read with the shapes vocabulary,
         or the evaluator's own deterministic list."""
@@ -167,9 +189,11 @@ class PromptAccuracy:
         images = list(pipeline.generate([c.prompt for c in cases], **kwargs))
         if len(images) != len(cases):
             raise RuntimeError(f"the pipeline returned {len(images)} images for {len(cases)} prompts")
-        results = [check_image(to_rgb_array(img), c.objects, self.thresholds) for c, img in zip(cases, images)]
+        arrays = [to_rgb_array(img) for img in images]
+        results = [score(self.read(a), c.objects) for c, a in zip(cases, arrays)]
         self.last_cases, self.last_images = cases, images
         out = summarise(cases, results)
+        out["evaluator_error"] = self.stated_error(arrays[0].shape[0])
         out["per_item"] = {"ids": [c.prompt for c in cases], "metrics": item_outcomes(cases, results)}
         out["per_prompt"] = [
             {

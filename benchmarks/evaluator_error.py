@@ -1,0 +1,194 @@
+"""The prompt-accuracy evaluator's error on generated-looking images with known answers.
+
+    # 1. the known-answer set: scenes redrawn by a trained run (image-to-image)
+    python benchmarks/evaluator_error.py make --run RUN [--count 600 --seed 38 --strength 0.6]
+    # 2. train the learned judge on one half, measure both readers on the other
+    python benchmarks/evaluator_error.py measure
+    # 3. both readers on the run's own generated images (agreement, accuracies)
+    python benchmarks/evaluator_error.py agree --run RUN
+
+``make`` writes ``benchmarks/results/evaluator/known-answers-<px>.npz`` (the
+kept images and, as JSON, the seed, strength, run and scene indices; the
+objects are redrawn from the seed). ``measure`` reads every such set, splits
+it (even positions train the judge, odd ones are held out), writes the judge's
+weights (``modiff_datasets/evaluation/judge.json``), the measurement the
+evaluator states (``modiff_datasets/evaluation/measured_error.json``) and the
+full breakdown (``benchmarks/results/evaluator/error-<px>.json``), and prints
+the tables of ``docs/datasets.md``. ``agree`` writes
+``benchmarks/results/evaluator/agreement-<px>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modiff_datasets.evaluation import judge as judges
+from modiff_datasets.evaluation.check import Thresholds, detect, score
+from modiff_datasets.evaluation.error import MEASURED_ERROR, measure_error
+from modiff_datasets.evaluation.known_answers import DEFAULT_STRENGTH, KnownAnswers, _object_mask, make_known_answers
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "evaluator"
+
+
+def set_path(image_size: int) -> Path:
+    return RESULTS / f"known-answers-{image_size}.npz"
+
+
+def make(args: argparse.Namespace) -> None:
+    from modiff import Pipeline
+
+    pipeline = Pipeline.load(args.run, device="cpu")
+    answers = make_known_answers(
+        pipeline, args.count, seed=args.seed, strength=args.strength, run=Path(args.run).name
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = set_path(answers.image_size)
+    answers.save(path)
+    print(f"{path}: kept {len(answers)} of {answers.considered}; dropped {answers.dropped}")
+
+
+def split(answers: KnownAnswers) -> tuple[KnownAnswers, KnownAnswers]:
+    """Even positions train the judge, odd ones are held out (both halves hold every kind of scene)."""
+    return answers.subset(range(0, len(answers), 2)), answers.subset(range(1, len(answers), 2))
+
+
+def masks(answers: KnownAnswers) -> list[np.ndarray]:
+    out = []
+    for objs in answers.objects:
+        m = np.zeros((answers.image_size, answers.image_size), dtype=np.int64)
+        for k, o in enumerate(objs):
+            m[_object_mask(o, answers.image_size)] = k + 1
+        out.append(m)
+    return out
+
+
+def train_judge(train: list[KnownAnswers]) -> judges.Judge:
+    """The judge from the training halves: every generated image and the drawn scene it started from."""
+    images, ms, objects = [], [], []
+    for t in train:
+        images += list(t.images) + list(t.sources())
+        ms += masks(t) * 2
+        objects += list(t.objects) * 2
+    return judges.fit(*judges.labelled_blobs(images, ms, objects))
+
+
+def measure(args: argparse.Namespace) -> None:
+    sets = {int(p.stem.rsplit("-", 1)[1]): KnownAnswers.load(p) for p in sorted(RESULTS.glob("known-answers-*.npz"))}
+    if not sets:
+        sys.exit(f"no known-answer set in {RESULTS}: run 'make' first")
+    halves = {px: split(a) for px, a in sets.items()}
+    judge = train_judge([tr for tr, _ in halves.values()])
+    judge.save()
+    rules = Thresholds()
+    committed: dict[str, Any] = {
+        "written_by": "python benchmarks/evaluator_error.py measure",
+        "set": {},
+        "judges": {"rules": {}, "learned": {}},
+    }
+    for px, (train, held) in halves.items():
+        a = sets[px]
+        about = {k: v for k, v in a.meta().items() if k != "indices"}
+        result = {
+            "set": {**about, "train": len(train), "held_out": len(held)},
+            "rules": measure_error(held, lambda im: detect(im, rules)),
+            "learned": measure_error(held, judge.read),
+            "rules_whole_set": measure_error(a, lambda im: detect(im, rules)),
+            "learned_on_training_half": measure_error(train, judge.read),
+        }
+        (RESULTS / f"error-{px}.json").write_text(json.dumps(result, indent=1) + "\n")
+        committed["set"][str(px)] = {"file": str(set_path(px).relative_to(ROOT)), **result["set"]}
+        committed["judges"]["rules"][str(px)] = {
+            "error": result["rules"]["error"],
+            "checks": result["rules"]["checks"],
+            "thresholds": dataclasses.asdict(rules),
+        }
+        committed["judges"]["learned"][str(px)] = {
+            "error": result["learned"]["error"],
+            "checks": result["learned"]["checks"],
+        }
+        print(table(px, result))
+    MEASURED_ERROR.write_text(json.dumps(committed, indent=1) + "\n")
+    print(f"wrote {MEASURED_ERROR.relative_to(ROOT)} and {judges.WEIGHTS.relative_to(ROOT)}")
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def table(px: int, result: dict[str, Any]) -> str:
+    metrics = ["colour_accuracy", "shape_accuracy", "position_accuracy", "count_accuracy", "accuracy"]
+    lines = [f"## {px} px: held-out half, {result['rules']['checks']} checks", "",
+             "| reader | part | colour | shape | cell | count | whole verdict |", "|---|---|---|---|---|---|---|"]
+    for reader in ("rules", "learned"):
+        for part, key in (("all checks", "error"), ("own scene (false rejections)", "false_rejection"),
+                          ("altered (false acceptances)", "false_acceptance")):
+            e = result[reader][key]
+            lines.append(f"| {reader} | {part} | " + " | ".join(_pct(e[m]) for m in metrics) + " |")
+    lines += ["", "| object | n | rules misread | learned misread |", "|---|---|---|---|"]
+    for k, v in result["rules"]["objects_misread"].items():
+        lv = result["learned"]["objects_misread"][k]
+        lines.append(f"| {k} | {v['objects']} | {_pct(v['error'])} | {_pct(lv['error'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def agree(args: argparse.Namespace) -> None:
+    """Generate the run's own evaluation images once and read them with both readers."""
+    from modiff import Pipeline
+    from modiff_datasets.config import PromptAccuracySettings
+    from modiff_datasets.evaluation.prompt_accuracy import PromptAccuracy, summarise, to_rgb_array
+
+    pipeline = Pipeline.load(args.run, device="cpu", with_data=True)
+    settings = PromptAccuracySettings(**pipeline.components.settings.evaluator.model_dump(exclude={"plugin"}))
+    holdout = settings.holdout or list(getattr(pipeline.components.dataset, "holdout", ()) or ())
+    evaluator = PromptAccuracy(settings, holdout=holdout)
+    cases = evaluator.cases()
+    images = [to_rgb_array(i) for i in pipeline.generate([c.prompt for c in cases], seed=settings.seed)]
+    judge = judges.committed_judge()
+    rules = [score(detect(im, evaluator.thresholds), c.objects) for c, im in zip(cases, images)]
+    learned = [score(judge.read(im), c.objects) for c, im in zip(cases, images)]
+    disagree = [c.prompt for c, r, j in zip(cases, rules, learned) if r.correct != j.correct]
+    out = {
+        "run": Path(args.run).name,
+        "prompts": len(cases),
+        "agreement": 1.0 - len(disagree) / len(cases),
+        "disagreements": disagree,
+        "rules": summarise(cases, rules),
+        "learned": summarise(cases, learned),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"agreement-{images[0].shape[0]}.json"
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    keys = ["accuracy", "one_object_accuracy", "two_object_accuracy", "holdout_accuracy"]
+    print(f"agreement {out['agreement']:.3f} over {len(cases)} prompts ({len(disagree)} disagree)")
+    for k in keys:
+        print(f"{k:22} rules {out['rules'][k]:.3f}  learned {out['learned'][k]:.3f}")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("make", help="the known-answer set from a trained run")
+    m.add_argument("--run", required=True)
+    m.add_argument("--count", type=int, default=600, help="scenes drawn (before dropping uncertain ones)")
+    m.add_argument("--seed", type=int, default=38)
+    m.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    m.set_defaults(func=make)
+    sub.add_parser("measure", help="train the judge, measure both readers").set_defaults(func=measure)
+    a = sub.add_parser("agree", help="both readers on the run's own generated images")
+    a.add_argument("--run", required=True)
+    a.set_defaults(func=agree)
+    args = p.parse_args()
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The known-answer set, the evaluator's measured error and the learned judge (issue 38)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from modiff.testing.contracts import EvaluatorContract
+from modiff_datasets.config import PromptAccuracySettings
+from modiff_datasets.evaluation import judge as judges
+from modiff_datasets.evaluation.check import Thresholds, detect
+from modiff_datasets.evaluation.error import MEASURED_ERROR, committed, measure_error, truth
+from modiff_datasets.evaluation.known_answers import KnownAnswers, make_known_answers, uncertainty
+from modiff_datasets.evaluation.prompt_accuracy import PromptAccuracy
+from modiff_datasets.shapes import ShapeObject, render
+from modiff_datasets.testing import BlankPipeline, TruthPipeline
+
+ROOT = Path(__file__).resolve().parents[3]
+SET_32 = ROOT / "benchmarks" / "results" / "evaluator" / "known-answers-32.npz"
+
+
+def _script() -> Any:
+    spec = importlib.util.spec_from_file_location("evaluator_error", ROOT / "benchmarks" / "evaluator_error.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+class SoftPipeline:
+    """Stands in for image-to-image: blurs the start images and adds noise drawn from
+    the seed, the way a model softens what it redraws; some shapes come back too
+    faint or with a speck beside them, so the certainty rule has work to do."""
+
+    image_size = 32
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def generate_tensor(self, prompts: list[str], *, init_images: torch.Tensor, strength: float, seed: int,
+                        batch_size: int | None = None) -> torch.Tensor:
+        self.calls.append({"n": len(prompts), "strength": strength, "seed": seed})
+        k = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+        x = torch.nn.functional.conv2d(
+            torch.nn.functional.pad(init_images, (1, 1, 1, 1), mode="replicate"), k.expand(3, 1, 3, 3), groups=3
+        )
+        g = torch.Generator().manual_seed(seed)
+        x = x + 0.6 * strength * torch.randn(x.shape, generator=g)
+        return x.clamp(-1, 1)
+
+
+# ---------------------------------------------------------------- the set
+
+
+def test_the_set_is_reproducible_from_its_seed(tmp_path: Path) -> None:
+    a = make_known_answers(SoftPipeline(), 40, seed=7)
+    b = make_known_answers(SoftPipeline(), 40, seed=7)
+    c = make_known_answers(SoftPipeline(), 40, seed=8)
+    assert np.array_equal(a.images, b.images) and a.indices == b.indices and a.dropped == b.dropped
+    assert a.objects == b.objects and a.considered == 40 == len(a) + sum(a.dropped.values())
+    assert a.dropped, "the stand-in's noise should make some answers uncertain"
+    assert not np.array_equal(a.sources()[:5], c.sources()[:5])
+    a.save(tmp_path / "set.npz")
+    back = KnownAnswers.load(tmp_path / "set.npz")
+    assert np.array_equal(back.images, a.images) and back.objects == a.objects and back.meta() == a.meta()
+
+
+def test_the_committed_set_redraws_its_scenes_from_its_seed() -> None:
+    answers = KnownAnswers.load(SET_32)
+    meta = answers.meta()
+    assert meta["kept"] + sum(meta["dropped"].values()) == meta["considered"] and len(answers) >= 200
+    assert answers.images.shape[1:] == (32, 32, 3) and answers.images.dtype == np.uint8
+    assert SET_32.stat().st_size < 2_000_000
+    # every kept image still passes the certainty rule against the scene its seed redraws
+    assert all(uncertainty(im, objs) is None for im, objs in zip(answers.images, answers.objects))
+
+
+def test_the_certainty_rule_drops_changed_answers() -> None:
+    red = ShapeObject("red", "square", 4, "large")
+    clean, _ = render([red], 32)
+    assert uncertainty(clean, [red]) is None
+    assert uncertainty(render([replace(red, shape="circle")], 32)[0], [red]) is not None
+    assert uncertainty(render([replace(red, colour="yellow")], 32)[0], [red]) == "colour changed"
+    assert uncertainty(render([replace(red, cell=0)], 32)[0], [red]) == "shape or place changed"
+    speck = clean.copy()
+    speck[1:3, 1:3] = 200
+    assert uncertainty(speck, [red]) == "extra object"
+    assert uncertainty(np.zeros_like(clean), [red]) == "shape or place changed"
+
+
+# ---------------------------------------------------------------- the error
+
+
+def test_the_error_is_computed_from_what_a_reader_reads() -> None:
+    answers = make_known_answers(SoftPipeline(), 30, seed=3)
+    perfect = {im.tobytes(): truth(objs, 32) for im, objs in zip(answers.images, answers.objects)}
+    assert all(v == 0.0 for v in measure_error(answers, lambda im: perfect[im.tobytes()])["error"].values())
+    square = measure_error(answers, lambda im: [replace(d, shape="square") for d in perfect[im.tobytes()]])
+    assert square["error"]["shape_accuracy"] > 0.3 and square["error"]["colour_accuracy"] == 0.0
+    assert square["false_rejection"]["accuracy"] > 0.3  # correct images rejected
+    blind = measure_error(answers, lambda im: [])
+    assert blind["false_rejection"]["accuracy"] == 1.0 and blind["false_acceptance"]["accuracy"] == 0.0
+
+
+def test_the_committed_error_is_what_the_committed_set_gives() -> None:
+    """measured_error.json is recomputed here from the committed set and weights, not trusted."""
+    script = _script()
+    answers = KnownAnswers.load(SET_32)
+    _, held = script.split(answers)
+    stated = committed()["judges"]
+    rules = measure_error(held, lambda im: detect(im, Thresholds()))
+    learned = measure_error(held, judges.committed_judge().read)
+    assert stated["rules"]["32"]["error"] == rules["error"]
+    assert stated["learned"]["32"]["error"] == learned["error"]
+    assert stated["rules"]["32"]["checks"] == 2 * len(held)
+
+
+@pytest.mark.slow
+def test_the_committed_judge_is_retrained_from_the_set() -> None:
+    script = _script()
+    train, _ = script.split(KnownAnswers.load(SET_32))
+    retrained = script.train_judge([train])
+    assert json.dumps(retrained.to_dict()) == json.dumps(judges.committed_judge().to_dict())
+
+
+# ---------------------------------------------------------------- the evaluator states it
+
+
+def _evaluator(**settings: Any) -> PromptAccuracy:
+    s = PromptAccuracySettings(**{"num_prompts": 12, **settings})
+    return PromptAccuracy(s, holdout=())
+
+
+@pytest.mark.parametrize("judge", ["rules", "learned"])
+def test_the_evaluator_states_its_measured_error(judge: str) -> None:
+    result = _evaluator(judge=judge).evaluate(TruthPipeline(32))
+    stated = result["evaluator_error"]
+    assert stated["measured"] and stated["judge"] == judge
+    assert stated["error"] == json.loads(MEASURED_ERROR.read_text())["judges"][judge]["32"]["error"]
+    json.dumps(result)
+
+
+def test_no_error_is_stated_where_none_was_measured() -> None:
+    assert _evaluator(square_from=0.95).evaluate(TruthPipeline(32))["evaluator_error"]["measured"] is False
+    assert _evaluator().evaluate(TruthPipeline(128))["evaluator_error"]["measured"] is False
+
+
+def test_the_learned_judge_reads_drawn_scenes_exactly() -> None:
+    result = _evaluator(judge="learned", num_prompts=60).evaluate(TruthPipeline(32))
+    assert result["accuracy"] == 1.0
+
+
+class TestLearnedJudgeContract(EvaluatorContract):
+    plugin = "prompt-accuracy"
+    settings = {"num_prompts": 24, "holdout": ["yellow triangle"], "judge": "learned"}
+
+    def pipeline(self) -> Any:
+        return TruthPipeline(32)
+
+    def prompts(self) -> list[str]:
+        return ["a red circle in the top left", "blue square, center; green triangle, bottom right"]
+
+
+class TestLearnedJudgeBlankContract(TestLearnedJudgeContract):
+    def pipeline(self) -> Any:
+        return BlankPipeline(32)
