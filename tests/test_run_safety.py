@@ -116,7 +116,7 @@ def test_overwrite_never_empties_the_folder_it_is_run_from(toys, tmp_path: Path,
     before = snapshot(run)
     monkeypatch.chdir(run)
     assert main(["train", ".", "--overwrite", "--quiet"]) == 2
-    one_clear_line(capsys.readouterr().err, "--overwrite", "nothing was deleted")
+    one_clear_line(capsys.readouterr().err, "--overwrite", "the folder you are in", "nothing was deleted")
     assert snapshot(run) == before
 
 

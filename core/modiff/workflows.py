@@ -78,9 +78,14 @@ def _empty_run_folder(run: RunDir) -> None:
     """Everything in the run folder but its lock (which this process holds):
     only in a folder that is a run by its own markers, and never in the
     current folder, the home folder or a folder above either."""
-    here = run.path.resolve()
-    if not run.is_run() or here in {Path.cwd().resolve(), *Path.cwd().resolve().parents, Path.home().resolve()}:
-        raise RunError(f"--overwrite: {run.path} is not a run folder modiff may empty; nothing was deleted")
+    if not run.is_run():
+        raise RunError(f"--overwrite: {run.path} is not a modiff run; nothing was deleted")
+    here, cwd = run.path.resolve(), Path.cwd().resolve()
+    if here in {cwd, *cwd.parents, Path.home().resolve()}:
+        raise RunError(
+            f"--overwrite: {run.path} is the folder you are in, one above it, or your home folder; nothing was "
+            "deleted: run the command from outside the run folder"
+        )
     for entry in run.path.iterdir():
         if entry.name == run.lock_file.name:
             continue
