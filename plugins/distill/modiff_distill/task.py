@@ -1,0 +1,174 @@
+"""Latent consistency distillation (Luo et al. 2023) as a task.
+
+Each step: a timestep ``t`` of the skipping schedule and a guidance scale
+``w`` are drawn per sample; the frozen teacher takes one guided DDIM step
+from ``x_t`` to ``t - k``; the student's consistency function at ``(x_t, t)``
+is pulled towards the target network's at ``(x_{t-k}, t - k)``. The target
+network is an EMA of the student. The boundary condition (``c_skip``,
+``c_out``) is the ``lcm`` sampler's, so the student is sampled with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.func import functional_call
+
+import modiff
+from modiff.protocols import Batch, TextEmbedding
+from modiff.tasks import Generated, GenerationRequest, Task
+
+from .conditioner import GuidanceConditioner
+from .student import ConsistencyStudent
+from .teacher import load_teacher
+
+
+def consistency_scalings(t: Tensor, timestep_scaling: float, sigma_data: float = 0.5) -> tuple[Tensor, Tensor]:
+    """``(c_skip, c_out)`` at timesteps ``t`` ``[B]``, shaped ``[B, 1, 1, 1]``: the lcm sampler's boundary condition."""
+    scaled = t.double() * timestep_scaling
+    c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
+    c_out = scaled / (scaled**2 + sigma_data**2).sqrt()
+    return c_skip.float().view(-1, 1, 1, 1), c_out.float().view(-1, 1, 1, 1)
+
+
+def signal_and_noise(scheduler: Any, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``sqrt(alpha_bar_t)`` and ``sqrt(1 - alpha_bar_t)`` ``[B, 1, 1, 1]``, read from the scheduler's ``add_noise``."""
+    ones, zeros = torch.ones_like(like), torch.zeros_like(like)
+    return scheduler.add_noise(ones, zeros, t)[:, :1, :1, :1], scheduler.add_noise(zeros, ones, t)[:, :1, :1, :1]
+
+
+def x0_and_eps(prediction_type: str, out: Tensor, x: Tensor, a: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
+    """The clean sample and the noise a denoiser's output means, for its prediction type."""
+    if prediction_type == "v_prediction":
+        return a * x - s * out, s * x + a * out
+    if prediction_type == "epsilon":
+        return (x - s * out) / a.clamp(min=1e-4), out
+    if prediction_type == "sample":
+        return out, (x - a * out) / s.clamp(min=1e-4)
+    raise modiff.ModiffError(f"consistency distillation does not know prediction_type {prediction_type!r}")
+
+
+class ConsistencyLoss:
+    """One distillation step's loss (see the module's doc). Random draws are made
+    for the global batch from the step's generator and sliced to this rank's share."""
+
+    def __init__(self, components: Any, latents: Callable[..., Tensor], text: Callable[..., TextEmbedding] | None,
+                 world: Any, teacher: Any):
+        self.components, self.latents, self.text, self.world = components, latents, text, world
+        self.teacher_denoiser = teacher.components.denoiser
+        self.conditioner: GuidanceConditioner = components.conditioner
+        self.settings = self.conditioner.settings
+
+    def _update_target(self) -> dict[str, Tensor]:
+        """The target's weights after this step's EMA update towards the student
+        (updated before the step's loss: after the previous step's optimizer update)."""
+        target = self.components.denoiser.target
+        decay = self.settings.target_ema
+        with torch.no_grad():
+            student = self.components.denoiser.student_weights()
+            for name, value in target.named_buffers():
+                mine = student[name.replace(":", ".")]
+                if value.is_floating_point():
+                    value.lerp_(mine.to(value.dtype), 1.0 - decay)
+                else:
+                    value.copy_(mine)
+        return target.weights()
+
+    def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> Tensor:
+        c, s, world = self.components, self.settings, self.world
+        scheduler, device = c.scheduler, c.device
+        target_weights = self._update_target()
+        step = modiff.TrainingStep(g, world.rank, world.size)
+        x0 = self.latents(batch.images, indices, step)
+        b, share, n = x0.shape[0], slice(world.rank, None, world.size), x0.shape[0] * world.size
+        k = scheduler.num_train_timesteps // s.original_inference_steps
+        j = torch.randint(1, s.original_inference_steps + 1, (n,), generator=g)[share]
+        t = (j * k - 1).to(device)
+        t_prev = (t - k).clamp(min=0)
+        low, high = s.guidance_range
+        w = (low + (high - low) * torch.rand(n, generator=g)[share]).to(device)
+        noise = modiff.randn((n, *x0.shape[1:]), g, dtype=x0.dtype)[share].to(device)
+        x_t = scheduler.add_noise(x0, noise, t)
+        text = self.text(batch.captions, indices) if self.text is not None else None
+        cond = self.conditioner.condition(text, batch_size=b, guidance=w)
+
+        a_t, s_t = signal_and_noise(scheduler, t, x0)
+        pred = c.denoiser(x_t, t.float(), cond)
+        student_x0, _ = x0_and_eps(scheduler.prediction_type, pred.float(), x_t, a_t, s_t)
+        skip, out = consistency_scalings(t, s.timestep_scaling)
+        student = skip * x_t + out * student_x0
+
+        with torch.no_grad():
+            base = self.conditioner.base
+            both = type(cond).cat([base.condition(text, batch_size=b), base.null(b, like=text)])
+            teacher_out = self.teacher_denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]).float(), both).float()
+            x0_both, eps_both = x0_and_eps(scheduler.prediction_type, teacher_out, torch.cat([x_t, x_t]),
+                                           torch.cat([a_t, a_t]), torch.cat([s_t, s_t]))
+            (x0_c, x0_u), (eps_c, eps_u) = x0_both.chunk(2), eps_both.chunk(2)
+            ww = w.view(-1, 1, 1, 1)
+            guided_x0, guided_eps = x0_u + ww * (x0_c - x0_u), eps_u + ww * (eps_c - eps_u)
+            a_p, s_p = signal_and_noise(scheduler, t_prev, x0)
+            x_prev = a_p * guided_x0 + s_p * guided_eps  # DDIM, t -> t - k
+            target_pred = functional_call(c.denoiser, target_weights, (x_prev, t_prev.float(), cond)).float()
+            target_x0, _ = x0_and_eps(scheduler.prediction_type, target_pred, x_prev, a_p, s_p)
+            skip_p, out_p = consistency_scalings(t_prev, s.timestep_scaling)
+            target = skip_p * x_prev + out_p * target_x0
+
+        diff = (student - target).flatten(1)
+        if s.loss == "l2":
+            return diff.pow(2).mean()
+        return ((diff.pow(2) + s.huber_c**2).sqrt() - s.huber_c).mean()
+
+
+class ConsistencyDistillation(Task):
+    """A few-step student of a trained run, with guidance folded in: sample it with
+    the ``lcm`` sampler; a generation's guidance scale is the student's ``w``."""
+
+    name = "consistency-distillation"
+    description = "a few-step student distilled from a trained run (latent consistency distillation)"
+    usage = 'generate images in 4 steps with `modiff generate {run} "a prompt" --steps 4`'
+
+    def check(self, components: Any) -> None:
+        super().check(components)
+        if not isinstance(components.conditioner, GuidanceConditioner):
+            raise modiff.SettingsError(
+                ['[run] task = "consistency-distillation" needs [conditioner] plugin = "consistency" '
+                 "(it names the teacher and carries the guidance scale)"]
+            )
+        if not isinstance(components.denoiser, ConsistencyStudent):
+            raise modiff.SettingsError(
+                ['[run] task = "consistency-distillation" needs [denoiser] plugin = "consistency-student" '
+                 "(the teacher's denoiser, copied)"]
+            )
+        folders = {role: Path(components.settings.components[role].params.teacher).resolve()
+                   for role in ("encoder", "text_embedder", "conditioner", "denoiser")
+                   if hasattr(components.settings.components[role].params, "teacher")}
+        if len(set(folders.values())) != 1:
+            named = ", ".join(f"[{role}] teacher = {str(path)!r}" for role, path in folders.items())
+            raise modiff.SettingsError([f"the teacher must be one run: {named}"])
+
+    def training_loss(self, components: Any, *, latents: Any, text: Any, condition_dropout: float,
+                      world: Any) -> ConsistencyLoss:
+        """The distillation loss (the student starts as the teacher: see :mod:`.student`)."""
+        self.check(components)
+        teacher = load_teacher(components.conditioner.settings.teacher, "[conditioner] teacher", components.device)
+        return ConsistencyLoss(components, latents, text, world, teacher)
+
+    def generate(self, pipeline: Any, request: GenerationRequest) -> Generated:
+        """One call of the student per step: a guidance scale other than 1 becomes ``w``
+        (1, the run's default, keeps ``[conditioner] guidance``)."""
+        sampling = self._sampling(request)
+        conditioner = pipeline.components.conditioner
+        default = conditioner.guidance
+        if sampling.guidance != 1.0:
+            conditioner.guidance = sampling.guidance
+        try:
+            options = {**sampling.options(), "guidance": 1.0}
+            images = pipeline.generate_tensor(list(request.prompts), seeds=list(request.seeds), **options)
+        finally:
+            conditioner.guidance = default
+        return Generated({"images": images}, sampling)
