@@ -17,6 +17,7 @@ inside the functions.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from collections import Counter
@@ -106,9 +107,9 @@ def train_tokenizer(captions: Iterable[str], vocab_size: int) -> Any:
         return tokenizer_from_merges([])
     backend = tokenizer_from_merges([]).backend_tokenizer
     words: Counter[tuple[str, ...]] = Counter()
-    for caption in corpus:
+    for caption, times in Counter(corpus).items():  # a dataset repeats its captions: split each once
         for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(caption)):
-            words[(*word[:-1], word[-1] + END_OF_WORD)] += 1
+            words[(*word[:-1], word[-1] + END_OF_WORD)] += times
     return tokenizer_from_merges(learn_merges(words, n_merges))
 
 
@@ -126,22 +127,33 @@ def learn_merges(words: Mapping[tuple[str, ...], int], n_merges: int) -> list[tu
         for pair in zip(word, word[1:]):
             pairs[pair] += counts[i]
             holders.setdefault(pair, set()).add(i)
+    # the most frequent pair, first in sort order among equals, is at the top; an entry whose
+    # count is no longer the pair's is stale and skipped (a changed count pushes a new entry)
+    heap = [(-n, pair) for pair, n in pairs.items()]
+    heapq.heapify(heap)
     merges: list[tuple[str, str]] = []
-    while pairs and len(merges) < n_merges:
-        best = min(pairs, key=lambda p: (-pairs[p], p))
+    while heap and len(merges) < n_merges:
+        negative, best = heapq.heappop(heap)
+        if pairs.get(best) != -negative:
+            continue
         merges.append(best)
+        changed: set[tuple[str, str]] = set()
         for i in holders.pop(best, set()):
-            old = symbols[i]
-            new = _merge_pair(old, best)
+            old, new = symbols[i], _merge_pair(symbols[i], best)
             for pair in zip(old, old[1:]):
                 pairs[pair] -= counts[i]
-                if pairs[pair] <= 0:
-                    del pairs[pair]
+                changed.add(pair)
             for pair in zip(new, new[1:]):
                 pairs[pair] += counts[i]
                 holders.setdefault(pair, set()).add(i)
+                changed.add(pair)
             symbols[i] = new
         pairs.pop(best, None)
+        for pair in changed - {best}:
+            if pairs[pair] > 0:
+                heapq.heappush(heap, (-pairs[pair], pair))
+            else:
+                del pairs[pair]
     return merges
 
 
