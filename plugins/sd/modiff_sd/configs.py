@@ -128,6 +128,7 @@ SAMPLERS: dict[str, str] = {
     "LMSDiscreteScheduler": "lms",
     "DPMSolverMultistepScheduler": "dpmpp-2m",
     "UniPCMultistepScheduler": "unipc",
+    "LCMScheduler": "lcm",  # LCM-distilled weights, or SD with an LCM-LoRA fused in
 }
 #: Timestep spacing of each diffusers class when a (pre-0.19) config leaves it out.
 _DEFAULT_SPACING = {"DDIMScheduler": "leading", "DDPMScheduler": "leading", "PNDMScheduler": "leading"}
@@ -149,6 +150,7 @@ _OWN_OPTIONS: dict[str, dict[str, str]] = {
         "use_karras_sigmas": "use_karras_sigmas",
         "disable_corrector": "disable_corrector",
     },
+    "LCMScheduler": {"original_inference_steps": "original_inference_steps", "timestep_scaling": "timestep_scaling"},
 }
 
 
@@ -199,6 +201,7 @@ DIFFUSERS_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "dpmpp-2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
     "dpmpp-2m-sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}),
     "unipc": ("UniPCMultistepScheduler", {}),
+    "lcm": ("LCMScheduler", {}),
 }
 #: modiff keys diffusers' configs do not have (they are call arguments there, or not offered).
 _NOT_IN_CONFIG = {"loss_weighting", "snr_gamma", "eta", "s_churn", "s_tmin", "s_tmax", "s_noise"}

@@ -58,3 +58,33 @@ def test_imported_sd_weights_draw_with_lcm_like_diffusers(
     assert float((mine - ref).abs().max()) < TOL
     # The comparison can fail: another seed moves the images by far more than TOL.
     assert float((_diffusers_lcm_images(pipe, seed=8, steps=steps) - ref).abs().max()) > 50 * TOL
+
+
+def test_a_folder_saved_with_lcm_scheduler_imports_as_the_lcm_sampler(
+    tiny_sd: tuple[Path, Any], tmp_path: Path
+) -> None:
+    """A diffusers folder whose scheduler is LCMScheduler (LCM weights, or an LCM-LoRA fused
+    in and saved) imports with ``lcm`` and its skipping schedule, and exports back to it."""
+    import shutil
+    import tomllib
+
+    from diffusers import LCMScheduler
+
+    from modiff_sd.configs import scheduler_config
+    from modiff_sd.importer import import_sd
+
+    folder = tmp_path / "lcm-pipeline"
+    shutil.copytree(tiny_sd[0], folder)
+    LCMScheduler.from_config(tiny_sd[1].scheduler.config, original_inference_steps=25).save_config(
+        str(folder / "scheduler")
+    )
+    import_sd(folder, tmp_path / "run")
+    table = tomllib.loads((tmp_path / "run" / "settings.toml").read_text())["scheduler"]
+    assert (table["plugin"], table["original_inference_steps"], table["beta_schedule"]) == ("lcm", 25, "scaled_linear")
+    pipeline = Pipeline.load(tmp_path / "run", device="cpu")
+    theirs = LCMScheduler.from_pretrained(str(folder / "scheduler"))
+    theirs.set_timesteps(4)
+    assert pipeline.sampler_name == "lcm"
+    assert pipeline.scheduler.timesteps(4).tolist() == theirs.timesteps.tolist() == [999, 759, 519, 279]
+    config = scheduler_config("lcm", table)
+    assert config["_class_name"] == "LCMScheduler" and config["original_inference_steps"] == 25
