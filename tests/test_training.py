@@ -202,7 +202,7 @@ def test_evaluate_runs_the_runs_evaluator(tmp_path: Path) -> None:
 
     run = RunDir(tmp_path / "run")
     train_run(settings(), run, progress=False)
-    result = evaluate_run(Pipeline.load(run.path))
+    result = evaluate_run(Pipeline.load(run.path, with_data=True))
     assert 0.0 <= result["accuracy"] <= 1.0 and result["prompts"] == 3 and result["seconds"] > 0
 
 
