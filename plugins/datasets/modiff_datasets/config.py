@@ -44,6 +44,14 @@ class ShapesSettings(modiff.ComponentSettings):
         "pixels within that distance, drawn uniformly); 0 draws every shape at the position closest to its "
         "cell's centre. Without overlap only: overlapping shapes take any place in their cell.",
     )
+    unplaced: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of captions that name no place for their objects (\"a red circle\"), decided per "
+        "example, so that a prompt without a place draws what it names in any cell; the scenes are the same at "
+        "any share. 0: every caption names each object's place.",
+    )
     corpus_size: int | None = Field(
         None,
         ge=1,
@@ -127,6 +135,13 @@ class PromptAccuracySettings(modiff.ComponentSettings):
     )
     holdout_fraction: float = Field(
         0.2, ge=0.0, le=1.0, description="Share of prompts built around a held-out pair (at least one each)."
+    )
+    unplaced_fraction: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Share of prompts that name no place (\"a red circle\": any cell is right), scored as "
+        "unplaced_accuracy; drawn per prompt, the other prompts are the same at any share.",
     )
     steps: int | None = Field(None, ge=1, description="Sampler steps; default: the pipeline's.")
     guidance: float | None = Field(None, description="Guidance scale; default: the pipeline's.")

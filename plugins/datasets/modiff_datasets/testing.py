@@ -72,7 +72,9 @@ class TruthPipeline:
         )
         out = []
         for p in prompts:
-            objects = [replace(o, cell=4 if o.cell is None else o.cell) for o in parse(p)]
+            objects = parse(p)
+            free = [c for c in (4, 0, 8, 2, 6, 1, 3, 5, 7) if c not in {o.cell for o in objects}]
+            objects = [replace(o, cell=free.pop(0)) if o.cell is None else o for o in objects]  # any cell is right
             if self.edit is not None:
                 objects = self.edit(objects)
             rgb, _ = render(objects, self.image_size)

@@ -78,6 +78,8 @@ def item_outcomes(cases: Sequence[PromptCase], results: Sequence[CheckResult]) -
         "two_object_accuracy": outcomes(lambda c: c.num_objects == 2),
         "holdout_accuracy": outcomes(lambda c: c.holdout),
         "seen_accuracy": outcomes(lambda c: not c.holdout),
+        "unplaced_accuracy": outcomes(lambda c: c.unplaced),
+        "placed_accuracy": outcomes(lambda c: not c.unplaced),
     }
     for n in (1, 2):
         for attr in ("colour", "shape", "position", "count"):
@@ -111,6 +113,7 @@ def summarise(cases: Sequence[PromptCase], results: Sequence[CheckResult]) -> di
                 num_one_object=sum(c.num_objects == 1 for c in cases),
                 num_two_object=sum(c.num_objects == 2 for c in cases),
                 num_holdout=sum(c.holdout for c in cases),
+                num_unplaced=sum(c.unplaced for c in cases),
             )
     return out
 
@@ -172,6 +175,7 @@ class PromptAccuracy:
             holdout=self.holdout,
             two_object_fraction=s.two_object_fraction,
             holdout_fraction=s.holdout_fraction,
+            unplaced_fraction=s.unplaced_fraction,
         )
 
     def evaluate(

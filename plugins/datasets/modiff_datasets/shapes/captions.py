@@ -3,8 +3,10 @@
 A caption is built from a template: an optional prefix, one clause per object
 joined by ``" and "`` or ``"; "``, and an optional suffix. Clauses vary word
 order (position first or last), filler (``there is``, ``a picture of``) and
-whether the size is said. Because clauses are only ever joined by ``and`` or
-``;`` and each clause names exactly one colour, one shape and at most one
+whether the size is said; each template also has an unplaced form, its clause
+without the position, for captions that leave the place out (``a red
+circle``). Because clauses are only ever joined by ``and`` or ``;`` and each
+clause names exactly one colour, one shape and at most one
 position, :func:`parse` can read every caption the world writes (and most
 prompts a person would type in its vocabulary) back into objects.
 """
@@ -24,6 +26,7 @@ class Template:
     ``{colour}``, ``{shape}`` and ``{position}``."""
 
     clause: str
+    unplaced: str
     joiner: str = " and "
     prefix: str = ""
     suffix: str = ""
@@ -32,46 +35,53 @@ class Template:
     def says_size(self) -> bool:
         return "{size}" in self.clause
 
-    def format(self, objects: Sequence[ShapeObject], *, say_small: bool = False) -> str:
+    def format(self, objects: Sequence[ShapeObject], *, say_small: bool = False, placed: bool = True) -> str:
         """The caption; with ``say_small`` a template that leaves the size out
         still says it for a small shape ("a small red square at the top"), so
-        that only large shapes go unsized."""
+        that only large shapes go unsized. With ``placed=False`` every clause
+        is the template's ``unplaced`` form, which names no position (and the
+        objects need no cell): what a user's first prompt looks like."""
         clauses = []
         for obj in objects:
-            if obj.cell is None:
-                raise ValueError(f"cannot caption {obj.pair}: it has no cell")
+            if placed and obj.cell is None:
+                raise ValueError(f"cannot caption {obj.pair} with its place: it has no cell")
             colour = obj.colour
             if say_small and obj.size == "small" and not self.says_size:
                 colour = f"small {colour}"
-            clauses.append(
-                self.clause.format(size=obj.size or "large", colour=colour, shape=obj.shape, position=CELLS[obj.cell])
-            )
+            words = {"size": obj.size or "large", "colour": colour, "shape": obj.shape}
+            if placed:
+                clauses.append(self.clause.format(position=CELLS[obj.cell], **words))
+            else:
+                clauses.append(self.unplaced.format(**words))
         return self.prefix + self.joiner.join(clauses) + self.suffix
 
 
 #: The caption templates, in a fixed order (the index is part of a scene's
-#: determinism). Four say the size, four do not.
+#: determinism). Four say the size, four do not; the second clause of each is
+#: the same without the position.
 TEMPLATES: tuple[Template, ...] = (
-    Template("a {size} {colour} {shape} in the {position}"),
-    Template("{colour} {shape}, {position}", joiner="; "),
-    Template("a {size} {colour} {shape} at the {position}", prefix="there is "),
-    Template("a {colour} {shape} at the {position}"),
-    Template("{position}: a {colour} {shape}", joiner="; "),
-    Template("a {size} {colour} {shape} in the {position}", prefix="a picture of "),
-    Template("{size} {colour} {shape} in the {position}", suffix=" on a black background"),
-    Template("the {position} has a {colour} {shape}"),
+    Template("a {size} {colour} {shape} in the {position}", "a {size} {colour} {shape}"),
+    Template("{colour} {shape}, {position}", "{colour} {shape}", joiner="; "),
+    Template("a {size} {colour} {shape} at the {position}", "a {size} {colour} {shape}", prefix="there is "),
+    Template("a {colour} {shape} at the {position}", "a {colour} {shape}"),
+    Template("{position}: a {colour} {shape}", "a {colour} {shape}", joiner="; "),
+    Template("a {size} {colour} {shape} in the {position}", "a {size} {colour} {shape}", prefix="a picture of "),
+    Template("{size} {colour} {shape} in the {position}", "{size} {colour} {shape}", suffix=" on a black background"),
+    Template("the {position} has a {colour} {shape}", "a {colour} {shape}"),
 )
 
 
-def caption(objects: Sequence[ShapeObject], template: int = 0, *, say_small: bool = False) -> str:
+def caption(
+    objects: Sequence[ShapeObject], template: int = 0, *, say_small: bool = False, placed: bool = True
+) -> str:
     """The caption of ``objects`` with template number ``template``
     (``0 <= template < len(TEMPLATES)``), naming objects in the given order
-    (``say_small``: see :meth:`Template.format`)."""
+    (``say_small`` and ``placed``: see :meth:`Template.format`)."""
     if not objects:
         raise ValueError("a caption needs at least one object")
     if not 0 <= template < len(TEMPLATES):
         raise ValueError(f"template {template} does not exist; use 0..{len(TEMPLATES) - 1}")
-    return TEMPLATES[template].format(objects, say_small=say_small)
+    return TEMPLATES[template].format(objects, say_small=say_small, placed=placed)
 
 
 class CaptionError(ValueError):

@@ -64,6 +64,7 @@ class ShapesDataset:
             overlap=settings.overlap,
             unsized=settings.unsized,
             jitter=settings.jitter,
+            unplaced=settings.unplaced,
         )
         self.image_size = settings.image_size
         self.size = settings.size

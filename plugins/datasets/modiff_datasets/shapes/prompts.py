@@ -37,6 +37,12 @@ class PromptCase:
     def num_objects(self) -> int:
         return len(self.objects)
 
+    @property
+    def unplaced(self) -> bool:
+        """Whether the prompt names no place for any object ("a red circle"):
+        each object is right in any cell."""
+        return all(o.cell is None for o in self.objects)
+
 
 def _spread(i: int, fraction: float) -> bool:
     """Whether item ``i`` is one of the ``fraction`` share, spread evenly
@@ -51,6 +57,7 @@ def evaluation_prompts(
     holdout: Sequence[str] = (),
     two_object_fraction: float = 0.5,
     holdout_fraction: float = 0.2,
+    unplaced_fraction: float = 0.0,
 ) -> list[PromptCase]:
     """A deterministic list of ``num_prompts`` prompts with their answers.
 
@@ -60,12 +67,21 @@ def evaluation_prompts(
       at least one per held-out pair, as far as ``num_prompts`` allows) are
       built around a held-out pair, cycling through the pairs; every other
       object is any of the 18 pairs, so held-out pairs can also turn up there.
+    * About ``unplaced_fraction`` of the prompts (decided per prompt by a
+      draw of its own) name no place for their objects, in the templates'
+      unplaced form ("a red circle"); their objects have ``cell=None``. The
+      other prompts are the same whatever the fraction.
     * Each prompt uses one of the caption templates, so the evaluation sees
       the same phrasing variety as training.
     """
     if num_prompts < 1:
         raise ValueError(f"num_prompts must be at least 1, got {num_prompts}")
-    for name, value in (("two_object_fraction", two_object_fraction), ("holdout_fraction", holdout_fraction)):
+    fractions = (
+        ("two_object_fraction", two_object_fraction),
+        ("holdout_fraction", holdout_fraction),
+        ("unplaced_fraction", unplaced_fraction),
+    )
+    for name, value in fractions:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must be between 0 and 1, got {value}")
     held = validate_holdout(holdout)
@@ -85,12 +101,14 @@ def evaluation_prompts(
         if held and _spread(i, hold_share):
             pairs[int(u[2 * n + 1] * n) if n > 1 else 0] = held[next_held % len(held)]
             next_held += 1
+        placed = bool(rng.random() >= unplaced_fraction)  # drawn after the rest: other prompts stay as they were
         objects = tuple(
-            ShapeObject(*pair.split(), cell=int(cell), size=sizes[int(u[1 + n + k] * len(sizes))])
+            ShapeObject(
+                *pair.split(), cell=int(cell) if placed else None, size=sizes[int(u[1 + n + k] * len(sizes))]
+            )
             for k, (pair, cell) in enumerate(zip(pairs, cells))
         )
         template = int(u[0] * len(TEMPLATES))
-        cases.append(
-            PromptCase(caption(objects, template), objects, holdout=any(o.pair in held_set for o in objects))
-        )
+        text = caption(objects, template, placed=placed)
+        cases.append(PromptCase(text, objects, holdout=any(o.pair in held_set for o in objects)))
     return cases

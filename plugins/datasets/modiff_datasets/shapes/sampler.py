@@ -32,6 +32,11 @@ from .world import (
     validate_holdout,
 )
 
+#: Third entry of the seed of the generator that decides whether example
+#: ``(seed, i)``'s caption leaves the place out, so that deciding it draws
+#: nothing from the scene's generator (the scene is the same at any share).
+UNPLACED_STREAM = 2
+
 #: Attempts at drawing non-touching jittered positions before falling back to
 #: the centred positions (which never touch: see ``check_image_size``).
 PLACEMENT_TRIES = 32
@@ -72,6 +77,11 @@ class SceneSampler:
         jitter: how far (in cells) a shape's centre may lie from its cell's
             centre without ``overlap``; 0 places every shape at
             :func:`centred_origin`. The same random numbers are drawn either way.
+        unplaced: the share of captions that name no position for any of
+            their objects ("a red circle"), so that the model learns what a
+            prompt without a place means (any cell); decided per example
+            from a generator of its own, so scenes do not change with it, and
+            0 leaves every caption as it was.
     """
 
     def __init__(
@@ -85,6 +95,7 @@ class SceneSampler:
         overlap: bool = False,
         unsized: str = "any",
         jitter: float = MAX_JITTER,
+        unplaced: float = 0.0,
     ) -> None:
         if not 1 <= max_objects <= 9:
             raise ValueError(f"max_objects must be 1..9 (one object per grid cell), got {max_objects}")
@@ -103,6 +114,9 @@ class SceneSampler:
         if not 0.0 <= jitter <= OVERLAP_JITTER:
             raise ValueError(f"jitter must be 0..{OVERLAP_JITTER} of a cell, got {jitter}")
         self.jitter = float(jitter)
+        if not 0.0 <= unplaced <= 1.0:
+            raise ValueError(f"unplaced must be a share between 0 and 1, got {unplaced}")
+        self.unplaced = float(unplaced)
 
     def _rng(self, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, index])  # i.e. SeedSequence([seed, index])
@@ -128,11 +142,18 @@ class SceneSampler:
         ]
         return parts, template
 
+    def placed(self, index: int) -> bool:
+        """Whether example ``index``'s caption names its objects' places
+        (false for about the ``unplaced`` share of examples)."""
+        if self.unplaced == 0.0:
+            return True
+        return bool(np.random.default_rng([self.seed, index, UNPLACED_STREAM]).random() >= self.unplaced)
+
     def caption(self, index: int) -> str:
         """Example ``index``'s caption, without placing or drawing anything."""
         parts, template = self.describe(index)
         objects = [ShapeObject(c, s, cell, z) for c, s, cell, z in parts]
-        return caption(objects, template, say_small=self._say_small)
+        return caption(objects, template, say_small=self._say_small, placed=self.placed(index))
 
     def scene(self, index: int) -> Scene:
         """Example ``index``: objects with their exact positions, and caption."""
@@ -142,7 +163,8 @@ class SceneSampler:
         objects = tuple(
             ShapeObject(c, s, cell, z, origin=(b[0], b[1])) for (c, s, cell, z), b in zip(parts, boxes)
         )
-        return Scene(objects, caption(objects, template, say_small=self._say_small), template)
+        text = caption(objects, template, say_small=self._say_small, placed=self.placed(index))
+        return Scene(objects, text, template)
 
     def _origins(self, cell: int, side_px: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The ``x0`` and ``y0`` values a shape of ``side_px`` may take in ``cell``."""
