@@ -290,3 +290,8 @@ def test_a_distributed_run_tracks_from_rank_0_only(tmp_path: Path, toy_subproces
     assert sorted(p.name for p in run.glob("tracked-by-rank-*")) == ["tracked-by-rank-0"]
     ranks = {line.split()[0] for line in (tmp_path / "marker.log").read_text().splitlines()}
     assert ranks == {"0"}
+
+
+def test_modiff_plugins_lists_the_trackers(trackers, capsys) -> None:
+    assert main(["plugins"]) == 0
+    assert "tracker        broken, recorder" in capsys.readouterr().out

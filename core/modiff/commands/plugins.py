@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from ..plugins import COMPONENT_NAME_RULE, ROLES, Registry, registry
+from ..plugins import ALL_ROLES, COMPONENT_NAME_RULE, ROLES, Registry, registry
 
 
 def add(sub: argparse._SubParsersAction) -> None:
@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for dist in data["distributions"]:
         print(f"{dist['distribution']} {dist['version']}")
-        for role in ROLES:
+        for role in ALL_ROLES:  # the settings tables' roles, then the trackers
             names = dist["components"].get(role)
             if names:
                 print(f"  {role:<14} {', '.join(sorted(names))}")
