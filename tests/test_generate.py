@@ -74,7 +74,7 @@ def test_parameters_round_trip_through_from_to_the_same_image(run: Path, tmp_pat
     params = read(made)
     assert (params.prompt, params.negative_prompt, params.seed, params.steps, params.guidance, params.sampler) == (
         "a green square", "a red square", 42, 7, 2.5, "euler")
-    assert params.run == str(run.resolve()) and len(params.settings_hash) == 10
+    assert params.run == str(run.resolve()) and len(params.model_hash) == 10
     assert "Negative prompt: a red square" in Image.open(made).info["parameters"]
     again = tmp_path / "again"
     assert main(["generate", "--from", str(made), "--out", str(again)]) == 0

@@ -195,6 +195,18 @@ def data_checksum(raw: bytes) -> str:
     return f"crc32:{zlib.crc32(memoryview(raw)[8 + header:]):08x}"
 
 
+def recorded_checksum(path: Path) -> str | None:
+    """The :func:`data_checksum` a weights file recorded when it was written,
+    read from its header alone (``None`` for a file written before checksums)."""
+    try:
+        with path.open("rb") as f:
+            (header,) = struct.unpack("<Q", f.read(8))
+            metadata = json.loads(f.read(header)).get("__metadata__") or {}
+    except (OSError, ValueError, struct.error) as exc:
+        raise WeightsError(f"{path} is not a readable safetensors file ({exc})") from None
+    return metadata.get(CHECKSUM_KEY)
+
+
 def read_tensors(
     path: Path, *, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -12,7 +12,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from .errors import ModiffError
 from .files import atomic_open
+from .parameters import CHUNK, GenerationParameters, pnginfo
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -29,6 +31,81 @@ def from_pil(image: Image.Image, size: int | None = None) -> torch.Tensor:
         image = image.resize((size, size), Image.NEAREST)
     arr = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float()
     return arr / 127.5 - 1
+
+
+#: What the Python API takes as an image: a PIL image, or a tensor ``[3, H, W]``
+#: (or ``[B, 3, H, W]``) in [-1, 1].
+ImageLike = Image.Image | torch.Tensor
+#: What it takes as a mask: a grey PIL image, or a tensor ``[H, W]`` (or ``[B, H, W]``).
+MaskLike = Image.Image | torch.Tensor
+
+
+def image_batch(images: ImageLike | Sequence[ImageLike], count: int, size: int, what: str) -> torch.Tensor:
+    """``images`` as ``[count, 3, size, size]`` in [-1, 1]: PIL images are read
+    (resized, nearest), tensors taken as they are; a single image serves every
+    item. A :class:`ModiffError` names ``what`` for anything else."""
+    stacked = _stack(images, lambda image: from_pil(image, size), 3, what)
+    return _per_item(stacked, count, what)
+
+
+def mask_batch(masks: MaskLike | Sequence[MaskLike], count: int, size: int, what: str) -> torch.Tensor:
+    """``masks`` as integer maps ``[count, size, size]`` (a PIL image's grey
+    levels, resized nearest; a tensor ``[H, W]``, ``[B, H, W]`` or
+    ``[B, 1, H, W]``); a single mask serves every item."""
+
+    def read(image: Image.Image) -> torch.Tensor:
+        grey = image.convert("L")
+        if grey.size != (size, size):
+            grey = grey.resize((size, size), Image.NEAREST)
+        return torch.from_numpy(np.asarray(grey, dtype=np.int64).copy())
+
+    if isinstance(masks, torch.Tensor) and masks.dim() == 4 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    return _per_item(_stack(masks, read, 2, what).long(), count, what)
+
+
+def _stack(values: Any, read: Any, dims: int, what: str) -> torch.Tensor:
+    """One tensor of ``dims + 1`` dimensions from one item or a list of items."""
+    if isinstance(values, (Image.Image, torch.Tensor)):
+        values = [values]
+    try:
+        items = [read(v) if isinstance(v, Image.Image) else v for v in values]
+        batch = [v[None] if v.dim() == dims else v for v in items]
+        return torch.cat([v.float() for v in batch])
+    except (AttributeError, TypeError, RuntimeError) as exc:
+        raise ModiffError(
+            f"{what}: give a PIL image, a tensor, or a list of them with one shape ({exc})"
+        ) from None
+
+
+def _per_item(batch: torch.Tensor, count: int, what: str) -> torch.Tensor:
+    if batch.shape[0] == 1 and count > 1:
+        return batch.expand(count, *batch.shape[1:])
+    if batch.shape[0] != count:
+        raise ModiffError(f"got {batch.shape[0]} {what} for {count} images; give one, or one per image")
+    return batch
+
+
+class GeneratedImage(Image.Image):
+    """A generated RGB image that carries how it was made: its ``parameters``
+    (also as text in ``info["parameters"]``), written as the PNG's
+    ``parameters`` chunk by :meth:`save` unless a ``pnginfo`` is given, so an
+    image saved from Python says how to make it again like one from
+    ``modiff generate``."""
+
+    parameters: GenerationParameters
+
+    @classmethod
+    def of(cls, image: Image.Image, parameters: GenerationParameters) -> GeneratedImage:
+        made = cls()
+        made.__dict__.update(image.__dict__)
+        made.info = {**image.info, CHUNK: parameters.text()}
+        made.parameters = parameters
+        return made
+
+    def save(self, fp: Any, format: str | None = None, **params: Any) -> None:  # noqa: A002 (PIL's name)
+        params.setdefault("pnginfo", pnginfo(self.parameters))
+        super().save(fp, format, **params)
 
 
 def _font() -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,8 @@ class GenerationParameters:
     width: int
     height: int
     run: str
-    settings_hash: str
+    #: :func:`model_hash` of the weights the image was made with
+    model_hash: str
     negative_prompt: str = ""
     strength: float | None = None
     init_image: str | None = None
@@ -90,7 +92,7 @@ class GenerationParameters:
             ("CFG scale", self.guidance),
             ("Seed", self.seed),
             ("Size", f"{self.width}x{self.height}"),
-            ("Model hash", self.settings_hash),
+            ("Model hash", self.model_hash),
             ("Model", Path(self.run).name),
             ("Run", self.run),
         ]
@@ -133,7 +135,7 @@ class GenerationParameters:
                 width=width,
                 height=height,
                 run=pairs["Run"],
-                settings_hash=pairs["Model hash"],
+                model_hash=pairs["Model hash"],
                 strength=None if strength is None else float(strength),
                 init_image=pairs.get("Init image"),
                 init_image_hash=pairs.get("Init image hash") or None,
@@ -161,9 +163,19 @@ def _pairs(line: str) -> dict[str, str]:
     return out
 
 
-def settings_hash(settings_file: Path) -> str:
-    """A short hash of a run's resolved settings (its ``Model hash``)."""
-    return hashlib.sha256(settings_file.read_bytes()).hexdigest()[:10]
+def model_hash(weights: Sequence[Path]) -> str:
+    """A short hash of the contents of a checkpoint's weights files (the PNG's
+    ``Model hash``): two runs with the same settings but other weights differ.
+    It combines the CRC-32 each file recorded of its tensor data when it was
+    written (:func:`modiff.files.recorded_checksum`), so only the headers are
+    read; a file written before checksums is hashed whole."""
+    from .files import recorded_checksum  # files imports torch: reading a PNG's parameters needs none
+
+    digest = hashlib.sha256()
+    for path in sorted(weights, key=lambda p: p.name):
+        checksum = recorded_checksum(path) or f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+        digest.update(f"{path.name}={checksum}\n".encode())
+    return digest.hexdigest()[:10]
 
 
 def file_hash(path: Path) -> str:

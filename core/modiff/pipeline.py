@@ -23,9 +23,9 @@ from .checkpoint import Checkpoint, load_component
 from .devices import autocast, resolve_device
 from .errors import ModiffError, RunError, WeightsError
 from .files import read_json
-from .images import to_pil
+from .images import GeneratedImage, ImageLike, image_batch, to_pil
 from .noise import generators, randn
-from .parameters import DEFAULT_STRENGTH, Sampling
+from .parameters import DEFAULT_STRENGTH, GenerationParameters, Sampling, model_hash
 from .plugins import Registry
 from .plugins import registry as default_registry
 from .protocols import Conditioning, ModelFn, Scheduler, TaskProtocol
@@ -60,6 +60,7 @@ class Pipeline:
         self.components = components
         self.run = run
         self.registry = registry
+        self._model_hash: str | None = None
         trained = components.settings.components.get("scheduler")
         #: the sampler generation uses: ``[sample] scheduler`` if set, else the training scheduler
         self.sampler_name: str = trained.name if trained is not None else ""
@@ -99,7 +100,9 @@ class Pipeline:
             data = None if with_data else saved_data_facts(run)
             components = build(resolved, device=device, assets=_asset_folders(checkpoint), data=data)
             restore(components, checkpoint)
-        return cls(components, run, registry=registry)
+            pipeline = cls(components, run, registry=registry)
+            pipeline._model_hash = weights_hash(checkpoint)  # of the weights just read, whatever a trainer writes next
+        return pipeline
 
     def with_sampler(self, name: str, **overrides: Any) -> Pipeline:
         """The same pipeline sampling with another sampler of the same noise schedule.
@@ -109,9 +112,11 @@ class Pipeline:
         ``order``, ``use_karras_sigmas``, ...) start at its defaults unless
         ``overrides`` set them.
         """
-        return Pipeline(
+        other = Pipeline(
             self.components, self.run, registry=self.registry, sampler=(name, self._sampler(name, overrides))
         )
+        other._model_hash = self._model_hash  # the same weights
+        return other
 
     def _sampler(self, name: str, overrides: dict[str, Any]) -> Scheduler:
         trained = self.components.settings.components["scheduler"]
@@ -341,9 +346,68 @@ class Pipeline:
             out.append(self.decode(latents))
         return torch.cat(out) if out else torch.empty(0, 3, self.image_size, self.image_size)
 
-    def generate(self, prompts: Sequence[str], **kwargs: Any) -> list[Image.Image]:
-        """RGB PIL images for ``prompts`` (see :meth:`generate_latents` for the options)."""
-        return to_pil(self.generate_tensor(list(prompts), **kwargs))
+    def generate(
+        self,
+        prompts: str | Sequence[str],
+        *,
+        seed: int = 0,
+        seeds: Sequence[int] | None = None,
+        steps: int | None = None,
+        guidance: float | None = None,
+        negative_prompt: str | Sequence[str] | None = None,
+        init_images: ImageLike | Sequence[ImageLike] | None = None,
+        strength: float | None = None,
+        **kwargs: Any,
+    ) -> list[GeneratedImage]:
+        """RGB PIL images for ``prompts`` (one text, or a list of them), each
+        carrying the parameters it was made with (``image.parameters``, and
+        ``image.info["parameters"]``), which ``image.save("x.png")`` writes as
+        the PNG's ``parameters`` chunk.
+
+        Args:
+            seed, seeds, steps, guidance, negative_prompt: as
+                :meth:`generate_latents`.
+            init_images: image-to-image: a PIL image or a tensor ``[3, H, W]``
+                in [-1, 1] for every prompt, or one per prompt (a list, or
+                ``[B, 3, H, W]``); ``strength`` says how far from it to go.
+            kwargs: the other options of :meth:`generate_tensor` (``batch_size``, ...).
+
+        A task's other inputs (a region to repaint, a class map to follow) go
+        through the task: ``modiff.tasks.generate(pipe, "a red circle",
+        image=start, mask=region)`` takes them as PIL images or tensors too.
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        n, size = len(prompts), self.image_size
+        seeds = [seed + i for i in range(n)] if seeds is None else [int(s) for s in seeds]
+        starts = None if init_images is None else image_batch(init_images, n, size, "init_images")
+        sampling = self.sampling(
+            steps=steps, guidance=guidance, strength=strength, image_to_image=starts is not None,
+            negative_prompt=negative_prompt if isinstance(negative_prompt, str) else None,
+        )
+        options = {**sampling.options(), "negative_prompt": negative_prompt, "seeds": seeds, **kwargs}
+        tensor = self.generate_tensor(prompts, init_images=starts, **options)
+        negatives = _per_prompt(negative_prompt, n, "negative prompts") or [""] * n
+        model = self.model_hash
+        run = str(self.run.path.resolve()) if self.run is not None else ""
+        return [
+            GeneratedImage.of(image, GenerationParameters(
+                prompt=prompt, seed=s, steps=sampling.steps, guidance=sampling.guidance, sampler=sampling.sampler,
+                width=size, height=size, run=run, model_hash=model, negative_prompt=negative,
+                strength=sampling.strength,
+            ))
+            for image, prompt, s, negative in zip(to_pil(tensor), prompts, seeds, negatives)
+        ]
+
+    @property
+    def model_hash(self) -> str:
+        """:func:`modiff.parameters.model_hash` of the run's committed weights
+        (empty for a pipeline built without a run)."""
+        if self._model_hash is None:
+            if self.run is None:
+                return ""
+            with self.run.reading() as checkpoint:
+                self._model_hash = weights_hash(checkpoint)
+        return self._model_hash
 
     @property
     def task(self) -> TaskProtocol:
@@ -400,6 +464,11 @@ def restore(components: Components, checkpoint: Checkpoint) -> None:
             if hasattr(module, "needs_training"):
                 module.needs_training = False  # it is trained: the run's checkpoint holds it
             module.eval()
+
+
+def weights_hash(checkpoint: Checkpoint) -> str:
+    """:func:`modiff.parameters.model_hash` of ``checkpoint``'s weights files."""
+    return model_hash([checkpoint.weights(role) for role in checkpoint.roles if checkpoint.weights(role).is_file()])
 
 
 def saved_data_facts(run: RunDir) -> DataFacts | None:

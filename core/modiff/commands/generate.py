@@ -239,12 +239,13 @@ def _request(args: argparse.Namespace, run: str | None) -> dict[str, Any]:
         options += [] if made.strength is None else ["--strength", str(made.strength)]
         request["from_options"] = options + [item for name, value in made.inputs for item in (f"--{name}", value)]
         request["init_image_hash"] = made.init_image_hash
+        from ..pipeline import weights_hash
         from ..runs import RunDir
 
-        settings = RunDir(request["run"]).settings
-        if settings.is_file() and parameters.settings_hash(settings) != made.settings_hash:
-            print(f"modiff: warning: {settings} changed since {args.source} was made; the image may differ",
-                  file=sys.stderr)
+        run_dir = RunDir(request["run"])
+        if run_dir.latest() is not None and weights_hash(run_dir.checkpoint()) != made.model_hash:
+            print(f"modiff: warning: the weights of {run_dir.path} changed since {args.source} was made "
+                  "(its Model hash differs); the image may differ", file=sys.stderr)
     if request["run"] is None:
         raise ModiffError("give the run to generate from (RUN), or --from IMAGE.png")
     request["seed"] = 0 if request["seed"] is None else request["seed"]
@@ -332,7 +333,7 @@ def _write_images(
 ) -> None:
     """One PNG per image, carrying the parameters it was sampled with."""
     from ..images import save_png, to_pil
-    from ..parameters import GenerationParameters, file_hash, pnginfo, settings_hash
+    from ..parameters import GenerationParameters, file_hash, pnginfo
 
     sampling = generated.sampling
     common: dict[str, Any] = {}
@@ -341,7 +342,7 @@ def _write_images(
             "steps": sampling.steps, "guidance": sampling.guidance, "sampler": sampling.sampler,
             "negative_prompt": sampling.negative_prompt, "strength": sampling.strength,
             "width": pipeline.image_size, "height": pipeline.image_size,
-            "run": str(pipeline.run.path.resolve()), "settings_hash": settings_hash(pipeline.run.settings),
+            "run": str(pipeline.run.path.resolve()), "model_hash": pipeline.model_hash,
         }
         image_path = request.files.get("image")
         if sampling.strength is not None and image_path is not None:

@@ -180,7 +180,7 @@ def request(
         if value is None and item.required:
             raise ModiffError(f"this run's task ({task.name!r}) needs {item.flag} ({item.help})")
         if value is not None:
-            resolved[item.name] = value
+            resolved[item.name] = _read_image(item, value, pipeline.image_size) if item.is_file else value
     expanded = tuple(p for p in prompts for _ in range(n))
     sampling = (
         pipeline.sampling(steps=steps, guidance=guidance, negative_prompt=negative_prompt)
@@ -197,8 +197,21 @@ def request(
     )
 
 
-def generate(pipeline: Any, prompts: Sequence[str] = (), **options: Any) -> Generated:
+def _read_image(item: Input, value: Any, size: int) -> Any:
+    """A file input given in Python: a PIL image read as the command line reads
+    a file (see :class:`Input`), a tensor taken as it is."""
+    from ..images import image_batch, mask_batch  # torch: this module reads a task's options without it
+
+    if hasattr(value, "shape"):
+        return value
+    read = image_batch if item.kind == "image" else mask_batch
+    return read(value, 1, size, item.flag)[0]
+
+
+def generate(pipeline: Any, prompts: str | Sequence[str] = (), **options: Any) -> Generated:
     """What ``pipeline``'s task makes (its :attr:`Generated.outputs` by kind),
     with the options of :func:`request`: the path ``modiff generate`` takes,
-    without files."""
+    without files. ``prompts`` is one text or a list; file inputs (``image``,
+    ``mask``) may be PIL images or tensors."""
+    prompts = [prompts] if isinstance(prompts, str) else prompts
     return pipeline.task.generate(pipeline, request(pipeline, prompts, **options))
