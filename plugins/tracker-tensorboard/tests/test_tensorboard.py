@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 
 import modiff_tensorboard
 from modiff.cli import main
@@ -95,6 +96,8 @@ def test_the_event_reader_returns_every_scalar_and_picture_at_its_step(tmp_path:
         assert [i.step for i in images] == pictured, tag
         assert all(i.width > 0 and i.height > 0 for i in images)
     assert "settings/text_summary" in reader.Tags()["tensors"]
+    logdir = EventMultiplexer().AddRunsFromDirectory(str(tmp_path / "runs"))  # what `tensorboard --logdir runs/` reads
+    assert set(logdir.Runs()) == {"tb"}, "one TensorBoard run per modiff run, named after its folder"
     settings_table = reader.Tensors("settings/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "`train.lr`" in settings_table and "`run.name` | `tb`" in settings_table
 
