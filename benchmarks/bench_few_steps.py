@@ -198,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_few_steps: {exc}", file=sys.stderr)
         return 2
     print(markdown(result))
-    print(f"\n{result['machine']}; {result['threads']} thread(s), batch {result['batch']}, "
+    print(f"\n{result['machine']}; batch {result['batch']}, "
           f"median of {result['repeats']} interleaved calls")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
