@@ -510,7 +510,7 @@ def no_host_waits() -> Iterator[list[str]]:
     found.extend(e for e in events if _device_only(e))
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "euler-ancestral", "dpmpp-2m-sde", "heun"])
+@pytest.mark.parametrize("sampler", ["ddim", "ddpm", "euler-ancestral", "dpmpp-2m-sde", "heun", "lcm"])
 def test_sampling_loop_never_waits_for_the_device(sampler: str) -> None:
     """From the second model call on, nothing in a step makes the host wait: no value read back,
     no copy from pageable memory (the stochastic samplers' noise comes through pinned memory)."""
