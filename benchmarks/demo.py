@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-KEYS = ("accuracy", "one_object_accuracy", "two_object_accuracy", "holdout_accuracy", "colour_accuracy",
-        "shape_accuracy", "position_accuracy", "count_accuracy", "num_prompts", "num_two_object", "num_holdout")
+KEYS = ("accuracy", "one_object_accuracy", "two_object_accuracy", "holdout_accuracy", "unplaced_accuracy",
+        "placed_accuracy", "colour_accuracy", "shape_accuracy", "position_accuracy", "count_accuracy", "num_prompts",
+        "num_two_object", "num_holdout", "num_unplaced")
 TARGETS = {"one_object_accuracy": 0.95, "two_object_accuracy": 0.6, "holdout_accuracy": 0.5}
 MAX_RATIO = 0.55
 
