@@ -54,7 +54,7 @@ class Config:
     sampler: str
     steps: int
     guidance: float
-    denoiser_rows_per_image: float | None = None
+    denoiser_rows_per_image: float | None = None  # None: the denoiser is not a torch module
     seconds: list[float] = field(default_factory=list)  # per image, one entry per repeat
 
     @property
@@ -107,10 +107,13 @@ def _load(run: str, device: str, sampler: str) -> Any:
         raise UsageError(f"{run}: {exc}") from None
 
 
-def _row_counter(pipeline: Any) -> tuple[Callable[[], int], Callable[[], None]]:
-    """``(read, remove)`` of a counter of the rows the denoiser evaluates."""
+def _row_counter(pipeline: Any) -> tuple[Callable[[], int | None], Callable[[], None]]:
+    """``(read, remove)`` of a counter of the rows the denoiser evaluates
+    (``read()`` gives None for a denoiser that is not a torch module)."""
     rows = [0]
     denoiser = pipeline.components.denoiser
+    if not isinstance(denoiser, torch.nn.Module):
+        return (lambda: None), (lambda: None)
 
     def count(module: Any, inputs: tuple[Any, ...]) -> None:
         rows[0] += int(inputs[0].shape[0])
@@ -144,7 +147,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             call(config, pipeline)()
         finally:
             remove()
-        config.denoiser_rows_per_image = read() / args.batch
+        rows = read()
+        config.denoiser_rows_per_image = None if rows is None else rows / args.batch
     times = _common.alternate({c.name: call(c, p) for c, p in configs}, args.repeats)
     for config, _ in configs:
         config.seconds = [t / args.batch for t in times[config.name]]
@@ -167,22 +171,30 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 **asdict(config),
                 "seconds_per_image": config.seconds_per_image,
                 "ratio": ratio,
-                "evaluation_ratio": config.denoiser_rows_per_image / base.denoiser_rows_per_image,
+                "evaluation_ratio": _ratio(config.denoiser_rows_per_image, base.denoiser_rows_per_image),
                 "meets_target": ratio <= TARGET,
             }
         )
     return result
 
 
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _rows(value: float | None) -> str:
+    return "?" if value is None else f"{value:g}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     t = result["teacher"]
     rows = [
-        [t["name"], t["sampler"], t["steps"], f"{t['guidance']:g}", f"{t['denoiser_rows_per_image']:g}",
+        [t["name"], t["sampler"], t["steps"], f"{t['guidance']:g}", _rows(t["denoiser_rows_per_image"]),
          f"{t['seconds_per_image'] * 1e3:.1f}", "1", ""]
     ]
     for s in result["students"]:
         rows.append(
-            [s["name"], s["sampler"], s["steps"], f"{s['guidance']:g}", f"{s['denoiser_rows_per_image']:g}",
+            [s["name"], s["sampler"], s["steps"], f"{s['guidance']:g}", _rows(s["denoiser_rows_per_image"]),
              f"{s['seconds_per_image'] * 1e3:.1f}", f"{s['ratio']:.3f}", "yes" if s["meets_target"] else "no"]
         )
     header = ["config", "sampler", "steps", "guidance", "denoiser rows / image", "ms / image", "ratio",
@@ -191,10 +203,12 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from modiff.errors import ModiffError
+
     try:
         args = parse_args(argv)
         result = measure(args)
-    except UsageError as exc:
+    except (UsageError, ModiffError) as exc:  # a run that cannot draw these images (its task, its sampler)
         print(f"bench_few_steps: {exc}", file=sys.stderr)
         return 2
     print(markdown(result))

@@ -65,7 +65,7 @@ def test_times_a_run_against_itself_and_counts_evaluations(bench: ModuleType, ru
 @pytest.mark.parametrize(
     ("args", "words"),
     [(["{missing}"], "does not exist"), (["{run}", "--steps", "0"], "--steps '0'"),
-     (["{run}", "--repeats", "0"], "--repeats 0")],
+     (["{run}", "--repeats", "0"], "--repeats 0"), (["{run}", "--student-sampler", "nope"], "nope")],
 )
 def test_usage_mistakes_are_one_line_and_exit_2(
     bench: ModuleType, run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
