@@ -39,6 +39,13 @@ def _round(values: list[float]) -> list[int]:
     return [int(round(v)) for v in values]
 
 
+def check_steps(num_train_timesteps: int, steps: object) -> None:
+    """``ValueError`` unless ``steps`` is an integer from 1 to ``num_train_timesteps``."""
+    n = num_train_timesteps
+    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n:
+        raise ValueError(f"steps must be an integer from 1 to num_train_timesteps = {n}; got {steps!r}")
+
+
 def spaced_timesteps(
     num_train_timesteps: int, steps: int, spacing: str, steps_offset: int, family: Family, *, check: bool = True
 ) -> list[float]:
@@ -50,8 +57,7 @@ def spaced_timesteps(
     clamped, so they pass ``check=False``).
     """
     n = num_train_timesteps
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n:
-        raise ValueError(f"steps must be an integer from 1 to num_train_timesteps = {n}; got {steps!r}")
+    check_steps(n, steps)
     ts = _grid(n, steps, spacing, steps_offset, family)
     if check and ts[0] > n - 1:
         raise ValueError(
@@ -72,8 +78,7 @@ def consistency_timesteps(num_train_timesteps: int, steps: int, original_steps: 
     ``original_steps``), so every step count from 1 to ``T`` has a grid.
     """
     n = num_train_timesteps
-    if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= n:
-        raise ValueError(f"steps must be an integer from 1 to num_train_timesteps = {n}; got {steps!r}")
+    check_steps(n, steps)
     points = max(min(original_steps, n), steps)
     k = n // points
     origin = [j * k - 1 for j in range(points, 0, -1)]
