@@ -379,17 +379,31 @@ def load_layers(
     environ: Mapping[str, str] | None = None,
     base: Mapping[str, Any] | None = None,
 ) -> Layers:
+    """Merge the layers, lowest first; every file, variable and ``--set`` that
+    cannot be read is reported together in one :class:`SettingsError`."""
     layers = Layers()
+    problems: list[str] = []
     if base:
         layers.merge(base, "the built-in settings")
     for f in files:
-        layers.merge(read_toml(f), str(f))
-    env = env_layer(environ)
-    if env:
-        layers.merge(env, "the environment")
+        _merge_or_note(layers, lambda f=f: read_toml(f), str(f), problems)
+    _merge_or_note(layers, lambda: env_layer(environ), "the environment", problems)
     for s in sets:
-        layers.merge(parse_set(s), f"--set {s}")
+        _merge_or_note(layers, lambda s=s: parse_set(s), f"--set {s}", problems)
+    if problems:
+        raise SettingsError(problems)
     return layers
+
+
+def _merge_or_note(layers: Layers, read: Any, origin: str, problems: list[str]) -> None:
+    """Merge what ``read()`` returns, or add its problems to ``problems``."""
+    try:
+        incoming = read()
+    except SettingsError as exc:
+        problems.extend(exc.problems)
+        return
+    if incoming:
+        layers.merge(incoming, origin)
 
 
 # --------------------------------------------------------------------------
@@ -413,14 +427,36 @@ def load_settings(
 ) -> LoadedSettings:
     """Merge the layers and validate everything the core itself defines."""
     layers = load_layers(files, sets, environ, base)
-    try:
-        with nesting_refused(", ".join(dict.fromkeys(layers.origins.values())) or "the settings"):
-            settings = Settings(**layers.data)
-    except ValidationError as exc:
-        raise SettingsError(_describe(exc, layers, (), None)) from None
-    except TypeError as exc:  # keys that are not strings, etc.
-        raise SettingsError([f"settings are malformed: {exc}"]) from None
+    settings, problems, _ = _validate_core(layers)
+    if problems:
+        raise SettingsError(problems)
+    assert settings is not None
     return LoadedSettings(settings, layers)
+
+
+def _validate_core(layers: Layers) -> tuple[Settings | None, list[str], set[str]]:
+    """Phase 1 that goes on past its problems: (the settings with every table
+    that has a problem left at its default or out, the problems, the tables
+    left so). Phase 2 then still checks the role tables that were fine, so a
+    typo in ``[train]`` and one in ``[denoiser]`` are reported together."""
+    data = dict(layers.data)
+    problems: list[str] = []
+    dropped: set[str] = set()
+    for _ in range(len(data) + 1):  # each round leaves at least one more table out
+        try:
+            with nesting_refused(", ".join(dict.fromkeys(layers.origins.values())) or "the settings"):
+                return Settings(**data), problems, dropped
+        except ValidationError as exc:
+            problems.extend(_describe(exc, layers, (), None))
+            bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+            if not bad & data.keys():
+                break
+            dropped |= bad
+            data = {k: v for k, v in data.items() if k not in bad}
+        except TypeError as exc:  # keys that are not strings, etc.
+            problems.append(f"settings are malformed: {exc}")
+            break
+    return None, problems, dropped
 
 
 @dataclass(frozen=True)
@@ -487,9 +523,14 @@ def _written_name(settings: Settings, role: str, comp: ResolvedComponent) -> str
 
 def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> ResolvedSettings:
     """Look every role's plugin up and validate its parameters; report all problems together."""
-    registry = registry or default_registry()
-    settings, layers = loaded.settings, loaded.layers
-    problems: list[str] = []
+    return _resolve(loaded.settings, loaded.layers, registry or default_registry(), [], set())
+
+
+def _resolve(
+    settings: Settings, layers: Layers, registry: Registry, problems: list[str], reported: set[str]
+) -> ResolvedSettings:
+    """Phase 2 after phase 1's ``problems``; a table in ``reported`` had its
+    problem reported already and is not called missing."""
     components: dict[str, ResolvedComponent] = {}
     task = registry.tasks().get(settings.run.task)
     if task is None:
@@ -500,7 +541,7 @@ def resolve(loaded: LoadedSettings, registry: Registry | None = None) -> Resolve
     for role in ROLES:
         choice: ComponentChoice | None = getattr(settings, role)
         if choice is None:
-            needed = role in REQUIRED_ROLES and not (
+            needed = role in REQUIRED_ROLES and role not in reported and not (
                 (role == "scheduler" and task is not None and not task.uses_scheduler)
                 or (role == "data" and settings.run.image_size is not None)
             )
@@ -563,8 +604,9 @@ def _resolve_trackers(
         if name not in trackers and not registry.components[TRACKER].get(name.rpartition(":")[2]):
             installed = ", ".join(registry.names(TRACKER)) or "none installed"
             allowed = ", ".join(TrackSettings.model_fields)
+            hint = did_you_mean(name, [*TrackSettings.model_fields, *registry.names(TRACKER)])
             problems.append(
-                f"unknown key {name!r} in [track] of {layers.origin('track', name)}; allowed keys: {allowed}, "
+                f"unknown key {name!r} in [track] of {layers.origin('track', name)}{hint}; allowed keys: {allowed}, "
                 f"or a table of options for an installed tracker ({installed})"
             )
     return trackers
@@ -578,8 +620,12 @@ def load(
     base: Mapping[str, Any] | None = None,
     registry: Registry | None = None,
 ) -> ResolvedSettings:
-    """Both phases: the usual way to read settings."""
-    return resolve(load_settings(files, sets, environ, base), registry)
+    """Both phases, every problem of either reported together: the usual way to read settings."""
+    layers = load_layers(files, sets, environ, base)
+    settings, problems, dropped = _validate_core(layers)
+    if settings is None:
+        raise SettingsError(problems)
+    return _resolve(settings, layers, registry or default_registry(), problems, dropped)
 
 
 def _describe(
@@ -598,7 +644,8 @@ def _describe(
             allowed = _allowed_keys(loc[:-1], registration)
             who = f" for {registration.name!r} ({registration.distribution})" if registration else ""
             problems.append(
-                f"unknown key {key!r} in [{table}] of {origin}{who}; allowed keys: {', '.join(allowed) or 'none'}"
+                f"unknown key {key!r} in [{table}] of {origin}{who}{did_you_mean(key, allowed)}; "
+                f"allowed keys: {', '.join(allowed) or 'none'}"
             )
         elif err["type"] == "missing":
             problems.append(f"[{table}] of {origin} is missing the required key {key!r}")
@@ -609,6 +656,16 @@ def _describe(
                 shown = shown[:57] + "..."
             problems.append(f"[{table}] {key} = {shown} in {origin}: {err['msg']}")
     return problems
+
+
+def did_you_mean(word: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'NEAREST'?)`` for the known word nearest ``word`` by
+    difflib's ratio, or nothing when none is near: the one hint every unknown
+    key, table and name gets."""
+    import difflib
+
+    close = difflib.get_close_matches(word, [k for k in known if not k.startswith("(")], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _allowed_keys(table: tuple[str, ...], registration: Registration | None) -> list[str]:
