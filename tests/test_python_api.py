@@ -91,3 +91,43 @@ def test_the_model_hash_is_of_the_weights_not_the_settings(run: Path) -> None:
     tensors[first] = tensors[first] + 1
     atomic_save_tensors(weights, tensors, {k: v for k, v in metadata.items() if not k.startswith("modiff.checksum")})
     assert Pipeline.load(run).model_hash != before
+
+
+# -- nothing a user made is overwritten -------------------------------------------------------------
+
+
+def test_generate_without_out_writes_a_new_numbered_folder_each_call(run: Path, capsys) -> None:
+    assert main(["generate", str(run), "a green square", "--seed", "7", "--steps", "2"]) == 0
+    assert main(["generate", str(run), "a red square", "--seed", "7", "--steps", "2"]) == 0
+    generated = run / "samples" / "generated"
+    assert sorted(p.name for p in generated.iterdir()) == ["0001", "0002"]
+    assert read(generated / "0001" / "p00-seed7.png").prompt == "a green square"
+    assert read(generated / "0002" / "p00-seed7.png").prompt == "a red square"
+    assert sorted(p.name for p in (generated / "0001").iterdir()) == ["grid.png", "p00-seed7.png"]
+
+
+def test_numbered_folders_are_claimed_once_even_when_a_number_is_taken(tmp_path: Path) -> None:
+    from modiff.files import numbered_folder
+
+    (tmp_path / "0003").mkdir()
+    (tmp_path / "notes").mkdir()
+    assert numbered_folder(tmp_path).name == "0004"
+    assert numbered_folder(tmp_path).name == "0005"
+
+
+@pytest.mark.parametrize("out", ["folder", "grid.png"])
+def test_out_naming_existing_files_is_refused_naming_the_file_and_the_flag(
+    run: Path, tmp_path: Path, capsys, out: str
+) -> None:
+    target = tmp_path / "mine" / out
+    assert main(["generate", str(run), "a green square", "--seed", "7", "--steps", "2", "--out", str(target)]) == 0
+    folder = target if out == "folder" else target.parent
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    assert main(["generate", str(run), "a red square", "--seed", "7", "--steps", "2", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "exists already" in err and "--overwrite" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before  # nothing written
+    assert main(["generate", str(run), "a red square", "--seed", "7", "--steps", "2", "--out", str(target),
+                 "--overwrite"]) == 0
+    assert read(folder / ("p00-seed7.png" if out == "folder" else "grid-p00-seed7.png")).prompt == "a red square"

@@ -98,6 +98,23 @@ def check_folder(folder: Path, what: str) -> None:
             return
 
 
+def numbered_folder(parent: Path) -> Path:
+    """A new folder ``parent/NNNN`` numbered one past the highest there, made
+    with one ``mkdir`` each try, so two processes never get the same one (the
+    Stable Diffusion web UIs' numbered outputs: no call writes over another's)."""
+    check_folder(parent, "the output folder")
+    with refused_writes_explained(parent):
+        parent.mkdir(parents=True, exist_ok=True)
+        number = max((int(p.name) for p in parent.iterdir() if p.name.isdigit()), default=0) + 1
+        while True:
+            folder = parent / f"{number:04d}"
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:
+                number += 1
+
+
 def check_output_path(folder: Path, file: Path, what: str) -> None:
     """:func:`check_folder`, and a :class:`RunError` when ``file`` (to be written
     into ``folder``) is an existing folder."""

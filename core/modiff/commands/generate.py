@@ -50,7 +50,8 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--negative", default=None, metavar="TEXT", help="negative prompt: what guidance steers away from")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the images and grid.png, or a .png for the grid with the images beside it "
-                   "(default RUN/samples/generated)")
+                   "(default: a new numbered folder RUN/samples/generated/NNNN)")
+    p.add_argument("--overwrite", action="store_true", help="let --out replace files that exist already")
     p.add_argument("--from", dest="source", type=Path, default=None, metavar="IMAGE.png",
                    help="make an image again from the parameters a generated PNG carries")
     p.add_argument("--trajectory", action="store_true", help="also write the denoising step by step (PNG strip, GIF)")
@@ -81,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
         pipeline = pipeline.with_sampler(sampler)
     sampling = {k: request[k] for k in ("steps", "guidance", "negative")}
     sampling.update(scheduler=sampler if not task.uses_scheduler else None, trajectory=args.trajectory or None)
-    generated, _ = generate_files(
+    generated, _, grid = generate_files(
         pipeline, values, prompts=request["prompts"], n=request["n"], seed=request["seed"], sampling=sampling,
-        out=args.out,
+        out=args.out, overwrite=args.overwrite,
     )
     if args.trajectory:
-        _trajectory(pipeline, task, request, generated, args.out)
+        _trajectory(pipeline, task, request, generated, grid)
     return 0
 
 
@@ -100,11 +101,13 @@ def generate_files(
     sampling: dict[str, Any] | None = None,
     out: Path | None = None,
     grid: bool = True,
-) -> tuple[Generated, GenerationRequest]:
-    """One generation of ``pipeline``'s task, written: ``values`` are its
-    inputs as given (file paths, numbers, text), ``sampling`` the sampling
-    options as given (``steps``, ``guidance``, ``negative``, and any other
-    option a task that does not sample refuses; ``None``: not given)."""
+    overwrite: bool = False,
+) -> tuple[Generated, GenerationRequest, Path]:
+    """One generation of ``pipeline``'s task, written where :func:`_place`
+    says (and the grid's path): ``values`` are its inputs as given (file
+    paths, numbers, text), ``sampling`` the sampling options as given
+    (``steps``, ``guidance``, ``negative``, and any other option a task that
+    does not sample refuses; ``None``: not given)."""
     from ..files import check_output_path
     from ..tasks.generation import request as resolve
 
@@ -114,7 +117,7 @@ def generate_files(
         flags = ", ".join(f"--{k}" for k in sampling)
         raise ModiffError(f"this run's task ({task.name!r}) does not sample: {flags} do not apply")
     if out is not None:  # before the generation whose files it would refuse
-        check_output_path(*_outputs(pipeline, out)[:2], "--out")
+        check_output_path(*_outputs(out)[:2], "--out")
     given = {k: v for k, v in values.items() if v is not None}
     inputs, files = _read_files(pipeline, task, given)
     request = resolve(
@@ -122,9 +125,15 @@ def generate_files(
         negative_prompt=sampling.get("negative"), files=files, given=given, **inputs,
     )
     indices = [i for i in range(len(request.prompts) // n) for _ in range(n)]
-    generated = task.generate(pipeline, request)
-    _write(pipeline, task, request, generated, indices, out, grid=grid)
-    return generated, request
+    names = _names(task, request, indices)
+    folder, grid_path, prefix = _place(pipeline, task, names, out, grid=grid, overwrite=overwrite)
+    try:
+        generated = task.generate(pipeline, request)
+        _write(pipeline, task, request, generated, indices, folder, grid_path if grid else None, prefix)
+    finally:
+        if out is None and not any(folder.iterdir()):
+            folder.rmdir()  # a numbered folder a failed generation left empty
+    return generated, request, grid_path
 
 
 # -- the command line: common options, then the run's task's ----------------
@@ -275,15 +284,38 @@ def _read(path: Path, mode: str, size: int):  # type: ignore[no-untyped-def]
 # -- writing: one writer per output kind ---------------------------------------
 
 
-def _outputs(pipeline: Pipeline, out: Path | None) -> tuple[Path, Path, str]:
-    """(folder for the files, the grid's path, a prefix for the files' names)."""
-    if out is None:
-        assert pipeline.run is not None
-        folder = pipeline.run.path / "samples" / "generated"
-        return folder, folder / "grid.png", ""
+def _outputs(out: Path) -> tuple[Path, Path, str]:
+    """(folder for the files, the grid's path, a prefix for the files' names) of ``--out``."""
     if out.suffix.lower() == ".png":
         return out.parent, out, f"{out.stem}-"
     return out, out / "grid.png", ""
+
+
+def _place(
+    pipeline: Pipeline, task: Task, names: Sequence[str], out: Path | None, *, grid: bool, overwrite: bool
+) -> tuple[Path, Path, str]:
+    """Where a generation's files go, the one rule for ``--out``: nothing a
+    user made is written over. Without ``--out``, a new numbered folder
+    ``RUN/samples/generated/NNNN`` (:func:`modiff.files.numbered_folder`);
+    with it, a :class:`RunError` naming the first file that exists already
+    and ``--overwrite``, unless given. Checked before anything is generated."""
+    from ..errors import RunError
+    from ..files import numbered_folder
+
+    if out is None:
+        assert pipeline.run is not None
+        folder = numbered_folder(pipeline.run.path / "samples" / "generated")
+        return folder, folder / "grid.png", ""
+    folder, grid_path, prefix = _outputs(out)
+    if not overwrite:
+        planned = [folder / f"{prefix}{name}{output.suffix}.png" for output in task.outputs for name in names]
+        existing = next((path for path in [*([grid_path] if grid else []), *planned] if path.exists()), None)
+        if existing is not None:
+            raise RunError(
+                f"{existing} exists already: --out {out} would write over it; choose another --out, "
+                "leave --out out (a new numbered folder under RUN/samples/generated), or pass --overwrite"
+            )
+    return folder, grid_path, prefix
 
 
 def _names(task: Task, request: GenerationRequest, indices: Sequence[int]) -> list[str]:
@@ -301,14 +333,13 @@ def _write(
     request: GenerationRequest,
     generated: Generated,
     indices: Sequence[int],
-    out: Path | None,
-    *,
-    grid: bool,
+    folder: Path,
+    grid_path: Path | None,
+    prefix: str,
 ) -> None:
     from ..grids import colour_masks, save_labelled
     from ..images import to_pil
 
-    folder, grid_path, prefix = _outputs(pipeline, out)
     names = [f"{prefix}{name}" for name in _names(task, request, indices)]
     shown = None
     for output in task.outputs:
@@ -320,7 +351,7 @@ def _write(
         WRITERS[output.kind](pipeline, request, generated, values, paths)
         if shown is None:
             shown = to_pil(values) if output.kind == "images" else to_pil(colour_masks(values))
-    if grid and shown is not None:
+    if grid_path is not None and shown is not None:
         labels = [f"{p} (seed {s})" if task.takes_prompts else name
                   for p, s, name in zip(request.prompts, request.seeds, names)]
         n = len(request.prompts) // max(1, len(set(indices)))
@@ -378,13 +409,12 @@ WRITERS = {"images": _write_images, "masks": _write_masks}
 
 
 def _trajectory(pipeline: Pipeline, task: Task, request: dict[str, Any], generated: Generated,
-                out: Path | None) -> None:
+                grid: Path) -> None:
     from ..grids import write_trajectory
 
     if not task.generates_from_prompts or generated.sampling is None:
         raise ModiffError(f"--trajectory shows images made from prompts alone; this run's task ({task.name!r}) "
                           "does not make them")
-    _, grid, _ = _outputs(pipeline, out)
     sampling = generated.sampling
     for path in write_trajectory(pipeline, request["prompts"], grid.with_suffix(""), seed=request["seed"],
                                  steps=sampling.steps, guidance=sampling.guidance):

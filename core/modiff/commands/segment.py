@@ -17,6 +17,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--out", type=Path, default=Path("segmented"), help="output directory (default ./segmented)")
+    p.add_argument("--overwrite", action="store_true", help="replace maps in --out that exist already")
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
 
@@ -27,5 +28,5 @@ def run(args: argparse.Namespace) -> int:
 
     pipeline = Pipeline.load(args.run, device=args.device)
     for path in args.images:
-        generate_files(pipeline, {"image": path}, out=args.out, grid=False)
+        generate_files(pipeline, {"image": path}, out=args.out, grid=False, overwrite=args.overwrite)
     return 0
