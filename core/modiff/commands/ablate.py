@@ -8,7 +8,13 @@ from ..errors import ModiffError
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ablate", help="train every cell of an ablation grid and write a report")
+    p = sub.add_parser(
+        "ablate",
+        help="train every cell of an ablation grid and write a report",
+        description="Train every cell (a variant of the base settings, once per seed) of an ablation file, "
+        "evaluate each run and compare the cells in report.md and report.html under the runs folder. "
+        "Run it again to retry failed runs; finished ones are kept. The file's format: docs/ablations.md.",
+    )
     p.add_argument("ablation", metavar="ABLATION", help="ablation TOML file")
     p.add_argument("--dry-run", action="store_true", help="list and validate the cells; train nothing")
     p.add_argument(

@@ -19,7 +19,13 @@ def demo_settings_path() -> Path:
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="train and sample the built-in shapes-world model (minutes on a CPU)")
+    p = sub.add_parser(
+        "demo",
+        help="train and sample the built-in shapes-world model (minutes on a CPU)",
+        description="Train the built-in shapes-world settings (modiff/configs/demo.toml) into --out, then write "
+        "a sample grid, the denoising step by step, the evaluator's numbers and summary.md there. Run it "
+        "again to resume an unfinished demo.",
+    )
     p.add_argument("--out", type=Path, default=Path("demo"), help="output directory (default ./demo)")
     p.add_argument(
         "--set", dest="sets", action="append", default=[], metavar="TABLE.KEY=VALUE",

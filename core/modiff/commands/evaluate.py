@@ -6,15 +6,22 @@ import argparse
 import json
 from pathlib import Path
 
+from . import DEVICE_HELP
+
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate a trained run (prompt accuracy, IoU, ...)")
+    p = sub.add_parser(
+        "evaluate",
+        help="evaluate a trained run (prompt accuracy, IoU, ...)",
+        description="Sample a trained run on its evaluator's prompts (or --prompts), score the images with the "
+        "run's evaluator (or --evaluator) and print the numbers; the full result is written as JSON.",
+    )
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--prompts", type=Path, default=None, help="text file (one prompt per line) or JSON list")
     p.add_argument("--evaluator", default=None, metavar="NAME", help="evaluator to use instead of the run's")
     p.add_argument("--scheduler", default=None, metavar="NAME", help="sample with another sampler")
     p.add_argument("--json", action="store_true", help="print the full JSON result")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=run)
 
 

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..tasks import Generated, GenerationRequest, Task
 
+from . import DEVICE_HELP
+
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -55,7 +57,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", type=Path, default=None, metavar="IMAGE.png",
                    help="make an image again from the parameters a generated PNG carries")
     p.add_argument("--trajectory", action="store_true", help="also write the denoising step by step (PNG strip, GIF)")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=run, takes_task_options=True, command_help=p.format_help)
 
 

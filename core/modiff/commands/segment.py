@@ -11,14 +11,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from . import DEVICE_HELP
+
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("segment", help="segment images with a run trained with task = \"segmentation\"")
+    p = sub.add_parser(
+        "segment",
+        help="segment images with a run trained with task = \"segmentation\"",
+        description="Write a class map for each IMAGE, made by a run trained with [run] task = "
+        "\"segmentation\", into --out.",
+    )
     p.add_argument("run", metavar="RUN", help="run directory")
-    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image file(s) to segment")
     p.add_argument("--out", type=Path, default=Path("segmented"), help="output directory (default ./segmented)")
     p.add_argument("--overwrite", action="store_true", help="replace maps in --out that exist already")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=run)
 
 

@@ -27,13 +27,29 @@ def add_settings_arguments(p: argparse.ArgumentParser, *, files_required: bool =
 
 
 def add(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("settings", help="show resolved settings or their JSON Schema")
+    p = sub.add_parser(
+        "settings",
+        help="show resolved settings or their JSON Schema",
+        description="Read settings as a command would (files, MODIFF_ variables, --set) and show the result, "
+        "or write the JSON Schema of the settings the installed plugins accept.",
+    )
     actions = p.add_subparsers(dest="settings_command", metavar="ACTION", required=True)
-    show = actions.add_parser("show", help="the resolved settings with every default filled in")
+    show = actions.add_parser(
+        "show",
+        help="the resolved settings with every default filled in",
+        description="Resolve the settings (every problem reported at once) and print them with every "
+        "default filled in: what a run of them would record as its settings.toml.",
+    )
     add_settings_arguments(show)
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
     show.set_defaults(func=run_show)
-    schema = actions.add_parser("schema", help="JSON Schema of the settings the installed plugins accept")
+    schema = actions.add_parser(
+        "schema",
+        help="JSON Schema of the settings the installed plugins accept",
+        description="Print the JSON Schema of settings files: the core's tables, and for each role a choice "
+        "of the installed plugins with their parameters. Editors that read JSON Schema check and complete "
+        "settings files with it.",
+    )
     schema.set_defaults(func=run_schema)
 
 
