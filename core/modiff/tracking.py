@@ -113,7 +113,7 @@ class Tracking:
             run = TrackedRun(
                 name=resolved.run.name,
                 path=run_path,
-                runs_dir=run_path.parent,
+                runs_dir=Path(resolved.run.runs_dir),  # the runs folder, also for an ablation's runs
                 run_id=tracking._ids.get(name),
                 resume_after=resume_after,
                 group=track.group,
