@@ -131,3 +131,18 @@ def test_out_naming_existing_files_is_refused_naming_the_file_and_the_flag(
     assert main(["generate", str(run), "a red square", "--seed", "7", "--steps", "2", "--out", str(target),
                  "--overwrite"]) == 0
     assert read(folder / ("p00-seed7.png" if out == "folder" else "grid-p00-seed7.png")).prompt == "a red square"
+
+
+def test_evaluate_with_other_prompts_or_sampler_writes_its_own_file_and_keeps_the_runs(
+    run: Path, tmp_path: Path
+) -> None:
+    assert main(["evaluate", str(run)]) == 0
+    own = (run / "evaluation.json").read_bytes()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red square\na blue square\n")
+    assert main(["evaluate", str(run), "--prompts", str(prompts), "--scheduler", "euler"]) == 0
+    assert (run / "evaluation.json").read_bytes() == own
+    other = json.loads((run / "evaluation-prompts-p-sampler-euler.json").read_text())
+    assert other["sampling"]["sampler"] == "euler" and other["sampling"]["prompts"] == str(prompts.resolve())
+    assert other["sampling"]["steps"] >= 1 and "guidance" in other["sampling"]
+    assert "sampler: euler" in (run / "evaluation-prompts-p-sampler-euler.md").read_text()
