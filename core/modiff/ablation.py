@@ -290,7 +290,7 @@ def validate(ablation: Ablation) -> None:
     for cell in ablation.cells:
         try:
             resolved = load(ablation.base_files, list(cell.sets))
-            if False:  # only a tracked run carries them: an untracked run's settings read as before
+            if resolved.trackers:  # only a tracked run carries them: an untracked run's settings read as before
                 resolved = load(ablation.base_files, [*cell.sets, *tracking_sets(ablation, cell)])
             ablation.resolved[cell.name] = resolved
         except SettingsError as exc:
