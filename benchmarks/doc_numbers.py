@@ -51,12 +51,20 @@ def documents(root: Path = ROOT) -> list[Path]:
 
 
 def lookup(data: Any, key: str) -> Any:
-    """``data``'s value at the dotted ``key`` (``a.b.0.c``); KeyError when the path is not there."""
-    for part in key.split("."):
+    """``data``'s value at the dotted ``key`` (``a.b.0.c``; ``-1`` is a list's last item; a name that itself
+    holds dots, such as a run ``ref.s0``, is matched as a whole); KeyError when the path is not there."""
+    parts = key.split(".")
+    while parts:
         if isinstance(data, list):
-            data = data[int(part)]
-        elif isinstance(data, dict) and part in data:
-            data = data[part]
+            data, parts = data[int(parts[0])], parts[1:]
+            continue
+        if not isinstance(data, dict):
+            raise KeyError(key)
+        for n in range(1, len(parts) + 1):
+            name = ".".join(parts[:n])
+            if name in data:
+                data, parts = data[name], parts[n:]
+                break
         else:
             raise KeyError(key)
     return data
