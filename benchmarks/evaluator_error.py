@@ -146,7 +146,8 @@ def agree(args: argparse.Namespace) -> None:
     from modiff_datasets.evaluation.prompt_accuracy import PromptAccuracy, summarise, to_rgb_array
 
     pipeline = Pipeline.load(args.run, device="cpu", with_data=True)
-    settings = PromptAccuracySettings(**pipeline.components.settings.evaluator.model_dump(exclude={"plugin"}))
+    settings = pipeline.components.settings.components["evaluator"].params
+    assert isinstance(settings, PromptAccuracySettings), "agree reads runs evaluated by prompt-accuracy"
     holdout = settings.holdout or list(getattr(pipeline.components.dataset, "holdout", ()) or ())
     evaluator = PromptAccuracy(settings, holdout=holdout)
     cases = evaluator.cases()

@@ -147,9 +147,9 @@ class PromptAccuracySettings(modiff.ComponentSettings):
     guidance: float | None = Field(None, description="Guidance scale; default: the pipeline's.")
     batch_size: int | None = Field(None, ge=1, description="Generation batch size; default: the pipeline's.")
     judge: Literal["rules", "learned"] = Field(
-        "rules",
-        description="Who reads each image: the fixed rules below, or the classifiers trained on the known-answer "
-        "set (docs/datasets.md, 'How far it can be trusted'; the rules' thresholds then do not apply).",
+        "learned",
+        description="Who reads each image: the shape classifier trained on the known-answer set (it errs less: "
+        "docs/datasets.md, 'How far it can be trusted'), or the fixed rules whose thresholds follow.",
     )
     threshold: int = Field(
         100, ge=0, le=254, description="A pixel is foreground when its largest channel exceeds this."

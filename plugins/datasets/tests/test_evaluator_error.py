@@ -20,6 +20,7 @@ from modiff_datasets.evaluation.error import MEASURED_ERROR, committed, measure_
 from modiff_datasets.evaluation.known_answers import KnownAnswers, make_known_answers, uncertainty
 from modiff_datasets.evaluation.prompt_accuracy import PromptAccuracy
 from modiff_datasets.shapes import ShapeObject, render
+from modiff_datasets.shapes.drawing import placed_box
 from modiff_datasets.testing import BlankPipeline, TruthPipeline
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -93,6 +94,12 @@ def test_the_certainty_rule_drops_changed_answers() -> None:
     speck[1:3, 1:3] = 200
     assert uncertainty(speck, [red]) == "extra object"
     assert uncertainty(np.zeros_like(clean), [red]) == "shape or place changed"
+    blue = ShapeObject("blue", "square", 5, "large")
+    pair, _ = render([red, blue], 32)
+    assert uncertainty(pair, [red, blue]) is None
+    x0, y0, s = placed_box(red, 32)
+    pair[y0 + s // 2, x0 + s : placed_box(blue, 32)[0]] = 200  # a bright bridge between the two
+    assert uncertainty(pair, [red, blue]) == "objects joined"
 
 
 # ---------------------------------------------------------------- the error
@@ -148,12 +155,14 @@ def test_the_evaluator_states_its_measured_error(judge: str) -> None:
 
 
 def test_no_error_is_stated_where_none_was_measured() -> None:
-    assert _evaluator(square_from=0.95).evaluate(TruthPipeline(32))["evaluator_error"]["measured"] is False
+    rules = _evaluator(judge="rules", square_from=0.95)
+    assert rules.evaluate(TruthPipeline(32))["evaluator_error"]["measured"] is False
     assert _evaluator().evaluate(TruthPipeline(128))["evaluator_error"]["measured"] is False
 
 
-def test_the_learned_judge_reads_drawn_scenes_exactly() -> None:
-    result = _evaluator(judge="learned", num_prompts=60).evaluate(TruthPipeline(32))
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_the_learned_judge_reads_drawn_scenes_exactly(size: int) -> None:
+    result = _evaluator(judge="learned", num_prompts=60).evaluate(TruthPipeline(size))
     assert result["accuracy"] == 1.0
 
 

@@ -106,8 +106,10 @@ def uncertainty(image: np.ndarray, objects: Sequence[ShapeObject]) -> str | None
     never leaves the cell);
     the mean colour of the mask's core points nearest to the object's palette
     colour, at most 0.6 as far from it as from the next one (colour holds);
-    and outside the grown boxes no bright group of three or more pixels
-    appeared (count holds).
+    no bright path joins two objects (the world never draws touching shapes,
+    and whether joined ones are one object or two is not certain); and
+    outside the grown boxes no bright group of three or more pixels appeared
+    (count holds). Bright: largest channel at least 128.
     """
     size = image.shape[0]
     rgb = image.astype(np.float64)
@@ -127,10 +129,16 @@ def uncertainty(image: np.ndarray, objects: Sequence[ShapeObject]) -> str | None
         order = np.argsort(dist)
         if COLOURS[int(order[0])] != obj.colour or dist[order[0]] > COLOUR_MARGIN * dist[order[1]]:
             return "colour changed"
+    bright = image.max(axis=2) >= STRAY_LEVEL
+    if len(objects) > 1:
+        labels, _ = label_components(bright)
+        touched = [set(labels[_object_mask(obj, size)].tolist()) - {-1} for obj in objects]
+        if any(a & b for i, a in enumerate(touched) for b in touched[i + 1 :]):
+            return "objects joined"
     boxes = np.zeros((size, size), dtype=bool)
     for obj in objects:
         boxes |= _grown_box(obj, size, BOX_MARGIN)
-    labels, count = label_components((image.max(axis=2) >= STRAY_LEVEL) & ~boxes)
+    labels, count = label_components(bright & ~boxes)
     if count and np.bincount(labels[labels >= 0]).max() >= STRAY_PIXELS:
         return "extra object"
     return None
