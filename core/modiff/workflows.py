@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from . import environment
 from .assembly import build, build_component
 from .checkpoint import Checkpoint
 from .distributed import World
@@ -154,6 +155,7 @@ def train_run(
         components = build(resolved, device=device)
         if world.is_main:  # loading the run reads these instead of building its dataset
             atomic_write_json(run.data_facts, components.context.data_facts.to_json())
+            environment.record(run)  # what decides its bits beyond the settings
         pipeline = Pipeline(components, run)
         prompts = sample_prompts(pipeline)
         resume_from = run.latest() if resume else None

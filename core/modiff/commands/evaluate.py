@@ -30,10 +30,12 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..environment import warn_if_changed
     from ..pipeline import Pipeline
     from ..workflows import evaluate_run, format_table, read_prompts, save_evaluation
 
     pipeline = Pipeline.load(args.run, device=args.device, with_data=True)  # evaluators read held-out data
+    warn_if_changed(pipeline.run, "evaluating")  # type: ignore[arg-type]
     if args.scheduler:
         pipeline = pipeline.with_sampler(args.scheduler)
     prompts = read_prompts(args.prompts) if args.prompts else None

@@ -62,6 +62,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..environment import warn_if_changed
     from ..pipeline import Pipeline
 
     run_path, extra = _run_argument(list(getattr(args, "task_arguments", [])))
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     if request["n"] < 1:
         raise ModiffError(f"--n must be at least 1, not {request['n']}")
     pipeline = Pipeline.load(request["run"], device=args.device)
+    warn_if_changed(pipeline.run, "generating from")  # type: ignore[arg-type]
     task = pipeline.task
     values, prompts = _task_options(task, extra)
     request["prompts"] = prompts or request["prompts"]  # prompts given win over --from's
