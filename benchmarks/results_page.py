@@ -40,6 +40,25 @@ SWEEPS = [
     ("twice-the-steps", "Twice the denoiser steps, on two seeds"),
 ]
 
+#: The plots of a sweep kept in docs/images/ (its curves-*.png, under a name of the page's), with their captions.
+PLOTS = {
+    "text-embedders": [("recipe-text-embedders-steps.png", "Accuracy against denoiser steps: CLIP against the text "
+                        "transformer")],
+    "levers": [("recipe-levers-steps.png", "Accuracy against denoiser steps for the levers on the small denoiser"),
+               ("recipe-two-objects-before.png", "Two-object prompts without the layout pretext (fast): colours "
+                "and shapes swapped"),
+               ("recipe-two-objects-after.png", "The same prompts with it (layout-pos): each in its place")],
+    "pretext": [("recipe-pretext-steps.png", "Accuracy against denoiser steps: the pretext's length, frozen or "
+                 "trained on")],
+    "attention": [("recipe-attention-steps.png", "Accuracy against denoiser steps: attention levels, the timestep "
+                   "shift, EMA, a shorter autoencoder stage")],
+    "equal-seconds": [("recipe-equal-seconds.png", "Accuracy against reference-equivalent seconds")],
+    "autoencoder": [("recipe-autoencoder-steps.png", "Accuracy against denoiser steps: the autoencoder's levers")],
+    "two-seeds": [("recipe-two-seeds-steps.png", "Each lever's mean over seeds 0 and 1 against denoiser steps"),
+                  ("recipe-two-seeds-final.png", "Each lever minus the reference on the final models, with 95 % "
+                   "intervals, coloured by verdict")],
+}
+
 SETTINGS_HEADER = "| recipe | settings |"
 LAST_HEADER = "| recipe | step | one object | two objects | held-out pairs |"
 
@@ -131,6 +150,8 @@ def sweep_section(name: str, title: str, sweep: Sweep) -> list[str]:
             continue
         seen.add(stem(recipe))
         lines.append(f"| {stem(recipe)} | {lever(settings, ref)} |")
+    for image, caption in PLOTS.get(name, []):
+        lines += ["", f"![{caption}](images/{image})"]
     if sweep.last:
         lines += ["", "Each run's last evaluation (95 % Wilson intervals over its prompts):", "", LAST_HEADER,
                   "|---|---|---|---|---|", *sweep.last]

@@ -81,6 +81,8 @@ def test_the_results_page_has_every_lever_of_every_sweep(results_page: ModuleTyp
             assert f"| {results_page.stem(recipe)} |" in text, (name, recipe)
     for lever in ("`scheduler.loss_weighting=\"none\"`", "`denoiser.attention_levels=[0]`", "`train.final_lr=0`"):
         assert lever in text
+    images = re.findall(r"\]\((images/[^)]+)\)", text)
+    assert images and all((ROOT / "docs" / image).is_file() for image in images), images
 
 
 def test_a_lever_is_the_settings_that_differ_from_the_reference(results_page: ModuleType) -> None:
