@@ -128,24 +128,31 @@ def losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
-def test_a_tiny_distillation_falls_and_beats_the_teachers_own_few_steps(teacher: Path, tmp_path: Path) -> None:
+def test_a_tiny_distillation_falls_and_comes_closer_to_the_teachers_many_steps(teacher: Path, tmp_path: Path) -> None:
+    """The student's loss falls, and its images come closer to the teacher's 10-step
+    images than the teacher's own images drawn the same way (the lcm sampler, the
+    same prompts, seeds and noise; the teacher guided at the student's w).
+
+    At this size that holds in one step; at 4 steps it did not (see the report of
+    issue 40): each lcm step after the first re-noises with fresh noise, so a
+    4-step image is another sample rather than the ODE's end from the same noise."""
     from modiff import Pipeline
 
     done = modiff("train", str(teacher / "settings.toml"), str(distill_settings(tmp_path, teacher, "student",
-                                                                              steps=120)), "--quiet")
+                                                                              steps=200, lr=1e-3)), "--quiet")
     assert done.returncode == 0, done.stderr[-3000:]
     run = teacher.parent / "student"
     loss = losses(run)
-    assert len(loss) == 120 and sum(loss[-30:]) < sum(loss[:30]), loss
+    assert len(loss) == 200 and sum(loss[-50:]) < sum(loss[:50]), loss
     seeds = list(range(len(PROMPTS)))
     t, s = Pipeline.load(teacher), Pipeline.load(run)
     with torch.no_grad():
         reference = t.generate_tensor(PROMPTS, seeds=seeds, steps=10, guidance=1.5)
-        teacher_4 = t.generate_tensor(PROMPTS, seeds=seeds, steps=4, guidance=1.5)
-        student_4 = s.generate_tensor(PROMPTS, seeds=seeds, steps=4, guidance=1.0)  # w = 1.5, folded in
-    teacher_error = (teacher_4 - reference).pow(2).mean().item()
-    student_error = (student_4 - reference).pow(2).mean().item()
-    assert student_error < teacher_error, (student_error, teacher_error)
+        teacher_1 = t.with_sampler("lcm").generate_tensor(PROMPTS, seeds=seeds, steps=1, guidance=1.5)
+        student_1 = s.generate_tensor(PROMPTS, seeds=seeds, steps=1, guidance=1.0)  # w = 1.5, folded in
+    teacher_error = (teacher_1 - reference).pow(2).mean().item()
+    student_error = (student_1 - reference).pow(2).mean().item()
+    assert student_error < 0.8 * teacher_error, (student_error, teacher_error)
 
 
 @pytest.mark.slow
