@@ -106,8 +106,12 @@ class MlflowTracker:
                 self._reopen(client, run.run_id)
             else:
                 experiment_id = self._experiment(client, run.group or self.settings.experiment, database)
-                tags = {RUN_DIR_TAG: str(run.path.resolve()), **self._tags}
-                self.run_id = client.create_run(experiment_id, run_name=run.name, tags=tags).info.run_id
+                unfinished = self._unfinished(client, experiment_id, run) if run.resume_after is not None else None
+                if unfinished is not None:
+                    self._reopen(client, unfinished)
+                else:
+                    tags = {RUN_DIR_TAG: str(run.path.resolve()), **self._tags}
+                    self.run_id = client.create_run(experiment_id, run_name=run.name, tags=tags).info.run_id
             self.client = client
         assert self.run_id is not None
         return self.run_id
@@ -128,6 +132,21 @@ class MlflowTracker:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
         return found.experiment_id
+
+    @staticmethod
+    def _unfinished(client: MlflowClient, experiment_id: str, run: modiff.TrackedRun) -> str | None:
+        """The MLflow run a first attempt killed before its first checkpoint left
+        running for this run folder (no checkpoint kept its id), else ``None``."""
+        folder = str(run.path.resolve())
+        if "'" in folder:  # not expressible in MLflow's filter syntax: start a new MLflow run
+            return None
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{RUN_DIR_TAG}` = '{folder}' and attributes.status = 'RUNNING'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
 
     def _reopen(self, client: MlflowClient, run_id: str) -> None:
         """Continue ``run_id``: mark it running again and read the last step of each series."""

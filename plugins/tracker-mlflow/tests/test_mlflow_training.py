@@ -140,6 +140,23 @@ def test_resume_after_sigkill_continues_the_mlflow_run_without_a_repeated_or_mis
     assert [m.step for m in client.get_metric_history(run_id, "denoiser/loss")] == list(range(3, 11))
 
 
+@pytest.mark.slow  # a process killed
+def test_a_run_killed_before_its_first_checkpoint_continues_its_mlflow_run(tmp_path: Path) -> None:
+    path = settings(tmp_path, "early", steps=4, eval_every=2)
+    first = subprocess.run(
+        [sys.executable, str(HERE / "_kill_at_step.py"), "1", "--", "train", str(path), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert first.returncode == -signal.SIGKILL, f"the kill did not happen: {first.stderr[-2000:]}"
+    run = RunDir(tmp_path / "runs" / "early")
+    assert run.latest() is None, "killed before any checkpoint: no run id was kept"
+    assert main(["train", str(run.path), "--resume", "--quiet"]) == 0
+    client = local_client(tmp_path)
+    (tracked,) = client.search_runs([client.get_experiment_by_name("modiff").experiment_id])
+    assert run.latest().state[STATE_KEY]["mlflow"] == tracked.info.run_id, "the first attempt's MLflow run, continued"
+    check_run(client, tracked.info.run_id, run.path)
+
+
 def test_a_server_that_is_down_warns_once_and_training_finishes(tmp_path: Path) -> None:
     port = free_port()
     path = settings(tmp_path, "offline", {"tracking_uri": f"http://127.0.0.1:{port}", "http_retries": 0})
