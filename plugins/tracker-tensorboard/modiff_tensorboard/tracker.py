@@ -34,10 +34,7 @@ class TensorBoardTracker:
         purge = None if run.resume_after is None else run.resume_after + 1
         self.writer = SummaryWriter(str(folder), purge_step=purge, max_queue=self.settings.max_queue)
         self.new_run = run.resume_after is None
-        try:
-            return folder.relative_to(run.runs_dir).as_posix()
-        except ValueError:
-            return folder.as_posix()
+        return folder.relative_to(run.path.parent).as_posix()  # the run folder's name, and the events' folder in it
 
     def log_params(self, params: Mapping[str, modiff.protocols.ParamValue]) -> None:
         """The settings as a table in TensorBoard's text tab, once per tracked run
