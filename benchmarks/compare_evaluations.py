@@ -7,7 +7,8 @@ numbers with ``per_item``). The result keeps each side's accuracies and
 counts (``benchmarks/demo.py``'s keys), and for every accuracy both have,
 new - old paired over the prompts with its 95 % interval and verdict
 (``modiff.stats.compare``), so that a change of training data can be read
-against the run it changes. Both must have scored the same prompts.
+against the run it changes. Both must have scored the same prompts with the
+same judge.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def main() -> int:
     parser.add_argument("--note", default="", help="what the two runs are, kept in the result")
     args = parser.parse_args()
     old, new = (json.loads(p.read_text()) for p in (args.old, args.new))
+    judges = [(r.get("evaluator_error") or {}).get("judge") for r in (old, new)]
+    if judges[0] != judges[1]:
+        raise SystemExit(f"the evaluations were read by different judges ({judges[0]} and {judges[1]}); "
+                         "evaluate both with the same one")
     result = {
         "note": args.note,
         "old": {k: old.get(k) for k in KEYS},
