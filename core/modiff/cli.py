@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .commands import CommandLineParser
 from .errors import ModiffError
 from .plugins import registry
 
@@ -21,7 +22,7 @@ COMMAND_MODULES = ("plugins", "settings", "train", "generate", "evaluate", "demo
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = CommandLineParser(
         prog="modiff",
         description="Latent diffusion from swappable plugins: train, sample, compare.",
     )
