@@ -73,6 +73,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import progress as shown_progress
 from . import stats
 from .errors import ModiffError, SettingsError
 from .names import FOLDER_NAME_RULE, is_folder_name
@@ -342,10 +343,11 @@ def run_ablation(
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     try:
-        if jobs > 1:
-            _run_side_by_side(ablation, out, records, jobs=jobs, log=log)
-        else:
-            _run_all(ablation, out, records, progress=progress, log=log)
+        with shown_progress.quiet(not progress):  # the runs' own sampling and evaluation bars too
+            if jobs > 1:
+                _run_side_by_side(ablation, out, records, jobs=jobs, log=log)
+            else:
+                _run_all(ablation, out, records, progress=progress, log=log)
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
         write_report(analyse(ablation, records), ablation.path, out, records)
         stop = ModiffError(
@@ -376,13 +378,16 @@ def _finished(out: Path, cell: Cell) -> dict[str, Any] | None:
     return None
 
 
-def _announce(out: Path, cell: Cell, i: int, total: int, log: Any) -> None:
+def _announce(out: Path, cell: Cell, i: int, total: int, log: Any, clock: shown_progress.RunsClock) -> None:
+    """The line that starts a run, with the runs this call trained so far and the time left at their pace."""
     path = cell_record_path(out, cell)
+    meter = clock.meter()
+    pace = f" ({meter})" if meter else ""
     if path.is_file():
         error = json.loads(path.read_text()).get("error", "?")
-        log(f"[{i}/{total}] {cell.name}: failed earlier ({error}), retrying")
+        log(f"[{i}/{total}] {cell.name}: failed earlier ({error}), retrying{pace}")
     else:
-        log(f"[{i}/{total}] {cell.name}")
+        log(f"[{i}/{total}] {cell.name}{pace}")
 
 
 def run_and_record(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> dict[str, Any]:
@@ -394,6 +399,7 @@ def run_and_record(ablation: Ablation, cell: Cell, out: Path, *, progress: bool)
 
 def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, progress: bool, log: Any) -> None:
     total = len(ablation.cells)
+    clock = shown_progress.RunsClock(sum(_finished(out, cell) is None for cell in ablation.cells))
     for i, cell in enumerate(ablation.cells, 1):
         record = _finished(out, cell)
         if record is not None:
@@ -408,8 +414,9 @@ def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, pr
             log(f"{label}: finished by the process that was writing it")
             records.append(record)
             continue
-        _announce(out, cell, i, total, log)
+        _announce(out, cell, i, total, log, clock)
         record = run_and_record(ablation, cell, out, progress=progress)
+        clock.finished()
         if record["status"] != "done":
             log(f"[{i}/{total}] {cell.name}: failed: {record['error']}")
         records.append(record)
@@ -442,6 +449,7 @@ def _run_side_by_side(
             records.append(record)
         else:
             todo.append(cell)
+    clock = shown_progress.RunsClock(len(todo))
     threads = threads_per_job(jobs)
     cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
     # the keys the jobs will compute: with their thread count, not this driver's
@@ -461,6 +469,7 @@ def _run_side_by_side(
                     raise KeyboardInterrupt
                 record = _finished(out, cell) or _failed_job(out, cell, proc.returncode, logs / f"{name}.log")
                 records.append(record)
+                clock.finished()
                 verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
                 log(f"[{order[name]}/{total}] {name}: {verdict}")
             for cell in list(todo):
@@ -477,7 +486,7 @@ def _run_side_by_side(
                     log(f"{label}: finished by the process that was writing it")
                     records.append(record)
                     continue
-                _announce(out, cell, order[cell.name], total, log)
+                _announce(out, cell, order[cell.name], total, log, clock)
                 running[cell.name] = _start_job(ablation, cell, threads, logs / f"{cell.name}.log")
             time.sleep(POLL_SECONDS)
     finally:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from . import progress
 from .assembly import Components, DataFacts, build, build_component
 from .checkpoint import Checkpoint, load_component
 from .devices import autocast, resolve_device
@@ -253,6 +254,7 @@ class Pipeline:
         image_context: torch.Tensor | None = None,
         trajectory: Trajectory | None = None,
         wrap_model: Callable[[ModelFn], ModelFn] | None = None,
+        on_step: Callable[[], Any] | None = None,
     ) -> torch.Tensor:
         """Sample latents for ``prompts``.
 
@@ -269,6 +271,7 @@ class Pipeline:
             image_context: the task's context (a class map, a masked latent).
             trajectory: filled with the predicted clean image at every step.
             wrap_model: wraps the model function (training-free inpainting).
+            on_step: called after every sampler step (a progress bar's update).
         """
         c = self.components
         resolved = self.sampling(steps=steps, guidance=guidance)
@@ -295,11 +298,14 @@ class Pipeline:
             if wrap_model is not None:
                 fn = wrap_model(fn)
             callback = None
-            if trajectory is not None:
+            if trajectory is not None or on_step is not None:
 
                 def callback(i: int, t: torch.Tensor, x: torch.Tensor, x0: torch.Tensor) -> None:
-                    trajectory.timesteps.append(float(t.float().mean()) if torch.is_tensor(t) else float(t))
-                    trajectory.predictions.append(c.encoder.decode(x0.float()).cpu())
+                    if trajectory is not None:
+                        trajectory.timesteps.append(float(t.float().mean()) if torch.is_tensor(t) else float(t))
+                        trajectory.predictions.append(c.encoder.decode(x0.float()).cpu())
+                    if on_step is not None:
+                        on_step()
 
             latents = self.scheduler.sample(fn, noise, steps, generator=gens, callback=callback, start_step=start)
         return latents.float()
@@ -334,16 +340,25 @@ class Pipeline:
         negatives = _per_prompt(kwargs.pop("negative_prompt", None), len(prompts), "negative prompts")
         init_images = kwargs.pop("init_images", None)
         out = []
-        for start in range(0, len(prompts), batch_size):
-            part = slice(start, start + batch_size)
-            latents = self.generate_latents(
-                prompts[part],
-                seeds=seeds[part],
-                negative_prompt=negatives[part] if negatives is not None else None,
-                init_images=init_images[part] if init_images is not None else None,
-                **kwargs,
-            )
-            out.append(self.decode(latents))
+        steps = self.sampling(steps=kwargs.get("steps")).steps
+        batches = math.ceil(len(prompts) / batch_size)
+        bar = progress.bar(total=batches * steps, unit="step")  # the time left, over all batches
+        try:
+            for k, start in enumerate(range(0, len(prompts), batch_size)):
+                part = slice(start, start + batch_size)
+                latents = self.generate_latents(
+                    prompts[part],
+                    seeds=seeds[part],
+                    negative_prompt=negatives[part] if negatives is not None else None,
+                    init_images=init_images[part] if init_images is not None else None,
+                    on_step=bar.update,
+                    **kwargs,
+                )
+                out.append(self.decode(latents))
+                bar.update((k + 1) * steps - bar.n)  # image-to-image runs fewer steps than a batch's share
+                bar.set_postfix_str(f"{min(start + batch_size, len(prompts))}/{len(prompts)} images")
+        finally:
+            bar.close()
         return torch.cat(out) if out else torch.empty(0, 3, self.image_size, self.image_size)
 
     def generate(

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from . import environment
+from . import progress as shown_progress
 from .assembly import build, build_component
 from .checkpoint import Checkpoint
 from .distributed import World
@@ -165,6 +166,10 @@ def train_run(
             tracking = Tracking.start(resolved, run.path, stage_spans(components), resume_state=state, resuming=resume)
 
         def on_sample(tag: str, step: int) -> dict[str, Path]:
+            with shown_progress.quiet():  # between training steps: the training bar is the one to watch
+                return _sample(tag)
+
+        def _sample(tag: str) -> dict[str, Path]:
             images = {}
             grid = components.task.write_samples(pipeline, prompts, run.samples / f"{tag}.png")
             if grid is not None:
@@ -174,7 +179,8 @@ def train_run(
             return images
 
         def on_evaluate() -> dict[str, Any]:
-            return evaluate_run(pipeline)
+            with shown_progress.quiet():
+                return evaluate_run(pipeline)
 
         try:
             Trainer(
@@ -229,7 +235,8 @@ def evaluate_run(
         reg = default_registry().lookup("evaluator", evaluator)
         ev = build_component(ResolvedComponent("evaluator", reg, reg.validate(settings or {})), c.context)
     t0 = time.perf_counter()
-    result = dict(ev.evaluate(pipeline, prompts=list(prompts) if prompts else None))  # type: ignore[union-attr]
+    with shown_progress.labelled("evaluating"):  # the evaluator's sampling bar says what it is for
+        result = dict(ev.evaluate(pipeline, prompts=list(prompts) if prompts else None))  # type: ignore[union-attr]
     result.setdefault("seconds", time.perf_counter() - t0)
     return result
 

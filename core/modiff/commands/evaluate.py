@@ -25,6 +25,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--evaluator", default=None, metavar="NAME", help="evaluator to use instead of the run's")
     p.add_argument("--scheduler", default=None, metavar="NAME", help="sample with another sampler")
     p.add_argument("--json", action="store_true", help="print the full JSON result")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=run)
 
@@ -32,6 +33,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..environment import warn_if_changed
     from ..pipeline import Pipeline
+    from ..progress import quiet
     from ..workflows import evaluate_run, format_table, read_prompts, save_evaluation
 
     pipeline = Pipeline.load(args.run, device=args.device, with_data=True)  # evaluators read held-out data
@@ -39,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.scheduler:
         pipeline = pipeline.with_sampler(args.scheduler)
     prompts = read_prompts(args.prompts) if args.prompts else None
-    result = evaluate_run(pipeline, evaluator=args.evaluator, prompts=prompts)
+    with quiet(args.quiet):
+        result = evaluate_run(pipeline, evaluator=args.evaluator, prompts=prompts)
     # Shown first, saved second: a run folder that cannot be written must not cost the result.
     if args.json:
         print(json.dumps(result, indent=2, default=str), flush=True)

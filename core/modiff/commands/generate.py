@@ -57,6 +57,7 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--from", dest="source", type=Path, default=None, metavar="IMAGE.png",
                    help="make an image again from the parameters a generated PNG carries")
     p.add_argument("--trajectory", action="store_true", help="also write the denoising step by step (PNG strip, GIF)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.set_defaults(func=run, takes_task_options=True, command_help=p.format_help)
 
@@ -64,6 +65,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..environment import warn_if_changed
     from ..pipeline import Pipeline
+    from ..progress import quiet
 
     run_path, extra = _run_argument(list(getattr(args, "task_arguments", [])))
     if args.help:
@@ -86,10 +88,11 @@ def run(args: argparse.Namespace) -> int:
         pipeline = pipeline.with_sampler(sampler)
     sampling = {k: request[k] for k in ("steps", "guidance", "negative")}
     sampling.update(scheduler=sampler if not task.uses_scheduler else None, trajectory=args.trajectory or None)
-    generated, _, grid = generate_files(
-        pipeline, values, prompts=request["prompts"], n=request["n"], seed=request["seed"], sampling=sampling,
-        out=args.out, overwrite=args.overwrite,
-    )
+    with quiet(args.quiet):
+        generated, _, grid = generate_files(
+            pipeline, values, prompts=request["prompts"], n=request["n"], seed=request["seed"], sampling=sampling,
+            out=args.out, overwrite=args.overwrite,
+        )
     if args.trajectory:
         _trajectory(pipeline, task, request, generated, grid)
     return 0
