@@ -68,3 +68,16 @@ def test_a_missing_key_or_file_is_a_problem_that_write_leaves_alone(numbers: Mod
     problems = numbers.check(root, write=True)
     assert [p.expected for p in problems] == ["<no key nope>", "<unreadable: FileNotFoundError>"]
     assert (root / "docs" / "page.md").read_text() == text
+
+
+def test_every_number_comes_from_a_committed_file(numbers: ModuleType) -> None:
+    """A number read from a file that is not in the repository would hold only on the machine that has it."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "benchmarks"], cwd=ROOT, capture_output=True, text=True)
+    if listed.returncode != 0:
+        pytest.skip("not a git checkout")
+    tracked = set(listed.stdout.splitlines())
+    sources = {m["file"] for doc in numbers.documents() if doc.is_file()
+               for m in numbers.MARKER.finditer(doc.read_text(encoding="utf-8"))}
+    assert sources and sources <= tracked, sorted(sources - tracked)
