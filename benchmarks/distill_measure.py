@@ -1,0 +1,144 @@
+"""Consistency distillation against its teacher (issue 40): accuracy at 1, 2 and
+4 steps with paired bootstrap intervals, the curve of accuracy against
+distillation seconds, the cost against the teacher's training, and samples.
+
+    python benchmarks/distill_measure.py --teacher RUNS/demo \\
+        --student huber:RUNS/demo-lcm-huber --student l2:RUNS/demo-lcm-l2 \\
+        --out benchmarks/results/distill
+
+The teacher is evaluated (or its ``evaluation.json`` read) as it samples by
+default: the demo's UniPC at 10 steps with its guidance. Each student is
+evaluated with the same evaluator settings (300 prompts, seed 0) with the
+``lcm`` sampler at each ``--steps``, one denoiser call per step (guidance
+folded in); so the items are the same and the comparison is paired
+(``modiff.stats.compare``). The curve comes from the students' ``[train]
+eval_every`` rows in ``metrics.jsonl`` (evaluation time is not training time)
+and is drawn with the report's chart code (``modiff.report.line_chart``).
+Writes ``distill.json``, ``distill.md``, ``curve.svg`` and ``samples.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from modiff import Pipeline
+from modiff.report import line_chart
+from modiff.runs import RunDir
+from modiff.stats import compare, seed_items
+from modiff.workflows import evaluate_run
+
+METRICS = ("one_object_accuracy", "two_object_accuracy")
+SAMPLE_PROMPTS = ["a red circle in the top left", "a large blue square at the bottom",
+                  "a small green triangle in the center",
+                  "a red square at the top left and a blue circle at the bottom right"]
+
+
+def evaluation(run: Path, sets: list[str]) -> dict[str, Any]:
+    pipe = Pipeline.load(run, sets=sets, with_data=True)
+    with torch.no_grad():
+        return evaluate_run(pipe)
+
+
+def items(result: dict[str, Any], metric: str) -> list[Any]:
+    per = result["per_item"]
+    return [seed_items(0, per["ids"], per["metrics"][metric])]
+
+
+def train_seconds(run: Path) -> float:
+    return float(RunDir(run).read_state()["train_seconds"])
+
+
+def curve(run: Path) -> list[dict[str, Any]]:
+    """The ``[train] eval_every`` rows: training seconds so far and the evaluation's numbers."""
+    metrics = run / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.is_file() else []
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [{"seconds": r["train_seconds"], "step": r["step"], **{m: r["eval"][m] for m in METRICS}}
+            for r in rows if r.get("kind") == "eval"]
+
+
+def samples(teacher: Path, students: Path, out: Path) -> None:
+    """One row per configuration, one column per prompt: the teacher as it samples (UniPC 10, guided),
+    then the student at 1, 2 and 4 lcm steps."""
+    seeds = list(range(len(SAMPLE_PROMPTS)))
+    rows = []
+    t = Pipeline.load(teacher)
+    with torch.no_grad():
+        rows.append(t.generate_tensor(SAMPLE_PROMPTS, seeds=seeds))
+        s = Pipeline.load(students)  # the kept loss's student only: a small picture
+        for steps in (1, 2, 4):
+            rows.append(s.generate_tensor(SAMPLE_PROMPTS, seeds=seeds, steps=steps, guidance=1.0))
+    grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
+    pixels = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST).save(out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teacher", type=Path, required=True)
+    p.add_argument("--student", action="append", required=True, help="NAME:RUN (repeatable)")
+    p.add_argument("--steps", default="1,2,4")
+    p.add_argument("--draw", help="the student drawn in samples.png (default: the first)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results/distill"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    students = dict(s.split(":", 1) for s in args.student)
+    students = {k: Path(v) for k, v in students.items()}
+
+    saved = args.teacher / "evaluation.json"
+    teacher_eval = json.loads(saved.read_text()) if saved.is_file() else evaluation(args.teacher, [])
+    teacher_seconds = train_seconds(args.teacher)
+    result: dict[str, Any] = {
+        "teacher": {"run": str(args.teacher), "train_seconds": teacher_seconds,
+                    **{m: teacher_eval[m] for m in METRICS}},
+        "students": {},
+    }
+    for name, run in students.items():
+        entry: dict[str, Any] = {"run": str(run), "train_seconds": train_seconds(run)}
+        entry["cost_vs_teacher"] = entry["train_seconds"] / teacher_seconds
+        for steps in (int(s) for s in args.steps.split(",")):
+            ev = evaluation(run, [f"sample.steps={steps}"])
+            row: dict[str, Any] = {}
+            for m in METRICS:
+                c = compare(items(ev, m), items(teacher_eval, m))
+                row[m] = {"value": ev[m], "difference": c.difference.value, "low": c.difference.low,
+                          "high": c.difference.high, "verdict": c.verdict, "paired": c.paired}
+            entry[f"steps_{steps}"] = row
+        entry["curve"] = curve(run)
+        result["students"][name] = entry
+    (args.out / "distill.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    colours = ["#0072b2", "#e69f00", "#009e73", "#cc79a7"]
+    series = []
+    for i, (name, entry) in enumerate(result["students"].items()):
+        for m, width in zip(METRICS, (2, 1), strict=True):
+            pts = [(p["seconds"], p[m]) for p in entry["curve"] if m in p and p["seconds"] is not None]
+            series.append({"label": f"{name}: {m.split('_')[0]} object", "colour": colours[i % 4], "points": pts,
+                           "width": width})
+    svg = line_chart(series, title="student at 4 lcm steps vs distillation seconds", x_label="distillation seconds",
+                     y_label="accuracy", y_range=(0.0, 1.0),
+                     hline=(result["teacher"]["one_object_accuracy"], "teacher, one object (UniPC 10, guided)"))
+    (args.out / "curve.svg").write_text(svg)
+    samples(args.teacher, students[args.draw or next(iter(students))], args.out / "samples.png")
+
+    lines = ["| student | steps | metric | value | teacher | difference [95% interval] | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in result["students"].items():
+        for key in [k for k in entry if k.startswith("steps_")]:
+            for m, r in entry[key].items():
+                lines.append(f"| {name} | {key[6:]} | {m} | {r['value']:.3f} | {result['teacher'][m]:.3f} | "
+                             f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] | {r['verdict']} |")
+        lines.append(f"\n{name}: {entry['train_seconds']:.0f} s of distillation, "
+                     f"{entry['cost_vs_teacher']:.2f} of the teacher's {teacher_seconds:.0f} s\n")
+    (args.out / "distill.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
