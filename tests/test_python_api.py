@@ -81,16 +81,20 @@ def test_saved_images_carry_their_parameters_and_make_the_same_image_again(run: 
     assert np.array_equal(np.asarray(again.convert("RGB")), np.asarray(image))
 
 
-def test_the_model_hash_is_of_the_weights_not_the_settings(run: Path) -> None:
+def test_the_model_hash_is_of_the_weights_not_the_settings(run: Path, tmp_path: Path, capsys) -> None:
     pipe = Pipeline.load(run)
     weights = pipe.run.weights("denoiser")
     before = pipe.model_hash
     assert Pipeline.load(run).model_hash == before  # the same weights, the same hash
+    pipe.generate("a red square", steps=2)[0].save(tmp_path / "made.png")
     tensors, metadata = read_tensors(weights)
     first = next(iter(tensors))
     tensors[first] = tensors[first] + 1
     atomic_save_tensors(weights, tensors, {k: v for k, v in metadata.items() if not k.startswith("modiff.checksum")})
     assert Pipeline.load(run).model_hash != before
+    capsys.readouterr()
+    assert main(["generate", "--from", str(tmp_path / "made.png"), "--out", str(tmp_path / "again"), "--quiet"]) == 0
+    assert "weights of" in capsys.readouterr().err  # the settings are the same: only the weights tell
 
 
 # -- nothing a user made is overwritten -------------------------------------------------------------

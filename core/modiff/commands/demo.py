@@ -38,6 +38,7 @@ def add(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..files import atomic_write_text
     from ..grids import write_grid, write_trajectory
+    from ..progress import quiet
     from ..runs import RunDir
     from ..settings import load
     from ..workflows import evaluate_run, format_table, save_evaluation, train_run
@@ -51,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
     pipeline = train_run(resolved, run_dir, resume=resume, progress=not args.quiet)
     trained = time.perf_counter()
     prompts = list(resolved.sample.prompts)
-    grid = write_grid(pipeline, prompts, run_dir.path / "samples.png", n=4, cols=4)
-    trajectory = write_trajectory(pipeline, prompts[:4], run_dir.path / "denoising")
-    result = evaluate_run(pipeline)
+    with quiet(args.quiet):
+        grid = write_grid(pipeline, prompts, run_dir.path / "samples.png", n=4, cols=4)
+        trajectory = write_trajectory(pipeline, prompts[:4], run_dir.path / "denoising")
+        result = evaluate_run(pipeline)
     result["train_seconds"] = trained - started
     result["total_seconds"] = time.perf_counter() - started
     save_evaluation(run_dir, result)
