@@ -43,3 +43,31 @@ def test_help_and_version_still_exit_0(capsys) -> None:
         with pytest.raises(SystemExit) as exit_:
             main(args)
         assert exit_.value.code == 0
+
+
+@pytest.fixture
+def toy_run(use_registry, tmp_path):  # type: ignore[no-untyped-def]
+    import json
+
+    from modiff.testing import plugin_registry
+    from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
+    from modiff.toml_io import dumps
+
+    use_registry(plugin_registry(ToyPlugin()))
+    data = json.loads(json.dumps(TOY_SETTINGS))
+    data["run"].update(name="toy", runs_dir=str(tmp_path / "runs"), deterministic=True)
+    (tmp_path / "toy.toml").write_text(dumps(data))
+    assert main(["train", str(tmp_path / "toy.toml"), "--quiet"]) == 0
+    return tmp_path / "runs" / "toy"
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("out", ["/proc/modiff-no-folder/grid.png", "/proc/modiff-no-folder"])
+def test_generate_out_where_no_folder_can_be_made_is_one_line(toy_run, capsys, out) -> None:
+    """/proc refuses a new folder with ENOENT (FileNotFoundError), which was a traceback."""
+    capsys.readouterr()
+    assert main(["generate", str(toy_run), "a red square", "--steps", "2", "--out", out]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("modiff: error:")]
+    assert "Traceback" not in err and len(lines) == 1, err
+    assert "cannot make the folder /proc/modiff-no-folder" in lines[0]

@@ -98,13 +98,26 @@ def check_folder(folder: Path, what: str) -> None:
             return
 
 
+def make_folder(folder: Path) -> None:
+    """``mkdir -p folder``, where a place no folder can be made (``/proc/x``: the
+    OS answers "no such file or directory" for a path it will not create) is a
+    :class:`RunError` naming the folder, as a refused write is, not a
+    ``FileNotFoundError`` traceback."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError as exc:
+        raise RunError(
+            f"cannot make the folder {folder}: {exc.strerror or exc}; choose a folder you can write to"
+        ) from None
+
+
 def numbered_folder(parent: Path) -> Path:
     """A new folder ``parent/NNNN`` numbered one past the highest there, made
     with one ``mkdir`` each try, so two processes never get the same one (the
     Stable Diffusion web UIs' numbered outputs: no call writes over another's)."""
     check_folder(parent, "the output folder")
     with refused_writes_explained(parent):
-        parent.mkdir(parents=True, exist_ok=True)
+        make_folder(parent)
         number = max((int(p.name) for p in parent.iterdir() if p.name.isdigit()), default=0) + 1
         while True:
             folder = parent / f"{number:04d}"
@@ -130,7 +143,7 @@ def _replacing(path: Path) -> Iterator[tuple[int, str]]:
     written and synced it, is renamed over ``path`` (and the directory synced);
     on any failure it is removed and ``path`` is left as it was."""
     with refused_writes_explained(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             yield fd, tmp
