@@ -2,6 +2,7 @@
 
     python benchmarks/bench_tracking.py                  # 4 pairs of runs of 60 denoiser steps, one of 200
     python benchmarks/bench_tracking.py --pairs 6 --steps 100
+    python benchmarks/bench_tracking.py --tracker mlflow   # the same for another tracker
 
 Trains the demo's settings (``core/modiff/configs/demo.toml``) at a short
 budget (2 autoencoder and 2 text-embedder steps, ``--steps`` denoiser steps,
@@ -40,7 +41,7 @@ from modiff.workflows import train_run
 SETTINGS = _common.ROOT / "core" / "modiff" / "configs" / "demo.toml"
 
 
-def short_budget(steps: int, runs: Path, name: str, tracked: bool) -> list[str]:
+def short_budget(steps: int, runs: Path, name: str, tracker: str | None) -> list[str]:
     sets = [
         "train.encoder.steps=2",
         "train.text_embedder.steps=2",
@@ -50,7 +51,7 @@ def short_budget(steps: int, runs: Path, name: str, tracked: bool) -> list[str]:
         f"run.runs_dir={runs.as_posix()}",
         f"run.name={name}",
     ]
-    return sets + (['track.plugins=["tensorboard"]'] if tracked else [])
+    return sets + ([f'track.plugins=["{tracker}"]'] if tracker else [])
 
 
 class StepClock:
@@ -103,17 +104,17 @@ def resolved_log_every() -> int:
     return load([SETTINGS]).train.log_every
 
 
-def interleaved(steps: int, runs: Path) -> dict[bool, list[float]]:
+def interleaved(steps: int, runs: Path, tracker: str) -> dict[bool, list[float]]:
     """One tracked run whose trackers get every other log step's record: its
     windows with and without tracking calls, under the same load."""
-    resolved = load([SETTINGS], short_budget(steps, runs, "interleaved", True))
+    resolved = load([SETTINGS], short_budget(steps, runs, "interleaved", tracker))
     with StepClock(alternate=True) as clock:
         train_run(resolved, RunDir(runs / "interleaved"), progress=False)
     return clock.windows()
 
 
-def one_run(steps: int, runs: Path, name: str, tracked: bool) -> dict[str, float]:
-    resolved = load([SETTINGS], short_budget(steps, runs, name, tracked))
+def one_run(steps: int, runs: Path, name: str, tracker: str | None) -> dict[str, float]:
+    resolved = load([SETTINGS], short_budget(steps, runs, name, tracker))
     with StepClock() as clock:
         train_run(resolved, RunDir(runs / name), progress=False)
     wall, cpu = clock.per_step()
@@ -128,28 +129,29 @@ def main() -> int:
     parser.add_argument("--interleaved-steps", type=int, default=200,
                         help="denoiser steps of the run whose log steps alternate tracked and untracked (0: none)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--tracker", default="tensorboard", help="the tracker measured (tensorboard, mlflow)")
     args = _common.parse_args(parser)
-    results: dict[str, list[dict[str, float]]] = {"untracked": [], "tensorboard": []}
+    results: dict[str, list[dict[str, float]]] = {"untracked": [], args.tracker: []}
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp) / "runs"
         for pair in range(args.pairs):
             order = [False, True] if pair % 2 == 0 else [True, False]
             for tracked in order:
-                key = "tensorboard" if tracked else "untracked"
-                got = one_run(args.steps, runs, f"{key}-{pair}", tracked)
+                key = args.tracker if tracked else "untracked"
+                got = one_run(args.steps, runs, f"{key}-{pair}", args.tracker if tracked else None)
                 results[key].append(got)
                 per_step = f"{1000 * got['cpu']:.1f} ms CPU, {1000 * got['wall']:.1f} ms wall per step"
                 print(f"pair {pair} {key:<11} {per_step}", file=sys.stderr, flush=True)
-        split = interleaved(args.interleaved_steps, runs) if args.interleaved_steps else None
+        split = interleaved(args.interleaved_steps, runs, args.tracker) if args.interleaved_steps else None
     rows = []
     for measure in ("cpu", "wall"):
         plain = [r[measure] for r in results["untracked"]]
-        tracked = [r[measure] for r in results["tensorboard"]]
+        tracked = [r[measure] for r in results[args.tracker]]
         paired = ", ".join(f"{t / p:.3f}" for t, p in zip(tracked, plain))
         rows.append([f"{measure} seconds", f"{1000 * statistics.median(plain):.1f}",
                      f"{1000 * statistics.median(tracked):.1f}",
                      f"{statistics.median(tracked) / statistics.median(plain):.3f} (pairs: {paired})"])
-    share = [r["in_tracking"] for r in results["tensorboard"]]
+    share = [r["in_tracking"] for r in results[args.tracker]]
     print(f"demo's denoiser step, {args.steps} steps per run, {args.pairs} pairs; {_common.machine()}")
     runs_share = ", ".join(f"{100 * x:.3f} %" for x in share)
     print(f"time inside the tracking calls, share of the tracked runs' step time: "
@@ -159,7 +161,7 @@ def main() -> int:
         rows.append([f"cpu seconds, one run, {len(split[False])} + {len(split[True])} windows of "
                      f"{resolved_log_every()} steps alternating", f"{1000 * off:.1f}", f"{1000 * on:.1f}",
                      f"{on / off:.3f}"])
-    header = ["per step", "untracked (ms, median)", "tensorboard (ms, median)", "tracked / untracked"]
+    header = ["per step", "untracked (ms, median)", f"{args.tracker} (ms, median)", "tracked / untracked"]
     print(_common.markdown_table(header, rows))
     return 0
 
