@@ -6,7 +6,7 @@ ratio to the time Python takes to `import torch` on the same machine.
 Trains a run with the demo's settings and a tiny budget (what loading costs
 does not depend on how long the run trained), then times, taking turns so
 that the machine's load hits each alike: `python -c "import torch"`, and
-`modiff generate RUN "a red circle in the top left" --out DIR` for one image.
+`modiff generate RUN "a red circle in the top left"` for one image.
 Each `--python` is another interpreter (another checkout's virtual
 environment, for a before/after comparison); it trains its own run with its
 own code. Prints medians and each command's ratio to the import.
@@ -58,9 +58,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = {py: train(py, Path(tmp) / f"runs-{i}") for i, py in enumerate(pythons)}
         commands = {"import torch": [sys.executable, "-c", "import torch"]}
-        for i, py in enumerate(pythons):
-            out = Path(tmp) / f"out-{i}"
-            commands[f"generate ({py})"] = [py, "-m", "modiff", "generate", str(runs[py]), PROMPT, "--out", str(out)]
+        for py in pythons:  # no --out: each call its own numbered folder (a repeat into one --out is refused)
+            commands[f"generate ({py})"] = [py, "-m", "modiff", "generate", str(runs[py]), PROMPT]
         for cmd in commands.values():  # warm the file cache
             timed(cmd)
         times: dict[str, list[float]] = {k: [] for k in commands}
