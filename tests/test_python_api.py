@@ -150,3 +150,17 @@ def test_evaluate_with_other_prompts_or_sampler_writes_its_own_file_and_keeps_th
     assert other["sampling"]["sampler"] == "euler" and other["sampling"]["prompts"] == str(prompts.resolve())
     assert other["sampling"]["steps"] >= 1 and "guidance" in other["sampling"]
     assert "sampler: euler" in (run / "evaluation-prompts-p-sampler-euler.md").read_text()
+
+
+def test_the_sampling_record_of_a_run_that_does_not_sample_names_no_sampler(tmp_path: Path) -> None:
+    from argparse import Namespace
+    from types import SimpleNamespace
+
+    from modiff.commands.evaluate import sampling_record
+
+    evaluator = SimpleNamespace(name="iou")
+    pipeline = SimpleNamespace(scheduler=None, components=SimpleNamespace(
+        evaluator=None, settings=SimpleNamespace(components={"evaluator": evaluator})))
+    args = Namespace(prompts=None, evaluator=None, scheduler=None)
+    assert sampling_record(pipeline, args) == {  # type: ignore[arg-type]
+        "sampler": None, "steps": None, "guidance": None, "prompts": None, "evaluator": "iou"}

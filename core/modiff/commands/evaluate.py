@@ -84,15 +84,20 @@ def sampling_record(pipeline: Pipeline, args: argparse.Namespace) -> dict[str, A
     """How the images of an evaluation were sampled, for its result file: the
     sampler, the steps and guidance (the evaluator's own where its settings
     fix them, else the run's ``[sample]``), the prompt file and the evaluator."""
-    evaluator = pipeline.components.evaluator
-    own = getattr(evaluator, "settings", None) if args.evaluator is None else None
+    record: dict[str, Any] = {
+        "sampler": None, "steps": None, "guidance": None,
+        "prompts": str(args.prompts.resolve()) if args.prompts else None,
+        "evaluator": args.evaluator or pipeline.components.settings.components["evaluator"].name,
+    }
+    if pipeline.scheduler is None:  # a task that does not sample (segmentation)
+        return record
+    own = getattr(pipeline.components.evaluator, "settings", None) if args.evaluator is None else None
     defaults = pipeline.sampling()
     return {
+        **record,
         "sampler": pipeline.sampler_name,
         "steps": getattr(own, "steps", None) or defaults.steps,
         "guidance": defaults.guidance if getattr(own, "guidance", None) is None else own.guidance,
-        "prompts": str(args.prompts.resolve()) if args.prompts else None,
-        "evaluator": args.evaluator or pipeline.components.settings.components["evaluator"].name,
     }
 
 
