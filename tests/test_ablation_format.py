@@ -56,3 +56,19 @@ def test_docs_ablations_md_documents_every_key_of_the_format(capsys) -> None:
         row = next((line for line in section.splitlines() if line.startswith(starts)), "")
         missing += [f"{table}.{k}" for k in schema["$defs"][model]["properties"] if f"`{k}`" not in row]
     assert not missing, f"docs/ablations.md's format section leaves out {missing}"
+
+
+def test_an_unknown_key_of_an_ablation_file_names_the_nearest_one(tmp_path: Path) -> None:
+    import pytest
+
+    from modiff.ablation import read_ablation
+    from modiff.errors import SettingsError
+
+    path = tmp_path / "typos.toml"
+    path.write_text('base = "base.toml"\nseed = [0]\n[[variant]]\nname = "x"\nsett = {}\n')
+    with pytest.raises(SettingsError) as info:
+        read_ablation(path)
+    problems = info.value.problems
+    assert len(problems) == 2, problems
+    assert any("'seed'" in p and "(did you mean 'seeds'?)" in p for p in problems), problems
+    assert any("'variant.0.sett'" in p and "(did you mean 'set'?)" in p for p in problems), problems

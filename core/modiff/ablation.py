@@ -79,7 +79,7 @@ from .errors import ModiffError, SettingsError
 from .names import FOLDER_NAME_RULE, is_folder_name
 from .report import write_report
 from .runs import RunDir, atomic_write_json
-from .settings import ResolvedSettings, load, nesting_refused
+from .settings import ResolvedSettings, did_you_mean, load, nesting_refused
 from .stage_cache import StageCache, stage_keys
 from .toml_io import format_value
 
@@ -195,12 +195,13 @@ def _problems(exc: ValidationError, path: Path) -> list[str]:
         if err["type"] == "extra_forbidden":
             where = loc.rsplit(".", 1)
             if len(where) == 1:
-                allowed = ", ".join(AblationFile.model_fields)
+                known = list(AblationFile.model_fields)
             else:
                 parent = {"compare": Compare, "variant": Variant, "threshold": Threshold}.get(where[0].split(".")[0])
-                allowed = ", ".join(parent.model_fields) if parent else ""
+                known = list(parent.model_fields) if parent else []
             hint = " (verdicts are computed by the report, not written in the file)" if loc.endswith("verdict") else ""
-            problems.append(f"unknown key {loc!r} in {path}; allowed: {allowed}{hint}")
+            nearest = did_you_mean(where[-1], known)
+            problems.append(f"unknown key {loc!r} in {path}{nearest}; allowed: {', '.join(known)}{hint}")
         else:
             problems.append(f"{loc or 'file'} in {path}: {err['msg']}")
     return problems
