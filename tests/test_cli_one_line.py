@@ -14,7 +14,7 @@ MISTAKES = {
     "misspelt action": (["settings", "shwo"], ["(did you mean 'show'?)", "modiff settings --help"]),
     "not a number": (["generate", "runs/x", "--n", "abc"], ["generate: argument --n", "'abc'"]),
     "missing argument": (["settings", "show"], ["settings show:", "SETTINGS", "modiff settings show --help"]),
-    "unknown option": (["train", "a.toml", "--bogus"], ["unrecognized arguments: --bogus"]),
+    "unknown option": (["train", "a.toml", "--bogus"], ["train: unrecognized arguments: --bogus", "train --help"]),
     "bad option value": (["ablate", "a.toml", "--jobs", "0"], ["--jobs", "at least 1"]),
     "missing action": (["settings"], ["ACTION"]),
 }

@@ -50,7 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         top = parser()
         args, rest = top.parse_known_args(argv)
         if rest and not getattr(args, "takes_task_options", False):
-            top.error(f"unrecognized arguments: {' '.join(rest)}")
+            command = f"modiff {args.command}" if getattr(args, "command", None) else "modiff"
+            CommandLineParser(prog=command).error(f"unrecognized arguments: {' '.join(rest)}")
         args.task_arguments = rest  # a command whose options depend on the run's task parses them itself
         if not getattr(args, "func", None):
             parser().print_help()
