@@ -415,14 +415,10 @@ class Pipeline:
 
     @property
     def model_hash(self) -> str:
-        """:func:`modiff.parameters.model_hash` of the run's committed weights
-        (empty for a pipeline built without a run)."""
-        if self._model_hash is None:
-            if self.run is None:
-                return ""
-            with self.run.reading() as checkpoint:
-                self._model_hash = weights_hash(checkpoint)
-        return self._model_hash
+        """:func:`modiff.parameters.model_hash` of the weights :meth:`load` read;
+        empty for a pipeline built from components in memory (one training
+        samples with), whose weights no file holds yet."""
+        return self._model_hash or ""
 
     @property
     def task(self) -> TaskProtocol:
