@@ -23,7 +23,7 @@ class CommandLineParser(argparse.ArgumentParser):
     2, instead of argparse's usage block and a line of its own format."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        from ..settings import did_you_mean
+        from ..settings import did_you_mean  # settings imports pydantic: only when there is a mistake
 
         choice = re.match(r"argument .*: invalid choice: '(.*)' \(choose from (.*)\)$", message)
         if choice:  # argparse names the allowed ones; the nearest is what was meant, most often
