@@ -79,6 +79,11 @@ def samples(teacher: Path, students: Path, out: Path) -> None:
     Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST).save(out)
 
 
+def _comparison(c: Any) -> dict[str, Any]:
+    return {"difference": c.difference.value, "low": c.difference.low, "high": c.difference.high,
+            "verdict": c.verdict, "paired": c.paired}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", type=Path, required=True)
@@ -99,19 +104,26 @@ def main() -> None:
                     **{m: teacher_eval[m] for m in METRICS}},
         "students": {},
     }
+    evaluations: dict[tuple[str, int], dict[str, Any]] = {}
     for name, run in students.items():
         entry: dict[str, Any] = {"run": str(run), "train_seconds": train_seconds(run)}
         entry["cost_vs_teacher"] = entry["train_seconds"] / teacher_seconds
         for steps in (int(s) for s in args.steps.split(",")):
-            ev = evaluation(run, [f"sample.steps={steps}"])
+            ev = evaluations[name, steps] = evaluation(run, [f"sample.steps={steps}"])
             row: dict[str, Any] = {}
             for m in METRICS:
-                c = compare(items(ev, m), items(teacher_eval, m))
-                row[m] = {"value": ev[m], "difference": c.difference.value, "low": c.difference.low,
-                          "high": c.difference.high, "verdict": c.verdict, "paired": c.paired}
+                row[m] = {"value": ev[m], **_comparison(compare(items(ev, m), items(teacher_eval, m)))}
             entry[f"steps_{steps}"] = row
         entry["curve"] = curve(run)
         result["students"][name] = entry
+    names = list(students)
+    if len(names) >= 2:  # the first two students (the two losses) against each other, paired, at each step count
+        a, b = names[:2]
+        result[f"{a}_vs_{b}"] = {
+            f"steps_{steps}": {m: _comparison(compare(items(evaluations[a, steps], m), items(evaluations[b, steps], m)))
+                               for m in METRICS}
+            for (n, steps) in evaluations if n == a and (b, steps) in evaluations
+        }
     (args.out / "distill.json").write_text(json.dumps(result, indent=1) + "\n")
 
     colours = ["#0072b2", "#e69f00", "#009e73", "#cc79a7"]
@@ -136,6 +148,12 @@ def main() -> None:
                              f"{r['difference']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}] | {r['verdict']} |")
         lines.append(f"\n{name}: {entry['train_seconds']:.0f} s of distillation, "
                      f"{entry['cost_vs_teacher']:.2f} of the teacher's {teacher_seconds:.0f} s\n")
+    for key, per_steps in result.items():
+        if "_vs_" in key:
+            for steps, row in per_steps.items():
+                for m, r in row.items():
+                    lines.append(f"{key} at {steps[6:]} steps, {m}: {r['difference']:+.3f} "
+                                 f"[{r['low']:+.3f}, {r['high']:+.3f}] {r['verdict']}")
     (args.out / "distill.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
