@@ -120,7 +120,7 @@ class StageRun:
 
     def _after_update(self, step: int, loss: torch.Tensor, interrupted: threading.Event) -> None:
         """What follows an update: the finiteness check, metrics, a stop on Ctrl-C,
-        a checkpoint, and in the denoiser stage samples and evaluations."""
+        in the denoiser stage samples and evaluations, and a checkpoint."""
         completed, steps, train = self.completed, self.stage.settings.steps, self.settings.train
         self.window = (self.window[0], self.window[1] + 1)
         at_log = completed % train.log_every == 0 or completed == steps
@@ -133,13 +133,15 @@ class StageRun:
         # every rank stops at the same step: agreed at log steps (one all-reduce) when there are several
         if (self.world.size == 1 or at_log or checkpoint_due) and self.world.any(interrupted.is_set()):
             raise KeyboardInterrupt
-        if checkpoint_due:
-            self._checkpoint()
+        # a step's grid and evaluation before its checkpoint: a kill right after the commit finds them
+        # logged, one before it takes the step again with them (after it, they were lost to a resume)
         if self.stage.name == "denoiser":
             if train.sample_every and completed % train.sample_every == 0 and self.reporter.on_sample:
                 self.reporter.sample(self.ema, completed)
             if train.eval_every and completed % train.eval_every == 0 and completed < steps:
                 self.reporter.evaluate(self.ema, completed)
+        if checkpoint_due:
+            self._checkpoint()
 
     def _log(self, step: int, loss: torch.Tensor) -> None:
         value = self.world.mean(float(loss.detach()))

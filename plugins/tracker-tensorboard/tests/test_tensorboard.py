@@ -174,3 +174,24 @@ def test_resume_after_sigkill_reads_as_one_series_without_repeats_or_gaps(tmp_pa
     for tag in ("samples", "trajectory"):
         assert [i.step for i in resumed.Images(tag)] == [i.step for i in reference.Images(tag)], tag
     assert RunDir(run).latest().state["trackers"] == {"tensorboard": "killed"}
+
+
+@pytest.mark.slow  # two training processes
+def test_a_kill_right_after_a_checkpoint_that_is_an_evaluation_step_leaves_no_gap(tmp_path: Path) -> None:
+    """The evaluation and the grid of a step are drawn before that step's checkpoint is
+    committed: a kill right after the commit finds them logged, one before it retakes them."""
+    steps = {"steps": 6, "checkpoint_every": 3, "sample_every": 3, "eval_every": 3}
+    whole = drive(tmp_path, "-", 0, "train", str(settings_file(tmp_path, "whole", **steps)), "--quiet")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    path = settings_file(tmp_path, "killed", **steps)
+    first = drive(tmp_path, "LATEST", 2, "train", str(path), "--quiet")  # the encoder's end, then denoiser step 3
+    assert first.returncode == -signal.SIGKILL, first.stderr[-3000:]
+    run = tmp_path / "runs" / "killed"
+    assert (RunDir(run).latest().stage, RunDir(run).latest().step) == ("denoiser", 3)
+    again = drive(tmp_path, "-", 0, "train", str(run), "--resume", "--quiet")
+    assert again.returncode == 0, again.stderr[-3000:]
+    got, want = events(run), events(tmp_path / "runs" / "whole")
+    assert scalar_steps(got) == scalar_steps(want)
+    assert [i.step for i in got.Images("samples")] == [i.step for i in want.Images("samples")]
+    evals = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if "eval" in line]
+    assert evals == [3, 6], "metrics.jsonl has every evaluation too"
