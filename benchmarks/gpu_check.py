@@ -15,7 +15,7 @@ ends within its budget (8 minutes on an H200, installs included):
    --target`` of the wheels ``benchmarks/gpu_wheels.sh`` downloaded and built
    (the GPU machine has no network); refused if they were built from other
    sources than the ones here;
-2. the ``cuda`` tier: ``pytest -m cuda tests/test_cuda.py`` with
+2. the ``cuda`` tier: ``pytest -m cuda tests/cuda/test_cuda.py`` with
    ``MODIFF_CHECK_DEVICE=cuda``;
 3. ``modiff demo --set run.device="cuda"``: wall time, training time, prompt
    accuracy;
@@ -228,7 +228,7 @@ def junit(path: Path) -> dict[str, Any]:
     return {"counts": dict(counts), "tests": cases}
 
 
-#: pytest -v's line for one test: ``tests/test_cuda.py::test_x[id] PASSED   [ 12%]``.
+#: pytest -v's line for one test: ``tests/cuda/test_cuda.py::test_x[id] PASSED   [ 12%]``.
 VERBOSE_LINE = re.compile(r"^(\S+::\S+) (PASSED|FAILED|SKIPPED|ERROR|XFAIL|XPASS)\b")
 
 
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "tier" in only and ready:
         xml = work / "tier-junit.xml"
-        command = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/test_cuda.py", "-v", "-rfEs",
+        command = [sys.executable, "-m", "pytest", "-m", "cuda", "tests/cuda/test_cuda.py", "-v", "-rfEs",
                    "-p", "no:cacheprovider", f"--junitxml={xml}"]
         stage = run("tier", command, env, limit("tier"))
         stage.result = junit(xml) or pytest_lines(stage.output)

@@ -18,7 +18,7 @@ from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
 from modiff.toml_io import dumps
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("modiff_schedulers", reason="the benchmark draws with the lcm and unipc samplers")
 

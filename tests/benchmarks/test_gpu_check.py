@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 
 
@@ -140,12 +140,12 @@ def test_junit_report_is_read_into_counts_and_messages(tmp_path: Path) -> None:
 def test_a_stopped_tier_is_read_from_its_verbose_output() -> None:
     """Stopped at its time limit, pytest writes no JUnit report: what it printed still counts."""
     lines = [
-        "tests/test_cuda.py::test_component_gives_the_cpu_outputs[encoder:kl-autoencoder-fp32] PASSED     [  1%]",
-        "tests/test_cuda.py::test_same_seed_same_images[fp16] FAILED                                [  2%]",
-        "tests/test_cuda.py::test_training_lowers_the_loss_and_resumes_bit_identically[compile] SKIPPED (no) [ 3%]",
+        "tests/cuda/test_cuda.py::test_component_gives_the_cpu_outputs[encoder:kl-autoencoder-fp32] PASSED [  1%]",
+        "tests/cuda/test_cuda.py::test_same_seed_same_images[fp16] FAILED [  2%]",
+        "tests/cuda/test_cuda.py::test_training_lowers_the_loss_and_resumes_bit_identically[compile] SKIPPED (no) [3%]",
         "some other output",
     ]
     result = gpu_check().pytest_lines(lines)
     assert result["counts"] == {"passed": 1, "failed": 1, "skipped": 1}
     assert [t["outcome"] for t in result["tests"]] == ["passed", "failed", "skipped"]
-    assert result["tests"][1]["test"] == "tests/test_cuda.py::test_same_seed_same_images[fp16]"
+    assert result["tests"][1]["test"] == "tests/cuda/test_cuda.py::test_same_seed_same_images[fp16]"

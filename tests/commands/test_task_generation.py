@@ -266,7 +266,7 @@ def test_the_shipped_segmentation_settings_at_a_tiny_size_generate_class_maps(
     """configs/segmentation.toml has no [scheduler]: `modiff generate` on its run
     writes class maps, and a prompt is one clear line, not an AttributeError."""
     use_registry(plugin_registry(entry_points=True))
-    settings = Path(__file__).resolve().parents[1] / "configs" / "segmentation.toml"
+    settings = Path(__file__).resolve().parents[2] / "configs" / "segmentation.toml"
     tiny = ["--set", f'run.runs_dir="{tmp_path / "runs"}"', "--set", "data.image_size=24",
             "--set", "denoiser.channels=[8,8]", "--set", "denoiser.norm_num_groups=4",
             "--set", "train.steps=2", "--set", "train.batch_size=4", "--set", "train.checkpoint_every=2"]

@@ -25,7 +25,7 @@ What is checked, each against the CPU in fp32 (the reference):
   the reverse.
 
 The SD 1.x import (fp16 against diffusers) is in
-``plugins/sd/tests/test_cuda.py``, next to its pipeline builder.
+``plugins/sd/tests/cuda/test_cuda.py``, next to its pipeline builder.
 
 fp32 comparisons run with TF32 off (``torch.backends.cudnn.allow_tf32``
 is on by default and rounds convolution inputs to 10 bits of mantissa, about
@@ -635,7 +635,7 @@ def test_training_lowers_the_loss_and_resumes_bit_identically(variant: str, tmp_
     optimizer, EMA, gradient scaler), not a kernel's."""
     if variant == "compile" and ON_CPU and not os.environ.get("MODIFF_CHECK_CPU_COMPILE"):
         pytest.skip("compiling on a CPU takes minutes (MODIFF_CHECK_CPU_COMPILE=1 runs it); "
-                    "tests/test_fast_paths.py checks compiled generation on the CPU")
+                    "tests/unit/test_fast_paths.py checks compiled generation on the CPU")
     if variant == "compile":
         torch._dynamo.reset()
     sets = VARIANTS[variant]
@@ -730,7 +730,7 @@ def sd_tiny() -> tuple[Any, Path, Any]:
     import sys
     import tempfile
 
-    folder = str(Path(__file__).resolve().parents[1] / "plugins" / "sd" / "tests")
+    folder = str(Path(__file__).resolve().parents[2] / "plugins" / "sd" / "tests")
     if folder not in sys.path:
         sys.path.insert(0, folder)
     import _sd_tiny

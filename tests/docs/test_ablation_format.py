@@ -12,7 +12,7 @@ from pathlib import Path
 from modiff.ablation import AblationFile
 from modiff.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def schema_from_the_command(capsys) -> dict:

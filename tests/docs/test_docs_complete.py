@@ -26,7 +26,7 @@ import pytest
 from modiff.plugins import ROLES, TRACKER, Registration, registry
 from modiff.settings import RunSettings, SampleSettings, StageSettings, TrackSettings, TrainSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 
 #: The page of each role's plugins in docs/.

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 # The tiny run of tests/tiny-run.toml with the text transformer and its layout pretext, so that
 # both stages before the denoiser's are shareable: 4 steps each, a checkpoint every 2.
-TINY = (Path(__file__).resolve().parent / "tiny-run.toml").read_text().format(
+TINY = (Path(__file__).resolve().parents[1] / "tiny-run.toml").read_text().format(
     runs="{runs}", steps=4, stage_steps=4, checkpoint_every=2
 ) + """
 [text_embedder]
@@ -174,7 +174,7 @@ def test_learning_curve_recipes_wait_for_and_start_after_a_stage_another_recipe_
     import importlib.util
     import sys
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_curve.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_curve.py"
     spec = importlib.util.spec_from_file_location("learning_curve_under_test", script)
     assert spec is not None and spec.loader is not None
     curve = importlib.util.module_from_spec(spec)

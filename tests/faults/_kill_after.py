@@ -1,6 +1,6 @@
 """Run ``modiff`` and SIGKILL it right after a chosen file is renamed or linked into place.
 
-    python tests/_kill_after.py PATTERN N -- train settings.toml --quiet
+    python tests/faults/_kill_after.py PATTERN N -- train settings.toml --quiet
 
 The process kills itself the ``N``-th time a rename, replace or hard link
 puts a file whose name matches the glob ``PATTERN`` in place: a real,

@@ -55,7 +55,7 @@ def env() -> dict[str, str]:
 
 def settings(tmp: Path, name: str, *, steps: int = 8) -> Path:
     """The tiny settings, with ``steps`` denoiser steps."""
-    template = (HERE / "tiny-run.toml").read_text()
+    template = (HERE.parent / "tiny-run.toml").read_text()
     text = template.format(runs=(tmp / "runs").as_posix(), steps=steps, stage_steps=6, checkpoint_every=3) + CLIP
     text = text.replace("[run]\n", f'[run]\nname = "{name}"\n', 1)
     path = tmp / f"{name}.toml"

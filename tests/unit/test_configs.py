@@ -9,7 +9,7 @@ import pytest
 from modiff.commands.demo import demo_settings_path
 from modiff.settings import load
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FILES = sorted((ROOT / "configs").glob("*.toml")) + [demo_settings_path()]
 
 

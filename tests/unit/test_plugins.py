@@ -242,7 +242,7 @@ def test_a_factory_that_raises_is_reported_with_plugin_and_distribution() -> Non
 # What the first-party and contrib distributions import and declare
 # --------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DISTRIBUTIONS = sorted(
     p.parent for p in [*ROOT.glob("plugins/*/pyproject.toml"), *ROOT.glob("contrib/*/pyproject.toml")]
 )

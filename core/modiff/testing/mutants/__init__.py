@@ -6,7 +6,7 @@ plausible mistake a plugin author makes: an input ignored, a leak across the
 batch, a flipped sign or an off-by-one, the global random state, a wrong
 dtype or device, state kept between calls, padding that leaks, a wrong shape
 for odd sizes. Every contract must fail for every mutant; modiff's own test
-suite (``tests/test_contract_mutants.py``) checks that, and that each mutant
+suite (``tests/contracts/test_contract_mutants.py``) checks that, and that each mutant
 is caught by the contract test it names. A new contract test comes with the
 mutant it kills::
 
