@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -65,3 +67,20 @@ def toy_subprocess_env(fake_distribution, tmp_path: Path) -> dict[str, str]:
     env["MODIFF_LOAD_PLUGINS"] = "fake_toys"
     env.pop("WORLD_SIZE", None)
     return env
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], ModuleType]:
+    """``load("name")``: ``benchmarks/name.py`` imported as module ``name``, for
+    tests of a benchmark script's own logic (the scripts are not a package)."""
+    root = Path(__file__).resolve().parents[1] / "benchmarks"
+
+    def load(name: str) -> ModuleType:
+        spec = importlib.util.spec_from_file_location(name, root / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up by name
+        spec.loader.exec_module(module)
+        return module
+
+    return load

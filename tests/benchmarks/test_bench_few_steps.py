@@ -5,9 +5,8 @@ steps with the run's guidance 2.0: 20)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -24,13 +23,8 @@ pytest.importorskip("modiff_schedulers", reason="the benchmark draws with the lc
 
 
 @pytest.fixture
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_few_steps", ROOT / "benchmarks" / "bench_few_steps.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+def bench(benchmark_script: Callable[[str], ModuleType]) -> ModuleType:
+    return benchmark_script("bench_few_steps")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,13 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def curve() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("learning_curve", ROOT / "benchmarks" / "learning_curve.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+def curve(benchmark_script: Callable[[str], ModuleType]) -> ModuleType:
+    return benchmark_script("learning_curve")
 
 
 def test_seeds_make_one_recipe_per_seed_with_the_seed_set_last(curve: ModuleType) -> None:

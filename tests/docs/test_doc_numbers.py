@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -15,13 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def numbers() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("doc_numbers", ROOT / "benchmarks" / "doc_numbers.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up by name
-    spec.loader.exec_module(module)
-    return module
+def numbers(benchmark_script: Callable[[str], ModuleType]) -> ModuleType:
+    return benchmark_script("doc_numbers")
 
 
 def test_the_docs_numbers_agree_with_their_result_files(numbers: ModuleType) -> None:

@@ -4,9 +4,8 @@ levers written by a script from the committed result files."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -58,13 +57,8 @@ def test_the_check_leaves_ordinary_words_alone(text: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def results_page() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("results_page", ROOT / "benchmarks" / "results_page.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up by name
-    spec.loader.exec_module(module)
-    return module
+def results_page(benchmark_script: Callable[[str], ModuleType]) -> ModuleType:
+    return benchmark_script("results_page")
 
 
 def test_the_results_page_is_what_the_result_files_give(results_page: ModuleType) -> None:
