@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import progress as shown_progress
 from . import stats
+from .cell_settings import cell_digest, kept_aside, set_aside_if_changed
 from .errors import ModiffError, SettingsError
 from .names import FOLDER_NAME_RULE, is_folder_name
 from .report import write_report
@@ -342,6 +343,7 @@ def run_ablation(
         validate(ablation)
     out = output_dir(ablation)
     out.mkdir(parents=True, exist_ok=True)
+    _set_aside_changed(ablation, out, log)
     records: list[dict[str, Any]] = []
     try:
         with shown_progress.quiet(not progress):  # the runs' own sampling and evaluation bars too
@@ -350,7 +352,7 @@ def run_ablation(
             else:
                 _run_all(ablation, out, records, progress=progress, log=log)
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
-        write_report(analyse(ablation, records), ablation.path, out, records)
+        rewrite_report(ablation, out, records)
         stop = ModiffError(
             f"interrupted ({str(exc) or 'Ctrl-C'}); finished runs are kept and the report shows them. "
             f"Run the same `modiff ablate {ablation.path}` again to continue."
@@ -358,8 +360,18 @@ def run_ablation(
         stop.exit_code = 130  # as a Ctrl-C anywhere else
         raise stop from None
     records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
-    write_report(analyse(ablation, records), ablation.path, out, records)
+    rewrite_report(ablation, out, records)
     return records
+
+
+def rewrite_report(ablation: Ablation, out: Path, records: list[dict[str, Any]]) -> None:
+    """Write the report of the runs recorded so far (in file order), the rest
+    named as not finished. The driver calls it whenever a run ends, so a grid
+    stopped or still running halfway already has a valid report; each file is
+    replaced atomically, so a reader never sees half of one."""
+    position = {c.name: i for i, c in enumerate(ablation.cells)}
+    ordered = sorted(records, key=lambda r: position.get(r["name"], len(position)))
+    write_report(analyse(ablation, ordered), ablation.path, out, ordered)
 
 
 def _interrupted() -> type[BaseException]:
@@ -367,6 +379,20 @@ def _interrupted() -> type[BaseException]:
     from .training import TrainingInterrupted
 
     return TrainingInterrupted
+
+
+def _set_aside_changed(ablation: Ablation, out: Path, log: Any) -> None:
+    """Before anything is skipped: move aside every run started under other settings
+    than its cell's now (a variant edited since), so that it is trained again, not
+    reused (:mod:`modiff.cell_settings`). A run another process is writing is left
+    to the wait for it; :func:`run_cell` checks again before it trains."""
+    for cell in ablation.cells:
+        folder = out / cell.name
+        if RunDir(folder).writer() is not None:
+            continue
+        aside = set_aside_if_changed(folder, ablation.resolved[cell.name])
+        if aside is not None:
+            log(f"{cell.name}: trained again: its settings changed (old run kept at {aside})")
 
 
 def _finished(out: Path, cell: Cell) -> dict[str, Any] | None:
@@ -421,6 +447,7 @@ def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, pr
         if record["status"] != "done":
             log(f"[{i}/{total}] {cell.name}: failed: {record['error']}")
         records.append(record)
+        rewrite_report(ablation, out, records)
 
 
 def threads_per_job(jobs: int) -> int:
@@ -473,6 +500,7 @@ def _run_side_by_side(
                 clock.finished()
                 verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
                 log(f"[{order[name]}/{total}] {name}: {verdict}")
+                rewrite_report(ablation, out, records)
             for cell in list(todo):
                 if len(running) >= jobs:
                     break
@@ -573,6 +601,11 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
     resolved = ablation.resolved[cell.name]
     run = RunDir(out / cell.name)
     record: dict[str, Any] = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed}
+    set_aside_if_changed(run.path, resolved)  # never resume a run begun under other settings
+    record["settings_digest"] = cell_digest(resolved)
+    aside = kept_aside(run.path)
+    if aside:  # what the report says: this cell was trained again, its old runs are kept there
+        record["superseded"] = [str(p.relative_to(out)) for p in aside]
     wall = time.perf_counter()
     record["started_at"] = time.time()
     cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
@@ -762,6 +795,8 @@ def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]
         comparisons.append({"claim": c.claim, "a": c.a, "b": c.b, "results": rows})
     return {
         "title": f"Ablation {ablation.out.name}",
+        # runs trained again because their cell's settings changed, with where the old runs are kept
+        "retrained": [{"name": r["name"], "kept_at": r["superseded"]} for r in records if r.get("superseded")],
         "file": str(ablation.path),
         "base": [str(b) for b in ablation.base_files],
         "seeds": spec.seeds,
@@ -774,6 +809,8 @@ def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]
         "evaluator_error": _evaluator_error(done),
         "runs": len(records),
         "runs_done": len(done),
+        # the runs with no record yet: a report written while the grid runs (or after a stop) names them
+        "pending": [c.name for c in ablation.cells if c.name not in {r["name"] for r in records}],
         "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
         "span_seconds": _span(records),
     }

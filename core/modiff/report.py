@@ -458,6 +458,15 @@ def _svg_img(svg: str, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/svg+xml;base64,{data}">'
 
 
+def retrained_lines(summary: dict[str, Any]) -> list[str]:
+    """One line per run trained again because its cell's settings changed since it
+    last ran (:mod:`modiff.cell_settings`): the old run is not reused, and is kept."""
+    return [
+        f"{r['name']}: trained again: its settings changed (old run kept at {', '.join(r['kept_at'])})"
+        for r in summary.get("retrained") or []
+    ]
+
+
 def write_report(summary: dict[str, Any], source: Path, out: Path, records: list[dict[str, Any]]) -> tuple[Path, Path]:
     """Write ``summary.json``, ``report.md`` (with its SVG files) and ``report.html`` into ``out``.
 
@@ -486,9 +495,14 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
         f"From `{source}` over `{', '.join(summary['base'])}`. {_intro(summary)}",
         "",
     ]
+    md += [f"- {line}" for line in retrained_lines(summary)] + ([""] if summary.get("retrained") else [])
     if failed:
         md += [f"**{len(failed)} run(s) failed** (rerun the same command to retry them):", ""]
         md += [f"- `{r['name']}`: {r.get('error', '?')}" for r in failed] + [""]
+    pending = summary.get("pending") or []
+    if pending:
+        md += [f"**{len(pending)} run(s) not finished yet** (the grid is still running or was stopped):", ""]
+        md += [f"- `{name}`" for name in pending] + [""]
     if v_rows:
         md += ["## Verdicts", ""]
         md += _md_table(v_header, [[t.replace("|", ": ", 1) if "|" in t else t for t, _ in row] for row in v_rows])
@@ -525,7 +539,7 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
                 cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
         verdicts.append("<tr>" + "".join(cells) + "</tr>")
     verdicts.append("</tbody></table>")
-    failed_html = ""
+    failed_html = "".join(f'<p class="retrained">{html.escape(line)}</p>' for line in retrained_lines(summary))
     if failed:
         items = "".join(
             f"<li><code>{html.escape(r['name'])}</code>: {html.escape(r.get('error', '?'))}</li>" for r in failed
@@ -533,6 +547,12 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
         failed_html = (
             f'<div class="failed"><b>{len(failed)} run(s) failed</b> (rerun the same command to retry them):'
             f"<ul>{items}</ul></div>"
+        )
+    if pending:
+        items = "".join(f"<li><code>{html.escape(name)}</code></li>" for name in pending)
+        failed_html += (
+            f'<div class="pending"><b>{len(pending)} run(s) not finished yet</b> '
+            f"(the grid is still running or was stopped):<ul>{items}</ul></div>"
         )
     sample_html = []
     for name, r in samples:

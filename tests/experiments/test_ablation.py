@@ -271,6 +271,30 @@ def test_two_cells_make_a_report_and_a_rerun_skips_them(base: Path, tmp_path: Pa
     assert len(logged) == 2 and all("skipped" in line for line in logged), logged
 
 
+def test_a_half_finished_grid_already_has_a_valid_report(base: Path, tmp_path: Path) -> None:
+    """The report is rewritten as each run ends: when the second run starts, the
+    report names the first as finished and the second as not finished yet."""
+    path = ablation_file(tmp_path, '[grid]\n"denoiser.hidden" = [4, 8]\n')
+    out = tmp_path / "runs" / "abl"
+    seen: dict[str, Any] = {}
+
+    def log(line: str) -> None:
+        if line.startswith("[2/2]") and not seen:
+            seen["summary"] = json.loads((out / "summary.json").read_text())
+            seen["md"] = (out / "report.md").read_text()
+            seen["html"] = (out / "report.html").read_text()
+
+    run_ablation(read_ablation(path), progress=False, log=log)
+    summary = seen["summary"]
+    assert summary["runs_done"] == 1 and summary["pending"] == ["denoiser.hidden=8"]
+    cells = [(c["name"], c["runs_done"]) for c in summary["cells"]]
+    assert cells == [("denoiser.hidden=4", 1), ("denoiser.hidden=8", 0)]
+    assert "1 run(s) not finished yet" in seen["md"] and "- `denoiser.hidden=8`" in seen["md"]
+    assert "not finished yet" in seen["html"] and seen["html"].rstrip().endswith("</html>")
+    final = json.loads((out / "summary.json").read_text())
+    assert final["pending"] == [] and "not finished yet" not in (out / "report.md").read_text()
+
+
 def test_a_resumed_grid_with_seeds_runs_only_what_is_not_finished(
     base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
