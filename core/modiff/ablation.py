@@ -39,8 +39,11 @@ cell under one seed (its directory is the cell's name, plus ``,seed=N`` when
 the cell has more than one seed). Every run is resolved and validated before
 anything trains. Runs go in file order (a variant may use an earlier
 variant's output, e.g. its weights); a finished run is skipped when the
-ablation runs again, a failed one is retried. Verdicts are never written in
-the file: the report computes them (:mod:`modiff.stats`).
+ablation runs again, a failed one is retried. A run is its cell's only while
+its settings are the cell's (:mod:`modiff.cell_settings`): a run whose cell
+was edited since it started is moved aside and the cell trained again.
+Verdicts are never written in the file: the report computes them
+(:mod:`modiff.stats`).
 
 Two things keep a grid cheap. Runs whose settings decide a stage before the
 denoiser's alike (the same seed, data, autoencoder and its budget; then the
