@@ -420,6 +420,13 @@ def _announce(out: Path, cell: Cell, i: int, total: int, log: Any, clock: shown_
         log(f"[{i}/{total}] {cell.name}{pace}")
 
 
+def _watch_started(watch: shown_progress.GridWatch, ablation: Ablation, cell: Cell, out: Path) -> None:
+    """Show ``cell``'s run on its status line, with the steps of each of its stages."""
+    train = ablation.resolved[cell.name].train
+    steps = {"encoder": train.encoder.steps, "text_embedder": train.text_embedder.steps, "denoiser": train.steps}
+    watch.started(cell.name, RunDir(out / cell.name).metrics, steps)
+
+
 def run_and_record(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> dict[str, Any]:
     """Train and evaluate one run and write its record (what one job of ``--jobs`` does)."""
     record = run_cell(ablation, cell, out, progress=progress)
@@ -430,6 +437,24 @@ def run_and_record(ablation: Ablation, cell: Cell, out: Path, *, progress: bool)
 def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, progress: bool, log: Any) -> None:
     total = len(ablation.cells)
     clock = shown_progress.RunsClock(sum(_finished(out, cell) is None for cell in ablation.cells))
+    watch = shown_progress.GridWatch(total, total - clock.total, log)
+    try:
+        _run_each(ablation, out, records, progress=progress, log=watch.log, clock=clock, watch=watch)
+    finally:
+        watch.close()
+
+
+def _run_each(
+    ablation: Ablation,
+    out: Path,
+    records: list[dict[str, Any]],
+    *,
+    progress: bool,
+    log: Any,
+    clock: shown_progress.RunsClock,
+    watch: shown_progress.GridWatch,
+) -> None:
+    total = len(ablation.cells)
     for i, cell in enumerate(ablation.cells, 1):
         record = _finished(out, cell)
         if record is not None:
@@ -443,9 +468,13 @@ def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, pr
         if record is not None:  # the process we waited for finished it
             log(f"{label}: finished by the process that was writing it")
             records.append(record)
+            watch.ended(cell.name)
             continue
         _announce(out, cell, i, total, log, clock)
-        record = run_and_record(ablation, cell, out, progress=progress)
+        _watch_started(watch, ablation, cell, out)
+        with watch.polling():
+            record = run_and_record(ablation, cell, out, progress=progress)
+        watch.ended(cell.name)
         clock.finished()
         if record["status"] != "done":
             log(f"[{i}/{total}] {cell.name}: failed: {record['error']}")
@@ -489,8 +518,11 @@ def _run_side_by_side(
     logs.mkdir(parents=True, exist_ok=True)
     running: dict[str, subprocess.Popen[bytes]] = {}
     waiting: set[str] = set()
+    watch = shown_progress.GridWatch(total, total - len(todo), log)
+    log = watch.log
     try:
         while todo or running:
+            watch.poll()
             for name, proc in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -500,6 +532,7 @@ def _run_side_by_side(
                     raise KeyboardInterrupt
                 record = _finished(out, cell) or _failed_job(out, cell, proc.returncode, logs / f"{name}.log")
                 records.append(record)
+                watch.ended(name)
                 clock.finished()
                 verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
                 log(f"[{order[name]}/{total}] {name}: {verdict}")
@@ -517,11 +550,14 @@ def _run_side_by_side(
                 if record is not None:  # the process we waited for finished it
                     log(f"{label}: finished by the process that was writing it")
                     records.append(record)
+                    watch.ended(cell.name)
                     continue
                 _announce(out, cell, order[cell.name], total, log, clock)
                 running[cell.name] = _start_job(ablation, cell, threads, logs / f"{cell.name}.log")
+                _watch_started(watch, ablation, cell, out)
             time.sleep(POLL_SECONDS)
     finally:
+        watch.close()
         for proc in running.values():  # on a stop: each job checkpoints and exits on its own signal
             proc.wait()
 
