@@ -4,10 +4,13 @@ and none with --quiet."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from modiff import ablation as ablation_module
 from modiff import progress
 from modiff.ablation import read_ablation, run_ablation
 from modiff.cli import main
@@ -134,6 +137,40 @@ def test_a_grid_shows_where_each_running_run_stands(settings: Path, tmp_path: Pa
         status = [line for line in logged if line.startswith(f"  {name}: ")]
         assert status and len(status) <= 3, logged  # encoder, text_embedder, denoiser: one line each at most
         assert any(line.startswith(f"  {name}: denoiser ") and "/4, " in line for line in status), logged
+
+
+FAKE_JOB = """
+import json, pathlib, sys, time
+run, name = pathlib.Path(sys.argv[1]), sys.argv[2]
+run.mkdir(parents=True, exist_ok=True)
+with open(run / "metrics.jsonl", "a") as f:
+    for entry in ({"stage": "denoiser", "step": 2}, {"stage": "denoiser", "step": 4, "kind": "eval",
+                                                     "eval": {"accuracy": 0.5}}):
+        f.write(json.dumps(entry) + "\\n")
+        f.flush()
+        time.sleep(0.4)
+(run / "cell.json").write_text(json.dumps({"name": name, "group": name, "changes": {}, "seed": 0, "status": "done"}))
+"""
+
+
+def test_jobs_side_by_side_each_show_where_they_stand(settings: Path, tmp_path: Path, monkeypatch) -> None:
+    """With --jobs the driver loop reads every running job's metrics (the jobs
+    here are stand-ins that write two lines, then their record)."""
+    monkeypatch.setattr(progress.GridWatch, "EVERY", 0.001)
+
+    def fake_job(ablation, cell, threads, log_path):  # type: ignore[no-untyped-def]
+        run = log_path.parent.parent / cell.name
+        return subprocess.Popen([sys.executable, "-c", FAKE_JOB, str(run), cell.name])
+
+    monkeypatch.setattr(ablation_module, "_start_job", fake_job)
+    path = tmp_path / "abl.toml"
+    path.write_text('base = "toy.toml"\n[grid]\n"denoiser.hidden" = [4, 8]\n')
+    logged: list[str] = []
+    run_ablation(read_ablation(path), progress=True, log=logged.append, jobs=2)
+    for name in ("denoiser.hidden=4", "denoiser.hidden=8"):
+        status = [line for line in logged if line.startswith(f"  {name}: ")]
+        assert 1 <= len(status) <= 2, logged  # a line per state change: its stage, then its accuracy
+        assert status[-1].startswith(f"  {name}: denoiser 4/4, ") and status[-1].endswith(" s, accuracy 0.500"), logged
 
 
 def test_quiet_nests_and_restores() -> None:
