@@ -364,6 +364,9 @@ def test_an_interruption_stops_the_grid_and_is_not_a_failure(
     assert not (out / "denoiser.hidden=8" / "cell.json").exists()
     assert len(calls) == 2, "nothing runs after the stop"
     assert "denoiser.hidden=4" in (out / "report.md").read_text()
+    summary = json.loads((out / "summary.json").read_text())  # the stopped grid's report is valid and says what is left
+    assert summary["runs_done"] == 1 and summary["pending"] == ["denoiser.hidden=8", "denoiser.hidden=16"]
+    assert "2 run(s) not finished yet" in (out / "report.md").read_text()
 
 
 def test_ctrl_c_says_so_and_how_to_go_on(
