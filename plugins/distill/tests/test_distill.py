@@ -19,7 +19,7 @@ import torch
 PLUGIN = Path(__file__).resolve().parents[1]
 REPO = PLUGIN.parents[1]
 TINY = REPO / "tests" / "tiny-run.toml"
-KILL = REPO / "tests" / "_kill_after.py"
+KILL = REPO / "tests" / "faults" / "_kill_after.py"
 
 #: The public API a plugin may import (modiff/__init__.py's docstring).
 PUBLIC = {"modiff", "modiff.protocols", "modiff.tasks", "modiff.sampler_swap", "modiff.testing"}

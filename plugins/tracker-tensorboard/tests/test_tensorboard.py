@@ -136,7 +136,7 @@ def drive(tmp_path: Path, pattern: str, count: int, *args: str) -> subprocess.Co
     """``modiff ARGS`` in a process of its own with the toys and this tracker, SIGKILLed
     the ``count``-th time a file matching ``pattern`` is put in place (0: never)."""
     driver = tmp_path / "driver.py"
-    driver.write_text(textwrap.dedent(DRIVER).format(tests=str(REPO / "tests")))
+    driver.write_text(textwrap.dedent(DRIVER).format(tests=str(REPO / "tests" / "faults")))
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     return subprocess.run(
         [sys.executable, str(driver), pattern, str(count), *args], env=env, capture_output=True, text=True, timeout=300
