@@ -128,6 +128,7 @@ def losses(run: Path) -> list[float]:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_tiny_distillation_falls_and_comes_closer_to_the_teachers_many_steps(teacher: Path, tmp_path: Path) -> None:
     """The student's loss falls, and its images come closer to the teacher's 10-step
     images than the teacher's own images drawn the same way (the lcm sampler, the
@@ -156,6 +157,7 @@ def test_a_tiny_distillation_falls_and_comes_closer_to_the_teachers_many_steps(t
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_teacher_that_does_not_fit_is_a_clear_error(teacher: Path, tmp_path: Path) -> None:
     student = distill_settings(tmp_path, teacher, "wide")
     done = modiff("train", str(teacher / "settings.toml"), str(student), "--set", "data.image_size=48", "--quiet")
@@ -184,6 +186,7 @@ def uninterrupted(teacher: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("count", [2, 3])
 def test_a_kill_in_the_distillation_then_resume_ends_bit_identical(
     teacher: Path, uninterrupted: Path, tmp_path: Path, count: int
@@ -203,6 +206,7 @@ def test_a_kill_in_the_distillation_then_resume_ends_bit_identical(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_two_processes_distill_as_one(teacher: Path, uninterrupted: Path, tmp_path: Path) -> None:
     args = ["train", str(teacher / "settings.toml"), str(distill_settings(tmp_path, teacher, "two")), "--nproc", "2"]
