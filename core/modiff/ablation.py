@@ -70,6 +70,7 @@ import sys
 import time
 import tomllib
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,6 +409,21 @@ def _finished(out: Path, cell: Cell) -> dict[str, Any] | None:
     return None
 
 
+def _finished_by_its_writer(
+    out: Path, cell: Cell, label: str, log: Callable[[str], None], records: list[Any], watch: Any
+) -> bool:
+    """After waiting for another process that was writing ``cell``'s run: whether
+    it finished the run (its record joins ``records``), so the driver trains
+    nothing; both schedulers, one at a time and ``--jobs``, ask here."""
+    record = _finished(out, cell)
+    if record is None:
+        return False
+    log(f"{label}: finished by the process that was writing it")
+    records.append(record)
+    watch.ended(cell.name)
+    return True
+
+
 def _announce(out: Path, cell: Cell, i: int, total: int, log: Any, clock: shown_progress.RunsClock) -> None:
     """The line that starts a run, with the runs this call trained so far and the time left at their pace."""
     path = cell_record_path(out, cell)
@@ -464,11 +480,7 @@ def _run_each(
         label = f"[{i}/{total}] {cell.name}"
         while _still_written(RunDir(out / cell.name), label, log, waiting=set()):
             time.sleep(POLL_SECONDS)
-        record = _finished(out, cell)
-        if record is not None:  # the process we waited for finished it
-            log(f"{label}: finished by the process that was writing it")
-            records.append(record)
-            watch.ended(cell.name)
+        if _finished_by_its_writer(out, cell, label, log, records, watch):
             continue
         _announce(out, cell, i, total, log, clock)
         _watch_started(watch, ablation, cell, out)
@@ -546,11 +558,7 @@ def _run_side_by_side(
                 if _still_written(RunDir(out / cell.name), label, log, waiting):
                     continue
                 todo.remove(cell)
-                record = _finished(out, cell)
-                if record is not None:  # the process we waited for finished it
-                    log(f"{label}: finished by the process that was writing it")
-                    records.append(record)
-                    watch.ended(cell.name)
+                if _finished_by_its_writer(out, cell, label, log, records, watch):
                     continue
                 _announce(out, cell, order[cell.name], total, log, clock)
                 running[cell.name] = _start_job(ablation, cell, threads, logs / f"{cell.name}.log")
