@@ -30,7 +30,8 @@ shared difficulty from the comparison.
 
 **Per-seed numbers** (seconds to reach an accuracy). Three seeds are too few
 for a bootstrap (resampling three values never leaves their range), so these
-get Student's t interval for one cell and Welch's for a difference.
+get Student's t interval for one cell and Welch's for a difference, both from
+``scipy.stats`` (a maintained t distribution, not one written here).
 
 A verdict is read off the interval of ``a - b``: entirely on the better side
 of zero, that cell is better; containing zero, "not separable at this
@@ -255,45 +256,20 @@ def compare(
 # ---------------------------------------------------------------------------
 
 
-def _t_cdf(x: float, df: float) -> float:
-    """P(T <= x) for Student's t, by Simpson's rule on the density (accurate to
-    about 1e-9 for the quantiles used here)."""
-    if x == 0:
-        return 0.5
-    sign, x = (1.0, x) if x > 0 else (-1.0, -x)
-    # Integrate over u = atan(t) to keep the heavy tail of small df on a finite range.
-    n = 2000
-    u = np.linspace(0.0, math.atan(x), n + 1)
-    t = np.tan(u)
-    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    density = np.exp(log_c - (df + 1) / 2 * np.log1p(t * t / df)) * (1 + t * t)  # dt/du = 1 + t²
-    h = u[1] - u[0]
-    area = h / 3 * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
-    return 0.5 + sign * float(area)
-
-
 def t_quantile(p: float, df: float) -> float:
     """The ``p`` quantile of Student's t with ``df`` degrees of freedom (``0 < p < 1``)."""
     if not 0 < p < 1 or df <= 0:
         raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1 - p, df)
-    lo, hi = 0.0, 1.0
-    while _t_cdf(hi, df) < p:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
+    from scipy import stats as scipy_stats  # loads when a verdict is computed, not with the CLI
+
+    return float(scipy_stats.t.ppf(p, df))
 
 
 def normal_quantile(p: float) -> float:
-    """The standard normal quantile (inverse CDF), by bisection on ``math.erf``."""
-    lo, hi = -40.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p else (lo, mid)
-    return (lo + hi) / 2
+    """The standard normal quantile (inverse CDF)."""
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.norm.ppf(p))
 
 
 def wilson(successes: float, n: int, level: float = LEVEL) -> Interval | None:
@@ -302,15 +278,16 @@ def wilson(successes: float, n: int, level: float = LEVEL) -> Interval | None:
     For a summary that kept only counts (a learning curve's evaluations log
     accuracies and the number of prompts, not each prompt's outcome): unlike
     ``p +- z sqrt(p(1-p)/n)`` it stays inside [0, 1] and is not zero-width at
-    0 or 1, where small evaluations often sit.
+    0 or 1, where small evaluations often sit. ``successes`` is rounded to a
+    whole count (an accuracy times its number of prompts).
     """
     if n <= 0:
         return None
-    p = float(successes) / n
-    z = normal_quantile(0.5 + level / 2)
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return Interval(p, max(0.0, centre - half), min(1.0, centre + half))
+    from scipy import stats as scipy_stats
+
+    k = min(max(round(float(successes)), 0), int(n))
+    ci = scipy_stats.binomtest(k, int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return Interval(float(successes) / n, max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None:
@@ -321,27 +298,28 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval | None
     mean = float(x.mean())
     if x.size == 1:
         return Interval(mean, mean, mean)
-    half = t_quantile(0.5 + level / 2, x.size - 1) * float(x.std(ddof=1)) / math.sqrt(x.size)
-    return Interval(mean, mean - half, mean + half)
+    sem = float(x.std(ddof=1)) / math.sqrt(x.size)
+    if sem == 0:
+        return Interval(mean, mean, mean)
+    from scipy import stats as scipy_stats
+
+    low, high = scipy_stats.t.interval(level, x.size - 1, loc=mean, scale=sem)
+    return Interval(mean, float(low), float(high))
 
 
 def welch(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval | None:
     """``mean(a) - mean(b)`` with Welch's interval; ``None`` without two values on each side
     (unless both sides have no spread at all, when the difference is exact)."""
     x, y = np.asarray(list(a), dtype=np.float64), np.asarray(list(b), dtype=np.float64)
-    if x.size == 0 or y.size == 0:
+    if x.size < 2 or y.size < 2:
         return None
     diff = float(x.mean() - y.mean())
-    vx = float(x.var(ddof=1)) / x.size if x.size > 1 else math.nan
-    vy = float(y.var(ddof=1)) / y.size if y.size > 1 else math.nan
-    if math.isnan(vx) or math.isnan(vy):
-        return None
-    se2 = vx + vy
-    if se2 == 0:
+    if float(x.var(ddof=1)) + float(y.var(ddof=1)) == 0:
         return Interval(diff, diff, diff)
-    df = se2**2 / ((vx**2 / (x.size - 1) if vx else 0.0) + (vy**2 / (y.size - 1) if vy else 0.0))
-    half = t_quantile(0.5 + level / 2, df) * math.sqrt(se2)
-    return Interval(diff, diff - half, diff + half)
+    from scipy import stats as scipy_stats
+
+    ci = scipy_stats.ttest_ind(x, y, equal_var=False).confidence_interval(confidence_level=level)
+    return Interval(diff, float(ci.low), float(ci.high))
 
 
 @dataclass(frozen=True)
