@@ -13,7 +13,7 @@ evaluated with the same evaluator settings (300 prompts, seed 0) with the
 folded in); so the items are the same and the comparison is paired
 (``modiff.stats.compare``). The curve comes from the students' ``[train]
 eval_every`` rows in ``metrics.jsonl`` (evaluation time is not training time)
-and is drawn with the report's chart code (``modiff.report.line_chart``).
+and is drawn with the project's chart module (``modiff.charts``).
 Writes ``distill.json``, ``distill.md``, ``curve.svg`` and ``samples.png``.
 """
 
@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from modiff import Pipeline
-from modiff.report import line_chart
+from modiff.charts import Panel, Series, line_chart
 from modiff.runs import RunDir
 from modiff.stats import compare, seed_items
 from modiff.workflows import evaluate_run
@@ -131,12 +131,11 @@ def main() -> None:
     for i, (name, entry) in enumerate(result["students"].items()):
         for m, width in zip(METRICS, (2, 1), strict=True):
             pts = [(p["seconds"], p[m]) for p in entry["curve"] if m in p and p["seconds"] is not None]
-            series.append({"label": f"{name}: {m.split('_')[0]} object", "colour": colours[i % 4], "points": pts,
-                           "width": width})
-    svg = line_chart(series, title="student at 4 lcm steps vs distillation seconds", x_label="distillation seconds",
+            series.append(Series(f"{name}: {m.split('_')[0]} object", pts, colours[i % 4], width=width))
+    svg = line_chart(Panel("distillation seconds", series), title="student at 4 lcm steps vs distillation seconds",
                      y_label="accuracy", y_range=(0.0, 1.0),
                      hline=(result["teacher"]["one_object_accuracy"], "teacher, one object (UniPC 10, guided)"))
-    (args.out / "curve.svg").write_text(svg)
+    (args.out / "curve.svg").write_text(str(svg))
     samples(args.teacher, students[args.draw or next(iter(students))], args.out / "samples.png")
 
     lines = ["| student | steps | metric | value | teacher | difference [95% interval] | verdict |",

@@ -6,8 +6,8 @@ stand on the few metrics the file names (with 95 % intervals), what does
 quality cost in training seconds (learning curves), and then, folded away,
 every metric, every run, the samples and the loss curves.
 
-The page embeds every image and plot (data URIs; plots are SVG with labelled
-axes and ticks), fits a 1400-pixel window, and can be mailed or archived as
+The page embeds every image and plot (data URIs; plots are SVG drawn by
+:mod:`modiff.charts`), fits a 1400-pixel window, and can be mailed or archived as
 one file. A small script at its end records on ``<body>`` how many images
 loaded, how many comparison rows there are and how wide the page is, which
 the tests read back from a headless browser.
@@ -18,14 +18,13 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .charts import Panel, Series, colours, line_chart
 from .runs import atomic_write_json, atomic_write_text
 from .stats import seconds_to_reach
 
-PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
 VERDICT_CLASS = {"a better": "a", "b better": "b"}
 
 
@@ -79,199 +78,95 @@ def fmt_difference(result: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """Round tick values covering ``[lo, hi]`` (steps of 1, 2 or 5 times a power of ten)."""
-    if not (math.isfinite(lo) and math.isfinite(hi)) or hi <= lo:
-        hi = lo + 1
-    raw = (hi - lo) / max(1, count - 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.floor(lo / step + 1e-9) * step
-    ticks, value = [], first
-    while value <= hi + step * 1e-9:
-        ticks.append(round(value, 12))
-        value += step
-    if ticks[-1] < hi:
-        ticks.append(round(value, 12))
-    return ticks
+def _mean_curve(runs: list[dict[str, Any]], metric: str) -> list[dict[str, float]]:
+    """A cell's curve averaged over its seeds, at the steps every seed evaluated:
+    ``{"step", "train_seconds", "value"}`` per evaluation."""
+    by_step: dict[int, list[tuple[float, float]]] = {}
+    for r in runs:
+        for p in r.get("curve") or []:
+            if isinstance(p["eval"].get(metric), (int, float)):
+                by_step.setdefault(p["step"], []).append((p["train_seconds"], p["eval"][metric]))
+    return [
+        {"step": step, "train_seconds": sum(s for s, _ in v) / len(v), "value": sum(y for _, y in v) / len(v)}
+        for step, v in sorted(by_step.items())
+        if len(v) == len(runs)
+    ]
 
 
-def _tick_label(value: float) -> str:
-    if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
-        return f"{value:.0e}"
-    return f"{value:g}"
+def load_free_seconds(timing: dict[str, Any] | None, cell: str, step: float) -> float | None:
+    """Seconds a cell's run needs to reach denoiser step ``step`` on an unloaded
+    machine, read from the interleaved step timing (:mod:`modiff.step_timing`):
+    its stages before the denoiser plus ``step`` denoiser steps, each at its
+    measured cost relative to the reference cell, in the reference's seconds."""
+    cost = ((timing or {}).get("cells") or {}).get(cell)
+    if not cost:
+        return None
+    return (cost["fixed_reference_steps"] + step * cost["denoiser_relative"]) * timing["unit_seconds"]  # type: ignore[index]
 
 
-def line_chart(
-    series: Sequence[dict[str, Any]],
-    *,
-    title: str,
-    x_label: str,
-    y_label: str,
-    y_range: tuple[float, float] | None = None,
-    log_y: bool = False,
-    hline: tuple[float, str] | None = None,
-    width: int = 440,
-    height: int = 300,
-) -> str:
-    """An SVG line chart: ``series`` are ``{"label", "colour", "points": [(x, y)], "width", "faint"}``.
-
-    Axes have ticks and labels, the legend sits below the plot, and a
-    horizontal reference line (a threshold) can be drawn.
-    """
-    points = [(x, y) for s in series for x, y in s["points"] if _finite(x, y, log_y)]
-    legend = list(dict.fromkeys((s["label"], s["colour"]) for s in series if s.get("label")))
-    rows = math.ceil(len(legend) / 2)
-    total_h = height + 16 * rows + 6
-    size = f'width="{width}" height="{total_h}" viewBox="0 0 {width} {total_h}"'
-    label = html.escape(title)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" {size} font-family="sans-serif" role="img" aria-label="{label}">']
-    out.append('<rect width="100%" height="100%" fill="white"/>')
-    out.append(f'<text x="{width / 2}" y="14" font-size="13" text-anchor="middle" font-weight="bold">{label}</text>')
-    left, right, top, bottom = 56, 12, 24, 44
-    w, h = width - left - right, height - top - bottom
-    if not points:
-        out.append(
-            f'<text x="{width / 2}" y="{height / 2}" font-size="12" text-anchor="middle">no data yet</text></svg>'
-        )
-        return "".join(out)
-    xs = [p[0] for p in points]
-    ys = [math.log10(p[1]) if log_y else p[1] for p in points]
-    x_ticks = nice_ticks(min(0, min(xs)), max(xs))
-    if y_range is not None:
-        y_ticks = nice_ticks(*y_range)
-    elif log_y:
-        y_ticks = list(range(math.floor(min(ys)), math.ceil(max(ys)) + 1))
-        if len(y_ticks) < 2:
-            y_ticks.append(y_ticks[0] + 1)
-    else:
-        lo = min(ys + ([hline[0]] if hline else []))
-        hi = max(ys + ([hline[0]] if hline else []))
-        y_ticks = nice_ticks(lo, hi if hi > lo else lo + 1)
-    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
-
-    def px(x: float) -> float:
-        return left + w * (x - x0) / (x1 - x0)
-
-    def py(y: float) -> float:
-        v = math.log10(y) if log_y else y
-        return top + h * (1 - (v - y0) / (y1 - y0))
-
-    out.append(f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#888"/>')
-    for t in x_ticks:
-        x = px(t)
-        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + h}" stroke="#eee"/>')
-        out.append(f'<line x1="{x:.1f}" y1="{top + h}" x2="{x:.1f}" y2="{top + h + 4}" stroke="#888"/>')
-        out.append(f'<text x="{x:.1f}" y="{top + h + 16}" font-size="11" text-anchor="middle">{_tick_label(t)}</text>')
-    for t in y_ticks:
-        y = top + h * (1 - (t - y0) / (y1 - y0))
-        label = _tick_label(10**t) if log_y else _tick_label(t)
-        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#eee"/>')
-        out.append(f'<line x1="{left - 4}" y1="{y:.1f}" x2="{left}" y2="{y:.1f}" stroke="#888"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{label}</text>')
-    out.append(
-        f'<text x="{left + w / 2}" y="{top + h + 34}" font-size="12" text-anchor="middle">{html.escape(x_label)}</text>'
-    )
-    out.append(
-        f'<text x="14" y="{top + h / 2}" font-size="12" text-anchor="middle" '
-        f'transform="rotate(-90 14 {top + h / 2})">{html.escape(y_label)}</text>'
-    )
-    if hline is not None and y0 <= hline[0] <= y1:
-        y = py(hline[0])
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#444" stroke-dasharray="5,4"/>'
-        )
-        out.append(
-            f'<text x="{left + w - 4}" y="{y - 4:.1f}" font-size="11" text-anchor="end">{html.escape(hline[1])}</text>'
-        )
-    for s in series:
-        good = sorted((x, y) for x, y in s["points"] if _finite(x, y, log_y))
-        if not good:
-            continue
-        opacity = 0.35 if s.get("faint") else 1.0
-        path = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in good)
-        out.append(
-            f'<polyline fill="none" stroke="{s["colour"]}" stroke-opacity="{opacity}" '
-            f'stroke-width="{s.get("width", 1.5)}" points="{path}"/>'
-        )
-        if not s.get("faint") and len(good) <= 12:
-            for x, y in good:
-                out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="2.5" fill="{s["colour"]}"/>')
-    for i, (label, colour) in enumerate(legend):
-        lx, ly = left + (i % 2) * (w / 2), height + 2 + 16 * (i // 2)
-        out.append(f'<rect x="{lx:.1f}" y="{ly:.1f}" width="12" height="10" fill="{colour}"/>')
-        out.append(f'<text x="{lx + 16:.1f}" y="{ly + 9:.1f}" font-size="11">{html.escape(_short(label, 34))}</text>')
-    out.append("</svg>")
-    return "".join(out)
-
-
-def _finite(x: Any, y: Any, log_y: bool) -> bool:
-    ok = isinstance(x, (int, float)) and isinstance(y, (int, float)) and math.isfinite(x) and math.isfinite(y)
-    return ok and (y > 0 if log_y else True)
-
-
-def _short(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _colours(groups: Sequence[str]) -> dict[str, str]:
-    return {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
+#: The x-axes of a learning curve: what each panel measures, and how a point is read on it.
+CURVE_AXES = (
+    ("training seconds (every stage; evaluation excluded)", "train_seconds"),
+    ("denoiser steps", "step"),
+)
 
 
 def curve_charts(summary: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, str]:
     """Per compact metric that the learning curves record: each cell's metric against
-    training seconds, one faint line per seed and a bold one through their means."""
-    colours = _colours([c["name"] for c in summary["cells"]])
+    training seconds and against denoiser steps (and, with ``[timing]``, against
+    load-free seconds), one faint line per seed and a bold one through their means."""
+    palette = colours([c["name"] for c in summary["cells"]])
     threshold = summary.get("threshold")
+    timing = summary.get("timing")
+    axes = list(CURVE_AXES)
+    if timing:
+        axes.append(("load-free seconds (interleaved step timing)", "load_free"))
     charts = {}
     for metric in summary["compact"]:
-        series = []
+        panels: list[list[Series]] = [[] for _ in axes]
         for cell in summary["cells"]:
-            runs = [r for r in records if r.get("status") == "done" and (r.get("group") or r["name"]) == cell["name"]]
-            by_step: dict[int, list[tuple[float, float]]] = {}
-            for r in runs:
-                pts = [
-                    (p["train_seconds"], p["eval"][metric])
-                    for p in r.get("curve") or []
-                    if isinstance(p["eval"].get(metric), (int, float))
-                ]
-                for p, (x, y) in zip(r.get("curve") or [], pts):
-                    by_step.setdefault(p["step"], []).append((x, y))
-                if len(runs) > 1:
-                    series.append(
-                        {"label": "", "colour": colours[cell["name"]], "points": pts, "faint": True, "width": 1}
-                    )
-            mean = [(sum(x for x, _ in v) / len(v), sum(y for _, y in v) / len(v)) for _, v in sorted(by_step.items())]
-            series.append({"label": cell["name"], "colour": colours[cell["name"]], "points": mean, "width": 2})
-        if not any(s["points"] for s in series):
+            name, colour = cell["name"], palette[cell["name"]]
+            runs = [r for r in records if r.get("status") == "done" and (r.get("group") or r["name"]) == name]
+            for k, (_, key) in enumerate(axes):
+                if len(runs) > 1 and key != "load_free":
+                    for r in runs:
+                        pts = [(p[key], p["eval"][metric]) for p in r.get("curve") or []
+                               if isinstance(p["eval"].get(metric), (int, float))]
+                        panels[k].append(Series("", pts, colour, width=1, faint=True))
+                mean = _mean_curve(runs, metric)
+                if key == "load_free":
+                    pts = [(load_free_seconds(timing, name, p["step"]), p["value"]) for p in mean]
+                    pts = [(x, y) for x, y in pts if x is not None]
+                else:
+                    pts = [(p[key], p["value"]) for p in mean]
+                panels[k].append(Series(name, pts, colour, width=2))
+        if not any(s.points for series in panels for s in series):
             continue
         hline = None
         if threshold and threshold["metric"] == metric:
             hline = (threshold["value"], f"threshold {threshold['value']:g}")
         name = summary["names"].get(metric, metric)
-        charts[metric] = line_chart(
-            series,
+        charts[metric] = str(line_chart(
+            [Panel(x_label, series) for (x_label, _), series in zip(axes, panels)],
             title=name,
-            x_label="training seconds (every stage; evaluation excluded)",
             y_label=name,
             y_range=(0.0, 1.0) if ("accuracy" in metric or "iou" in metric) else None,
             hline=hline,
-        )
+        ))
     return charts
 
 
 def loss_chart(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:
     """Denoiser loss against step, one line per run, log-scaled."""
-    colours = _colours([c["name"] for c in summary["cells"]])
+    palette = colours([c["name"] for c in summary["cells"]])
     series, labelled = [], set()
     for r in records:
         group = r.get("group") or r["name"]
         label = "" if group in labelled else group
         labelled.add(group)
-        series.append(
-            {"label": label, "colour": colours.get(group, "#888"), "points": r.get("losses") or [], "width": 1.2}
-        )
-    return line_chart(series, title="denoiser loss", x_label="step", y_label="loss (log scale)", log_y=True, width=660)
+        series.append(Series(label, r.get("losses") or [], palette.get(group, "#888"), width=1.2))
+    panel = Panel("step", series)
+    return str(line_chart(panel, title="denoiser loss", y_label="loss (log scale)", log_y=True, panel_size=(6.6, 3.0)))
 
 
 # ---------------------------------------------------------------------------
@@ -407,6 +302,13 @@ def _intro(summary: dict[str, Any]) -> str:
     return text
 
 
+CURVES_NOTE = (
+    "Each cell's evaluations during training (train.eval_every): bold, the mean over its seeds at the steps every "
+    "seed evaluated; faint, each seed. Training seconds are the runs' own, measured under whatever else the machine "
+    "ran; with [timing] in the ablation file a third panel puts the same points on load-free seconds, from each "
+    "cell's training step timed interleaved with the others' in one process."
+)
+
 METHOD = (
     "Each comparison reads a − b: the verdict, the difference and its interval. Intervals are 95 %: for "
     "accuracies a bootstrap over prompts (or images) and seeds, paired when two cells scored the same prompts "
@@ -509,7 +411,7 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
         md += ["", METHOD + error_text(summary), ""]
     md += ["## Cells", ""] + _md_table(c_header, c_rows) + [""]
     if charts:
-        md += ["## Quality against training time", ""]
+        md += ["## Quality against training time", "", CURVES_NOTE, ""]
         md += [f"![{summary['names'].get(m, m)}](curve-{m}.svg)" for m in charts] + [""]
     md += ["<details><summary>Every metric</summary>", ""] + _md_table(f_header, f_rows) + ["", "</details>", ""]
     md += ["<details><summary>Every run</summary>", ""] + _md_table(r_header, r_rows) + ["", "</details>", ""]
@@ -599,6 +501,7 @@ details {{ margin: 0.8em 0; }} summary {{ cursor: pointer; font-weight: bold; }}
 <h2>Cells</h2>
 <div class="scroll">{_html_table(c_header, c_rows, "compact")}</div>
 <h2>Quality against training time</h2>
+<p class="method">{html.escape(CURVES_NOTE)}</p>
 <div class="plots">{plots or '<p>No learning curve was recorded (set "train.eval_every").</p>'}</div>
 <details><summary>Every metric (mean and 95 % interval)</summary>
 <div class="scroll">{_html_table(f_header, f_rows, "full")}</div></details>
