@@ -11,6 +11,11 @@ imports and exports them): ``RunDir`` (the paths inside a run),
 plugin that made it), ``atomic_write_text`` and ``atomic_save_tensors``
 (write beside, then rename).
 
+Launchers, for plugins that run an ablation's runs elsewhere (``modiff-launcher-ray``):
+``Launcher``, ``LaunchedRun``, ``RunJob`` and ``LaunchContext`` (the role,
+:mod:`modiff.protocols`) and ``start_job`` (a job's command run as a child
+process that ends with its parent, as the ``local`` launcher runs it).
+
 Besides the names below, four modules are public: ``modiff.protocols`` (the
 roles' protocols and value types), ``modiff.tasks`` (the ``Task`` base class a
 ``register_tasks`` plugin subclasses, and the task operations such as
@@ -48,7 +53,11 @@ from .protocols import (
     Example,
     Fittable,
     GeneratingPipeline,
+    LaunchContext,
+    LaunchedRun,
+    Launcher,
     ParamValue,
+    RunJob,
     SamplesPosterior,
     Scheduler,
     TextEmbedder,
@@ -77,12 +86,14 @@ _LAZY = {
     "component_metadata": ("modiff.checkpoint", "component_metadata"),
     "atomic_write_text": ("modiff.files", "atomic_write_text"),
     "atomic_save_tensors": ("modiff.files", "atomic_save_tensors"),
+    "start_job": ("modiff.local_launcher", "start_job"),
 }
 
 if TYPE_CHECKING:
     from .assembly import BuildContext, Components, build
     from .checkpoint import CheckpointWriter, component_metadata
     from .files import atomic_save_tensors, atomic_write_text
+    from .local_launcher import start_job
     from .noise import generators, randn
     from .pipeline import Pipeline
     from .runs import RunDir
@@ -118,6 +129,9 @@ __all__ = [
     "Factory",
     "Fittable",
     "GeneratingPipeline",
+    "LaunchContext",
+    "LaunchedRun",
+    "Launcher",
     "ModiffError",
     "NoSettings",
     "Pipeline",
@@ -129,6 +143,7 @@ __all__ = [
     "ResolvedSettings",
     "RunDir",
     "RunError",
+    "RunJob",
     "SamplesPosterior",
     "Scheduler",
     "SettingsError",
@@ -148,6 +163,7 @@ __all__ = [
     "atomic_save_tensors",
     "atomic_write_text",
     "build",
+    "start_job",
     "component_metadata",
     "generators",
     "hookimpl",

@@ -62,10 +62,7 @@ import difflib
 import itertools
 import json
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
 import time
 import tomllib
@@ -81,7 +78,11 @@ from . import progress as shown_progress
 from . import stats
 from .cell_settings import cell_digest, kept_aside, set_aside_if_changed
 from .errors import ModiffError, SettingsError
+from .grid_runner import POLL_SECONDS, PendingRun, run_grid
+from .launching import DEFAULT as DEFAULT_LAUNCHER
+from .launching import build_launcher, chosen_name
 from .names import FOLDER_NAME_RULE, is_folder_name
+from .protocols import LaunchedRun, Launcher, RunJob
 from .report import write_report
 from .runs import RunDir, atomic_write_json
 from .settings import ResolvedSettings, did_you_mean, load, nesting_refused
@@ -123,6 +124,15 @@ class Compare(BaseModel):
     claim: str = ""
 
 
+class LauncherTable(BaseModel):
+    """``[launcher]``: where the runs execute (:mod:`modiff.launching`); the
+    other keys are the named launcher's own options, checked by its plugin."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = "local"
+
+
 class AblationFile(BaseModel):
     """The schema of an ablation file."""
 
@@ -141,6 +151,12 @@ class AblationFile(BaseModel):
     metrics: dict[str, str] = Field(default_factory=dict)
     threshold: Threshold | None = None
     compare: list[Compare] = Field(default_factory=list)
+    launcher: LauncherTable | None = None
+
+    @property
+    def launcher_table(self) -> dict[str, Any] | None:
+        """The ``[launcher]`` table as written (``None`` when the file has none)."""
+        return self.launcher.model_dump() if self.launcher is not None else None
 
     @field_validator("name")
     @classmethod
@@ -340,19 +356,34 @@ def latest_stages(run: RunDir) -> list[str]:
 
 
 def run_ablation(
-    ablation: Ablation, *, progress: bool = True, log: Any = print, jobs: int = 1
+    ablation: Ablation,
+    *,
+    progress: bool = True,
+    log: Any = print,
+    jobs: int | None = None,
+    launcher: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every run not finished yet (``jobs`` at a time), then write the report."""
+    """Train and evaluate every run not finished yet, then write the report.
+
+    The runs go to ``launcher`` (``--launcher``, else the file's ``[launcher]``
+    table, else ``local``; :mod:`modiff.launching`). ``local`` without ``jobs``
+    (or with 1) trains them one after the other in this process."""
     if not ablation.resolved:
         validate(ablation)
     out = output_dir(ablation)
+    name = chosen_name(ablation.spec.launcher_table, launcher)
+    in_process = name == DEFAULT_LAUNCHER and (jobs or 1) == 1
+    placer = None
+    if not in_process:  # before anything is written: a mistyped launcher is a one-line error
+        table = ablation.spec.launcher_table
+        placer = build_launcher(table, launcher, jobs=jobs, runs_dir=out, source=str(ablation.path))
     out.mkdir(parents=True, exist_ok=True)
     _set_aside_changed(ablation, out, log)
     records: list[dict[str, Any]] = []
     try:
         with shown_progress.quiet(not progress):  # the runs' own sampling and evaluation bars too
-            if jobs > 1:
-                _run_side_by_side(ablation, out, records, jobs=jobs, log=log)
+            if placer is not None:
+                _run_launched(ablation, out, records, launcher=placer, log=log)
             else:
                 _run_all(ablation, out, records, progress=progress, log=log)
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
@@ -363,6 +394,9 @@ def run_ablation(
         )
         stop.exit_code = 130  # as a Ctrl-C anywhere else
         raise stop from None
+    finally:
+        if placer is not None:
+            placer.close()
     records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
     rewrite_report(ablation, out, records)
     return records
@@ -494,80 +528,87 @@ def _run_each(
         rewrite_report(ablation, out, records)
 
 
-def threads_per_job(jobs: int) -> int:
-    """An equal share of the cores this process may use."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // jobs)
+class _Driver:
+    """The ablation's side of :func:`modiff.grid_runner.run_grid`: what a run
+    is (its folder, its record, its line on the display) and the report
+    rewritten whenever one ends."""
+
+    def __init__(self, ablation: Ablation, out: Path, records: list[dict[str, Any]], log: Any, todo: list[Cell]):
+        self.ablation, self.out, self.records = ablation, out, records
+        self.cells = {c.name: c for c in ablation.cells}
+        self.order = {c.name: i for i, c in enumerate(ablation.cells, 1)}
+        self.total = len(ablation.cells)
+        self.clock = shown_progress.RunsClock(len(todo))
+        self.watch = shown_progress.GridWatch(self.total, self.total - len(todo), log)
+        self.log = self.watch.log
+        self.waiting: set[str] = set()
+        self.submitted: dict[str, float] = {}
+
+    def label(self, name: str) -> str:
+        return f"[{self.order[name]}/{self.total}] {name}"
+
+    def tick(self) -> None:
+        self.watch.poll()
+
+    def ready(self, run: PendingRun) -> bool | None:
+        cell = self.cells[run.name]
+        if _still_written(RunDir(self.out / cell.name), self.label(run.name), self.log, self.waiting):
+            return False
+        if _finished_by_its_writer(self.out, cell, self.label(run.name), self.log, self.records, self.watch):
+            return None
+        _announce(self.out, cell, self.order[cell.name], self.total, self.log, self.clock)
+        return True
+
+    def started(self, run: PendingRun, handle: LaunchedRun) -> None:
+        self.submitted[run.name] = time.time()
+        _watch_started(self.watch, self.ablation, self.cells[run.name], self.out)
+
+    def ended(self, run: PendingRun, handle: LaunchedRun, code: int) -> None:
+        cell = self.cells[run.name]
+        record = _finished(self.out, cell) or _failed_job(self.out, cell, code, run.job.log_path, handle.error)
+        # where it ran and when it was handed over (a launcher's start-up cost: started_at - submitted_at)
+        record["launch"] = {"node": handle.node, "submitted_at": self.submitted.get(run.name)}
+        atomic_write_json(cell_record_path(self.out, cell), record)
+        self.records.append(record)
+        self.watch.ended(run.name)
+        self.clock.finished()
+        verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
+        self.log(f"{self.label(run.name)}: {verdict}")
+        rewrite_report(self.ablation, self.out, self.records)
 
 
-def _run_side_by_side(
-    ablation: Ablation, out: Path, records: list[dict[str, Any]], *, jobs: int, log: Any
+def _run_launched(
+    ablation: Ablation, out: Path, records: list[dict[str, Any]], *, launcher: Launcher, log: Any
 ) -> None:
-    """Up to ``jobs`` runs at once, each a ``modiff ablate --run NAME`` process.
-
-    Runs start in file order, except that one which would share a stage with
-    a running run waits until that run has kept it (then it starts from it).
-    """
-    total = len(ablation.cells)
-    order = {c.name: i for i, c in enumerate(ablation.cells, 1)}
+    """Every run not finished yet, each a ``modiff ablate --run NAME`` job that
+    ``launcher`` places (this machine's processes, a Ray cluster...); the
+    scheduling is :func:`modiff.grid_runner.run_grid`'s."""
     todo: list[Cell] = []
-    for cell in ablation.cells:
+    for i, cell in enumerate(ablation.cells, 1):
         record = _finished(out, cell)
         if record is not None:
-            log(f"[{order[cell.name]}/{total}] {cell.name}: finished earlier, skipped")
+            log(f"[{i}/{len(ablation.cells)}] {cell.name}: finished earlier, skipped")
             records.append(record)
         else:
             todo.append(cell)
-    clock = shown_progress.RunsClock(len(todo))
-    threads = threads_per_job(jobs)
+    threads = launcher.cpus_per_run
     cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
-    # the keys the jobs will compute: with their thread count, not this driver's
-    keys = {c.name: set(stage_keys(ablation.resolved[c.name], threads=threads).values()) for c in todo} if cache else {}
     logs = out / ".logs"
     logs.mkdir(parents=True, exist_ok=True)
-    running: dict[str, subprocess.Popen[bytes]] = {}
-    waiting: set[str] = set()
-    watch = shown_progress.GridWatch(total, total - len(todo), log)
-    log = watch.log
+    pending = [
+        PendingRun(
+            cell.name,
+            _job(ablation, cell, threads, logs / f"{cell.name}.log"),
+            # the keys the job will compute: with its thread count, not this driver's
+            frozenset(stage_keys(ablation.resolved[cell.name], threads=threads).values()) if cache else frozenset(),
+        )
+        for cell in todo
+    ]
+    driver = _Driver(ablation, out, records, log, todo)
     try:
-        while todo or running:
-            watch.poll()
-            for name, proc in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[name]
-                cell = next(c for c in ablation.cells if c.name == name)
-                if proc.returncode == 130:
-                    raise KeyboardInterrupt
-                record = _finished(out, cell) or _failed_job(out, cell, proc.returncode, logs / f"{name}.log")
-                records.append(record)
-                watch.ended(name)
-                clock.finished()
-                verdict = "done" if record["status"] == "done" else f"failed: {record.get('error')}"
-                log(f"[{order[name]}/{total}] {name}: {verdict}")
-                rewrite_report(ablation, out, records)
-            for cell in list(todo):
-                if len(running) >= jobs:
-                    break
-                if cache and cache.must_wait(keys[cell.name], (keys[n] for n in running)):
-                    continue  # a running run trains a stage this one can share: wait for it
-                label = f"[{order[cell.name]}/{total}] {cell.name}"
-                if _still_written(RunDir(out / cell.name), label, log, waiting):
-                    continue
-                todo.remove(cell)
-                if _finished_by_its_writer(out, cell, label, log, records, watch):
-                    continue
-                _announce(out, cell, order[cell.name], total, log, clock)
-                running[cell.name] = _start_job(ablation, cell, threads, logs / f"{cell.name}.log")
-                _watch_started(watch, ablation, cell, out)
-            time.sleep(POLL_SECONDS)
+        run_grid(launcher, pending, driver, cache.must_wait if cache else None)
     finally:
-        watch.close()
-        for proc in running.values():  # on a stop: each job checkpoints and exits on its own signal
-            proc.wait()
+        driver.watch.close()
 
 
 def _still_written(run: RunDir, label: str, log: Any, waiting: set[str]) -> bool:
@@ -583,49 +624,32 @@ def _still_written(run: RunDir, label: str, log: Any, waiting: set[str]) -> bool
     return True
 
 
-#: Seconds between two looks at the jobs and at runs being written by others.
-POLL_SECONDS = 0.5
-#: ``prctl`` option: the signal the kernel sends a process when its parent dies (Linux).
-_PR_SET_PDEATHSIG = 1
-
-
-def end_with_driver(driver: int) -> None:
-    """Make this job end when its driver (process ``driver``) dies, however it
-    dies: on Linux the kernel sends it SIGTERM (``PR_SET_PDEATHSIG``); elsewhere
-    this does nothing. A killed ``modiff ablate`` then leaves no job training
-    behind it; its runs resume from their last checkpoints on the next run."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != driver:  # the driver died before the request was made
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _start_job(ablation: Ablation, cell: Cell, threads: int, log_path: Path) -> subprocess.Popen[bytes]:
-    boot = (
-        "import sys; from modiff.ablation import end_with_driver; end_with_driver(int(sys.argv.pop(1))); "
-        "import torch; torch.set_num_threads(int(sys.argv.pop(1))); "
-        "from modiff.cli import main; sys.exit(main())"
-    )
-    command = [sys.executable, "-c", boot, str(os.getpid()), str(threads),
-               "ablate", str(ablation.path), "--quiet", "--run", cell.name]
+def _job(ablation: Ablation, cell: Cell, threads: int, log_path: Path) -> RunJob:
+    """The job that trains ``cell``'s run with ``threads`` threads, on any launcher."""
+    command = [sys.executable, "-m", "modiff", "ablate", str(ablation.path), "--quiet",
+               "--run", cell.name, "--threads", str(threads)]
     for extra in ablation.extra_sets:
         command += ["--set", extra]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    with open(log_path, "wb") as log_file:
-        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    device = ablation.resolved[cell.name].run.device
+    return RunJob(
+        name=cell.name,
+        argv=tuple(command),
+        env={"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)},
+        cpus=threads,
+        gpus=1 if device.startswith("cuda") else 0,
+        log_path=log_path,
+        cwd=Path.cwd(),
+    )
 
 
-def _failed_job(out: Path, cell: Cell, code: int | None, log_path: Path) -> dict[str, Any]:
+def _failed_job(out: Path, cell: Cell, code: int | None, log_path: Path, error: str | None = None) -> dict[str, Any]:
     """A job that ended without writing a finished record."""
     path = cell_record_path(out, cell)
     if path.is_file():
         return json.loads(path.read_text())
     tail = log_path.read_text(errors="replace")[-1500:] if log_path.is_file() else ""
     record = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed,
-              "status": "failed", "error": f"the run's process exited with code {code}; see {log_path}",
+              "status": "failed", "error": error or f"the run's process exited with code {code}; see {log_path}",
               "traceback": tail}
     atomic_write_json(path, record)
     return record

@@ -280,6 +280,34 @@ def register_trackers(register: Register) -> None:
     """
 
 
+
+@hookspec
+def register_launchers(register: Register) -> None:
+    """Register launchers: where an ablation's runs execute (``[launcher] name``
+    in an ablation file, or ``modiff ablate --launcher NAME``).
+
+    The core registers ``local`` (one process per run on this machine, as
+    ``--jobs N``) through this hook, as a plugin registers ``ray``. The driver
+    stays the only coordinator: it orders the runs, holds back those that
+    could share a stage, and hands the launcher one
+    :class:`modiff.protocols.RunJob` at a time; the launcher only places it.
+
+    Args:
+        register: call it once per launcher. The factory returns a
+            :class:`modiff.protocols.Launcher`; its settings are the
+            ``[launcher]`` table's keys but ``name`` (validated by the settings
+            model), its context a :class:`modiff.protocols.LaunchContext`
+            (``--jobs``, the runs folder). It is called once per ``modiff
+            ablate``, in the driver only. Import the cluster's library inside
+            the factory: the core never depends on one.
+
+    Example::
+
+        @modiff.hookimpl
+        def register_launchers(register: modiff.Register) -> None:
+            register("my-cluster", build_my_cluster, MyClusterSettings)
+    """
+
 @hookspec
 def register_tasks(register: RegisterTask) -> None:
     """Register tasks: what a run may name in ``[run] task``.

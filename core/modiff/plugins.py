@@ -42,7 +42,8 @@ ENTRY_POINT_GROUP = "modiff"
 #: them before any entry point, loaded by module name as an entry point is, so
 #: that the registry imports none of them: the built-in tasks register through
 #: ``register_tasks`` like a plugin's, and the registry knows no task.
-BUILTIN_PLUGINS: dict[str, str] = {"modiff": "modiff.builtin_tasks"}
+#: The ``local`` launcher registers through ``register_launchers`` the same way.
+BUILTIN_PLUGINS: dict[str, str] = {"modiff": "modiff.builtin_tasks", "modiff-launchers": "modiff.builtin_launchers"}
 
 #: Settings-file table name -> registration hook.
 ROLE_HOOKS: dict[str, str] = {
@@ -59,8 +60,11 @@ ROLES: tuple[str, ...] = tuple(ROLE_HOOKS)
 #: The role of trackers, which a run fills with several plugins at once (the
 #: ``[track]`` table lists them), so it is no settings table of its own.
 TRACKER = "tracker"
-#: Every role's registration hook: the settings-table roles and the trackers.
-ALL_ROLE_HOOKS: dict[str, str] = {**ROLE_HOOKS, TRACKER: "register_trackers"}
+#: The role of launchers, where an ablation's runs execute (an ablation file's
+#: ``[launcher]`` table or ``modiff ablate --launcher``), no run's settings table.
+LAUNCHER = "launcher"
+#: Every role's registration hook: the settings-table roles, the trackers and the launchers.
+ALL_ROLE_HOOKS: dict[str, str] = {**ROLE_HOOKS, TRACKER: "register_trackers", LAUNCHER: "register_launchers"}
 ALL_ROLES: tuple[str, ...] = tuple(ALL_ROLE_HOOKS)
 
 #: The one rule for component names (what settings files write as ``plugin =
@@ -372,7 +376,8 @@ def collect(
     known = {p.plugin: p for p in registry.plugins}
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin) or repr(plugin)
-        if name in BUILTIN_PLUGINS:  # the core itself, not an installed plugin
+        if name in BUILTIN_PLUGINS:  # the core itself, not an installed plugin: its components are modiff's
+            known[name] = PluginInfo(name, "modiff", _version_of(plugin))
             continue
         if name not in known:  # registered directly, e.g. by a test
             info = PluginInfo(name, _distribution_of(plugin) or name, _version_of(plugin))

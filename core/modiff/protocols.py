@@ -620,6 +620,103 @@ class Tracker(Protocol):
         ...
 
 
+
+# --------------------------------------------------------------------------
+# Launchers: where an ablation's runs execute (``[launcher]``, ``--launcher``)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What a launcher's factory is told about the grid it will run.
+
+    ``jobs`` is ``--jobs N`` when the user gave it (``None`` otherwise): the
+    local launcher's number of slots, a cap on the others'. ``runs_dir`` is
+    the ablation's output folder, which every worker must see at the same
+    path (the runs, their logs and the stage cache live there).
+    """
+
+    jobs: int | None
+    runs_dir: Path
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One run of a grid, as the driver hands it to a launcher.
+
+    ``argv`` is the whole command (``argv[0]`` the driver's Python, then
+    ``-m modiff ablate FILE --run NAME --threads N``); it trains the run,
+    resuming from its last checkpoint, and writes the run's record, so a
+    launcher that runs it again after a failure loses at most the steps after
+    that checkpoint. ``env`` holds the variables to set on top of the worker's
+    own (the thread count among them). ``cpus`` and ``gpus`` are what the run
+    needs (``gpus`` is 1 when the run's device is CUDA): the run trains with
+    ``cpus`` threads under every launcher, because its stage keys, and so
+    its bits, depend on the thread count. Output goes to ``log_path``;
+    ``cwd`` is the driver's working directory (relative paths in the
+    settings are relative to it).
+    """
+
+    name: str
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cpus: int
+    gpus: int
+    log_path: Path
+    cwd: Path
+
+
+@runtime_checkable
+class LaunchedRun(Protocol):
+    """A run a launcher started: the driver polls it until it ends.
+
+    ``node`` names where it ran (a host, a Ray node id), once known, else
+    ``None``; the driver writes it on the run's record. ``error`` says why it
+    could not run when the launcher knows better than the run's log (its
+    node cannot see the runs folder, the launcher gave up retrying), else
+    ``None``.
+    """
+
+    node: str | None
+    error: str | None
+
+    def poll(self) -> int | None:
+        """The command's exit code once the run ended (for good: after any
+        retries of the launcher's own), ``None`` while it runs or waits."""
+        ...
+
+    def cancel(self) -> None:
+        """Ask the run to stop as Ctrl-C stops a run (it ends its step, keeps a
+        checkpoint and exits); returns at once: :meth:`poll` says when it ended."""
+        ...
+
+
+@runtime_checkable
+class Launcher(Protocol):
+    """Where an ablation's runs execute: this machine's cores, a Ray cluster, Slurm.
+
+    The driver (``modiff ablate``) stays the only coordinator: it decides
+    which run starts when (runs that could share a stage wait for each other)
+    and submits at most ``slots`` runs at once, so a launcher only places and
+    watches the runs it is handed. ``cpus_per_run`` is the CPUs (and threads)
+    every run gets. The runs folder must be on storage every worker mounts.
+    Built by the factory registered with ``register_launchers``, from its
+    settings (the ``[launcher]`` table but ``name``) and a
+    :class:`LaunchContext`.
+    """
+
+    slots: int
+    cpus_per_run: int
+
+    def submit(self, job: RunJob) -> LaunchedRun:
+        """Start ``job`` (or queue it where the launcher queues) and return its handle."""
+        ...
+
+    def close(self) -> None:
+        """Release what the launcher holds (a Ray instance it started); called
+        once, after every run it started ended, also after a failure."""
+        ...
+
 @runtime_checkable
 class TaskProtocol(Protocol):
     """What the core asks of a run's task (``[run] task``).

@@ -3,8 +3,8 @@ and none with --quiet."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -158,11 +158,14 @@ def test_jobs_side_by_side_each_show_where_they_stand(settings: Path, tmp_path: 
     here are stand-ins that write two lines, then their record)."""
     monkeypatch.setattr(progress.GridWatch, "EVERY", 0.001)
 
+    real_job = ablation_module._job
+
     def fake_job(ablation, cell, threads, log_path):  # type: ignore[no-untyped-def]
         run = log_path.parent.parent / cell.name
-        return subprocess.Popen([sys.executable, "-c", FAKE_JOB, str(run), cell.name])
+        return dataclasses.replace(real_job(ablation, cell, threads, log_path),
+                                   argv=(sys.executable, "-c", FAKE_JOB, str(run), cell.name))
 
-    monkeypatch.setattr(ablation_module, "_start_job", fake_job)
+    monkeypatch.setattr(ablation_module, "_job", fake_job)
     path = tmp_path / "abl.toml"
     path.write_text('base = "toy.toml"\n[grid]\n"denoiser.hidden" = [4, 8]\n')
     logged: list[str] = []

@@ -10,7 +10,7 @@ import inspect
 import typing
 
 import modiff
-from modiff.plugins import ROLE_HOOKS, TRACKER, registry
+from modiff.plugins import LAUNCHER, ROLE_HOOKS, TRACKER, registry
 
 
 def test_every_role_hook_of_every_installed_plugin_takes_a_typed_register() -> None:
@@ -34,7 +34,7 @@ def test_every_factory_of_every_installed_plugin_takes_a_typed_context() -> None
                 parameters = list(inspect.signature(r.factory).parameters)
                 hint = typing.get_type_hints(r.factory).get(parameters[1]) if len(parameters) > 1 else None
                 checked += 1
-                expected = modiff.TrackedRun if role == TRACKER else modiff.BuildContext
+                expected = {TRACKER: modiff.TrackedRun, LAUNCHER: modiff.LaunchContext}.get(role, modiff.BuildContext)
                 if hint is not expected:
                     untyped.append(f"{r.distribution} {role} {r.name!r}: context is {hint}")
     assert checked and not untyped, untyped

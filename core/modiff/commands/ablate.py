@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import ModiffError
 
@@ -29,11 +30,20 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--jobs",
         type=_positive,
-        default=1,
+        default=None,
         metavar="N",
-        help="train N runs side by side, each a process with 1/N of the cores (default 1)",
+        help="train N runs side by side, each a process with 1/N of the cores (default 1); "
+        "with another launcher, at most N at once",
     )
-    p.add_argument("--run", dest="only_run", default=None, help=argparse.SUPPRESS)  # one job of --jobs
+    p.add_argument(
+        "--launcher",
+        default=None,
+        metavar="NAME",
+        help="where the runs execute: local (default), or an installed launcher such as ray; "
+        "overrides the file's [launcher] name",
+    )
+    p.add_argument("--run", dest="only_run", default=None, help=argparse.SUPPRESS)  # one job of a launcher
+    p.add_argument("--threads", type=_positive, default=None, help=argparse.SUPPRESS)  # that job's threads
     p.set_defaults(func=run)
 
 
@@ -49,11 +59,13 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..ablation import output_dir, read_ablation, run_ablation, run_and_record, validate
+    from ..launching import launcher_settings
 
     ablation = read_ablation(args.ablation, tuple(args.sets))
     validate(ablation)
     out = output_dir(ablation)
     if args.dry_run:
+        launcher_settings(ablation.spec.launcher_table, args.launcher, args.ablation)
         groups = ablation.groups
         seeds = {g: [c.seed for c in ablation.cells if c.group == g] for g in groups}
         counts = {len(v) for v in seeds.values()}
@@ -68,16 +80,34 @@ def run(args: argparse.Namespace) -> int:
         for i, c in enumerate(ablation.spec.compare):
             print(f"compare {i + 1}: {c.a} vs {c.b} on {', '.join(c.metrics)}" + (f" ({c.claim})" if c.claim else ""))
         return 0
-    if args.only_run is not None:  # one job of a --jobs parent: train one run, write its record
+    if args.only_run is not None:  # one job of a launcher: train one run, write its record
         cell = next((c for c in ablation.cells if c.name == args.only_run), None)
         if cell is None:
             raise ModiffError(f"{args.ablation} has no run named {args.only_run!r}")
+        _runs_folder_visible(out)
+        if args.threads is not None:  # the driver's choice: a run's stage keys and bits depend on it
+            import torch
+
+            torch.set_num_threads(args.threads)
         record = run_and_record(ablation, cell, out, progress=not args.quiet)
         return 0 if record["status"] == "done" else 1
-    records = run_ablation(ablation, progress=not args.quiet, jobs=args.jobs)
+    records = run_ablation(ablation, progress=not args.quiet, jobs=args.jobs, launcher=args.launcher)
     failed = [r["name"] for r in records if r.get("status") != "done"]
     print(f"report: {out / 'report.html'} and {out / 'report.md'}")
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (errors are in the report; run again to retry them)")
         return 1
     return 0
+
+
+def _runs_folder_visible(out: Path) -> None:
+    """A job on a worker that cannot see the grid's folder (the driver made it
+    before starting any job) fails at once, naming the path, instead of
+    training a run nobody will find."""
+    if not out.is_dir():
+        import socket
+
+        raise ModiffError(
+            f"the runs folder {out.resolve()} does not exist on {socket.gethostname()}: runs_dir must be on "
+            "storage every node mounts, at the same path (the driver writes there, the runs train there)"
+        )
