@@ -28,6 +28,12 @@ An ablation file::
     metric = "one_object_accuracy"
     value = 0.8
 
+    [timing]                        # a load-free time axis: every cell's step timed
+    rounds = 3                      # interleaved in one process (modiff.step_timing)
+
+    [final_evaluation]              # the final evaluation's evaluator settings:
+    num_prompts = 300               # more prompts than along the curve
+
     [[compare]]                     # a claim: the report computes its verdict
     claim = "latent space is cheaper at equal quality"
     a = "latent"
@@ -133,6 +139,16 @@ class LauncherTable(BaseModel):
     name: str = "local"
 
 
+class Timing(BaseModel):
+    """``[timing]``: time every cell's training step interleaved in one process
+    before the grid trains (:mod:`modiff.step_timing`), for a load-free time axis."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rounds: int = Field(3, ge=1)
+    steps: int = Field(3, ge=1)
+
+
 class AblationFile(BaseModel):
     """The schema of an ablation file."""
 
@@ -152,6 +168,8 @@ class AblationFile(BaseModel):
     threshold: Threshold | None = None
     compare: list[Compare] = Field(default_factory=list)
     launcher: LauncherTable | None = None
+    timing: Timing | None = None
+    final_evaluation: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def launcher_table(self) -> dict[str, Any] | None:
@@ -218,7 +236,8 @@ def _problems(exc: ValidationError, path: Path) -> list[str]:
             if len(where) == 1:
                 known = list(AblationFile.model_fields)
             else:
-                parent = {"compare": Compare, "variant": Variant, "threshold": Threshold}.get(where[0].split(".")[0])
+                tables = {"compare": Compare, "variant": Variant, "threshold": Threshold, "timing": Timing}
+                parent = tables.get(where[0].split(".")[0])
                 known = list(parent.model_fields) if parent else []
             hint = " (verdicts are computed by the report, not written in the file)" if loc.endswith("verdict") else ""
             nearest = did_you_mean(where[-1], known)
@@ -316,12 +335,43 @@ def validate(ablation: Ablation) -> None:
             if resolved.trackers:  # only a tracked run carries them: an untracked run's settings read as before
                 resolved = load(ablation.base_files, [*cell.sets, *tracking_sets(ablation, cell)])
             ablation.resolved[cell.name] = resolved
+            problems.extend(f"cell {cell.name!r}: {p}" for p in _final_evaluation_problems(ablation, resolved))
         except SettingsError as exc:
             problems.extend(f"cell {cell.name!r}: {p}" for p in exc.problems)
         except ModiffError as exc:
             problems.append(f"cell {cell.name!r}: {exc}")
     if problems:
         raise SettingsError(problems)
+
+
+def final_evaluator(ablation: Ablation, resolved: ResolvedSettings) -> tuple[str, dict[str, Any]] | None:
+    """The evaluator of a run's final evaluation and its settings: the run's own,
+    with the file's ``[final_evaluation]`` changes (more prompts than the cheap
+    evaluations along the learning curve); ``None`` without either."""
+    component = resolved.components.get("evaluator")
+    if component is None or not ablation.spec.final_evaluation:
+        return None
+    return component.name, {**component.params.model_dump(), **ablation.spec.final_evaluation}
+
+
+def _final_evaluation_problems(ablation: Ablation, resolved: ResolvedSettings) -> list[str]:
+    """``[final_evaluation]`` checked by the run's evaluator before anything trains."""
+    final = final_evaluator(ablation, resolved)
+    if ablation.spec.final_evaluation and resolved.components.get("evaluator") is None:
+        return [f"[final_evaluation] in {ablation.path} needs an [evaluator] in the run's settings"]
+    if final is None:
+        return []
+    registration = resolved.components["evaluator"].registration
+    try:
+        registration.validate(final[1])
+    except SettingsError as exc:
+        return [f"[final_evaluation] in {ablation.path}: {p}" for p in exc.problems]
+    except ValidationError as exc:
+        return [
+            f"[final_evaluation] in {ablation.path}: {'.'.join(str(x) for x in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        ]
+    return []
 
 
 def tracking_sets(ablation: Ablation, cell: Cell) -> tuple[str, ...]:
@@ -379,6 +429,8 @@ def run_ablation(
         placer = build_launcher(table, launcher, jobs=jobs, runs_dir=out, source=str(ablation.path))
     out.mkdir(parents=True, exist_ok=True)
     _set_aside_changed(ablation, out, log)
+    if ablation.spec.timing is not None:
+        _time_steps(ablation, out, log)
     records: list[dict[str, Any]] = []
     try:
         with shown_progress.quiet(not progress):  # the runs' own sampling and evaluation bars too
@@ -400,6 +452,33 @@ def run_ablation(
     records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
     rewrite_report(ablation, out, records)
     return records
+
+
+#: The interleaved step timing of an ablation with ``[timing]`` (in its output folder).
+TIMING = "timing.json"
+
+
+def _time_steps(ablation: Ablation, out: Path, log: Any) -> None:
+    """Time every cell's training step interleaved in this process (``[timing]``),
+    unless ``timing.json`` already holds the same cells under the same settings
+    and timing options: the ratios are only comparable within one measurement,
+    so a changed cell means measuring them all again."""
+    # the timing builds models (torch): it loads only for a file with [timing]
+    from .step_timing import measure
+
+    timing = ablation.spec.timing
+    assert timing is not None
+    first = {c.group: c for c in reversed(ablation.cells)}  # each cell's first run: the seed changes no step's cost
+    cells = {g: ablation.resolved[first[g].name] for g in ablation.groups}
+    key = {"rounds": timing.rounds, "steps": timing.steps, "cells": {g: cell_digest(r) for g, r in cells.items()}}
+    path = out / TIMING
+    if path.is_file() and json.loads(path.read_text()).get("key") == key:
+        return
+    log(f"timing every cell's training step, interleaved ({len(cells)} cells, {timing.rounds} rounds)")
+    result = measure(cells, rounds=timing.rounds, steps=timing.steps)
+    for name, error in result["errors"].items():
+        log(f"{name}: not timed: {error}")
+    atomic_write_json(path, {"key": key, **result})
 
 
 def rewrite_report(ablation: Ablation, out: Path, records: list[dict[str, Any]]) -> None:
@@ -706,7 +785,8 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
             save_png(labelled_grid(images, expanded, cols=n * min(4, len(prompts))), run.path / "comparison.png")
             record["grid"] = str((run.path / "comparison.png").relative_to(out))
         if pipeline.components.evaluator is not None:
-            result = evaluate_run(pipeline)
+            final = final_evaluator(ablation, resolved)  # [final_evaluation]: more prompts than along the curve
+            result = evaluate_run(pipeline, evaluator=final[0], settings=final[1]) if final else evaluate_run(pipeline)
             save_evaluation(run, result)
             record["evaluation"] = {k: v for k, v in result.items() if k != "per_prompt"}
         record["status"] = "done"
@@ -855,6 +935,9 @@ def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]
                 "seconds_per_image": _mean([r.get("seconds_per_image") for r in runs]),
                 "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in runs),
                 "parameters": sum(params.values()) if params else None,
+                # its denoiser steps: the load-free seconds of a run are read at its last step
+                "steps": ablation.resolved[expected[0].name].train.steps
+                if expected and expected[0].name in ablation.resolved else None,
             }
         )
     comparisons = []
@@ -884,6 +967,7 @@ def analyse(ablation: Ablation, records: list[dict[str, Any]]) -> dict[str, Any]
         "pending": [c.name for c in ablation.cells if c.name not in {r["name"] for r in records}],
         "wall_seconds": sum(r.get("wall_seconds") or 0.0 for r in records),
         "span_seconds": _span(records),
+        "timing": _timing(ablation),
     }
 
 
@@ -906,3 +990,19 @@ def _span(records: list[dict[str, Any]]) -> float | None:
     if not records or None in starts or None in ends:
         return None
     return float(max(ends) - min(starts))
+
+
+def _timing(ablation: Ablation) -> dict[str, Any] | None:
+    """Each cell's step cost relative to the first cell's, from the interleaved
+    timing (``[timing]``; :func:`modiff.step_timing.relative_costs`), or ``None``."""
+    if ablation.spec.timing is None or not ablation.resolved:
+        return None
+    path = output_dir(ablation) / TIMING
+    if not path.is_file():
+        return None
+    # beside it in step_timing, which loads torch: only for a file with [timing]
+    from .step_timing import relative_costs
+
+    timing = json.loads(path.read_text())
+    costs = relative_costs(timing, ablation.groups[0])
+    return {**costs, "rounds": timing.get("rounds"), "errors": timing.get("errors") or {}} if costs else None

@@ -223,7 +223,12 @@ def error_text(summary: dict[str, Any]) -> str:
 
 
 def compact_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """One row per cell: its compact metrics, training seconds, seconds per image and,
+    with ``[timing]``, its step cost against the first cell's and its load-free seconds."""
+    timing = summary.get("timing")
     header = ["cell", "runs", *(summary["names"].get(m, m) for m in summary["compact"]), "train s", "s / image"]
+    if timing:
+        header += [f"step cost (× {timing['reference']})", "load-free s"]
     rows = []
     for cell in summary["cells"]:
         runs = f"{cell['runs_done']}/{cell['runs']}" + (f" ({len(cell['failed'])} failed)" if cell["failed"] else "")
@@ -236,6 +241,10 @@ def compact_table(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                 _num(cell["seconds_per_image"], 3) if cell["seconds_per_image"] is not None else "–",
             ]
         )
+        if timing:
+            cost = timing["cells"].get(cell["name"])
+            free = load_free_seconds(timing, cell["name"], cell.get("steps") or 0) if cost else None
+            rows[-1] += [_num(cost["denoiser_relative"], 2) if cost else "–", _num(free, 0) if free else "–"]
     return header, rows
 
 
@@ -299,6 +308,15 @@ def _intro(summary: dict[str, Any]) -> str:
     t = summary.get("threshold")
     if t:
         text += f" Cost is read at {summary['names'].get(t['metric'], t['metric'])} ≥ {t['value']:g}."
+    timing = summary.get("timing")
+    if timing:
+        text += (
+            f" Step costs were timed interleaved in one process ({timing['rounds']} rounds, medians, one thread): "
+            f"{timing['reference']}'s denoiser step took {1000 * timing['unit_seconds']:.0f} ms; load-free seconds "
+            "are each cell's stages at their measured cost in those milliseconds."
+        )
+        for name, error in (timing.get("errors") or {}).items():
+            text += f" {name} was not timed ({error})."
     return text
 
 

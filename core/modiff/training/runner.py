@@ -91,6 +91,12 @@ class StageRun:
         for m in self.stage.modules.values():
             m.eval()
 
+    def update(self, step: int) -> torch.Tensor:
+        """One optimizer step on the batch of ``step``, as the loop takes it, with
+        nothing after it (no metrics, evaluation or checkpoint): what
+        :mod:`modiff.step_timing` times."""
+        return self._update(step)
+
     def _update(self, step: int) -> torch.Tensor:
         """One optimizer step on the batch of ``step``; returns its loss."""
         s, name, seed, world, opt = self.stage.settings, self.stage.name, self.settings.run.seed, self.world, self.opt
