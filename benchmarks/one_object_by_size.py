@@ -1,12 +1,13 @@
 """Where one-object prompts fail: accuracy by the size the prompt says and the shape it names.
 
-    python benchmarks/one_object_by_size.py OUT/final/ref.s0.json [OUT/final/ref.s1.json ...]
+    python benchmarks/one_object_by_size.py runs/recipe-levers/recipe,seed=0/evaluation.json [...]
 
-Reads the per-prompt final evaluations ``benchmarks/learning_curve.py`` writes
-(``final/NAME.json``) and splits the one-object prompts by the size word the
-prompt says (``small``, ``large``, or none) and the shape it names, pooling
-the files given. A prompt without a size word may be drawn at either size; the
-split shows whether the misses sit there or with the small shapes.
+Reads per-prompt evaluations (a run's ``evaluation.json``, which ``modiff
+ablate`` writes with its final evaluation, or ``modiff evaluate RUN --json``)
+and splits the one-object prompts by the size word the prompt says
+(``small``, ``large``, or none) and the shape it names, pooling the files
+given. A prompt without a size word may be drawn at either size; the split
+shows whether the misses sit there or with the small shapes.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def split(paths: list[Path]) -> dict[tuple[str, str], tuple[int, float, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("finals", nargs="+", type=Path, help="final/NAME.json files of learning_curve.py")
+    p.add_argument("finals", nargs="+", type=Path, help="evaluation.json files of runs (per-prompt results)")
     args = p.parse_args(argv)
     print("| size said | shape | prompts | one object | shape |")
     print("|---|---|---|---|---|")

@@ -1,7 +1,8 @@
 """docs/recipe-results.md, the full record of the recipe's levers, written from the committed result files.
 
-Every learning-curve sweep ``benchmarks/learning_curve.py`` wrote into
-``benchmarks/results/recipe/`` (its ``curves.md``, kept under the sweep's name)
+Every learning-curve sweep of the recipe's levers (written by the sweep script
+of that time, since folded into ``modiff ablate``: ``ablations/recipe-levers.toml``)
+into ``benchmarks/results/recipe/`` (its ``curves.md``, kept under the sweep's name)
 becomes one section: the sweep's reference recipe, each other recipe's
 settings where they differ from the reference's (the lever), each recipe's last
 evaluation with its 95 % Wilson intervals and, for sweeps trained with
@@ -186,7 +187,8 @@ def page() -> str:
              "<!-- Written by `python benchmarks/results_page.py` from `benchmarks/results/recipe/`; "
              "do not edit by hand. -->", "",
              "Every lever measured while the demo's recipe was chosen (how to read them: "
-             "[recipe.md](recipe.md)). Each section is one sweep of `benchmarks/learning_curve.py`; its file "
+             "[recipe.md](recipe.md)). Each section is one learning-curve sweep (of the sweep script of that "
+             "time; `modiff ablate ablations/recipe-levers.toml` measures the two-seed table again); its file "
              "has every evaluation of every run, and the settings in full.", ""]
     for name, title in SWEEPS:
         lines += sweep_section(name, title, read_sweep(RESULTS / f"{name}.md"))

@@ -169,37 +169,6 @@ def test_train_with_a_stage_cache_starts_a_new_run_after_the_stages_another_kept
     assert StageCache(cache).start(RunDir(tmp_path / "runs" / "fourth"), resolved, processes=1) == "text_embedder"
 
 
-def test_learning_curve_recipes_wait_for_and_start_after_a_stage_another_recipe_trains(tmp_path: Path,
-                                                                                       monkeypatch) -> None:
-    import importlib.util
-    import sys
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "learning_curve.py"
-    spec = importlib.util.spec_from_file_location("learning_curve_under_test", script)
-    assert spec is not None and spec.loader is not None
-    curve = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, curve)  # dataclasses look their module up there
-    monkeypatch.syspath_prepend(str(script.parent))
-    spec.loader.exec_module(curve)
-    base = tmp_path / "tiny.toml"
-    base.write_text(TINY.format(runs=(tmp_path / "unused").as_posix()))
-    out = tmp_path / "out"
-    # two cores free, yet b waits for a: its stages before the denoiser's are a's
-    assert curve.main(["--out", str(out), "--base", str(base), "--no-timing", "--cores", "2", "--eval-every", "2",
-                       "--eval-prompts", "2", "--eval-steps", "1", "--recipe", "a",
-                       "--common", "text_embedder.joint_training=false",  # so b's ends as a's pretext left it
-                       "--recipe", 'b:conditioner.plugin="concat"', "--final-prompts", "8"]) == 0
-    assert "starting after the text_embedder stage" in (out / "logs" / "b.log").read_text()
-    assert "starting after" not in (out / "logs" / "a.log").read_text()
-    for role in ("encoder", "text_embedder"):
-        assert_same(weights(out / "runs" / "a")[role], weights(out / "runs" / "b")[role], role)
-    # and, once both have trained, their final models are read again prompt by prompt and compared
-    final = json.loads((out / "final" / "b.json").read_text())
-    assert final["prompts"] == 8 and len(final["per_item"]["ids"]) == 8
-    report = (out / "curves.md").read_text()
-    assert "Final models, 8 prompts each" in report and "| b | 0 |" in report and (out / "final.png").is_file()
-
-
 def test_a_run_waits_only_for_a_stage_a_running_run_could_still_keep(tmp_path: Path) -> None:
     from modiff.stage_cache import StageCache
 
