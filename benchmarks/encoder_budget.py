@@ -4,26 +4,25 @@ keep every palette colour (and every shape) after 300, 500, ... steps?
     python benchmarks/encoder_budget.py --settings configs/demo-baseline.toml \\
         --checkpoints 200,300,400,500,750,1000 --out benchmarks/results/encoder_budget.json
 
-Trains the run's autoencoder as the core's encoder stage does (AdamW, linear
-warm-up then cosine decay to 10 % over the stage's ``steps``, gradient clipping,
-the stage's batch size and learning rate) and, at each checkpoint, reconstructs
+Trains the run's autoencoder with the core's own encoder stage (the trainer's
+step, :class:`modiff.step_timing.CellSteps`: its optimiser, learning-rate
+schedule with ``final_lr``, clipping, batch order and size) and, at each checkpoint, reconstructs
 images the training never drew (indices past the epoch) and reads them with the
 prompt-accuracy checker: a reconstruction is right when the checker finds every
 object of the caption with its colour, shape and cell and nothing else. Also
 reported: per-colour accuracy and the mean absolute RGB error on painted pixels.
 
-The cosine schedule depends on the stage's total steps, so each checkpoint
-counts for a stage of exactly that many steps only when ``--separate`` trains
-one stage per checkpoint (slower); by default one stage of the largest budget
-is read at each checkpoint (an upper bound on what a shorter stage loses).
+The learning-rate schedule depends on the stage's total steps, so one stage of
+the largest budget is read at each checkpoint (an upper bound on what a shorter
+stage loses).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +30,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def lr_at(step: int, lr: float, warmup: int, steps: int) -> float:
-    if warmup and step < warmup:
-        return lr * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def evaluate(enc: torch.nn.Module, ds: object, first: int, n: int) -> dict[str, object]:
@@ -82,35 +74,25 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     import modiff
-    from modiff.training.optim import adamw
+    from modiff.step_timing import CellSteps
 
     checkpoints = sorted(int(x) for x in args.checkpoints.split(","))
     resolved = modiff.load_settings_files(
         [ROOT / args.settings], [*args.sets, f"train.encoder.steps={checkpoints[-1]}"]
     )
-    torch.manual_seed(resolved.run.seed)
-    c = modiff.build(resolved, device="cpu")
-    enc, ds, s = c.encoder, c.dataset, resolved.train.encoder
-    opt = adamw([q for q in enc.parameters() if q.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
-    g = torch.Generator().manual_seed(resolved.run.seed)
-    perm = torch.randperm(len(ds), generator=g).tolist()
+    scratch = tempfile.TemporaryDirectory(prefix="encoder-budget-")
+    cell = CellSteps(resolved, Path(scratch.name))  # the trainer's own stage: nothing is committed there
+    update = cell.set_up("encoder")
+    if update is None:
+        raise SystemExit(f"{args.settings}: the encoder has no stage to train")
+    enc, ds = cell.components.encoder, cell.components.dataset
     results, t0 = [], time.perf_counter()
     for step in range(checkpoints[-1]):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, s.lr, s.warmup_steps, s.steps)
-        idx = [perm[(step * s.batch_size + i) % len(perm)] for i in range(s.batch_size)]
-        ex = [ds[i] for i in idx]
-        from modiff.protocols import Batch
-
-        loss = enc.training_loss(Batch(torch.stack([e.image for e in ex]), [e.caption for e in ex], None))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if s.grad_clip:
-            torch.nn.utils.clip_grad_norm_(enc.parameters(), s.grad_clip)
-        opt.step()
+        loss = update(step)
         if step + 1 in checkpoints:
-            r = {"step": step + 1, "loss": float(loss), "seconds": time.perf_counter() - t0,
+            r = {"step": step + 1, "loss": float(loss.detach()), "seconds": time.perf_counter() - t0,
                  **evaluate(enc, ds, len(ds), args.images)}
+            enc.train()  # evaluate() switched it to eval mode; the stage trains on
             results.append(r)
             print(json.dumps(r), flush=True)
             if args.out:
