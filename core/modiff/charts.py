@@ -99,16 +99,21 @@ def line_chart(
                 legend.setdefault(s.label, s.colour)
     with matplotlib.rc_context(STABLE_RC):
         rows = math.ceil(len(legend) / 2)
-        size = (panel_size[0] * len(panels), panel_size[1] + 0.22 * rows + 0.3)
-        fig = Figure(figsize=size, layout="constrained")
+        width, legend_h = panel_size[0] * len(panels), 0.2 * rows + (0.1 if rows else 0)
+        height = panel_size[1] + legend_h
+        fig = Figure(figsize=(width, height))
+        # fixed margins in inches (not a layout engine, which doubles the drawing time of a report)
+        fig.subplots_adjust(left=0.7 / width, right=1 - 0.15 / width, top=1 - 0.4 / height,
+                            bottom=(0.55 + legend_h) / height, wspace=0.08)
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
-        fig.suptitle(title, fontweight="bold")
+        fig.suptitle(title, fontweight="bold", y=1 - 0.08 / height)
         for ax, panel in zip(axes, panels):
             _draw(ax, panel, log_y, y_range, hline)
         axes[0].set_ylabel(y_label)
         if legend:
             handles = [matplotlib.lines.Line2D([], [], color=c, linewidth=2) for c in legend.values()]
-            fig.legend(handles, [_short(lab) for lab in legend], loc="outside lower center", ncols=2, frameon=False)
+            fig.legend(handles, [_short(lab) for lab in legend], loc="lower center", ncols=2, frameon=False,
+                       bbox_to_anchor=(0.5, 0.02 / height), borderaxespad=0, handlelength=1.5)
         buffer = io.BytesIO()
         metadata = {"Date": None} if fmt == "svg" else {"Software": None}
         fig.savefig(buffer, format=fmt, metadata=metadata)

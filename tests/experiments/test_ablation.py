@@ -52,6 +52,7 @@ class ScriptedEvaluator:
         outcomes = (rng.random(self.s.prompts) < p).astype(int).tolist()
         return {
             "accuracy": float(np.mean(outcomes)),
+            "scored": self.s.prompts,
             "per_item": {"ids": [f"prompt {i}" for i in range(self.s.prompts)], "metrics": {"accuracy": outcomes}},
         }
 
@@ -640,3 +641,73 @@ def test_a_killed_drivers_jobs_end_with_it_and_a_rerun_reports_no_failure(
     records = [json.loads((run.path / "cell.json").read_text()) for run in runs]
     assert [r["status"] for r in records] == ["done", "done"]
     assert "failed" not in (tmp_path / "runs" / "abl" / "report.md").read_text()
+
+
+# -- what benchmarks/learning_curve.py measured: curves, a load-free time axis, a final evaluation --------
+
+
+CURVES_AND_TIMING = """
+seeds = [0, 1]
+[set]
+"train.steps" = 4
+"train.eval_every" = 2
+"evaluator.prompts" = 10
+[[variant]]
+name = "small"
+set = { "denoiser.hidden" = 4 }
+[[variant]]
+name = "big"
+set = { "denoiser.hidden" = 96 }
+[[compare]]
+a = "big"
+b = "small"
+metrics = ["accuracy"]
+[timing]
+rounds = 1
+steps = 1
+[final_evaluation]
+prompts = 30
+"""
+
+
+def test_curves_timing_and_a_final_evaluation_on_more_prompts(base: Path, tmp_path: Path) -> None:
+    """Issue 36: the learning curves against seconds and steps, every cell's training step
+    timed interleaved in one process ([timing]) for a load-free axis, and the final
+    evaluation on more prompts than the curve's ([final_evaluation]), still paired."""
+    path = ablation_file(tmp_path, CURVES_AND_TIMING)
+    logged: list[str] = []
+    records = run_ablation(read_ablation(path), progress=False, log=logged.append)
+    out = tmp_path / "runs" / "abl"
+    assert all(r["status"] == "done" for r in records)
+    assert all([p["eval"]["scored"] for p in r["curve"]] == [10, 10] for r in records), "the curve: 10 prompts"
+    assert all(len(r["evaluation"]["per_item"]["ids"]) == 30 for r in records), "the final evaluation: 30"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["comparisons"][0]["results"][0]["paired"]
+    timing = json.loads((out / "timing.json").read_text())
+    assert set(timing["cells"]) == {"small", "big"} and timing["cells"]["big"]["seconds_per_step"]["denoiser"] > 0
+    costs = summary["timing"]
+    assert costs["reference"] == "small" and costs["cells"]["small"]["denoiser_relative"] == 1.0
+    assert costs["cells"]["big"]["denoiser_params"] > costs["cells"]["small"]["denoiser_params"]
+    md = (out / "report.md").read_text()
+    assert "step cost (× small)" in md and "load-free s" in md and "timed interleaved" in md
+    svg = (out / "curve-accuracy.svg").read_text()
+    assert all(f">{axis}" in svg for axis in ("training seconds", "denoiser steps", "load-free seconds"))
+    logged.clear()  # a second run measures nothing again: the same cells under the same settings
+    run_ablation(read_ablation(path), progress=False, log=logged.append)
+    assert not any("timing every cell" in line for line in logged), logged
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[final_evaluation]\nprompt = 30\n", "[final_evaluation]"),
+        ("[final_evaluation]\nprompts = \"many\"\n", "prompts"),
+        ("[timing]\nround = 3\n", "unknown key 'timing.round'"),
+    ],
+)
+def test_final_evaluation_and_timing_are_checked_before_training(
+    base: Path, tmp_path: Path, body: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        validate(read_ablation(ablation_file(tmp_path, body)))
+    assert message in str(err.value)
