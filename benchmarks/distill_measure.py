@@ -84,6 +84,22 @@ def _comparison(c: Any) -> dict[str, Any]:
             "verdict": c.verdict, "paired": c.paired}
 
 
+def curve_chart(result: dict[str, Any]) -> str:
+    """``curve.svg``: each student's accuracies at 4 LCM steps against distillation
+    seconds, the teacher's one-object accuracy as a line (from ``distill.json``:
+    ``python -c "...; curve_chart(json.load(open('distill.json')))"`` redraws it)."""
+    colours = ["#0072b2", "#e69f00", "#009e73", "#cc79a7"]
+    series = []
+    for i, (name, entry) in enumerate(result["students"].items()):
+        for m, width in zip(METRICS, (2, 1), strict=True):
+            pts = [(p["seconds"], p[m]) for p in entry["curve"] if m in p and p["seconds"] is not None]
+            series.append(Series(f"{name}: {m.split('_')[0]} object", pts, colours[i % 4], width=width))
+    svg = line_chart(Panel("distillation seconds", series), title="student at 4 lcm steps vs distillation seconds",
+                     y_label="accuracy", y_range=(0.0, 1.0),
+                     hline=(result["teacher"]["one_object_accuracy"], "teacher, one object (UniPC 10, guided)"))
+    return str(svg)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teacher", type=Path, required=True)
@@ -126,16 +142,7 @@ def main() -> None:
         }
     (args.out / "distill.json").write_text(json.dumps(result, indent=1) + "\n")
 
-    colours = ["#0072b2", "#e69f00", "#009e73", "#cc79a7"]
-    series = []
-    for i, (name, entry) in enumerate(result["students"].items()):
-        for m, width in zip(METRICS, (2, 1), strict=True):
-            pts = [(p["seconds"], p[m]) for p in entry["curve"] if m in p and p["seconds"] is not None]
-            series.append(Series(f"{name}: {m.split('_')[0]} object", pts, colours[i % 4], width=width))
-    svg = line_chart(Panel("distillation seconds", series), title="student at 4 lcm steps vs distillation seconds",
-                     y_label="accuracy", y_range=(0.0, 1.0),
-                     hline=(result["teacher"]["one_object_accuracy"], "teacher, one object (UniPC 10, guided)"))
-    (args.out / "curve.svg").write_text(str(svg))
+    (args.out / "curve.svg").write_text(curve_chart(result))
     samples(args.teacher, students[args.draw or next(iter(students))], args.out / "samples.png")
 
     lines = ["| student | steps | metric | value | teacher | difference [95% interval] | verdict |",

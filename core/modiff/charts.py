@@ -92,11 +92,11 @@ def line_chart(
     from matplotlib.figure import Figure
 
     panels = [panels] if isinstance(panels, Panel) else list(panels)
-    legend: dict[str, str] = {}
+    legend: dict[str, Series] = {}
     for p in panels:
         for s in p.series:
             if s.label and not s.faint:
-                legend.setdefault(s.label, s.colour)
+                legend.setdefault(s.label, s)
     with matplotlib.rc_context(STABLE_RC):
         rows = math.ceil(len(legend) / 2)
         width, legend_h = panel_size[0] * len(panels), 0.2 * rows + (0.1 if rows else 0)
@@ -111,7 +111,7 @@ def line_chart(
             _draw(ax, panel, log_y, y_range, hline)
         axes[0].set_ylabel(y_label)
         if legend:
-            handles = [matplotlib.lines.Line2D([], [], color=c, linewidth=2) for c in legend.values()]
+            handles = [matplotlib.lines.Line2D([], [], color=s.colour, linewidth=s.width) for s in legend.values()]
             fig.legend(handles, [_short(lab) for lab in legend], loc="lower center", ncols=2, frameon=False,
                        bbox_to_anchor=(0.5, 0.02 / height), borderaxespad=0, handlelength=1.5)
         buffer = io.BytesIO()
