@@ -86,7 +86,7 @@ from .cell_settings import cell_digest, kept_aside, set_aside_if_changed
 from .errors import ModiffError, SettingsError
 from .grid_runner import POLL_SECONDS, PendingRun, run_grid
 from .launching import DEFAULT as DEFAULT_LAUNCHER
-from .launching import build_launcher, chosen_name
+from .launching import build_launcher, chosen_name, launcher_settings
 from .names import FOLDER_NAME_RULE, is_folder_name
 from .protocols import LaunchedRun, Launcher, RunJob
 from .report import write_report
@@ -423,16 +423,18 @@ def run_ablation(
     out = output_dir(ablation)
     name = chosen_name(ablation.spec.launcher_table, launcher)
     in_process = name == DEFAULT_LAUNCHER and (jobs or 1) == 1
-    placer = None
+    table = ablation.spec.launcher_table
     if not in_process:  # before anything is written: a mistyped launcher is a one-line error
-        table = ablation.spec.launcher_table
-        placer = build_launcher(table, launcher, jobs=jobs, runs_dir=out, source=str(ablation.path))
+        launcher_settings(table, launcher, str(ablation.path))
     out.mkdir(parents=True, exist_ok=True)
     _set_aside_changed(ablation, out, log)
     if ablation.spec.timing is not None:
         _time_steps(ablation, out, log)
     records: list[dict[str, Any]] = []
+    placer = None
     try:
+        if not in_process:
+            placer = build_launcher(table, launcher, jobs=jobs, runs_dir=out, source=str(ablation.path))
         with shown_progress.quiet(not progress):  # the runs' own sampling and evaluation bars too
             if placer is not None:
                 _run_launched(ablation, out, records, launcher=placer, log=log)

@@ -57,11 +57,11 @@ def launcher_settings(table: dict[str, Any] | None, override: str | None, source
         message = f"{source}: [launcher] name = {name!r} is not an installed launcher{hint}; installed: {installed}"
         if name in KNOWN_DISTRIBUTIONS:
             message += f"; pip install {KNOWN_DISTRIBUTIONS[name]} to run grids on it"
-        raise SettingsError(message)
+        raise SettingsError([message])
     try:
         registration = registry().lookup(LAUNCHER, name)
     except Exception as exc:  # two distributions register the name: the registry says which to write
-        raise SettingsError(f"{source}: [launcher] {exc}") from None
+        raise SettingsError([f"{source}: [launcher] {exc}"]) from None
     try:
         settings = registration.validate(options)
     except ValidationError as exc:
@@ -69,9 +69,7 @@ def launcher_settings(table: dict[str, Any] | None, override: str | None, source
             f"{'.'.join(str(p) for p in e['loc']) or 'launcher'}: {e['msg']}" for e in exc.errors()
         )
         allowed = ", ".join(registration.settings_model.model_fields) or "none but name"
-        raise SettingsError(
-            f"{source}: [launcher] for {name!r}: {problems} (its options: {allowed})"
-        ) from None
+        raise SettingsError([f"{source}: [launcher] for {name!r}: {problems} (its options: {allowed})"]) from None
     return registration, settings
 
 
