@@ -71,12 +71,16 @@ def masks(answers: KnownAnswers) -> list[np.ndarray]:
 
 
 def train_judge(train: list[KnownAnswers]) -> judges.Judge:
-    """The judge from the training halves: every generated image and the drawn scene it started from."""
+    """The judge from the training halves: every generated image, its mirror image
+    (left and right swapped: every shape of the world, an apex-up triangle too, is
+    still itself, so the judge sees each artefact from both sides) and the drawn
+    scene it started from."""
     images, ms, objects = [], [], []
     for t in train:
-        images += list(t.images) + list(t.sources())
-        ms += masks(t) * 2
-        objects += list(t.objects) * 2
+        m = masks(t)
+        images += list(t.images) + [np.ascontiguousarray(im[:, ::-1]) for im in t.images] + list(t.sources())
+        ms += m + [np.ascontiguousarray(x[:, ::-1]) for x in m] + m
+        objects += list(t.objects) * 3
     return judges.fit(*judges.labelled_blobs(images, ms, objects))
 
 

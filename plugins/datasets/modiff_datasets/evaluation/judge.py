@@ -21,6 +21,7 @@ written by ``benchmarks/evaluator_error.py``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +31,7 @@ import numpy as np
 
 from ..shapes.drawing import stencil
 from ..shapes.world import COLOURS, SHAPES, cell_of, side
-from .blobs import Blob, label_components, measure
+from .blobs import Blob, label_components, measure, split_at_cores
 from .check import Detection, nearest_colour
 
 WEIGHTS = Path(__file__).with_name("judge.json")
@@ -42,6 +43,13 @@ SHAPE_CLASSES: tuple[str, ...] = (*SHAPES, NONE)
 THRESHOLD = 100
 MIN_PIXELS = 2
 GRID = 8
+#: Two objects joined by a faint bridge are split where each keeps a bright core:
+#: pixels whose largest channel reaches this (an object's fill: the dimmest palette
+#: colour, green, reaches 200; a halo or smear between objects is fainter), in
+#: groups of at least ``CORE_FRACTION`` × (small side)² pixels (the rules' smallest
+#: object), so a triangle's thin apex or a speck never splits a shape in two.
+CORE_LEVEL = 150
+CORE_FRACTION = 0.15
 
 
 def _resample(crop: np.ndarray, n: int = GRID) -> np.ndarray:
@@ -103,8 +111,12 @@ def blob_features(rgb: np.ndarray, labels: np.ndarray, k: int, blob: Blob) -> np
 
 def candidates(image: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray, list[Blob]]:
     """``(labels, ids, features, blobs)`` of an ``[H, W, 3]`` uint8 image's candidate
-    blobs: ``ids`` are their labels in ``labels``."""
-    labels, count = label_components(image.max(axis=2) > THRESHOLD)
+    blobs: ``ids`` are their labels in ``labels``. A component holding two bright
+    cores is two blobs (:func:`.blobs.split_at_cores`)."""
+    brightest = image.max(axis=2)
+    labels, count = label_components(brightest > THRESHOLD)
+    min_core = max(2, math.ceil(CORE_FRACTION * side("small", image.shape[0]) ** 2))
+    labels, count = split_at_cores(labels, count, brightest >= CORE_LEVEL, min_core)
     blobs = measure(labels, count, image)
     keep = [k for k, b in enumerate(blobs) if b.area >= MIN_PIXELS]
     feats = np.array([blob_features(image, labels, k, blobs[k]) for k in keep]) if keep else np.zeros((0, 0))
