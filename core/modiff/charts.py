@@ -147,3 +147,68 @@ def _draw(ax: Any, panel: Panel, log_y: bool, y_range: tuple[float, float] | Non
         ax.axhline(hline[0], color="#444", linestyle="--", linewidth=1)
         ax.annotate(hline[1], (1, hline[0]), xycoords=("axes fraction", "data"), ha="right", va="bottom",
                     fontsize=8)
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One row of an interval chart: ``a − b`` with its interval and the verdict read from it."""
+
+    label: str
+    value: float
+    low: float
+    high: float
+    verdict: str
+
+
+#: Row colours by verdict: a side named in colour, "not separable" in grey.
+VERDICT_COLOURS = {"a better": "#2ca02c", "b better": "#d62728"}
+
+
+def interval_chart(
+    panels: Sequence[tuple[str, Sequence[Difference]]], *, title: str, x_label: str = "a − b",
+    fmt: Literal["svg", "png"] = "svg",
+) -> str | bytes:
+    """Differences with their intervals around a line at zero, one row per label
+    and one panel per metric (a forest plot): which comparisons moved what, and
+    how much the data can tell. An unbounded end (a one-sided cost verdict) is
+    drawn to the panel's edge."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    labels = list(dict.fromkeys(d.label for _, rows in panels for d in rows))
+    with matplotlib.rc_context({**STABLE_RC, "axes.grid.axis": "x"}):
+        width = 0.8 + 3.0 * len(panels) + 0.1 * max((len(lab) for lab in labels), default=0)
+        height = 0.9 + 0.26 * max(1, len(labels)) + 0.3
+        fig = Figure(figsize=(width, height))
+        left = (0.3 + 0.065 * max((len(lab) for lab in labels), default=0)) / width
+        fig.subplots_adjust(left=min(left, 0.45), right=1 - 0.15 / width, top=1 - 0.55 / height,
+                            bottom=0.75 / height, wspace=0.08)
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        fig.suptitle(title, fontweight="bold", y=1 - 0.08 / height)
+        for ax, (name, rows) in zip(axes, panels):
+            ax.set_title(name)
+            ax.set_xlabel(x_label)
+            ax.axvline(0.0, color="#222", linewidth=1)
+            ends = [v for d in rows for v in (d.low, d.high, d.value) if math.isfinite(v)] or [-1.0, 1.0]
+            reach = max(abs(min(ends)), abs(max(ends)), 1e-9) * 1.1
+            ax.set_xlim(-reach, reach)
+            by_label = {d.label: d for d in rows}
+            for i, label in enumerate(labels):
+                d = by_label.get(label)
+                if d is None:
+                    continue
+                colour = VERDICT_COLOURS.get(d.verdict, "#888888")
+                low, high = (max(min(v, reach), -reach) for v in (d.low, d.high))
+                ax.plot([low, high], [i, i], color=colour, linewidth=2.5, solid_capstyle="butt")
+                if math.isfinite(d.value):
+                    ax.plot([d.value], [i], "o", color=colour, markersize=5)
+        axes[0].set_yticks(range(len(labels)), [_short(lab, 48) for lab in labels])
+        axes[0].set_ylim(len(labels) - 0.5, -0.5)
+        fig.text(0.5, 0.02 / height, "95 % intervals; green: a better, red: b better, grey: not separable",
+                 ha="center", va="bottom", fontsize=8, color="#555")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else {"Software": None})
+    data = buffer.getvalue()
+    return data.decode() if fmt == "svg" else data

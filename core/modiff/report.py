@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .charts import Panel, Series, colours, line_chart
+from .charts import Difference, Panel, Series, colours, interval_chart, line_chart
 from .runs import atomic_write_json, atomic_write_text
 from .stats import seconds_to_reach
 
@@ -167,6 +167,24 @@ def loss_chart(summary: dict[str, Any], records: list[dict[str, Any]]) -> str:
         series.append(Series(label, r.get("losses") or [], palette.get(group, "#888"), width=1.2))
     panel = Panel("step", series)
     return str(line_chart(panel, title="denoiser loss", y_label="loss (log scale)", log_y=True, panel_size=(6.6, 3.0)))
+
+
+def verdict_chart(summary: dict[str, Any]) -> str | None:
+    """Every comparison's ``a − b`` with its interval, coloured by its verdict, one
+    panel per metric (a forest plot); ``None`` while no comparison has a difference."""
+    metrics = list(dict.fromkeys(r["metric"] for c in summary["comparisons"] for r in c["results"]))
+    panels = []
+    for m in metrics:
+        rows = []
+        for c in summary["comparisons"]:
+            r = next((r for r in c["results"] if r["metric"] == m), None)
+            if r is not None and r.get("difference") is not None:
+                d = r["difference"]
+                rows.append(Difference(f"{c['a']} − {c['b']}", d["value"], d["low"], d["high"], r["verdict"]))
+        panels.append((summary["names"].get(m, m), rows))
+    if not any(rows for _, rows in panels):
+        return None
+    return str(interval_chart([p for p in panels if p[1]], title="a − b, each comparison"))
 
 
 # ---------------------------------------------------------------------------
@@ -395,6 +413,9 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
     atomic_write_json(out / "summary.json", summary)
     charts = curve_charts(summary, records)
     losses = loss_chart(summary, records)
+    verdicts_svg = verdict_chart(summary)
+    if verdicts_svg is not None:
+        atomic_write_text(out / "verdicts.svg", verdicts_svg)
     for metric, svg in charts.items():
         atomic_write_text(out / f"curve-{metric}.svg", svg)
     atomic_write_text(out / "losses.svg", losses)
@@ -427,6 +448,7 @@ def write_report(summary: dict[str, Any], source: Path, out: Path, records: list
         md += ["## Verdicts", ""]
         md += _md_table(v_header, [[t.replace("|", ": ", 1) if "|" in t else t for t, _ in row] for row in v_rows])
         md += ["", METHOD + error_text(summary), ""]
+        md += ["![every comparison's difference and interval](verdicts.svg)", ""] if verdicts_svg else []
     md += ["## Cells", ""] + _md_table(c_header, c_rows) + [""]
     if charts:
         md += ["## Quality against training time", "", CURVES_NOTE, ""]
@@ -516,6 +538,7 @@ details {{ margin: 0.8em 0; }} summary {{ cursor: pointer; font-weight: bold; }}
 <h2>Verdicts</h2>
 {"".join(verdicts) if v_rows else '<p>The file names no comparison ([[compare]] a = "...", b = "...").</p>'}
 <p class="method">{html.escape(METHOD + error_text(summary))}</p>
+{_svg_img(verdicts_svg, "every comparison's difference and interval") if verdicts_svg else ""}
 <h2>Cells</h2>
 <div class="scroll">{_html_table(c_header, c_rows, "compact")}</div>
 <h2>Quality against training time</h2>

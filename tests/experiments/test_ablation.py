@@ -471,6 +471,8 @@ def test_verdicts_are_computed_from_the_runs(base: Path, tmp_path: Path) -> None
     assert "| good beats bad | good | bad | a better: +" in md
     assert "right prompts" in md and "seconds to right prompts ≥ 0.8" in md
     assert (out / "curve-accuracy.svg").is_file()
+    forest = (out / "verdicts.svg").read_text()  # every comparison's difference, one panel per metric
+    assert all(f">{text}<" in forest for text in ("good − bad", "bad − good", "same-1 − same-2", "right prompts"))
 
 
 def _record(
@@ -566,11 +568,11 @@ def test_report_opens_in_headless_chromium(base: Path, tmp_path: Path) -> None:
         page.as_uri(),
     ]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False).stdout
-    # 4 sample grids, one learning curve (accuracy; the cost has none of its own), the loss plot
+    # 4 sample grids, the verdicts' intervals, one learning curve (accuracy; the cost has none of its own), the loss
     images = int(dom.split('data-images="')[1].split("/")[1].split('"')[0])
-    assert images == 4 + 1 + 1, dom[:500]
+    assert images == 4 + 1 + 1 + 1, dom[:500]
     assert f'data-images="{images}/{images}"' in dom, "every image and plot loaded"
-    assert 'data-plots="2"' in dom and 'data-comparisons="3"' in dom and 'data-cells="4"' in dom
+    assert 'data-plots="3"' in dom and 'data-comparisons="3"' in dom and 'data-cells="4"' in dom
     width = int(dom.split('data-width="')[1].split('"')[0])
     assert width <= 1400, f"the page is {width} px wide in a 1400 px window"
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
-from modiff.charts import Panel, Series, line_chart
+from modiff.charts import Difference, Panel, Series, interval_chart, line_chart
 
 #: Draws a two-panel chart and prints its SVG.
 DRAW = """
@@ -38,3 +39,10 @@ def test_the_cli_does_not_load_matplotlib_or_scipy() -> None:
     code = "import sys, modiff.cli, modiff.ablation; print('matplotlib' in sys.modules, 'scipy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_an_interval_chart_draws_a_one_sided_cost_to_the_edge() -> None:
+    rows = [Difference("fast − slow", -math.inf, -math.inf, -450.0, "a better"),
+            Difference("same − same", 3.0, -20.0, 30.0, "not separable at this budget")]
+    svg = str(interval_chart([("seconds to 0.8", rows)], title="a − b"))
+    assert all(f">{text}<" in svg for text in ("fast − slow", "same − same", "seconds to 0.8"))
