@@ -428,6 +428,7 @@ def run_ablation(
         launcher_settings(table, launcher, str(ablation.path))
     out.mkdir(parents=True, exist_ok=True)
     _set_aside_changed(ablation, out, log)
+    _evaluate_again_if_changed(ablation, out, log)
     if ablation.spec.timing is not None:
         _time_steps(ablation, out, log)
     records: list[dict[str, Any]] = []
@@ -454,6 +455,18 @@ def run_ablation(
     records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
     rewrite_report(ablation, out, records)
     return records
+
+
+def _evaluate_again_if_changed(ablation: Ablation, out: Path, log: Any) -> None:
+    """A finished run evaluated under another ``[final_evaluation]`` than the file's
+    now is not finished for this file: its record goes, so the run is taken up
+    again, which trains nothing (every stage is in its checkpoint) and evaluates
+    it as the file asks."""
+    for cell in ablation.cells:
+        record = _finished(out, cell)
+        if record is not None and record.get("final_evaluation", {}) != ablation.spec.final_evaluation:
+            cell_record_path(out, cell).unlink()
+            log(f"{cell.name}: evaluated again: [final_evaluation] changed (its training is kept)")
 
 
 #: The interleaved step timing of an ablation with ``[timing]`` (in its output folder).
@@ -755,6 +768,7 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
     record: dict[str, Any] = {"name": cell.name, "group": cell.group, "changes": cell.changes, "seed": cell.seed}
     set_aside_if_changed(run.path, resolved)  # never resume a run begun under other settings
     record["settings_digest"] = cell_digest(resolved)
+    record["final_evaluation"] = dict(ablation.spec.final_evaluation)  # what its evaluation was asked for
     aside = kept_aside(run.path)
     if aside:  # what the report says: this cell was trained again, its old runs are kept there
         record["superseded"] = [str(p.relative_to(out)) for p in aside]

@@ -697,6 +697,12 @@ def test_curves_timing_and_a_final_evaluation_on_more_prompts(base: Path, tmp_pa
     logged.clear()  # a second run measures nothing again: the same cells under the same settings
     run_ablation(read_ablation(path), progress=False, log=logged.append)
     assert not any("timing every cell" in line for line in logged), logged
+    # a final evaluation asked for otherwise evaluates the finished runs again, training nothing
+    path.write_text(path.read_text().replace("prompts = 30", "prompts = 20"))
+    again = run_ablation(read_ablation(path), progress=False, log=logged.append)
+    assert all(len(r["evaluation"]["per_item"]["ids"]) == 20 for r in again)
+    assert [r["curve"] for r in again] == [r["curve"] for r in records], "the same training, not a new one"
+    assert sum("evaluated again: [final_evaluation] changed" in line for line in logged) == 4
 
 
 @pytest.mark.parametrize(
