@@ -106,20 +106,33 @@ def env(slurm_cluster: Any, toy_subprocess_env: dict[str, str]) -> dict[str, str
             "SLURM_CONF": str(slurm_cluster.conf), "OMP_NUM_THREADS": str(THREADS)}
 
 
-def test_a_grid_on_slurm_equals_the_local_grid_bit_for_bit(
+def test_a_grid_on_slurm_equals_the_local_grid_bit_for_bit_even_with_its_driver_killed(
     tmp_path: Path, env: dict[str, str], slurm_cluster: Any, use_registry: Any,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The driver is killed once its jobs are queued; started again, it waits for the runs being
+    written and takes over the jobs still queued: no run goes to Slurm twice."""
     expected = local_results(grid(tmp_path / "local", GRID), use_registry, monkeypatch)
     on_slurm = grid(tmp_path / "slurm", GRID, launcher=slurm_table())
-    ablate(on_slurm, env)
-    got = results(tmp_path / "slurm" / "runs" / "grid")
-    assert len(expected) == 8 and got == expected
-    records = [json.loads(p.read_text()) for p in (tmp_path / "slurm" / "runs" / "grid").glob("*/cell.json")]
-    assert {r["launch"]["node"] for r in records} == {slurm_cluster.node}, "each record names the node it ran on"
-    # the driver handed over the ready runs together: they went to Slurm as job arrays
-    jobs = [job_of(tmp_path / "slurm" / "runs" / "grid", name) for name in expected]
-    assert len(jobs) == 8 and all("_" in j for j in jobs), jobs
+    out = tmp_path / "slurm" / "runs" / "grid"
+    driver = subprocess.Popen([sys.executable, "-m", "modiff", "ablate", str(on_slurm), "--quiet"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((out / ".slurm" / "runs").glob("*.json"))) < len(expected):
+        assert driver.poll() is None and time.monotonic() < deadline, "the driver never submitted the grid"
+        time.sleep(0.2)
+    driver.kill()
+    driver.wait()
+    submitted = {name: job_of(out, name) for name in expected}
+    # the driver handed over the ready runs together: they went to Slurm as one job array
+    assert len({j.split("_")[0] for j in submitted.values()}) == 1 and all("_" in j for j in submitted.values())
+    again = ablate(on_slurm, env)
+    assert "taken over" in again.stderr, again.stderr[-2000:]
+    assert {name: job_of(out, name) for name in expected} == submitted, "a run went to Slurm twice"
+    assert len(expected) == 8 and results(out) == expected
+    records = [json.loads(p.read_text()) for p in out.glob("*/cell.json")]
+    nodes = {r["launch"]["node"] for r in records if "launch" in r}
+    assert nodes == {slurm_cluster.node}, "each record the driver wrote names the node its run ran on"
 
 
 def job_of(out: Path, run: str) -> str:
