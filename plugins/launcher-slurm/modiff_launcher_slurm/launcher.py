@@ -101,7 +101,7 @@ class SlurmRun:
             self.node = state.node
         if state.ended:
             self._ended_since = self._ended_since or now
-            if now - self._ended_since > RESULT_GRACE_SECONDS:
+            if self._cancelled or now - self._ended_since > RESULT_GRACE_SECONDS:
                 self._lost(f"ended {state.state}")
         else:
             self._ended_since = None
