@@ -153,7 +153,7 @@ def test_a_cancelled_job_is_rerun_and_a_preempted_one_requeued_both_bit_identica
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     two = 'share_stages = false\n[grid]\n"denoiser.hidden" = [4, 8]\n'
-    steps = {"steps": 1000, "checkpoint_every": 50}  # seconds of training: the signals land mid-run
+    steps = {"steps": 400, "checkpoint_every": 20}  # seconds of training: each signal lands mid-run
     expected = local_results(grid(tmp_path / "local", two, **steps), use_registry, monkeypatch)
     on_slurm = grid(tmp_path / "slurm", two, launcher=slurm_table(), **steps)
     out = tmp_path / "slurm" / "runs" / "grid"
@@ -162,9 +162,10 @@ def test_a_cancelled_job_is_rerun_and_a_preempted_one_requeued_both_bit_identica
     try:
         cancelled, preempted = "denoiser.hidden=4", "denoiser.hidden=8"
         wait_for_checkpoint(out / cancelled, driver)
-        wait_for_checkpoint(out / preempted, driver)
-        first, second = job_of(out, cancelled), job_of(out, preempted)
+        first = job_of(out, cancelled)
         slurm_cluster.run("scancel", first)
+        wait_for_checkpoint(out / preempted, driver)
+        second = job_of(out, preempted)
         # preemption as submitit sees it: SIGTERM to the job, then its USR2; it requeues itself
         slurm_cluster.run("scancel", "--signal=TERM", second)
         slurm_cluster.run("scancel", "--signal=USR2", second)
