@@ -83,9 +83,16 @@ def run_demo(out: Path, sets: list[str], settings: str | None = None) -> dict[st
 def read_demo(out: Path) -> dict[str, object]:
     """The figures of a demo already in ``out``: its training seconds, the accuracies and counts of KEYS,
     the per-prompt outcomes, who read the images (the evaluator's stated error) and the run's environment."""
+    from modiff.checkpoint import latest
+
     ev = json.loads((out / "evaluation.json").read_text())
     env = out / "environment.json"
-    return {"train_seconds": ev.get("train_seconds"), **{k: ev[k] for k in KEYS if k in ev},
+    checkpoint = latest(out)
+    # train_seconds is the last `modiff demo` call's own training time (a call that resumed a trained run
+    # trains nothing); the run's checkpoint counts every stage across every call.
+    return {"train_seconds": ev.get("train_seconds"),
+            "run_train_seconds": checkpoint.train_seconds if checkpoint is not None else None,
+            **{k: ev[k] for k in KEYS if k in ev},
             "evaluator_error": ev.get("evaluator_error"),
             "environment": json.loads(env.read_text()) if env.is_file() else None, "per_item": ev.get("per_item")}
 
@@ -139,10 +146,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
     parser.add_argument("--read", type=Path, default=None, metavar="DIR",
                         help="run nothing: read the demo that `modiff demo --out DIR` trained and evaluated")
+    parser.add_argument("--note", default="", help="with --read: how the demo was run, kept in the JSON file")
     args = parser.parse_args()
 
     if args.read is not None:
-        return read_only(args.read, args.json)
+        return read_only(args.read, args.json, args.note)
 
     if args.compare is None:
         r = run_demo(args.out, args.sets)
@@ -198,7 +206,7 @@ def main() -> int:
     return 0
 
 
-def read_only(out: Path, json_path: Path | None) -> int:
+def read_only(out: Path, json_path: Path | None, note: str = "") -> int:
     """``--read``: show (and with ``json_path`` write) the figures of the demo in ``out``."""
     if not (out / "evaluation.json").is_file():
         print(f"--read: {out} holds no evaluation.json (is it a finished `modiff demo --out {out}`?)")
@@ -214,7 +222,8 @@ def read_only(out: Path, json_path: Path | None) -> int:
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         r.pop("per_item", None)
-        json_path.write_text(json.dumps({"demo": r, "intervals": spans, "read": str(out)}, indent=1) + "\n")
+        written = {"note": note, "demo": r, "intervals": spans, "read": str(out)}
+        json_path.write_text(json.dumps(written, indent=1) + "\n")
     return 0
 
 

@@ -31,11 +31,13 @@ def test_read_writes_a_demos_accuracies_with_the_unplaced_ones(
     demo = benchmark_script("demo")
     _finished_demo(tmp_path / "demo")
     result = tmp_path / "result.json"
-    assert demo.read_only(tmp_path / "demo", result) == 0
+    assert demo.read_only(tmp_path / "demo", result, "one run") == 0
     written = json.loads(result.read_text())
+    assert written["note"] == "one run"
     assert written["demo"]["unplaced_accuracy"] == 0.5 and written["demo"]["num_unplaced"] == 2
     assert written["demo"]["evaluator_error"] == {"judge": "learned"}  # who read the images
     assert written["demo"]["environment"] == {"threads": 2} and "per_item" not in written["demo"]
+    assert written["demo"]["run_train_seconds"] is None  # no checkpoint in this folder
     assert set(written["intervals"]) >= {"one_object_accuracy", "unplaced_accuracy", "placed_accuracy"}
     assert written["intervals"]["unplaced_accuracy"]["value"] == 0.5
 
