@@ -572,10 +572,16 @@ def _watch_started(watch: shown_progress.GridWatch, ablation: Ablation, cell: Ce
 
 
 def run_and_record(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> dict[str, Any]:
-    """Train and evaluate one run and write its record (what one job of ``--jobs`` does)."""
+    """Train and evaluate one run and write its record (what one job of a launcher does).
+
+    Returns the record as written (keys sorted, as JSON holds it), the one a
+    driver reads back from a job or a later run of the grid finds: the report
+    of a run trained in this process and of one trained elsewhere or earlier
+    then list the same metrics in the same order."""
     record = run_cell(ablation, cell, out, progress=progress)
-    atomic_write_json(cell_record_path(out, cell), record)
-    return record
+    path = cell_record_path(out, cell)
+    atomic_write_json(path, record)
+    return json.loads(path.read_text())
 
 
 def _run_all(ablation: Ablation, out: Path, records: list[dict[str, Any]], *, progress: bool, log: Any) -> None:
