@@ -128,8 +128,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{ray['median_start_seconds']:.2f} | {max(x['nodes'] for x in ray['grids'])} |",
         "",
         f"Ray's wall time / local's: **{result['ray_over_local_wall']:.3f}** ({verdict} the target "
-        f"{result['target']}). The Ray launcher's start-up overhead per run (task submitted to the run "
-        f"started, less local's process start): **{result['ray_start_overhead_seconds']:.2f} s**.",
+        f"{result['target']}). Per run, Ray took {ray['median_start_seconds']:.2f} s from the task's submission "
+        f"to the run starting in its job, local {local['median_start_seconds']:.2f} s from starting the process: "
+        f"the Ray launcher's own start-up overhead is **{result['ray_start_overhead_seconds']:.2f} s**"
+        + (" (below zero: no cost of its own above the noise of starting a process on this machine)."
+           if result["ray_start_overhead_seconds"] < 0 else "."),
         "",
         "Start-up is measured from the driver handing a run to its launcher to the run starting inside its "
         "job (Python, torch and modiff loaded); the cluster's own start is not counted.",
