@@ -432,15 +432,12 @@ def run_ablation(
     if ablation.spec.timing is not None:
         _time_steps(ablation, out, log)
     records: list[dict[str, Any]] = []
-    placer = None
     try:
-        if not in_process:
-            placer = build_launcher(table, launcher, jobs=jobs, runs_dir=out, source=str(ablation.path))
         with shown_progress.quiet(not progress):  # the runs' own sampling and evaluation bars too
-            if placer is not None:
-                _run_launched(ablation, out, records, launcher=placer, log=log)
-            else:
+            if in_process:
                 _run_all(ablation, out, records, progress=progress, log=log)
+            else:
+                _run_launched(ablation, out, records, table=table, override=launcher, jobs=jobs, log=log)
     except (KeyboardInterrupt, _interrupted()) as exc:  # stop the grid, keep what finished, say how to go on
         rewrite_report(ablation, out, records)
         stop = ModiffError(
@@ -449,9 +446,6 @@ def run_ablation(
         )
         stop.exit_code = 130  # as a Ctrl-C anywhere else
         raise stop from None
-    finally:
-        if placer is not None:
-            placer.close()
     records.sort(key=lambda r: [c.name for c in ablation.cells].index(r["name"]))
     rewrite_report(ablation, out, records)
     return records
@@ -678,11 +672,21 @@ class _Driver:
 
 
 def _run_launched(
-    ablation: Ablation, out: Path, records: list[dict[str, Any]], *, launcher: Launcher, log: Any
+    ablation: Ablation,
+    out: Path,
+    records: list[dict[str, Any]],
+    *,
+    table: dict[str, Any] | None,
+    override: str | None,
+    jobs: int | None,
+    log: Any,
 ) -> None:
     """Every run not finished yet, each a ``modiff ablate --run NAME`` job that
-    ``launcher`` places (this machine's processes, a Ray cluster...); the
-    scheduling is :func:`modiff.grid_runner.run_grid`'s."""
+    the chosen launcher places (this machine's processes, a Ray cluster...);
+    the scheduling is :func:`modiff.grid_runner.run_grid`'s. The launcher is
+    built once the driver's display is up, so what it says on its own
+    (``LaunchContext.log``) goes where the driver's lines go, and it is
+    closed on every exit."""
     todo: list[Cell] = []
     for i, cell in enumerate(ablation.cells, 1):
         record = _finished(out, cell)
@@ -691,24 +695,31 @@ def _run_launched(
             records.append(record)
         else:
             todo.append(cell)
-    threads = launcher.cpus_per_run
-    cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
-    logs = out / ".logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    pending = [
-        PendingRun(
-            cell.name,
-            _job(ablation, cell, threads, logs / f"{cell.name}.log"),
-            # the keys the job will compute: with its thread count, not this driver's
-            frozenset(stage_keys(ablation.resolved[cell.name], threads=threads).values()) if cache else frozenset(),
-        )
-        for cell in todo
-    ]
     driver = _Driver(ablation, out, records, log, todo)
+    launcher: Launcher | None = None
     try:
+        launcher = build_launcher(table, override, jobs=jobs, runs_dir=out, source=str(ablation.path),
+                                  log=driver.log)
+        threads = launcher.cpus_per_run
+        cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
+        logs = out / ".logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        pending = [
+            PendingRun(
+                cell.name,
+                _job(ablation, cell, threads, logs / f"{cell.name}.log"),
+                # the keys the job will compute: with its thread count, not this driver's
+                frozenset(stage_keys(ablation.resolved[cell.name], threads=threads).values()) if cache else frozenset(),
+            )
+            for cell in todo
+        ]
         run_grid(launcher, pending, driver, cache.must_wait if cache else None)
     finally:
-        driver.watch.close()
+        try:
+            if launcher is not None:
+                launcher.close()
+        finally:
+            driver.watch.close()
 
 
 def _still_written(run: RunDir, label: str, log: Any, waiting: set[str]) -> bool:

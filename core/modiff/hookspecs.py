@@ -297,7 +297,8 @@ def register_launchers(register: Register) -> None:
             :class:`modiff.protocols.Launcher`; its settings are the
             ``[launcher]`` table's keys but ``name`` (validated by the settings
             model), its context a :class:`modiff.protocols.LaunchContext`
-            (``--jobs``, the runs folder). It is called once per ``modiff
+            (``--jobs``, the runs folder, ``log`` for lines in the driver's
+            output). It is called once per ``modiff
             ablate``, in the driver only. Import the cluster's library inside
             the factory: the core never depends on one.
 

@@ -17,6 +17,7 @@ of a launcher whose distribution is not installed gets what to install.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,15 @@ def launcher_settings(table: dict[str, Any] | None, override: str | None, source
 
 
 def build_launcher(
-    table: dict[str, Any] | None, override: str | None, *, jobs: int | None, runs_dir: Path, source: str
+    table: dict[str, Any] | None,
+    override: str | None,
+    *,
+    jobs: int | None,
+    runs_dir: Path,
+    source: str,
+    log: Callable[[str], None] | None = None,
 ) -> Launcher:
-    """The chosen launcher, built by its plugin's factory."""
+    """The chosen launcher, built by its plugin's factory; ``log`` is the
+    driver's output, for what the launcher says on its own."""
     registration, settings = launcher_settings(table, override, source)
-    return registration.factory(settings, LaunchContext(jobs=jobs, runs_dir=runs_dir))
+    return registration.factory(settings, LaunchContext(jobs=jobs, runs_dir=runs_dir, log=log))

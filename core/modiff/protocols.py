@@ -633,11 +633,15 @@ class LaunchContext:
     ``jobs`` is ``--jobs N`` when the user gave it (``None`` otherwise): the
     local launcher's number of slots, a cap on the others'. ``runs_dir`` is
     the ablation's output folder, which every worker must see at the same
-    path (the runs, their logs and the stage cache live there).
+    path (the runs, their logs and the stage cache live there). ``log``
+    writes a line in the driver's output (above its progress bars), so a
+    launcher can say what it did on its own, a job resubmitted or taken
+    over, where the user watches the grid; ``None`` outside a driver.
     """
 
     jobs: int | None
     runs_dir: Path
+    log: Callable[[str], None] | None = None
 
 
 @dataclass(frozen=True)

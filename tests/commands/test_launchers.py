@@ -1,7 +1,8 @@
 """Choosing where a grid's runs execute (``--launcher``, ``[launcher]``) and the
 launcher role's plumbing, fast: a launcher registered through the hook as a
 third party's is handed one job per run, with the threads every launcher
-gives a run, and the node it reports lands on the run's record; a mistyped
+gives a run, the node it reports lands on the run's record and what it says
+through its context's ``log`` is in the driver's output; a mistyped
 launcher, a missing distribution or option, and a worker that cannot see the
 runs folder are one-line errors."""
 
@@ -90,16 +91,20 @@ class FakeRun:
 
 
 class FakeLauncher:
-    """A third party's launcher: one slot, three CPUs a run, every job run on 'node-a'."""
+    """A third party's launcher: one slot, three CPUs a run, every job run on
+    'node-a', which it says in the driver's output."""
 
     slots, cpus_per_run = 1, 3
 
-    def __init__(self) -> None:
+    def __init__(self, context: modiff.LaunchContext) -> None:
+        self.context = context
         self.jobs: list[modiff.RunJob] = []
         self.closed = False
 
     def submit(self, job: modiff.RunJob) -> FakeRun:
         self.jobs.append(job)
+        assert self.context.log is not None, "the driver gives a launcher its log"
+        self.context.log(f"{job.name}: placed on node-a by the fake launcher")
         return FakeRun(modiff.start_job(job))
 
     def close(self) -> None:
@@ -116,7 +121,7 @@ def test_a_launcher_registered_through_the_hook_runs_each_run_and_says_where(
         def register_launchers(self, register: modiff.Register) -> None:
             def build(settings: Any, context: modiff.LaunchContext) -> FakeLauncher:
                 """One slot on 'node-a'."""
-                built.append(FakeLauncher())
+                built.append(FakeLauncher(context))
                 return built[-1]
 
             register("fake", build)
@@ -130,8 +135,10 @@ def test_a_launcher_registered_through_the_hook_runs_each_run_and_says_where(
                                         *job.argv[1:]), job.env, job.cpus, job.gpus, job.log_path, job.cwd)
 
     monkeypatch.setattr(ablation_module, "_job", stand_in)
+    said: list[str] = []
     records = run_ablation(read_ablation(grid(tmp_path, '[launcher]\nname = "fake"\n')), progress=False,
-                           log=lambda *_: None)
+                           log=said.append)
+    assert "denoiser.hidden=8: placed on node-a by the fake launcher" in said, said
     (launcher,) = built
     assert launcher.closed and [job.name for job in launcher.jobs] == ["denoiser.hidden=4", "denoiser.hidden=8"]
     assert all(job.cpus == 3 and job.gpus == 0 for job in launcher.jobs)

@@ -159,7 +159,7 @@ class SlurmLauncher:
         self.cpus_per_run = settings.cpus_per_run
         self.queue = Queue()
         self.job_name = f"modiff-{Path(context.runs_dir).name}"
-        self._log: Callable[[str], None] | None = getattr(context, "log", None)
+        self._log: Callable[[str], None] | None = context.log
         self._unsent: list[SlurmRun] = []
 
     def submit(self, job: modiff.RunJob) -> SlurmRun:
