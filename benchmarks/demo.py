@@ -83,15 +83,14 @@ def run_demo(out: Path, sets: list[str], settings: str | None = None) -> dict[st
 def read_demo(out: Path) -> dict[str, object]:
     """The figures of a demo already in ``out``: its training seconds, the accuracies and counts of KEYS,
     the per-prompt outcomes, who read the images (the evaluator's stated error) and the run's environment."""
-    from modiff.checkpoint import latest
+    from modiff.runs import RunDir
 
     ev = json.loads((out / "evaluation.json").read_text())
     env = out / "environment.json"
-    checkpoint = latest(out)
-    # train_seconds is the last `modiff demo` call's own training time (a call that resumed a trained run
-    # trains nothing); the run's checkpoint counts every stage across every call.
-    return {"train_seconds": ev.get("train_seconds"),
-            "run_train_seconds": checkpoint.train_seconds if checkpoint is not None else None,
+    # The run's training seconds (every stage, every call), as `modiff demo` writes them: from its checkpoint,
+    # which a demo written before it did so (its evaluation.json held the last call's own time) has too.
+    seconds = RunDir(out).train_seconds()
+    return {"train_seconds": seconds if seconds is not None else ev.get("train_seconds"),
             **{k: ev[k] for k in KEYS if k in ev},
             "evaluator_error": ev.get("evaluator_error"),
             "environment": json.loads(env.read_text()) if env.is_file() else None, "per_item": ev.get("per_item")}

@@ -804,7 +804,7 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
 
         pipeline = train_run(resolved, run, resume=run.exists(), progress=progress, on_stage_done=keep)
         # The trainer's own clock: every stage, without evaluation or sampling, across resumes.
-        record["train_seconds"] = float(run.read_state().get("train_seconds") or time.perf_counter() - started)
+        record["train_seconds"] = run.train_seconds() or time.perf_counter() - started
         record["parameters"] = {
             role: sum(p.numel() for p in m.parameters()) for role, m in pipeline.components.modules()
         }

@@ -181,6 +181,15 @@ class RunDir:
         """The assets folder of ``role`` in the committed checkpoint."""
         return self.checkpoint().assets(role)
 
+    def train_seconds(self) -> float | None:
+        """Seconds the run has trained, by the trainer's own clock in its committed
+        checkpoint: every stage, summed across resumes, without evaluation or
+        sampling; ``None`` before the first checkpoint. What reports the run's
+        training time: a command's own wall clock is not it (a call that only
+        resumes a finished run to evaluate it trains nothing)."""
+        found = self.latest()
+        return found.train_seconds if found is not None else None
+
     def read_state(self) -> dict[str, Any]:
         """The committed checkpoint's state (stages done, stage, step), empty before one."""
         found = self.latest()

@@ -37,9 +37,23 @@ def test_read_writes_a_demos_accuracies_with_the_unplaced_ones(
     assert written["demo"]["unplaced_accuracy"] == 0.5 and written["demo"]["num_unplaced"] == 2
     assert written["demo"]["evaluator_error"] == {"judge": "learned"}  # who read the images
     assert written["demo"]["environment"] == {"threads": 2} and "per_item" not in written["demo"]
-    assert written["demo"]["run_train_seconds"] is None  # no checkpoint in this folder
+    assert written["demo"]["train_seconds"] == 12.5  # no checkpoint in this folder: the evaluation's
     assert set(written["intervals"]) >= {"one_object_accuracy", "unplaced_accuracy", "placed_accuracy"}
     assert written["intervals"]["unplaced_accuracy"]["value"] == 0.5
+
+
+def test_read_takes_the_runs_training_seconds_from_its_checkpoint(
+    benchmark_script: Callable[[str], ModuleType], tmp_path: Path
+) -> None:
+    """A demo whose evaluation.json holds a call's own seconds (one that only resumed it, before
+    `modiff demo` wrote the run's): the checkpoint's count, every stage of every call, wins."""
+    demo = benchmark_script("demo")
+    _finished_demo(tmp_path / "demo")
+    checkpoint = tmp_path / "demo" / "checkpoints" / "c1"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "state.json").write_text(json.dumps({"stages_done": ["denoiser"], "train_seconds": 2389.4}))
+    (tmp_path / "demo" / "LATEST").write_text("c1")
+    assert demo.read_demo(tmp_path / "demo")["train_seconds"] == 2389.4
 
 
 def test_read_of_a_folder_without_an_evaluation_says_so(

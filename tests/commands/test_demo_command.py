@@ -5,7 +5,8 @@ pretext, denoiser) runs two steps on tiny networks, and two prompts are
 sampled with two steps and evaluated; the
 test checks that the command writes what it promises: a run that loads, the sample
 grid, the denoising trajectory (strip and GIF), the evaluation JSON with the
-prompt accuracies, and the summary.
+prompt accuracies and the run's training seconds (also when a second call only
+resumes the finished run), and the summary.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from PIL import Image
 
 from modiff import Pipeline
 from modiff.cli import main
+from modiff.runs import RunDir
 
 #: The demo's settings (core/modiff/configs/demo.toml), every stage made tiny.
 TINY = [
@@ -69,7 +71,14 @@ def test_demo_trains_samples_and_evaluates(tmp_path: Path, capsys: pytest.Captur
         assert 0.0 <= result[key] <= 1.0, f"{key} = {result.get(key)}"
     assert result["num_prompts"] == 2
     assert result["train_seconds"] > 0 and result["total_seconds"] >= result["train_seconds"]
+    # the run's own training time, by the trainer's clock in its checkpoint (sampling and evaluation aside)
+    assert result["train_seconds"] == RunDir(out).latest().train_seconds
 
     summary = (out / "summary.md").read_text()
     assert "samples.png" in summary and "denoising-trajectory.png" in summary and "accuracy" in summary
     assert "prompt accuracy:" in printed and str(out / "samples.png") in printed
+
+    # Again: a finished run is only resumed to sample and evaluate; it still reports the run's training time.
+    assert main(args) == 0
+    again = json.loads((out / "evaluation.json").read_text())
+    assert again["train_seconds"] == result["train_seconds"], (again["train_seconds"], result["train_seconds"])

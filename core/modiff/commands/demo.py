@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         grid = write_grid(pipeline, prompts, run_dir.path / "samples.png", n=4, cols=4)
         trajectory = write_trajectory(pipeline, prompts[:4], run_dir.path / "denoising")
         result = evaluate_run(pipeline)
-    result["train_seconds"] = trained - started
+    seconds = run_dir.train_seconds()  # the run's, not this call's: a resumed finished demo trains nothing
+    result["train_seconds"] = seconds if seconds is not None else trained - started
     result["total_seconds"] = time.perf_counter() - started
     save_evaluation(run_dir, result)
     table = format_table(result)
