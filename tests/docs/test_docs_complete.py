@@ -9,7 +9,12 @@ Where each key is documented:
   its distribution (``modiff-mlflow`` in ``tracking.md``), or the
   distribution's own ``README.md`` (the ``contrib/`` plugins);
 - every component of a distribution under ``plugins/`` in the roles table
-  of ``docs/concepts.md`` (``contrib/`` ones may be listed there too).
+  of ``docs/concepts.md`` (``contrib/`` ones may be listed there too);
+- every ``[launcher]`` option of every installed launcher (its settings
+  model's fields) as a row of the ``[launcher]`` key table in its own
+  ``### On ...`` section of ``docs/ablations.md``'s "Beyond one machine",
+  the section whose table names it (```"ray"```): two launchers' ``retries``
+  mean different things, so one's row does not document the other's.
 
 A key is documented when it appears in backticks (```key``` or a table row's
 ```key```).
@@ -23,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from modiff.plugins import ROLES, TRACKER, Registration, registry
+from modiff.plugins import LAUNCHER, ROLES, TRACKER, Registration, registry
 from modiff.settings import RunSettings, SampleSettings, StageSettings, TrackSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,3 +131,35 @@ def test_concepts_lists_every_component_of_the_first_party_plugins() -> None:
 def test_the_walk_sees_the_plugins_of_this_repository() -> None:
     names = {(r.role, r.name) for r in installed()}
     assert {("denoiser", "unet"), ("text_embedder", "transformer"), ("scheduler", "ddim")} <= names
+
+
+def launcher_sections() -> dict[str, str]:
+    """The ``### `` sections of docs/ablations.md's "Beyond one machine", by heading."""
+    text = section("ablations.md", "Beyond one machine")
+    return {m.group(1): m.group(2) for m in re.finditer(r"^### ([^\n]+)\n(.*?)(?=^### |\Z)", text, re.M | re.S)}
+
+
+def table_keys(text: str) -> set[str]:
+    """The keys of a key table's rows (``| `key` | default | meaning |``)."""
+    return set(re.findall(r"^\| `(\w+)` \|", text, re.M))
+
+
+def test_every_option_of_every_installed_launcher_is_in_its_section_of_ablations_md() -> None:
+    launchers = list(registry().all(LAUNCHER))
+    assert {"local", "ray", "slurm"} <= {r.name for r in launchers}, "the walk sees this repository's launchers"
+    sections = launcher_sections()
+    problems = []
+    for reg in launchers:
+        options = list(reg.settings_model.model_fields)
+        if not options:  # local: --jobs only, no [launcher] options
+            continue
+        mine = [(h, t) for h, t in sections.items() if f'`"{reg.name}"`' in t and "name" in table_keys(t)]
+        if len(mine) != 1:
+            problems.append(f"launcher {reg.name!r} ({reg.distribution}): docs/ablations.md has "
+                            f"{len(mine)} '### On ...' sections whose [launcher] table names `\"{reg.name}\"`")
+            continue
+        heading, text = mine[0]
+        missing = [k for k in options if k not in table_keys(text)]
+        if missing:
+            problems.append(f"launcher {reg.name!r}: {missing} not rows of the [launcher] table under '### {heading}'")
+    assert not problems, "\n".join(problems)
