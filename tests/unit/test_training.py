@@ -72,9 +72,10 @@ def test_the_denoiser_loss_falls(tmp_path: Path) -> None:
     assert losses[-1] < losses[0] * 0.8, losses
 
 
-def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) -> None:
+def interrupted_then_resumed(tmp_path: Path, monkeypatch, **overrides: Any) -> tuple[RunDir, RunDir]:
+    """A run trained uninterrupted, and the same run stopped by Ctrl-C during its fourth denoiser step and resumed."""
     full = RunDir(tmp_path / "full")
-    train_run(settings(train__steps=6), full, progress=False)
+    train_run(settings(train__steps=6, **overrides), full, progress=False)
 
     cut = RunDir(tmp_path / "cut")
     from modiff.training import losses
@@ -90,10 +91,15 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) ->
 
     monkeypatch.setattr(losses.DenoiserLoss, "__call__", interrupting)
     with pytest.raises(TrainingInterrupted, match="step 3; checkpoint saved"):
-        train_run(settings(train__steps=6), cut, progress=False)
+        train_run(settings(train__steps=6, **overrides), cut, progress=False)
     assert cut.read_state()["step"] == 3
     monkeypatch.setattr(losses.DenoiserLoss, "__call__", real)
-    train_run(settings(train__steps=6), cut, resume=True, progress=False)
+    train_run(settings(train__steps=6, **overrides), cut, resume=True, progress=False)
+    return full, cut
+
+
+def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) -> None:
+    full, cut = interrupted_then_resumed(tmp_path, monkeypatch)
     for role in ("denoiser", "conditioner"):
         a, b = weights(full, role), weights(cut, role)
         assert a.keys() == b.keys()
@@ -101,6 +107,26 @@ def test_resume_after_interrupt_is_bit_identical(tmp_path: Path, monkeypatch) ->
             assert torch.equal(a[k], b[k]), (role, k)
     steps = [m["step"] for m in cut.read_metrics() if m["stage"] == "denoiser"]
     assert steps == [1, 2, 3, 4, 5, 6], "metrics past the checkpoint are dropped on resume"
+
+
+def test_a_resumed_stage_trains_the_parameters_its_assets_rebuild(tmp_path: Path, monkeypatch) -> None:
+    """``load_assets`` may replace a parameter (the text transformer rebuilds its word table to the
+    saved vocabulary's size): a resume reads assets before the optimizer takes the parameters, or the
+    optimizer steps the replaced tensor and the new one never trains (a resumed run drifted)."""
+    from torch import nn
+
+    from modiff.testing.toys import ToyTextEmbedder
+
+    def save_assets(self: ToyTextEmbedder, directory: Path) -> None:
+        (directory / "words.json").write_text("[]")
+
+    def load_assets(self: ToyTextEmbedder, directory: Path) -> None:
+        self.gain = nn.Parameter(torch.zeros(()))  # a new tensor; load_state_dict fills it
+
+    monkeypatch.setattr(ToyTextEmbedder, "save_assets", save_assets, raising=False)
+    monkeypatch.setattr(ToyTextEmbedder, "load_assets", load_assets, raising=False)
+    full, cut = interrupted_then_resumed(tmp_path, monkeypatch, text_embedder__joint_training=True)
+    assert torch.equal(weights(full, "text_embedder")["gain"], weights(cut, "text_embedder")["gain"])
 
 
 def test_an_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:

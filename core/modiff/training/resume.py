@@ -40,20 +40,39 @@ def restore_finished(components: Components, checkpoint: Checkpoint, stages_done
                 load_component(checkpoint, role, module, components.settings.components[role].registration)
 
 
+def _resumes_in(stage: Stage, checkpoint: Checkpoint | None) -> bool:
+    """Whether ``checkpoint`` was committed in the middle of ``stage``."""
+    return checkpoint is not None and checkpoint.stage == stage.name and bool(checkpoint.step)
+
+
+def restore_assets(stage: Stage, checkpoint: Checkpoint | None) -> None:
+    """The assets (a vocabulary) of ``stage``'s modules, when the run resumes within it.
+
+    Called before the stage's optimizer and EMA take the modules' parameters:
+    ``load_assets`` may replace a parameter (a word table resized to the saved
+    vocabulary), and an optimizer given the tensor it replaced steps one the
+    module no longer uses, so the resumed run's word vectors never moved again.
+    """
+    if checkpoint is None or not _resumes_in(stage, checkpoint):
+        return
+    for role, m in stage.modules.items():
+        load_assets = getattr(m, "load_assets", None)
+        if callable(load_assets) and checkpoint.assets(role).is_dir():
+            load_assets(checkpoint.assets(role))
+
+
 def resume_stage(
     stage: Stage, checkpoint: Checkpoint | None, opt: torch.optim.Optimizer, ema: EMA | None
 ) -> ResumePoint:
-    """``stage``'s state as ``checkpoint`` left it mid-stage; step 0 when the checkpoint is not in it."""
-    if checkpoint is None or checkpoint.stage != stage.name or not checkpoint.step:
+    """``stage``'s state as ``checkpoint`` left it mid-stage; step 0 when the checkpoint is not in it.
+    Its modules' assets are back already (:func:`restore_assets`, before ``opt`` was built)."""
+    if checkpoint is None or not _resumes_in(stage, checkpoint):
         return ResumePoint()
     # Read on the CPU: load_state_dict moves the moments to the parameters' device, but would leave
     # AdamW's step counters on a GPU, where every step then waits to read them.
     tensors, scalars = checkpoint.trainer_state(device="cpu")
     for role, m in stage.modules.items():
         prefix = f"model.{role}."
-        load_assets = getattr(m, "load_assets", None)
-        if callable(load_assets) and checkpoint.assets(role).is_dir():
-            load_assets(checkpoint.assets(role))
         m.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     opt.load_state_dict(optimizer_state_from_tensors(tensors, scalars))
     if ema is not None:

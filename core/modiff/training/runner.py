@@ -22,7 +22,7 @@ from .commits import RunProgress
 from .optim import EMA, adamw, lr_at
 from .order import batch_indices, collate, step_seed
 from .reporting import NO_BAR, ProgressBar, TrainingReporter
-from .resume import resume_stage
+from .resume import restore_assets, resume_stage
 from .stages import Stage
 from .stopping import FiniteWatch, TrainingInterrupted, interrupts_deferred
 
@@ -41,6 +41,7 @@ class StageRun:
         self.stage, self.components, self.run_progress, self.reporter = stage, components, run_progress, reporter
         self.world, self.device, self.settings = run_progress.world, components.device, components.settings
         s = stage.settings
+        restore_assets(stage, run_progress.checkpoint)  # first: it may replace parameters the optimizer would take
         self.params = [p for m in stage.modules.values() for p in m.parameters() if p.requires_grad]
         if not self.params:
             raise ModiffError(f"stage {stage.name!r} has nothing to train: no parameter requires a gradient")
