@@ -299,7 +299,7 @@ def main() -> None:
         "measured peaks, same process and threads: "
         f"torch.mm fp32 2048^2 {peaks['mm fp32'] / 1e9:.0f} GFLOP/s, "
         f"3x3 conv fp32 (8x512x16x16) {peaks['conv fp32'] / 1e9:.0f} GFLOP/s, "
-        f"torch.mm bf16 2048^2 {peaks['mm bf16'] / 1e9:.0f} GFLOP/s; "
+        f"torch.mm bf16 {'2048' if device.type == 'cuda' else '512'}^2 {peaks['mm bf16'] / 1e9:.0f} GFLOP/s; "
         f"'% of fp32 peak' is against the larger fp32 one ({peak_fp32 / 1e9:.0f} GFLOP/s)"
     )
     for shape in shapes:
