@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
+import os
+import shutil
+import subprocess
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -12,6 +16,30 @@ from types import ModuleType
 import pytest
 
 from modiff.plugins import reset_registry
+
+#: ``unshare`` flag: a network namespace of the calling process's own (Linux).
+_CLONE_NEWNET = 0x40000000
+
+
+@pytest.fixture(scope="session")
+def loopback_only() -> None:
+    """Keep every server this test process starts from now on reachable from
+    this machine only: the process moves into a network namespace of its own
+    whose one interface is the loopback, and every process it starts inherits
+    it. Ray's GCS and raylets, slurmctld and slurmd bind every interface and
+    have no setting that confines them, so a test of them asks for this.
+
+    It lasts for the rest of the process's session (no test reaches beyond the
+    machine; the loopback still works). Skips, saying why, where impossible:
+    it needs root on Linux and iproute2's ``ip`` (CI has both).
+    """
+    if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("Ray and Slurm bind every interface: their tests run in a network namespace of their "
+                    "own, which needs root on Linux and iproute2's ip")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        pytest.skip(f"cannot make a network namespace here: {os.strerror(ctypes.get_errno())}")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("modiff_launcher_ray", reason="the benchmark runs the Ray launcher")
 
-pytestmark = pytest.mark.slow  # a Ray cluster and four tiny runs
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("loopback_only")]  # a Ray cluster and four tiny runs
 
 
 def test_the_dry_run_measures_both_launchers_and_writes_its_results(

@@ -106,6 +106,8 @@ def _slurm_conf(folder: Path, node: str, munge_socket: Path) -> str:
         "JobAcctGatherType=jobacct_gather/none",
         "AccountingStorageType=accounting_storage/none",
         "MpiDefault=none",
+        # listen on 127.0.0.1 (NodeAddr, SlurmctldHost's address), not on every interface
+        "CommunicationParameters=NoCtldInAddrAny,NoInAddrAny",
         f"StateSaveLocation={folder / 'state'}",
         f"SlurmdSpoolDir={folder / 'spool'}",
         f"SlurmctldPidFile={folder / 'slurmctld.pid'}",
