@@ -1,16 +1,21 @@
 """The prompt-accuracy evaluator's error on generated-looking images with known answers.
 
-    # 1. the known-answer set: scenes redrawn by a trained run (image-to-image)
-    python benchmarks/evaluator_error.py make --run RUN [--count 600 --seed 38 --strength 0.6]
-    # 2. train the learned judge on one half, measure both readers on the other
+    # 1. the known-answer sets: scenes redrawn by a trained run (image-to-image),
+    #    one that trains the judge and one, of another seed, only measured on
+    python benchmarks/evaluator_error.py make --run RUN --count 6000 --seed 38
+    python benchmarks/evaluator_error.py make --run RUN --count 6000 --seed 39 --held-out
+    # 2. train the learned judge on the training sets, measure both readers on the held-out ones
     python benchmarks/evaluator_error.py measure
     # 3. both readers on the run's own generated images (agreement, accuracies)
     python benchmarks/evaluator_error.py agree --run RUN
 
-``make`` writes ``benchmarks/results/evaluator/known-answers-<px>.npz`` (the
-kept images and, as JSON, the seed, strength, run and scene indices; the
-objects are redrawn from the seed). ``measure`` reads every such set, splits
-it (even positions train the judge, odd ones are held out), writes the judge's
+``make`` writes ``benchmarks/results/evaluator/known-answers-<px>.npz`` or, with
+``--held-out``, ``known-answers-<px>-held-out.npz`` (the kept images and, as
+JSON, the seed, strength, run and scene indices; the objects are redrawn from
+the seed). ``measure`` trains the judge on every training set and measures both
+readers on each size's held-out set (a size without one holds out the odd
+positions of its training set; a size with only a held-out set measures the
+judge learnt at the other sizes), writes the judge's
 weights (``modiff_datasets/evaluation/judge.json``), the measurement the
 evaluator states (``modiff_datasets/evaluation/measured_error.json``) and the
 full breakdown (``benchmarks/results/evaluator/error-<px>.json``), and prints
@@ -38,8 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "evaluator"
 
 
-def set_path(image_size: int) -> Path:
-    return RESULTS / f"known-answers-{image_size}.npz"
+def set_path(image_size: int, held_out: bool = False) -> Path:
+    """The set that trains the judge (``known-answers-<px>.npz``) or the one only
+    measured on (``known-answers-<px>-held-out.npz``, drawn from another seed)."""
+    return RESULTS / f"known-answers-{image_size}{'-held-out' if held_out else ''}.npz"
 
 
 def make(args: argparse.Namespace) -> None:
@@ -50,7 +57,7 @@ def make(args: argparse.Namespace) -> None:
         pipeline, args.count, seed=args.seed, strength=args.strength, run=Path(args.run).name
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = set_path(answers.image_size)
+    path = set_path(answers.image_size, args.held_out)
     answers.save(path)
     print(f"{path}: kept {len(answers)} of {answers.considered}; dropped {answers.dropped}")
 
@@ -58,6 +65,28 @@ def make(args: argparse.Namespace) -> None:
 def split(answers: KnownAnswers) -> tuple[KnownAnswers, KnownAnswers]:
     """Even positions train the judge, odd ones are held out (both halves hold every kind of scene)."""
     return answers.subset(range(0, len(answers), 2)), answers.subset(range(1, len(answers), 2))
+
+
+def parts(image_size: int) -> tuple[KnownAnswers | None, KnownAnswers, str]:
+    """``(train, held_out, how)`` at one image size. With a held-out set of its own
+    (another seed: scenes, noise and redrawing all new), the judge trains on the
+    whole training set and is measured on the held-out one; without, the
+    training set's odd positions are held out. A size with only a held-out set
+    trains nothing: the judge learnt at the other sizes is measured there."""
+    train_path, held_path = set_path(image_size), set_path(image_size, held_out=True)
+    train = KnownAnswers.load(train_path) if train_path.is_file() else None
+    if held_path.is_file():
+        held = KnownAnswers.load(held_path)
+        how = f"its own set (seed {held.seed}), never trained on"
+        return train, held, how + ("" if train is not None else f"; no {image_size} px image trains the judge")
+    assert train is not None, f"no known-answer set at {image_size} px"
+    train, held = split(train)
+    return train, held, "odd positions of the set"
+
+
+def sizes() -> list[int]:
+    """The image sizes with a known-answer set."""
+    return sorted({int(p.stem.split("-")[2]) for p in RESULTS.glob("known-answers-*.npz")})
 
 
 def masks(answers: KnownAnswers) -> list[np.ndarray]:
@@ -85,11 +114,10 @@ def train_judge(train: list[KnownAnswers]) -> judges.Judge:
 
 
 def measure(args: argparse.Namespace) -> None:
-    sets = {int(p.stem.rsplit("-", 1)[1]): KnownAnswers.load(p) for p in sorted(RESULTS.glob("known-answers-*.npz"))}
-    if not sets:
+    if not sizes():
         sys.exit(f"no known-answer set in {RESULTS}: run 'make' first")
-    halves = {px: split(a) for px, a in sets.items()}
-    judge = train_judge([tr for tr, _ in halves.values()])
+    halves = {px: parts(px) for px in sizes()}
+    judge = train_judge([tr for tr, _, _ in halves.values() if tr is not None])
     judge.save()
     rules = Thresholds()
     committed: dict[str, Any] = {
@@ -97,18 +125,25 @@ def measure(args: argparse.Namespace) -> None:
         "set": {},
         "judges": {"rules": {}, "learned": {}},
     }
-    for px, (train, held) in halves.items():
-        a = sets[px]
-        about = {k: v for k, v in a.meta().items() if k != "indices"}
-        result = {
-            "set": {**about, "train": len(train), "held_out": len(held)},
+    for px, (train, held, how) in halves.items():
+        about = {k: v for k, v in (train or held).meta().items() if k != "indices"}
+        held_about = {k: v for k, v in held.meta().items() if k != "indices"}
+        result: dict[str, Any] = {
+            "set": {**about, "train": len(train or ()), "held_out": len(held), "held_out_is": how,
+                    "held_out_set": held_about},
             "rules": measure_error(held, lambda im: detect(im, rules)),
             "learned": measure_error(held, judge.read),
-            "rules_whole_set": measure_error(a, lambda im: detect(im, rules)),
-            "learned_on_training_half": measure_error(train, judge.read),
         }
+        if train is not None:
+            result["rules_on_training_set"] = measure_error(train, lambda im: detect(im, rules))
+            result["learned_on_training_set"] = measure_error(train, judge.read)
         (RESULTS / f"error-{px}.json").write_text(json.dumps(result, indent=1) + "\n")
-        committed["set"][str(px)] = {"file": str(set_path(px).relative_to(ROOT)), **result["set"]}
+        held_file = set_path(px, held_out=True)
+        committed["set"][str(px)] = {
+            **({"file": str(set_path(px).relative_to(ROOT))} if train is not None else {}),
+            "held_out_file": str((held_file if held_file.is_file() else set_path(px)).relative_to(ROOT)),
+            **result["set"],
+        }
         committed["judges"]["rules"][str(px)] = {
             "error": result["rules"]["error"],
             "checks": result["rules"]["checks"],
@@ -129,7 +164,7 @@ def _pct(v: float | None) -> str:
 
 def table(px: int, result: dict[str, Any]) -> str:
     metrics = ["colour_accuracy", "shape_accuracy", "position_accuracy", "count_accuracy", "accuracy"]
-    lines = [f"## {px} px: held-out half, {result['rules']['checks']} checks", "",
+    lines = [f"## {px} px: held-out ({result['set']['held_out_is']}), {result['rules']['checks']} checks", "",
              "| reader | part | colour | shape | cell | count | whole verdict |", "|---|---|---|---|---|---|---|"]
     for reader in ("rules", "learned"):
         for part, key in (("all checks", "error"), ("own scene (false rejections)", "false_rejection"),
@@ -186,6 +221,8 @@ def main() -> None:
     m.add_argument("--count", type=int, default=600, help="scenes drawn (before dropping uncertain ones)")
     m.add_argument("--seed", type=int, default=38)
     m.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
+    m.add_argument("--held-out", action="store_true",
+                   help="write the held-out set (known-answers-<px>-held-out.npz): measured on, never trained on")
     m.set_defaults(func=make)
     sub.add_parser("measure", help="train the judge, measure both readers").set_defaults(func=measure)
     a = sub.add_parser("agree", help="both readers on the run's own generated images")

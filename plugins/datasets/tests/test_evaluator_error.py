@@ -25,7 +25,10 @@ from modiff_datasets.shapes.drawing import placed_box
 from modiff_datasets.testing import BlankPipeline, TruthPipeline
 
 ROOT = Path(__file__).resolve().parents[3]
-SET_32 = ROOT / "benchmarks" / "results" / "evaluator" / "known-answers-32.npz"
+RESULTS = ROOT / "benchmarks" / "results" / "evaluator"
+SET_32 = RESULTS / "known-answers-32.npz"
+#: Every committed set: the judge's training sets and the held-out ones it is measured on.
+COMMITTED_SETS = sorted(RESULTS.glob("known-answers-*.npz"))
 
 
 def _script() -> Any:
@@ -74,12 +77,14 @@ def test_the_set_is_reproducible_from_its_seed(tmp_path: Path) -> None:
     assert np.array_equal(back.images, a.images) and back.objects == a.objects and back.meta() == a.meta()
 
 
-def test_the_committed_set_redraws_its_scenes_from_its_seed() -> None:
-    answers = KnownAnswers.load(SET_32)
+@pytest.mark.parametrize("path", COMMITTED_SETS, ids=lambda p: p.stem)
+def test_the_committed_set_redraws_its_scenes_from_its_seed(path: Path) -> None:
+    answers = KnownAnswers.load(path)
     meta = answers.meta()
+    size = answers.image_size
     assert meta["kept"] + sum(meta["dropped"].values()) == meta["considered"] and len(answers) >= 200
-    assert answers.images.shape[1:] == (32, 32, 3) and answers.images.dtype == np.uint8
-    assert SET_32.stat().st_size < 3_500_000  # 6,000 scenes, 2,723 kept: small enough to commit
+    assert answers.images.shape[1:] == (size, size, 3) and answers.images.dtype == np.uint8
+    assert path.stat().st_size < 3_500_000  # small enough to commit (32 px: 6,000 scenes, about 2,700 kept)
     # every kept image still passes the certainty rule against the scene its seed redraws
     assert all(uncertainty(im, objs) is None for im, objs in zip(answers.images, answers.objects))
 
@@ -117,11 +122,18 @@ def test_the_error_is_computed_from_what_a_reader_reads() -> None:
     assert blind["false_rejection"]["accuracy"] == 1.0 and blind["false_acceptance"]["accuracy"] == 0.0
 
 
+def test_the_committed_sets_are_there() -> None:
+    assert SET_32 in COMMITTED_SETS and RESULTS / "known-answers-32-held-out.npz" in COMMITTED_SETS
+
+
 def test_the_committed_error_is_what_the_committed_set_gives() -> None:
-    """measured_error.json is recomputed here from the committed set and weights, not trusted."""
+    """measured_error.json is recomputed here from the committed held-out set and
+    weights, not trusted; the held-out set is another seed's than the training set."""
     script = _script()
-    answers = KnownAnswers.load(SET_32)
-    _, held = script.split(answers)
+    train, held, _ = script.parts(32)
+    assert held.seed != train.seed
+    assert not {im.tobytes() for im in held.images} & {im.tobytes() for im in train.images}
+    assert committed()["set"]["32"]["held_out_file"].endswith("known-answers-32-held-out.npz")
     stated = committed()["judges"]
     rules = measure_error(held, lambda im: detect(im, Thresholds()))
     learned = measure_error(held, judges.committed_judge().read)
@@ -133,8 +145,7 @@ def test_the_committed_error_is_what_the_committed_set_gives() -> None:
 @pytest.mark.slow
 def test_the_committed_judge_is_retrained_from_the_set() -> None:
     script = _script()
-    train, _ = script.split(KnownAnswers.load(SET_32))
-    retrained = script.train_judge([train])
+    retrained = script.train_judge([t for t, _, _ in map(script.parts, script.sizes()) if t is not None])
     assert json.dumps(retrained.to_dict()) == json.dumps(judges.committed_judge().to_dict())
 
 

@@ -157,12 +157,13 @@ def measured_error(judge: str, image_size: int) -> dict[str, Any] | None:
     entry = committed().get("judges", {}).get(judge, {}).get(str(image_size))
     if entry is None:
         return None
-    data = committed()
+    measured_set = committed().get("set", {}).get(str(image_size), {})
     return {
         "judge": judge,
         "image_size": image_size,
         "error": dict(entry["error"]),
         "checks": entry["checks"],
         **({"thresholds": entry["thresholds"]} if "thresholds" in entry else {}),
-        "measured_on": data.get("set", {}).get(str(image_size), {}).get("file", ""),
+        # the images the error was counted on: the held-out set (older measurements name only the training file)
+        "measured_on": measured_set.get("held_out_file", measured_set.get("file", "")),
     }
