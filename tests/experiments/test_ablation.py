@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,6 @@ import pytest
 from pydantic import Field
 
 import modiff
-from modiff import ablation as ablation_module
 from modiff.ablation import analyse, read_ablation, run_ablation, validate
 from modiff.cli import main
 from modiff.errors import SettingsError
@@ -297,7 +297,7 @@ def test_a_half_finished_grid_already_has_a_valid_report(base: Path, tmp_path: P
 
 
 def test_a_resumed_grid_with_seeds_runs_only_what_is_not_finished(
-    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: Path, tmp_path: Path, run_counting: Callable[[Path], tuple[list[str], list[str]]]
 ) -> None:
     """Three seeds of two cells; one run fails and one is interrupted (no record);
     the rerun trains exactly those two and skips the four finished pairs."""
@@ -322,16 +322,8 @@ set = {{ "evaluator.fail_if_exists" = "{flag}" }}
     flag.unlink()
     (out / "flaky,seed=2" / "cell.json").unlink()  # as if interrupted before its record was written
     (out / "steady,seed=1" / "cell.json").unlink()
-    trained: list[str] = []
-    real = ablation_module.run_cell
-
-    def counting(ab: Any, cell: Any, where: Path, **kwargs: Any) -> dict[str, Any]:
-        trained.append(cell.name)
-        return real(ab, cell, where, **kwargs)
-
-    monkeypatch.setattr(ablation_module, "run_cell", counting)
-    logged: list[str] = []
-    records = run_ablation(read_ablation(path), progress=False, log=logged.append)
+    trained, logged = run_counting(path)
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/cell.json"))]
     assert sorted(trained) == ["flaky,seed=0", "flaky,seed=1", "flaky,seed=2", "steady,seed=1"]
     assert sum("finished earlier, skipped" in line for line in logged) == 2
     assert sum("failed earlier" in line and "retrying" in line for line in logged) == 2

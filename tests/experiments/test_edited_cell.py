@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from modiff import ablation as ablation_module
-from modiff.ablation import read_ablation, run_ablation, validate
+from modiff.ablation import read_ablation, validate
 from modiff.cell_settings import cell_digest, digest
 from modiff.testing import plugin_registry
 from modiff.testing.toys import TOY_SETTINGS, ToyPlugin
@@ -44,35 +43,20 @@ def write_grid(tmp_path: Path, extra: str = "") -> Path:
     return path
 
 
-def run_counting(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
-    """Run the grid; the runs it trained and the lines it printed."""
-    trained: list[str] = []
-    real = ablation_module.run_cell
-
-    def counting(ab: Any, cell: Any, where: Path, **kwargs: Any) -> dict[str, Any]:
-        trained.append(cell.name)
-        return real(ab, cell, where, **kwargs)
-
-    monkeypatch.setattr(ablation_module, "run_cell", counting)
-    logged: list[str] = []
-    run_ablation(read_ablation(path), progress=False, log=logged.append)
-    return trained, logged
-
-
 def lr_of(folder: Path) -> float:
     return tomllib.loads((folder / "settings.toml").read_text())["train"]["lr"]
 
 
 def test_a_variant_edited_after_its_run_finished_is_trained_again_not_reused(
-    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: Path, tmp_path: Path, run_counting: Callable[[Path], tuple[list[str], list[str]]]
 ) -> None:
     out = tmp_path / "runs" / "abl"
-    trained, _ = run_counting(write_grid(tmp_path), monkeypatch)
+    trained, _ = run_counting(write_grid(tmp_path))
     assert trained == ["plain", "concat"]
     old_lr = lr_of(out / "concat")
     assert old_lr != 1e-3
 
-    trained, logged = run_counting(write_grid(tmp_path, extra=', "train.lr" = 1e-3'), monkeypatch)
+    trained, logged = run_counting(write_grid(tmp_path, extra=', "train.lr" = 1e-3'))
     assert trained == ["concat"], "the edited variant is trained again, the unchanged one reused"
     assert not any(line.startswith("[2/2] concat: finished earlier") for line in logged), logged
     aside = sorted(out.glob("concat.superseded-*"))
@@ -88,17 +72,17 @@ def test_a_variant_edited_after_its_run_finished_is_trained_again_not_reused(
     ).read_text()
     assert "trained again" in (out / "report.html").read_text()
 
-    trained, logged = run_counting(write_grid(tmp_path, extra=', "train.lr" = 1e-3'), monkeypatch)
+    trained, logged = run_counting(write_grid(tmp_path, extra=', "train.lr" = 1e-3'))
     assert trained == [] and sum("finished earlier, skipped" in line for line in logged) == 2, logged
 
 
 def test_a_half_finished_run_is_not_resumed_under_other_settings(
-    base: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    base: Path, tmp_path: Path, run_counting: Callable[[Path], tuple[list[str], list[str]]]
 ) -> None:
     out = tmp_path / "runs" / "abl"
-    run_counting(write_grid(tmp_path), monkeypatch)
+    run_counting(write_grid(tmp_path))
     (out / "concat" / "cell.json").unlink()  # as if stopped before its record was written
-    trained, _ = run_counting(write_grid(tmp_path, extra=', "train.lr" = 1e-3'), monkeypatch)
+    trained, _ = run_counting(write_grid(tmp_path, extra=', "train.lr" = 1e-3'))
     assert trained == ["concat"]
     assert len(list(out.glob("concat.superseded-*"))) == 1
     assert lr_of(out / "concat") == 1e-3
