@@ -92,7 +92,7 @@ from .protocols import LaunchedRun, Launcher, RunJob
 from .report import write_report
 from .runs import RunDir, atomic_write_json
 from .settings import ResolvedSettings, did_you_mean, load, nesting_refused
-from .stage_cache import StageCache, stage_keys
+from .stage_cache import StageCache, stage_keys, started_from_stages
 from .toml_io import format_value
 
 #: The cost metric: training seconds (every stage) until ``[threshold]`` is reached.
@@ -397,12 +397,6 @@ def cell_record_path(out: Path, cell: Cell) -> Path:
 
 #: Where an ablation keeps the stages its runs share (inside its output folder).
 STAGES = ".stages"
-
-
-def latest_stages(run: RunDir) -> list[str]:
-    """The stages finished in ``run``'s checkpoint."""
-    checkpoint = run.latest()
-    return checkpoint.stages_done if checkpoint is not None else []
 
 
 def run_ablation(
@@ -794,9 +788,11 @@ def run_cell(ablation: Ablation, cell: Cell, out: Path, *, progress: bool) -> di
     cache = StageCache(out / STAGES) if ablation.spec.share_stages else None
     try:
         started = time.perf_counter()
-        shared = cache.start(run, resolved) if cache is not None else None
+        if cache is not None:
+            cache.start(run, resolved)
+        shared = started_from_stages(run)  # also when a resume carries on a run the cache started
         if shared is not None:
-            record["shared_stages"] = latest_stages(run)
+            record["shared_stages"] = shared
 
         def keep(stage: str, checkpoint: Any) -> None:
             if cache is not None:

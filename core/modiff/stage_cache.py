@@ -130,6 +130,18 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: The file in a run's folder that says which kept stages the run started from.
+STARTED_FROM = "started-from-stages.json"
+
+
+def started_from_stages(run: RunDir) -> list[str] | None:
+    """The stages ``run`` did not train itself, copied from a kept stage when it
+    started (:meth:`StageCache.start`), however often it was resumed since;
+    ``None`` for a run that trained every stage."""
+    path = run.path / STARTED_FROM
+    return list(read_json(path, "the kept stages the run started from")["stages"]) if path.is_file() else None
+
+
 class StageCache:
     """Checkpoints at the end of shared stages, by :func:`stage_keys` key.
 
@@ -242,6 +254,8 @@ class StageCache:
                 writer.commit({"stages_done": source.stages_done, "stage": None, "step": 0,
                                "train_seconds": source.train_seconds, "started_from": str(source.path)})
             atomic_write_text(staging / "settings.toml", resolved.to_toml())
+            # kept beside the run for good (checkpoints are pruned): what a record says it started from
+            atomic_write_json(staging / STARTED_FROM, {"stages": source.stages_done, "from": str(source.path)})
             if run.path.is_dir() and not any(run.path.iterdir()):
                 run.path.rmdir()
             os.rename(staging, run.path)  # the run appears whole, or not at all

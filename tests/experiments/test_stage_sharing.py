@@ -79,6 +79,13 @@ def test_a_run_started_from_anothers_stages_ends_as_it_would_alone(tmp_path: Pat
     copied = [json.loads(line) for line in (runs / "hybrid" / "metrics.jsonl").read_text().splitlines()]
     assert [r for r in copied if r.get("stage") == "encoder"], "the shared stages' log lines come with them"
 
+    # run again after its record was lost (as a driver killed mid-run leaves it): the resumed run still
+    # says it started from the kept stages, though the cache did not start it this time
+    (runs / "hybrid" / "cell.json").unlink()
+    (again,) = [r for r in run_ablation(read_ablation(shared), progress=False, log=lambda *_: None)
+                if r["name"] == "hybrid"]
+    assert again["shared_stages"] == ["encoder", "text_embedder"]
+
     alone = write(tmp_path / "a", "alone", '[[variant]]\nname = "hybrid"\nset = { "conditioner.plugin" = "hybrid" }\n',
                   share=False)
     (record,) = run_ablation(read_ablation(alone), progress=False, log=lambda *_: None)
