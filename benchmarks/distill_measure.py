@@ -15,6 +15,16 @@ folded in); so the items are the same and the comparison is paired
 eval_every`` rows in ``metrics.jsonl`` (evaluation time is not training time)
 and is drawn with the project's chart module (``modiff.charts``).
 Writes ``distill.json``, ``distill.md``, ``curve.svg`` and ``samples.png``.
+
+``--shift STEPS=S,...`` draws the students with the ``lcm`` sampler's
+``inference_shift`` S at that step count (default 1: diffusers' grid). Choose
+S on another prompt set than the reported one: ``--sweep 0.5,1,2,3`` only
+evaluates each student at each ``--steps`` and shift with ``[evaluator] seed
+= --sweep-seed`` (default 1; the reported set is seed 0) and writes
+``shift-sweep.json`` and ``shift-sweep.md`` (no teacher, no comparison):
+
+    python benchmarks/distill_measure.py --teacher RUNS/demo --student s0:RUNS/lcm-s0 \
+        --steps 2,4 --sweep 0.5,0.7,1,1.5,2,3
 """
 
 from __future__ import annotations
@@ -39,10 +49,60 @@ SAMPLE_PROMPTS = ["a red circle in the top left", "a large blue square at the bo
                   "a red square at the top left and a blue circle at the bottom right"]
 
 
-def evaluation(run: Path, sets: list[str]) -> dict[str, Any]:
+def evaluation(run: Path, sets: list[str], shift: float = 1.0) -> dict[str, Any]:
     pipe = Pipeline.load(run, sets=sets, with_data=True)
+    if shift != 1.0:
+        pipe = pipe.with_sampler("lcm", inference_shift=shift)
     with torch.no_grad():
         return evaluate_run(pipe)
+
+
+def guided(w: float | None) -> list[str]:
+    """The settings override that draws a student at guidance ``w`` (None: its run's own)."""
+    return [] if w is None else [f"conditioner.guidance={w}"]
+
+
+def parse_shifts(text: str | None) -> dict[int, float]:
+    """``"4=2,2=1.5"`` as ``{4: 2.0, 2: 1.5}``."""
+    if not text:
+        return {}
+    return {int(k): float(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+
+
+def sweep(students: dict[str, Path], steps: list[int], shifts: list[float], guidances: list[float | None],
+          seed: int, out: Path) -> None:
+    """Each student at each step count, shift and guidance ``w`` (None: its run's) on the prompt
+    set of evaluator seed ``seed``; the best pair per step count (one-object accuracy first, then
+    two-object, averaged over the students)."""
+    rows: list[dict[str, Any]] = []
+    for name, run in students.items():
+        for n in steps:
+            for w in guidances:
+                for shift in shifts:
+                    sets = [f"sample.steps={n}", f"evaluator.seed={seed}"] + guided(w)
+                    ev = evaluation(run, sets, shift)
+                    rows.append({"student": name, "steps": n, "shift": shift, "guidance": w,
+                                 **{m: ev[m] for m in METRICS}})
+                    print(rows[-1], flush=True)
+    best: dict[str, dict[str, Any]] = {}
+    for n in steps:
+        pairs = [(sh, w) for w in guidances for sh in shifts]
+        score = {}
+        for sh, w in pairs:
+            rs = [r for r in rows if (r["steps"], r["shift"], r["guidance"]) == (n, sh, w)]
+            score[sh, w] = tuple(sum(r[m] for r in rs) / len(rs) for m in METRICS)
+        sh, w = max(pairs, key=lambda p: score[p])
+        best[str(n)] = {"shift": sh, "guidance": w}
+    record = {"evaluator_seed": seed, "rows": rows, "best": best}
+    (out / "shift-sweep.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"evaluator seed {seed} (not the reported set)", "",
+             "| student | steps | shift | guidance w | one-object | two-object |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['student']} | {r['steps']} | {r['shift']:g} | {r['guidance'] or 'run'} | "
+              f"{r[METRICS[0]]:.3f} | {r[METRICS[1]]:.3f} |" for r in rows]
+    chosen = ", ".join(f"{k} steps: shift {v['shift']:g}, w {v['guidance'] or 'run'}" for k, v in best.items())
+    lines += ["", f"best per step count (mean over students): {chosen}"]
+    (out / "shift-sweep.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def items(result: dict[str, Any], metric: str) -> list[Any]:
@@ -63,7 +123,8 @@ def curve(run: Path) -> list[dict[str, Any]]:
             for r in rows if r.get("kind") == "eval"]
 
 
-def samples(teacher: Path, students: Path, out: Path) -> None:
+def samples(teacher: Path, students: Path, out: Path, shifts: dict[int, float] | None = None,
+            w: float | None = None) -> None:
     """One row per configuration, one column per prompt: the teacher as it samples (UniPC 10, guided),
     then the student at 1, 2 and 4 lcm steps."""
     seeds = list(range(len(SAMPLE_PROMPTS)))
@@ -71,9 +132,11 @@ def samples(teacher: Path, students: Path, out: Path) -> None:
     t = Pipeline.load(teacher)
     with torch.no_grad():
         rows.append(t.generate_tensor(SAMPLE_PROMPTS, seeds=seeds))
-        s = Pipeline.load(students)  # the kept loss's student only: a small picture
+        s = Pipeline.load(students, sets=guided(w))  # the kept loss's student only: a small picture
         for steps in (1, 2, 4):
-            rows.append(s.generate_tensor(SAMPLE_PROMPTS, seeds=seeds, steps=steps, guidance=1.0))
+            shift = (shifts or {}).get(steps, 1.0)
+            drawn = s if shift == 1.0 else s.with_sampler("lcm", inference_shift=shift)
+            rows.append(drawn.generate_tensor(SAMPLE_PROMPTS, seeds=seeds, steps=steps, guidance=1.0))
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
     pixels = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
     Image.fromarray(pixels).resize((pixels.shape[1] * 2, pixels.shape[0] * 2), Image.NEAREST).save(out)
@@ -107,10 +170,22 @@ def main() -> None:
     p.add_argument("--steps", default="1,2,4")
     p.add_argument("--draw", help="the student drawn in samples.png (default: the first)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/distill"))
+    p.add_argument("--shift", help="STEPS=S,...: the lcm sampler's inference_shift at that step count (default 1)")
+    p.add_argument("--sweep", help="S,...: only evaluate these shifts on --sweep-seed's prompts (see above)")
+    p.add_argument("--sweep-seed", type=int, default=1)
+    p.add_argument("--guidance", type=float, help="the students' w (default: each run's [conditioner] guidance)")
+    p.add_argument("--sweep-guidance", help="W,...: the sweep's w values too (default: the runs' own)")
+    p.add_argument("--no-pair", action="store_true", help="do not compare the first two students with each other")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     students = dict(s.split(":", 1) for s in args.student)
     students = {k: Path(v) for k, v in students.items()}
+    step_counts = [int(s) for s in args.steps.split(",")]
+    if args.sweep:
+        ws = [float(x) for x in args.sweep_guidance.split(",")] if args.sweep_guidance else [None]
+        sweep(students, step_counts, [float(x) for x in args.sweep.split(",")], ws, args.sweep_seed, args.out)
+        return
+    shifts = parse_shifts(args.shift)
 
     saved = args.teacher / "evaluation.json"
     teacher_eval = json.loads(saved.read_text()) if saved.is_file() else evaluation(args.teacher, [])
@@ -118,14 +193,17 @@ def main() -> None:
     result: dict[str, Any] = {
         "teacher": {"run": str(args.teacher), "train_seconds": teacher_seconds,
                     **{m: teacher_eval[m] for m in METRICS}},
+        "shifts": {str(n): shifts.get(n, 1.0) for n in step_counts},
+        "student_guidance": args.guidance,
         "students": {},
     }
     evaluations: dict[tuple[str, int], dict[str, Any]] = {}
     for name, run in students.items():
         entry: dict[str, Any] = {"run": str(run), "train_seconds": train_seconds(run)}
         entry["cost_vs_teacher"] = entry["train_seconds"] / teacher_seconds
-        for steps in (int(s) for s in args.steps.split(",")):
-            ev = evaluations[name, steps] = evaluation(run, [f"sample.steps={steps}"])
+        for steps in step_counts:
+            ev = evaluations[name, steps] = evaluation(run, [f"sample.steps={steps}", *guided(args.guidance)],
+                                                       shifts.get(steps, 1.0))
             row: dict[str, Any] = {}
             for m in METRICS:
                 row[m] = {"value": ev[m], **_comparison(compare(items(ev, m), items(teacher_eval, m)))}
@@ -133,7 +211,8 @@ def main() -> None:
         entry["curve"] = curve(run)
         result["students"][name] = entry
     names = list(students)
-    if len(names) >= 2:  # the first two students (the two losses) against each other, paired, at each step count
+    # the first two students (two losses, or two seeds) against each other, paired, at each step count
+    if len(names) >= 2 and not args.no_pair:
         a, b = names[:2]
         result[f"{a}_vs_{b}"] = {
             f"steps_{steps}": {m: _comparison(compare(items(evaluations[a, steps], m), items(evaluations[b, steps], m)))
@@ -143,9 +222,12 @@ def main() -> None:
     (args.out / "distill.json").write_text(json.dumps(result, indent=1) + "\n")
 
     (args.out / "curve.svg").write_text(curve_chart(result))
-    samples(args.teacher, students[args.draw or next(iter(students))], args.out / "samples.png")
+    samples(args.teacher, students[args.draw or next(iter(students))], args.out / "samples.png", shifts,
+            args.guidance)
 
-    lines = ["| student | steps | metric | value | teacher | difference [95% interval] | verdict |",
+    lines = [f"lcm inference_shift per step count: {result['shifts']}; students' w: "
+             f"{args.guidance if args.guidance is not None else 'their runs own'}", "",
+             "| student | steps | metric | value | teacher | difference [95% interval] | verdict |",
              "|---|---|---|---|---|---|---|"]
     for name, entry in result["students"].items():
         for key in [k for k in entry if k.startswith("steps_")]:
