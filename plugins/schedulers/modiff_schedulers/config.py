@@ -164,6 +164,14 @@ class LCMSettings(ScheduleSettings):
     timestep_scaling: float = Field(
         10.0, gt=0, description="Scale of t in the consistency boundary condition (c_skip, c_out); LCM: 10."
     )
+    inference_shift: float = Field(
+        1.0,
+        gt=0,
+        le=100,
+        description="Moves the steps along the skipping schedule by the time shift u -> s u / (1 + (s - 1) u) "
+        "of u = t / T (rounded to its points): s > 1 spends them at noisier timesteps, s < 1 at cleaner ones; "
+        "1 is diffusers' LCMScheduler grid.",
+    )
 
 
 ScheduleSettings.schedule_keys = tuple(ScheduleSettings.model_fields)

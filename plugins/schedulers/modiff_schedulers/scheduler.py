@@ -88,7 +88,7 @@ class DiffusionScheduler(NoiseSchedule):
         s = self.settings
         karras = bool(getattr(s, "use_karras_sigmas", False))
         if self.spec.family == "consistency":
-            ts = consistency_timesteps(s.num_train_timesteps, steps, s.original_inference_steps)
+            ts = consistency_timesteps(s.num_train_timesteps, steps, s.original_inference_steps, s.inference_shift)
         else:
             ts = spaced_timesteps(
                 s.num_train_timesteps, steps, s.timestep_spacing, s.steps_offset, self.spec.family, check=not karras

@@ -67,7 +67,7 @@ def spaced_timesteps(
     return ts
 
 
-def consistency_timesteps(num_train_timesteps: int, steps: int, original_steps: int) -> list[float]:
+def consistency_timesteps(num_train_timesteps: int, steps: int, original_steps: int, shift: float = 1.0) -> list[float]:
     """LCM's timesteps (diffusers' ``LCMScheduler.set_timesteps``), first to last.
 
     The skipping schedule the model was distilled on has ``original_steps``
@@ -76,14 +76,38 @@ def consistency_timesteps(num_train_timesteps: int, steps: int, original_steps: 
     refuses the settings, the schedule stays defined: it has at most ``T``
     points (``original_steps > T``) and at least ``steps`` (more steps than
     ``original_steps``), so every step count from 1 to ``T`` has a grid.
+
+    ``shift`` other than 1 moves the taken points along the same skipping
+    schedule (see :func:`shift_consistency_points`); 1 is diffusers' grid.
     """
     n = num_train_timesteps
     check_steps(n, steps)
     points = max(min(original_steps, n), steps)
     k = n // points
-    origin = [j * k - 1 for j in range(points, 0, -1)]
     step = points / steps  # numpy.linspace(0, points, steps, endpoint=False) is i * step
-    return [float(origin[math.floor(i * step)]) for i in range(steps)]
+    picked = [points - math.floor(i * step) for i in range(steps)]  # point j is timestep j * k - 1
+    if shift != 1.0:
+        picked = shift_consistency_points(picked, points, shift)
+    return [float(j * k - 1) for j in picked]
+
+
+def shift_consistency_points(picked: list[int], points: int, shift: float) -> list[int]:
+    """The skipping schedule's points ``picked`` (``points`` down to 1, decreasing)
+    moved by the time shift ``u -> s u / (1 + (s - 1) u)`` of ``u = j / points``
+    (the one ``timestep_shift`` draws training timesteps with), rounded to the
+    nearest point and kept distinct and decreasing: ``s > 1`` spends the steps
+    at noisier timesteps, ``s < 1`` at cleaner ones. The first point (the
+    noisiest) stays where it is."""
+    moved = []
+    for j in picked:
+        u = j / points
+        moved.append(min(points, max(1, round(points * shift * u / (1 + (shift - 1) * u)))))
+    for i in range(1, len(moved)):  # distinct, decreasing ...
+        moved[i] = min(moved[i], moved[i - 1] - 1)
+    for i in range(len(moved) - 1, -1, -1):  # ... and at least 1 (steps <= points leaves room)
+        floor = 1 if i == len(moved) - 1 else moved[i + 1] + 1
+        moved[i] = max(moved[i], floor)
+    return moved
 
 
 def _grid(n: int, steps: int, spacing: str, steps_offset: int, family: Family) -> list[float]:

@@ -150,3 +150,39 @@ def test_the_last_step_returns_the_consistency_output_and_draws_no_noise() -> No
     scaled = t * 10.0
     c_skip, c_out = 0.25 / (scaled**2 + 0.25), scaled / (scaled**2 + 0.25) ** 0.5
     torch.testing.assert_close(out, c_out * x0 + c_skip * noise, rtol=0, atol=1e-12)
+
+
+def test_inference_shift_moves_the_steps_along_the_skipping_schedule() -> None:
+    """``inference_shift`` (not in diffusers; default 1 is its grid, tested above) keeps every
+    step on the skipping schedule the model was distilled on, distinct and decreasing from the
+    noisiest point, and moves them noisier (> 1) or cleaner (< 1) than diffusers' grid."""
+    assert build("lcm", {"inference_shift": 3.0}).timesteps(4).tolist() == [999.0, 899.0, 759.0, 519.0]
+    assert build("lcm", {"inference_shift": 0.5}).timesteps(4).tolist() == [999.0, 619.0, 339.0, 139.0]
+    assert build("lcm", {"inference_shift": 1.0}).timesteps(4).tolist() == [999.0, 759.0, 499.0, 259.0]
+    schedule = {float(j * 20 - 1) for j in range(1, 51)}
+    for shift in (0.05, 0.5, 0.8, 1.5, 3.0, 20.0):
+        for steps in range(1, 51):
+            base = build("lcm").timesteps(steps).tolist()
+            ts = build("lcm", {"inference_shift": shift}).timesteps(steps).tolist()
+            assert len(ts) == steps and ts[0] == 999.0 and set(ts) <= schedule, (shift, steps, ts)
+            assert all(a > b for a, b in zip(ts, ts[1:])), (shift, steps, ts)
+            if steps <= 8:  # away from the crowded ends the shift only moves points one way
+                assert all((t >= b) if shift > 1 else (t <= b) for t, b in zip(ts, base)), (shift, steps, ts)
+
+
+def test_inference_shift_samples_like_diffusers_given_the_same_timesteps(diffusers_noise: Any) -> None:
+    """With a shift, each step is still diffusers' LCM step: diffusers' loop handed our shifted
+    timesteps (``set_timesteps(timesteps=...)``) makes the same calls and the same output (1e-5)."""
+    ours = build("lcm", {"inference_shift": 2.0, "prediction_type": "v_prediction", "rescale_betas_zero_snr": True})
+    noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    for steps in (2, 4, 8):
+        theirs = ref.make("lcm", ours)
+        grid = [int(t) for t in ours.timesteps(steps).tolist()]
+        assert grid != [int(t) for t in build("lcm").timesteps(steps).tolist()]  # the shift moved something
+        set_grid = theirs.set_timesteps
+        theirs.set_timesteps = lambda n, grid=grid, set_grid=set_grid: set_grid(timesteps=grid)
+        d_out, d_calls = ref.run(
+            "lcm", theirs, random_model, noise, steps, generator=modiff.generators(SEEDS), ours=ours
+        )
+        o_out, o_calls = ref.run_ours(ours, random_model, noise, steps, generator=modiff.generators(SEEDS))
+        assert_same_run(f"lcm shift 2, {steps} steps", o_out, o_calls, d_out, d_calls)
