@@ -68,3 +68,24 @@ def test_usage_mistakes_are_one_line_and_exit_2(
     assert bench.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert words in err and len(err.splitlines()) == 1
+
+
+def test_several_batch_sizes_are_timed_in_one_run_with_each_images_parts(
+    bench: ModuleType, run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "few.json"
+    assert bench.main([str(run), "--steps", "1,4", "--repeats", "2", "--batch", "1,3", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [b["batch"] for b in result["batches"]] == [1, 3]
+    assert result["teacher"] == result["batches"][0]["teacher"]  # the top-level keys stay the first batch's
+    for batch in result["batches"]:
+        teacher = batch["teacher"]
+        assert len(teacher["seconds"]) == 2
+        for config in (teacher, *batch["students"]):
+            parts = config["parts"]
+            assert set(parts) == {"conditioning", "denoiser", "decode", "other", "total"}
+            assert all(v >= 0 for v in parts.values())
+            assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"))
+        one, four = batch["students"]
+        assert (one["steps"], four["steps"]) == (1, 4)
+        assert four["ratio"] == pytest.approx(four["seconds_per_image"] / teacher["seconds_per_image"])
