@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .config import ScheduleSettings
+from .spacing import time_shift
 
 #: alpha_bar used instead of 0 for the last timestep of a zero-terminal-SNR
 #: schedule on the sigma scale, where sigma = inf cannot be represented; the
@@ -241,7 +242,7 @@ class NoiseSchedule:
             t = torch.randint(0, n, (batch_size,), generator=generator, device=gen_device)
         else:
             u = torch.rand(batch_size, generator=generator, device=gen_device, dtype=torch.float64)
-            t = (n * shift * u / (1 + (shift - 1) * u)).long().clamp_(0, n - 1)
+            t = time_shift(u, shift, n).long().clamp_(0, n - 1)
         return t if device is None else t.to(device)
 
     def snr(self, t: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ behaves the same here:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 Family = Literal["discrete", "continuous", "multistep", "consistency"]
 
@@ -91,6 +91,16 @@ def consistency_timesteps(num_train_timesteps: int, steps: int, original_steps: 
     return [float(j * k - 1) for j in picked]
 
 
+def time_shift(u: Any, shift: float, scale: float = 1.0) -> Any:
+    """The time shift of Esser et al. 2024, ``u -> s u / (1 + (s - 1) u)`` on
+    ``u`` in ``[0, 1]`` (a float or a tensor), times ``scale``: ``s > 1`` moves
+    times towards the noisy end. The one formula behind training's
+    ``timestep_shift`` and the ``lcm`` sampler's ``inference_shift``; computed
+    as ``scale * s * u / (...)`` in that order, which the training draw's bits
+    (and every committed fingerprint) depend on."""
+    return scale * shift * u / (1 + (shift - 1) * u)
+
+
 def shift_consistency_points(picked: list[int], points: int, shift: float) -> list[int]:
     """The skipping schedule's points ``picked`` (``points`` down to 1, decreasing)
     moved by the time shift ``u -> s u / (1 + (s - 1) u)`` of ``u = j / points``
@@ -101,7 +111,7 @@ def shift_consistency_points(picked: list[int], points: int, shift: float) -> li
     moved = []
     for j in picked:
         u = j / points
-        moved.append(min(points, max(1, round(points * shift * u / (1 + (shift - 1) * u)))))
+        moved.append(min(points, max(1, round(time_shift(u, shift, points)))))
     for i in range(1, len(moved)):  # distinct, decreasing ...
         moved[i] = min(moved[i], moved[i - 1] - 1)
     for i in range(len(moved) - 1, -1, -1):  # ... and at least 1 (steps <= points leaves room)
