@@ -25,6 +25,9 @@ evaluates each student at each ``--steps`` and shift with ``[evaluator] seed
 
     python benchmarks/distill_measure.py --teacher RUNS/demo --student s0:RUNS/lcm-s0 \
         --steps 2,4 --sweep 0.5,0.7,1,1.5,2,3
+
+``--sweep-against NAME`` adds each student's paired difference to student NAME
+(same prompts, same settings), e.g. a recipe's variants against the recipe.
 """
 
 from __future__ import annotations
@@ -49,10 +52,25 @@ SAMPLE_PROMPTS = ["a red circle in the top left", "a large blue square at the bo
                   "a red square at the top left and a blue circle at the bottom right"]
 
 
+def distilled_grid(pipe: Pipeline) -> int | None:
+    """The student's ``[conditioner] original_inference_steps`` (None: not a distilled run)."""
+    table = pipe.components.settings.components.get("conditioner")
+    return getattr(table.params, "original_inference_steps", None) if table is not None else None
+
+
+def lcm_sampler(pipe: Pipeline, shift: float = 1.0) -> Pipeline:
+    """``pipe`` drawing with the ``lcm`` sampler at ``inference_shift`` ``shift`` on the skipping
+    schedule the student was distilled on (``[sample] scheduler = "lcm"`` alone takes the sampler's
+    default, 50 points, whatever the distillation's ``original_inference_steps``)."""
+    grid = distilled_grid(pipe)
+    if shift == 1.0 and grid in (None, 50):
+        return pipe
+    return pipe.with_sampler("lcm", inference_shift=shift, **({} if grid is None else
+                                                             {"original_inference_steps": grid}))
+
+
 def evaluation(run: Path, sets: list[str], shift: float = 1.0) -> dict[str, Any]:
-    pipe = Pipeline.load(run, sets=sets, with_data=True)
-    if shift != 1.0:
-        pipe = pipe.with_sampler("lcm", inference_shift=shift)
+    pipe = lcm_sampler(Pipeline.load(run, sets=sets, with_data=True), shift)
     with torch.no_grad():
         return evaluate_run(pipe)
 
@@ -70,12 +88,16 @@ def parse_shifts(text: str | None) -> dict[int, float]:
 
 
 def sweep(students: dict[str, Path], steps: list[int], shifts: list[float], guidances: list[float | None],
-          seed: int, out: Path) -> None:
+          seed: int, out: Path, against: str | None = None) -> None:
     """Each student at each step count, shift and guidance ``w`` (None: its run's) on the prompt
     set of evaluator seed ``seed``; the best pair per step count (one-object accuracy first, then
-    two-object, averaged over the students)."""
+    two-object, averaged over the students). ``against`` (a student's name, evaluated first): each
+    row also holds its paired difference to that student's row at the same settings."""
     rows: list[dict[str, Any]] = []
-    for name, run in students.items():
+    base: dict[tuple[int, float | None, float], dict[str, Any]] = {}
+    order = sorted(students, key=lambda name: name != against)
+    for name in order:
+        run = students[name]
         for n in steps:
             for w in guidances:
                 for shift in shifts:
@@ -83,6 +105,11 @@ def sweep(students: dict[str, Path], steps: list[int], shifts: list[float], guid
                     ev = evaluation(run, sets, shift)
                     rows.append({"student": name, "steps": n, "shift": shift, "guidance": w,
                                  **{m: ev[m] for m in METRICS}})
+                    if name == against:
+                        base[n, w, shift] = ev
+                    elif against is not None:
+                        rows[-1][f"vs_{against}"] = {
+                            m: _comparison(compare(items(ev, m), items(base[n, w, shift], m))) for m in METRICS}
                     print(rows[-1], flush=True)
     best: dict[str, dict[str, Any]] = {}
     for n in steps:
@@ -99,6 +126,12 @@ def sweep(students: dict[str, Path], steps: list[int], shifts: list[float], guid
              "| student | steps | shift | guidance w | one-object | two-object |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['student']} | {r['steps']} | {r['shift']:g} | {r['guidance'] or 'run'} | "
               f"{r[METRICS[0]]:.3f} | {r[METRICS[1]]:.3f} |" for r in rows]
+    if against is not None:
+        lines += ["", f"paired against {against} (difference [95% interval] verdict):", ""]
+        lines += [f"- {r['student']}, {r['steps']} steps, shift {r['shift']:g}, w {r['guidance'] or 'run'}: "
+                  + "; ".join(f"{m.split('_')[0]} object {c['difference']:+.3f} [{c['low']:+.3f}, "
+                              f"{c['high']:+.3f}] {c['verdict']}" for m, c in r[f"vs_{against}"].items())
+                  for r in rows if f"vs_{against}" in r]
     chosen = ", ".join(f"{k} steps: shift {v['shift']:g}, w {v['guidance'] or 'run'}" for k, v in best.items())
     lines += ["", f"best per step count (mean over students): {chosen}"]
     (out / "shift-sweep.md").write_text("\n".join(lines) + "\n")
@@ -135,7 +168,7 @@ def samples(teacher: Path, students: Path, out: Path, shifts: dict[int, float] |
         s = Pipeline.load(students, sets=guided(w))  # the kept loss's student only: a small picture
         for steps in (1, 2, 4):
             shift = (shifts or {}).get(steps, 1.0)
-            drawn = s if shift == 1.0 else s.with_sampler("lcm", inference_shift=shift)
+            drawn = lcm_sampler(s, shift)
             rows.append(drawn.generate_tensor(SAMPLE_PROMPTS, seeds=seeds, steps=steps, guidance=1.0))
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
     pixels = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
@@ -175,6 +208,7 @@ def main() -> None:
     p.add_argument("--sweep-seed", type=int, default=1)
     p.add_argument("--guidance", type=float, help="the students' w (default: each run's [conditioner] guidance)")
     p.add_argument("--sweep-guidance", help="W,...: the sweep's w values too (default: the runs' own)")
+    p.add_argument("--sweep-against", help="NAME: the sweep also compares each student with this one, paired")
     p.add_argument("--no-pair", action="store_true", help="do not compare the first two students with each other")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +217,10 @@ def main() -> None:
     step_counts = [int(s) for s in args.steps.split(",")]
     if args.sweep:
         ws = [float(x) for x in args.sweep_guidance.split(",")] if args.sweep_guidance else [None]
-        sweep(students, step_counts, [float(x) for x in args.sweep.split(",")], ws, args.sweep_seed, args.out)
+        if args.sweep_against is not None and args.sweep_against not in students:
+            p.error(f"--sweep-against {args.sweep_against}: not one of the --student names")
+        sweep(students, step_counts, [float(x) for x in args.sweep.split(",")], ws, args.sweep_seed, args.out,
+              args.sweep_against)
         return
     shifts = parse_shifts(args.shift)
 
