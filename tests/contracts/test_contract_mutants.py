@@ -23,7 +23,10 @@ the same. ``python -m modiff.testing.mutants`` prints the matrix.
 
 from __future__ import annotations
 
+import random
+
 import pytest
+import torch
 
 from modiff.testing.mutants import MUTANTS, REFERENCE_CONTRACTS, Mutant, run_mutant
 from modiff.testing.mutants.base import KINDS
@@ -155,3 +158,25 @@ def test_every_contract_against_every_mutant(role: str) -> None:
         assert kills, f"{m.name} ({m.mistake}) survives every contract test"
         missing = [name for name in m.killed_by if not any(k.endswith("." + name) for k in kills)]
         assert not missing, f"{m.name} is not caught by {missing}; it is caught by {kills}"
+
+
+#: Python ``random`` seeds after which the old corpus check (two reads compared) let the
+#: corpus-shuffling mutant through: a shuffle of the toy's six captions can come out in order.
+STATES_THAT_HID_A_MUTANT = (28, 112, 126, 218, 232)
+
+
+@pytest.mark.parametrize("mutant", [m for m in MUTANTS if m.kind == "global random state"], ids=lambda m: m.name)
+def test_a_global_state_mutant_is_caught_whatever_state_earlier_tests_left(mutant: Mutant) -> None:
+    """Whether a mutant that draws from a global generator is caught must not depend on
+    what an earlier test in the same worker did to that generator (xdist deals tests out
+    differently from run to run)."""
+    python, torch_state = random.getstate(), torch.random.get_rng_state()
+    try:
+        for seed in STATES_THAT_HID_A_MUTANT:
+            random.seed(seed)
+            torch.manual_seed(seed)
+            kills = killing_tests(run_mutant(mutant, only_killers=True))
+            assert kills, f"{mutant.name} survives with the global generators seeded {seed}"
+    finally:
+        random.setstate(python)
+        torch.random.set_rng_state(torch_state)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import random
 from typing import ClassVar
 
+import numpy as np
 import torch
 
 from ...protocols import Dataset, Example
@@ -79,10 +81,25 @@ class DatasetContract(Contract):
             raise AssertionError("dataset[len(dataset)] must raise IndexError")
 
     def test_caption_corpus(self) -> None:
+        """The corpus is the same whatever state Python's, NumPy's and torch's global
+        generators are in: a text embedder fitted on it must come out the same in every
+        process. Read under several seeded global states (and the states put back after),
+        so that a corpus drawn from a global generator is caught whatever ran before."""
         captions = list(self.build().captions())
         assert captions and all(isinstance(c, str) for c in captions)
-        again = list(self.build().captions())
-        assert captions == again, "the caption corpus must be deterministic"
+        python, numpy_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+        try:
+            for seed in range(4):
+                random.seed(seed)
+                np.random.seed(seed)
+                torch.manual_seed(seed)
+                again = list(self.build().captions())
+                assert captions == again, (
+                    f"the caption corpus must be deterministic: it changed with the global random state (seed {seed})")
+        finally:
+            random.setstate(python)
+            np.random.set_state(numpy_state)
+            torch.random.set_rng_state(torch_state)
 
     def test_corpus_holds_the_examples_captions(self) -> None:
         """A text embedder fitted on ``captions()`` must know the words of the captions it
