@@ -61,14 +61,6 @@ class ConsistencySettings(modiff.ComponentSettings):
     timestep_scaling: float = Field(
         10.0, gt=0, description="The lcm sampler's boundary condition scale (c_skip, c_out)."
     )
-    focus_steps: list[int] = Field(
-        default_factory=list, description="lcm step counts (e.g. [2, 4]) whose sampler timesteps get a share of "
-        "the training timesteps (focus_fraction); empty: every point of the skipping schedule alike.",
-    )
-    focus_fraction: float = Field(
-        0.0, ge=0, le=1, description="Share of each batch's timesteps drawn uniformly from the focus_steps "
-        "samplers' timesteps instead of the whole skipping schedule (0: none).",
-    )
     loss: Literal["l2", "huber"] = Field(
         "huber", description='"l2": the LCM paper\'s squared error; "huber": pseudo-Huber, sqrt(d^2 + c^2) - c.'
     )
@@ -87,12 +79,6 @@ class ConsistencySettings(modiff.ComponentSettings):
         low, high = self.guidance_range
         if not 0 <= low <= high:
             raise ValueError(f"guidance_range = [{low}, {high}]: use [low, high] with 0 <= low <= high")
-        if self.focus_fraction > 0 and not self.focus_steps:
-            raise ValueError(f"focus_fraction = {self.focus_fraction} needs focus_steps, e.g. [2, 4]")
-        bad = [n for n in self.focus_steps if not 1 <= n <= self.original_inference_steps]
-        if bad:
-            raise ValueError(f"focus_steps = {self.focus_steps}: each must be 1 to original_inference_steps "
-                             f"({self.original_inference_steps})")
         if self.embedding_dim % 2:
             raise ValueError(f"embedding_dim = {self.embedding_dim} is odd; use an even width such as 32")
         return self

@@ -35,24 +35,6 @@ def consistency_scalings(t: Tensor, timestep_scaling: float, sigma_data: float =
     return c_skip.float().view(-1, 1, 1, 1), c_out.float().view(-1, 1, 1, 1)
 
 
-def sampler_points(original_inference_steps: int, steps: Sequence[int]) -> list[int]:
-    """The skipping schedule's points ``j`` (timestep ``j k - 1``) the ``lcm`` sampler visits at
-    each of ``steps`` (diffusers' ``LCMScheduler``: evenly spaced indices from the top), sorted."""
-    n = original_inference_steps
-    return sorted({n - (i * n) // s for s in steps for i in range(s)})
-
-
-def draw_points(n: int, settings: Any, g: torch.Generator) -> Tensor:
-    """``n`` points ``j`` in ``1..original_inference_steps``: uniform, except that a ``focus_fraction``
-    share of them (each sample by its own draw) is one of the ``focus_steps`` samplers' points."""
-    j = torch.randint(1, settings.original_inference_steps + 1, (n,), generator=g)
-    if settings.focus_fraction > 0:
-        points = torch.tensor(sampler_points(settings.original_inference_steps, settings.focus_steps))
-        focused = torch.rand(n, generator=g) < settings.focus_fraction
-        j = torch.where(focused, points[torch.randint(0, len(points), (n,), generator=g)], j)
-    return j
-
-
 def signal_and_noise(scheduler: Any, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
     """``sqrt(alpha_bar_t)`` and ``sqrt(1 - alpha_bar_t)`` ``[B, 1, 1, 1]``, read from the scheduler's ``add_noise``."""
     ones, zeros = torch.ones_like(like), torch.zeros_like(like)
@@ -104,7 +86,7 @@ class ConsistencyLoss:
         x0 = self.latents(batch.images, indices, step)
         b, share, n = x0.shape[0], slice(world.rank, None, world.size), x0.shape[0] * world.size
         k = scheduler.num_train_timesteps // s.original_inference_steps
-        j = draw_points(n, s, g)[share]
+        j = torch.randint(1, s.original_inference_steps + 1, (n,), generator=g)[share]
         t = (j * k - 1).to(device)
         t_prev = (t - k).clamp(min=0)
         low, high = s.guidance_range

@@ -219,37 +219,3 @@ def test_two_processes_distill_as_one(teacher: Path, uninterrupted: Path, tmp_pa
                 continue
             torch.testing.assert_close(two[role][key], value, rtol=1e-3, atol=1e-5,
                                        msg=lambda m, role=role, key=key: f"{role}.{key}: {m}")
-
-
-def test_focused_timesteps_are_the_lcm_samplers_and_off_by_default_draw_as_before() -> None:
-    from types import SimpleNamespace
-
-    from modiff_distill import ConsistencySettings
-    from modiff_distill.task import draw_points, sampler_points
-    from modiff_schedulers.spacing import consistency_timesteps
-
-    for ois in (10, 25, 50):
-        k = 1000 // ois
-        for steps in (1, 2, 3, 4, 8):
-            assert [j * k - 1 for j in sampler_points(ois, [steps])] == sorted(
-                int(t) for t in consistency_timesteps(1000, steps, ois))
-    assert sampler_points(50, [2, 4]) == [13, 25, 38, 50]  # 259, 499, 759, 999
-
-    off = SimpleNamespace(original_inference_steps=50, focus_fraction=0.0, focus_steps=[])
-    g, h = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    assert torch.equal(draw_points(64, off, g), torch.randint(1, 51, (64,), generator=h))
-    assert torch.equal(torch.rand(5, generator=g), torch.rand(5, generator=h))  # no extra draws when off
-
-    every = SimpleNamespace(original_inference_steps=50, focus_fraction=1.0, focus_steps=[2])
-    drawn = draw_points(4000, every, torch.Generator().manual_seed(0))
-    assert set(drawn.tolist()) == {25, 50}
-    half = SimpleNamespace(original_inference_steps=50, focus_fraction=0.5, focus_steps=[2])
-    drawn = draw_points(20000, half, torch.Generator().manual_seed(0))
-    share = (drawn == 50).float().mean().item()
-    assert 0.25 < share < 0.27  # 1/4 focused on 50, plus 1/100 of the uniform half
-    assert drawn.min() >= 1 and drawn.max() <= 50
-
-    with pytest.raises(ValueError, match="focus_steps"):
-        ConsistencySettings(teacher="runs/demo", focus_fraction=0.5)
-    with pytest.raises(ValueError, match="focus_steps"):
-        ConsistencySettings(teacher="runs/demo", original_inference_steps=10, focus_steps=[20], focus_fraction=0.5)
