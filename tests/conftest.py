@@ -21,25 +21,38 @@ from modiff.plugins import reset_registry
 _CLONE_NEWNET = 0x40000000
 
 
-@pytest.fixture(scope="session")
-def loopback_only() -> None:
-    """Keep every server this test process starts from now on reachable from
-    this machine only: the process moves into a network namespace of its own
-    whose one interface is the loopback, and every process it starts inherits
-    it. Ray's GCS and raylets, slurmctld and slurmd bind every interface and
-    have no setting that confines them, so a test of them asks for this.
+@pytest.fixture(scope="module")
+def loopback_only() -> Iterator[None]:
+    """Keep every server the tests of one module start reachable from this
+    machine only: for the module's tests the process moves into a network
+    namespace of its own whose one interface is the loopback, and every process
+    it starts meanwhile inherits it. Ray's GCS and raylets bind every interface
+    and have no setting that confines them, so a test module of them asks for this.
 
-    It lasts for the rest of the process's session (no test reaches beyond the
-    machine; the loopback still works). Skips, saying why, where impossible:
-    it needs root on Linux and iproute2's ``ip`` (CI has both).
+    When the module's tests are done the process goes back to the namespace it
+    came from: a later module in the same worker (the Slurm fixture's daemons,
+    which bind 127.0.0.1 of the host's namespace) must not find itself in an
+    empty one. Servers still running in the old namespace stay there, out of
+    reach. Skips, saying why, where impossible: it needs root on Linux and
+    iproute2's ``ip`` (CI has both).
     """
     if not sys.platform.startswith("linux") or os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("Ray and Slurm bind every interface: their tests run in a network namespace of their "
+        pytest.skip("Ray binds every interface: its tests run in a network namespace of their "
                     "own, which needs root on Linux and iproute2's ip")
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.unshare(_CLONE_NEWNET) != 0:
-        pytest.skip(f"cannot make a network namespace here: {os.strerror(ctypes.get_errno())}")
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            pytest.skip(f"cannot make a network namespace here: {os.strerror(ctypes.get_errno())}")
+        try:
+            subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+            yield
+        finally:
+            if libc.setns(host, _CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"cannot go back to the host's network namespace: "
+                                                  f"{os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(host)
 
 
 @pytest.fixture
