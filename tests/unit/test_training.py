@@ -129,6 +129,40 @@ def test_a_resumed_stage_trains_the_parameters_its_assets_rebuild(tmp_path: Path
     assert torch.equal(weights(full, "text_embedder")["gain"], weights(cut, "text_embedder")["gain"])
 
 
+def test_a_frozen_module_stays_frozen_when_a_resume_rebuilds_its_parameters(tmp_path: Path, monkeypatch) -> None:
+    """A module the stage holds frozen (a distilled student's teacher text embedder, joint but built
+    frozen) whose ``load_assets`` builds a new parameter (``requires_grad=True``, as ``nn.Parameter``
+    and ``nn.Embedding`` make them): the resumed stage's optimizer takes what it took before the kill,
+    so the saved optimizer state loads ('parameter group that doesn't match' otherwise), and the
+    resumed run ends bit for bit with the frozen weight untouched."""
+    from torch import nn
+
+    from modiff.testing.toys import ToyTextEmbedder
+
+    built = ToyTextEmbedder.__init__
+
+    def frozen(self: ToyTextEmbedder, s: Any) -> None:
+        built(self, s)
+        self.requires_grad_(False)
+
+    def save_assets(self: ToyTextEmbedder, directory: Path) -> None:
+        (directory / "words.json").write_text("[]")
+
+    def load_assets(self: ToyTextEmbedder, directory: Path) -> None:
+        self.gain = nn.Parameter(torch.zeros(()))  # a new tensor that requires a gradient
+
+    monkeypatch.setattr(ToyTextEmbedder, "__init__", frozen)
+    monkeypatch.setattr(ToyTextEmbedder, "save_assets", save_assets, raising=False)
+    monkeypatch.setattr(ToyTextEmbedder, "load_assets", load_assets, raising=False)
+    full, cut = interrupted_then_resumed(tmp_path, monkeypatch, text_embedder__joint_training=True)
+    for role in ("denoiser", "conditioner", "text_embedder"):
+        a, b = weights(full, role), weights(cut, role)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), (role, k)
+    assert weights(cut, "text_embedder")["gain"].item() == 1.0, "the frozen gain was trained"
+
+
 def test_an_existing_run_needs_resume_or_overwrite(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run")
     train_run(settings(), run, progress=False)

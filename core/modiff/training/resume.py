@@ -9,6 +9,8 @@ would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,13 +54,31 @@ def restore_assets(stage: Stage, checkpoint: Checkpoint | None) -> None:
     ``load_assets`` may replace a parameter (a word table resized to the saved
     vocabulary), and an optimizer given the tensor it replaced steps one the
     module no longer uses, so the resumed run's word vectors never moved again.
+
+    Reading assets leaves what the stage trains as it was (:func:`_keep_trainability`):
+    a replaced parameter comes back with ``requires_grad=True``, and a module the
+    stage holds frozen (a distilled student's teacher text embedder) would then
+    give the optimizer more parameters than the state the checkpoint saved.
     """
     if checkpoint is None or not _resumes_in(stage, checkpoint):
         return
     for role, m in stage.modules.items():
         load_assets = getattr(m, "load_assets", None)
         if callable(load_assets) and checkpoint.assets(role).is_dir():
-            load_assets(checkpoint.assets(role))
+            with _keep_trainability(m):
+                load_assets(checkpoint.assets(role))
+
+
+@contextmanager
+def _keep_trainability(module: nn.Module) -> Iterator[None]:
+    """Each of ``module``'s parameters requires a gradient after the block as it did
+    before, by name; a parameter new to it is frozen when the module had parameters and
+    none of them was."""
+    before = {name: p.requires_grad for name, p in module.named_parameters()}
+    yield
+    frozen = bool(before) and not any(before.values())
+    for name, p in module.named_parameters():
+        p.requires_grad_(before.get(name, not frozen and p.requires_grad))
 
 
 def resume_stage(
