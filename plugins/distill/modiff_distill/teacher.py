@@ -57,25 +57,7 @@ def teacher_component(role: str, settings: Any, context: modiff.BuildContext) ->
     component = teacher.components.get(role)
     if component is None:
         raise modiff.SettingsError([f"{key} = {settings.teacher!r} has no {role}"])
-    _stays_frozen(component)
     return component
-
-
-def _stays_frozen(module: Any) -> None:
-    """A teacher's module stays frozen when a resumed student reloads its assets: the core reads a
-    stage's assets before its optimizer takes the trainable parameters, and ``load_assets`` may build
-    new ones (the text transformer's word table, resized to the saved vocabulary), which would then
-    join the optimizer and no longer match the optimizer state the student saved."""
-    load = getattr(module, "load_assets", None)
-    if not callable(load) or getattr(load, "keeps_frozen", False):
-        return
-
-    def load_assets(path: Any) -> None:
-        load(path)
-        module.eval().requires_grad_(False)
-
-    load_assets.keeps_frozen = True  # type: ignore[attr-defined]
-    object.__setattr__(module, "load_assets", load_assets)
 
 
 def build_teacher_encoder(settings: Any, context: modiff.BuildContext) -> Any:
