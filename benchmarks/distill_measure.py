@@ -61,8 +61,14 @@ def distilled_grid(pipe: Pipeline) -> int | None:
 def lcm_sampler(pipe: Pipeline, shift: float = 1.0) -> Pipeline:
     """``pipe`` drawing with the ``lcm`` sampler at ``inference_shift`` ``shift`` on the skipping
     schedule the student was distilled on (``[sample] scheduler = "lcm"`` alone takes the sampler's
-    default, 50 points, whatever the distillation's ``original_inference_steps``)."""
+    default, 50 points, whatever the distillation's ``original_inference_steps``). A student that
+    draws with another sampler (a multistep one: ``ddim``) keeps it."""
     grid = distilled_grid(pipe)
+    if pipe.components.settings.sample.scheduler not in (None, "lcm"):  # a multistep student ([conditioner] segments)
+        if shift != 1.0:
+            raise SystemExit(f"--shift/--sweep shifts the lcm sampler; {pipe.run} draws with "
+                             f"{pipe.components.settings.sample.scheduler!r}")
+        return pipe
     if shift == 1.0 and grid in (None, 50):
         return pipe
     return pipe.with_sampler("lcm", inference_shift=shift, **({} if grid is None else

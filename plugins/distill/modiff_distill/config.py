@@ -61,6 +61,11 @@ class ConsistencySettings(modiff.ComponentSettings):
     timestep_scaling: float = Field(
         10.0, gt=0, description="The lcm sampler's boundary condition scale (c_skip, c_out)."
     )
+    segments: int = Field(
+        0, ge=0, description="0: latent consistency (every timestep maps to the clean sample; sample with the lcm "
+        "sampler). N >= 1: multistep consistency, the schedule cut into N segments and each timestep mapped to "
+        "its segment's lower end (sample with ddim, trailing spacing, at N steps).",
+    )
     loss: Literal["l2", "huber"] = Field(
         "huber", description='"l2": the LCM paper\'s squared error; "huber": pseudo-Huber, sqrt(d^2 + c^2) - c.'
     )
@@ -79,6 +84,9 @@ class ConsistencySettings(modiff.ComponentSettings):
         low, high = self.guidance_range
         if not 0 <= low <= high:
             raise ValueError(f"guidance_range = [{low}, {high}]: use [low, high] with 0 <= low <= high")
+        if self.segments and self.original_inference_steps % self.segments:
+            raise ValueError(f"segments = {self.segments} does not divide original_inference_steps = "
+                             f"{self.original_inference_steps}: each segment must hold whole skips")
         if self.embedding_dim % 2:
             raise ValueError(f"embedding_dim = {self.embedding_dim} is odd; use an even width such as 32")
         return self

@@ -6,6 +6,17 @@ from ``x_t`` to ``t - k``; the student's consistency function at ``(x_t, t)``
 is pulled towards the target network's at ``(x_{t-k}, t - k)``. The target
 network is an EMA of the student. The boundary condition (``c_skip``,
 ``c_out``) is the ``lcm`` sampler's, so the student is sampled with it.
+
+With ``[conditioner] segments = N`` the consistency is multistep (Heek et
+al. 2024): the schedule is cut into ``N`` segments and the student's output
+at ``(x_t, t)`` is where a deterministic DDIM step with its prediction lands
+at the lower end of ``t``'s segment (the clean sample in the lowest); on a
+segment's end the teacher's step itself is the target. No boundary scaling:
+the student is an ordinary denoiser sampled with ``ddim`` (trailing spacing)
+at ``N`` steps, which visits exactly the segments' ends. Latent consistency
+maps every ``t`` to the clean sample and sampling adds noise back between
+steps; the multistep student needs none, at the price of a step count fixed
+at training.
 """
 
 from __future__ import annotations
@@ -33,6 +44,20 @@ def consistency_scalings(t: Tensor, timestep_scaling: float, sigma_data: float =
     c_skip = sigma_data**2 / (scaled**2 + sigma_data**2)
     c_out = scaled / (scaled**2 + sigma_data**2).sqrt()
     return c_skip.float().view(-1, 1, 1, 1), c_out.float().view(-1, 1, 1, 1)
+
+
+def segment_ends(j: Tensor, original_inference_steps: int, segments: int) -> Tensor:
+    """The point (in ``0..original_inference_steps``) at the lower end of the segment that holds
+    each point ``j`` (``1..original_inference_steps``), the schedule cut into ``segments`` equal
+    ones; 0 is the clean sample. A point on a segment's lower end belongs to the segment below."""
+    width = original_inference_steps // segments
+    return (j - 1) // width * width
+
+
+def jump(x0: Tensor, eps: Tensor, a: Tensor, s: Tensor, end: Tensor) -> Tensor:
+    """Where a deterministic DDIM step with ``(x0, eps)`` lands at signal/noise ``(a, s)``, or
+    ``x0`` itself where ``end`` (``[B]``, bool) says the segment ends at the clean sample."""
+    return torch.where(end.view(-1, 1, 1, 1), x0, a * x0 + s * eps)
 
 
 def signal_and_noise(scheduler: Any, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -98,9 +123,15 @@ class ConsistencyLoss:
 
         a_t, s_t = signal_and_noise(scheduler, t, x0)
         pred = c.denoiser(x_t, t.float(), cond)
-        student_x0, _ = x0_and_eps(scheduler.prediction_type, pred.float(), x_t, a_t, s_t)
-        skip, out = consistency_scalings(t, s.timestep_scaling)
-        student = skip * x_t + out * student_x0
+        student_x0, student_eps = x0_and_eps(scheduler.prediction_type, pred.float(), x_t, a_t, s_t)
+        if s.segments:  # multistep consistency: the student's DDIM jump to its segment's lower end
+            ends = segment_ends(j, s.original_inference_steps, s.segments)
+            clean, at_end = (ends == 0).to(device), (j - 1 == ends).to(device)
+            a_e, s_e = signal_and_noise(scheduler, (ends * k - 1).clamp(min=0).to(device), x0)
+            student = jump(student_x0, student_eps, a_e, s_e, clean)
+        else:
+            skip, out = consistency_scalings(t, s.timestep_scaling)
+            student = skip * x_t + out * student_x0
 
         with torch.no_grad():
             base = self.conditioner.base
@@ -114,9 +145,15 @@ class ConsistencyLoss:
             a_p, s_p = signal_and_noise(scheduler, t_prev, x0)
             x_prev = a_p * guided_x0 + s_p * guided_eps  # DDIM, t -> t - k
             target_pred = functional_call(c.denoiser, target_weights, (x_prev, t_prev.float(), cond)).float()
-            target_x0, _ = x0_and_eps(scheduler.prediction_type, target_pred, x_prev, a_p, s_p)
-            skip_p, out_p = consistency_scalings(t_prev, s.timestep_scaling)
-            target = skip_p * x_prev + out_p * target_x0
+            target_x0, target_eps = x0_and_eps(scheduler.prediction_type, target_pred, x_prev, a_p, s_p)
+            if s.segments:  # at the segment's end the teacher's step is the target itself; at the
+                # bottom it lands on the clean sample, as ddim's last step does (not on t = 0's noise)
+                teacher_end = torch.where(clean.view(-1, 1, 1, 1), guided_x0, x_prev)
+                target = torch.where(at_end.view(-1, 1, 1, 1), teacher_end,
+                                     jump(target_x0, target_eps, a_e, s_e, clean))
+            else:
+                skip_p, out_p = consistency_scalings(t_prev, s.timestep_scaling)
+                target = skip_p * x_prev + out_p * target_x0
 
         diff = (student - target).flatten(1)
         if s.loss == "l2":

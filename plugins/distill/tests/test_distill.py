@@ -249,3 +249,26 @@ def test_two_processes_distill_as_one(teacher: Path, uninterrupted: Path, tmp_pa
                 continue
             torch.testing.assert_close(two[role][key], value, rtol=1e-3, atol=1e-5,
                                        msg=lambda m, role=role, key=key: f"{role}.{key}: {m}")
+
+
+def test_a_multistep_student_that_is_its_teacher_has_nothing_to_learn_at_w_1(tmp_path: Path) -> None:
+    """``[conditioner] segments = original_inference_steps``: every segment is one
+    teacher step, so the target is the teacher's own DDIM step, to the clean sample at
+    the bottom as ddim's last step (not to t = 0, which still holds noise). At w = 1
+    the student as it starts (the teacher, its guidance embedding zero) makes exactly
+    those steps: its first loss is 0. With w drawn from [1, 3] it is not, and falls."""
+    (tmp_path / "t").mkdir()
+    small = train_teacher(tmp_path / "t", steps=4, stage_steps=4)
+
+    def distill(name: str, guidance_range: str, steps: int) -> list[float]:
+        student = distill_settings(tmp_path, small, name, steps=steps, lr=1e-3)
+        student.write_text(student.read_text().replace('scheduler = "lcm"\nsteps = 4', 'scheduler = "ddim"\nsteps = 2')
+                           .replace("guidance = 1.5\n", "guidance = 1.5\nsegments = 2\noriginal_inference_steps = 2\n"
+                                    f"guidance_range = {guidance_range}\n", 1))
+        done = modiff("train", str(small / "settings.toml"), str(student), "--quiet")
+        assert done.returncode == 0, done.stderr[-3000:]
+        return losses(small.parent / name)
+
+    assert distill("same", "[1.0, 1.0]", 1)[0] < 1e-6
+    guided = distill("guided", "[1.0, 3.0]", 40)
+    assert guided[0] > 1e-4 and sum(guided[-10:]) < sum(guided[:10]), guided
