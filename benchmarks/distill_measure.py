@@ -26,6 +26,9 @@ evaluates each student at each ``--steps`` and shift with ``[evaluator] seed
     python benchmarks/distill_measure.py --teacher RUNS/demo --student s0:RUNS/lcm-s0 \
         --steps 2,4 --sweep 0.5,0.7,1,1.5,2,3
 
+``--teacher-also ddim:2,ddim:4`` also evaluates the teacher drawn those ways
+(its own guidance, two calls a step), paired against the teacher as it samples.
+
 ``--sweep-against NAME`` adds each student's paired difference to student NAME
 (same prompts, same settings), e.g. a recipe's variants against the recipe.
 """
@@ -165,7 +168,7 @@ def curve(run: Path) -> list[dict[str, Any]]:
 def samples(teacher: Path, students: Path, out: Path, shifts: dict[int, float] | None = None,
             w: float | None = None) -> None:
     """One row per configuration, one column per prompt: the teacher as it samples (UniPC 10, guided),
-    then the student at 1, 2 and 4 lcm steps."""
+    then the student at 1, 2 and 4 steps (lcm, or its own sampler: a multistep student's ddim)."""
     seeds = list(range(len(SAMPLE_PROMPTS)))
     rows = []
     t = Pipeline.load(teacher)
@@ -196,7 +199,7 @@ def curve_chart(result: dict[str, Any]) -> str:
         for m, width in zip(METRICS, (2, 1), strict=True):
             pts = [(p["seconds"], p[m]) for p in entry["curve"] if m in p and p["seconds"] is not None]
             series.append(Series(f"{name}: {m.split('_')[0]} object", pts, colours[i % 4], width=width))
-    svg = line_chart(Panel("distillation seconds", series), title="student at 4 lcm steps vs distillation seconds",
+    svg = line_chart(Panel("distillation seconds", series), title="student at its [sample] steps vs seconds",
                      y_label="accuracy", y_range=(0.0, 1.0),
                      hline=(result["teacher"]["one_object_accuracy"], "teacher, one object (UniPC 10, guided)"))
     return str(svg)
@@ -216,6 +219,8 @@ def main() -> None:
     p.add_argument("--sweep-guidance", help="W,...: the sweep's w values too (default: the runs' own)")
     p.add_argument("--sweep-against", help="NAME: the sweep also compares each student with this one, paired")
     p.add_argument("--no-pair", action="store_true", help="do not compare the first two students with each other")
+    p.add_argument("--teacher-also", help="SAMPLER:STEPS,...: the teacher drawn these ways too (its guidance), "
+                   "each paired against the teacher as it samples: e.g. ddim:2,ddim:4")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     students = dict(s.split(":", 1) for s in args.student)
@@ -240,6 +245,13 @@ def main() -> None:
         "student_guidance": args.guidance,
         "students": {},
     }
+    if args.teacher_also:
+        result["teacher_also"] = {}
+        for way in args.teacher_also.split(","):
+            sampler, steps = way.split(":")
+            ev = evaluation(args.teacher, [f'sample.scheduler="{sampler}"', f"sample.steps={int(steps)}"])
+            result["teacher_also"][f"{sampler}-{steps}"] = {
+                m: {"value": ev[m], **_comparison(compare(items(ev, m), items(teacher_eval, m)))} for m in METRICS}
     evaluations: dict[tuple[str, int], dict[str, Any]] = {}
     for name, run in students.items():
         entry: dict[str, Any] = {"run": str(run), "train_seconds": train_seconds(run)}
@@ -272,6 +284,11 @@ def main() -> None:
              f"{args.guidance if args.guidance is not None else 'their runs own'}", "",
              "| student | steps | metric | value | teacher | difference [95% interval] | verdict |",
              "|---|---|---|---|---|---|---|"]
+    for way, row in result.get("teacher_also", {}).items():
+        for m, r in row.items():
+            lines.append(f"| teacher, {way} | {way.split('-')[1]} | {m} | {r['value']:.3f} | "
+                         f"{result['teacher'][m]:.3f} | {r['difference']:+.3f} [{r['low']:+.3f}, "
+                         f"{r['high']:+.3f}] | {r['verdict']} |")
     for name, entry in result["students"].items():
         for key in [k for k in entry if k.startswith("steps_")]:
             for m, r in entry[key].items():
