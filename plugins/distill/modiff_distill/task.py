@@ -103,6 +103,31 @@ class ConsistencyLoss:
                     value.copy_(mine)
         return target.weights()
 
+    def _guided(self, x: Tensor, t: Tensor, text: TextEmbedding | None, w: Tensor) -> tuple[Tensor, Tensor]:
+        """The teacher's guided clean sample and noise at ``(x, t)``: both halves in one call."""
+        scheduler, b, base = self.components.scheduler, x.shape[0], self.conditioner.base
+        conditioned = base.condition(text, batch_size=b)
+        both = type(conditioned).cat([conditioned, base.null(b, like=text)])
+        a, s = signal_and_noise(scheduler, t, x)
+        out = self.teacher_denoiser(torch.cat([x, x]), torch.cat([t, t]).float(), both).float()
+        x0, eps = x0_and_eps(scheduler.prediction_type, out, torch.cat([x, x]), torch.cat([a, a]), torch.cat([s, s]))
+        (x0_c, x0_u), (eps_c, eps_u) = x0.chunk(2), eps.chunk(2)
+        ww = w.view(-1, 1, 1, 1)
+        return x0_u + ww * (x0_c - x0_u), eps_u + ww * (eps_c - eps_u)
+
+    def _on_teacher_path(self, x_top: Tensor, j: Tensor, k: int, text: TextEmbedding | None, w: Tensor) -> Tensor:
+        """Each sample at its point ``j``, reached by the teacher's guided DDIM steps of ``k`` from
+        ``x_top`` at the top point: the inputs a few-step sampler gives the student, which the
+        data noised to ``t`` are not (a coarse step's result is blurrier than the marginal at ``t``)."""
+        scheduler, x = self.components.scheduler, x_top
+        moving_to = j.to(x.device)
+        for point in range(self.settings.original_inference_steps, 1, -1):  # from point to point - 1
+            t = torch.full((x.shape[0],), point * k - 1, device=x.device)
+            x0, eps = self._guided(x, t, text, w)
+            a, s = signal_and_noise(scheduler, t - k, x)
+            x = torch.where((moving_to < point).view(-1, 1, 1, 1), a * x0 + s * eps, x)
+        return x
+
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> Tensor:
         c, s, world = self.components, self.settings, self.world
         scheduler, device = c.scheduler, c.device
@@ -120,6 +145,10 @@ class ConsistencyLoss:
         x_t = scheduler.add_noise(x0, noise, t)
         text = self.text(batch.captions, indices) if self.text is not None else None
         cond = self.conditioner.condition(text, batch_size=b, guidance=w)
+        if s.teacher_path:
+            with torch.no_grad():
+                top = torch.full_like(t, s.original_inference_steps * k - 1)
+                x_t = self._on_teacher_path(scheduler.add_noise(x0, noise, top), j, k, text, w)
 
         a_t, s_t = signal_and_noise(scheduler, t, x0)
         pred = c.denoiser(x_t, t.float(), cond)
@@ -134,14 +163,7 @@ class ConsistencyLoss:
             student = skip * x_t + out * student_x0
 
         with torch.no_grad():
-            base = self.conditioner.base
-            both = type(cond).cat([base.condition(text, batch_size=b), base.null(b, like=text)])
-            teacher_out = self.teacher_denoiser(torch.cat([x_t, x_t]), torch.cat([t, t]).float(), both).float()
-            x0_both, eps_both = x0_and_eps(scheduler.prediction_type, teacher_out, torch.cat([x_t, x_t]),
-                                           torch.cat([a_t, a_t]), torch.cat([s_t, s_t]))
-            (x0_c, x0_u), (eps_c, eps_u) = x0_both.chunk(2), eps_both.chunk(2)
-            ww = w.view(-1, 1, 1, 1)
-            guided_x0, guided_eps = x0_u + ww * (x0_c - x0_u), eps_u + ww * (eps_c - eps_u)
+            guided_x0, guided_eps = self._guided(x_t, t, text, w)
             a_p, s_p = signal_and_noise(scheduler, t_prev, x0)
             x_prev = a_p * guided_x0 + s_p * guided_eps  # DDIM, t -> t - k
             target_pred = functional_call(c.denoiser, target_weights, (x_prev, t_prev.float(), cond)).float()
@@ -163,11 +185,12 @@ class ConsistencyLoss:
 
 class ConsistencyDistillation(Task):
     """A few-step student of a trained run, with guidance folded in: sample it with
-    the ``lcm`` sampler; a generation's guidance scale is the student's ``w``."""
+    the ``lcm`` sampler (``ddim`` at its segments' count for a multistep student); a
+    generation's guidance scale is the student's ``w``."""
 
     name = "consistency-distillation"
     description = "a few-step student distilled from a trained run (latent consistency distillation)"
-    usage = 'generate images in 4 steps with `modiff generate {run} "a prompt" --steps 4`'
+    usage = 'generate images in its [sample] steps, one call each, with `modiff generate {run} "a prompt"`'
 
     def check(self, components: Any) -> None:
         super().check(components)

@@ -260,15 +260,17 @@ def test_a_multistep_student_that_is_its_teacher_has_nothing_to_learn_at_w_1(tmp
     (tmp_path / "t").mkdir()
     small = train_teacher(tmp_path / "t", steps=4, stage_steps=4)
 
-    def distill(name: str, guidance_range: str, steps: int) -> list[float]:
+    def distill(name: str, guidance_range: str, steps: int, extra: str = "") -> list[float]:
         student = distill_settings(tmp_path, small, name, steps=steps, lr=1e-3)
         student.write_text(student.read_text().replace('scheduler = "lcm"\nsteps = 4', 'scheduler = "ddim"\nsteps = 2')
                            .replace("guidance = 1.5\n", "guidance = 1.5\nsegments = 2\noriginal_inference_steps = 2\n"
-                                    f"guidance_range = {guidance_range}\n", 1))
+                                    f"guidance_range = {guidance_range}\n{extra}", 1))
         done = modiff("train", str(small / "settings.toml"), str(student), "--quiet")
         assert done.returncode == 0, done.stderr[-3000:]
         return losses(small.parent / name)
 
     assert distill("same", "[1.0, 1.0]", 1)[0] < 1e-6
+    # on the teacher's own path (inputs from its DDIM step, not the data noised) as well
+    assert distill("same-path", "[1.0, 1.0]", 1, "teacher_path = true\n")[0] < 1e-6
     guided = distill("guided", "[1.0, 3.0]", 40)
     assert guided[0] > 1e-4 and sum(guided[-10:]) < sum(guided[:10]), guided

@@ -32,3 +32,37 @@ def test_segments_must_divide_the_skipping_schedule() -> None:
     assert ConsistencySettings(teacher="runs/demo", segments=2).segments == 2
     with pytest.raises(ValueError, match="segments = 3 does not divide original_inference_steps = 50"):
         ConsistencySettings(teacher="runs/demo", segments=3)
+
+
+def test_the_teachers_path_needs_one_teacher_step_a_segment() -> None:
+    both = ConsistencySettings(teacher="runs/demo", segments=2, original_inference_steps=2, teacher_path=True)
+    assert both.teacher_path
+    with pytest.raises(ValueError, match="teacher_path needs segments = original_inference_steps"):
+        ConsistencySettings(teacher="runs/demo", segments=2, teacher_path=True)
+
+
+def test_the_teachers_path_takes_each_sample_down_to_its_own_point() -> None:
+    """``teacher_path``: a sample at point ``j`` is the top input after the teacher's guided
+    DDIM steps from the top point down to ``j`` (a fake teacher: clean sample 1, noise = x)."""
+    from types import SimpleNamespace
+
+    from modiff_distill.task import ConsistencyLoss
+
+    a = {t: 1 - (t + 1) / 1000 for t in range(1000)}  # signal at t; noise 1 - signal (a toy schedule)
+
+    class Schedule:
+        def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            at = torch.tensor([a[int(v)] for v in t]).view(-1, 1, 1, 1)
+            return at * x0 + (1 - at) * noise
+
+    loss = object.__new__(ConsistencyLoss)
+    loss.components = SimpleNamespace(scheduler=Schedule())
+    loss.settings = SimpleNamespace(original_inference_steps=4)
+    loss._guided = lambda x, t, text, w: (torch.ones_like(x), x)  # type: ignore[method-assign]
+    top = torch.full((4, 1, 1, 1), 5.0)
+    got = loss._on_teacher_path(top, torch.tensor([4, 3, 2, 1]), 250, None, torch.ones(4))
+    expected, x = [5.0], 5.0
+    for t in (749, 499, 249):  # each step lands at a[t] * 1 + (1 - a[t]) * x
+        x = a[t] + (1 - a[t]) * x
+        expected.append(x)
+    torch.testing.assert_close(got.flatten(), torch.tensor(expected))
