@@ -115,15 +115,18 @@ class RunDir:
 
     def refuse_foreign(self) -> None:
         """A :class:`RunError` unless modiff may write here: the folder is a run
-        (:meth:`is_run`), does not exist yet, or holds nothing but what modiff
-        itself puts in first (its lock and marker). Called before anything is
-        written, so that a folder of someone else's files is left untouched."""
+        (:meth:`is_run`), does not exist yet, holds nothing but what modiff
+        itself puts in first (its lock and marker), or holds the marker, which
+        modiff writes first: a run whose creation was killed before its settings
+        landed (an ablation driver killed with its jobs) is started again, not
+        refused. Called before anything is written, so that a folder of someone
+        else's files is left untouched."""
         if self.path.exists() and not self.path.is_dir():
             raise RunError(
                 f"{self.path} is a file, not a run folder; choose another [run] name or runs_dir"
             )
         check_folder(self.path.parent, "[run] runs_dir")
-        if not self.path.is_dir() or self.is_run():
+        if not self.path.is_dir() or self.is_run() or self.marker.is_file():
             return
         foreign = sorted(p.name for p in self.path.iterdir() if p.name not in (self.lock_file.name, MARKER))
         if foreign:

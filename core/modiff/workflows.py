@@ -72,6 +72,8 @@ def prepare_run(resolved: ResolvedSettings, run: RunDir, *, resume: bool, overwr
     with refused_writes_explained(run.marker):
         run.path.mkdir(parents=True, exist_ok=True)
         run.marker.write_text("a modiff run: `modiff train` may resume or overwrite this folder\n")
+        for stale in run.path.glob(f".{run.settings.name}.*.tmp"):  # a creation killed mid-write
+            stale.unlink()
     atomic_write_text(run.settings, resolved.to_toml())
     return resolved
 

@@ -342,3 +342,26 @@ def test_a_plugin_command_that_calls_sys_exit_leaves_the_cli_working(use_registr
     use_registry(registry_from(Exiting(), ToyPlugin()))
     assert main(["settings", "schema"]) == 0
     assert "'exiting' failed to add its commands: SystemExit(5)" in capsys.readouterr().err
+
+
+def test_a_run_whose_creation_was_killed_before_its_settings_landed_starts_again(
+    toys, tmp_path: Path, capsys
+) -> None:
+    """A job killed between the marker (written first) and the settings' atomic rename
+    leaves the marker and a temporary file: that folder is modiff's own, and the rerun
+    (an ablation's retry) starts the run there instead of refusing it as foreign."""
+    runs = tmp_path / "runs"
+    half = runs / "toy"
+    half.mkdir(parents=True)
+    (half / ".modiff-run").write_text("a modiff run\n")
+    (half / ".settings.toml.tn1f6wg1.tmp").write_text("[run]\n")  # the settings' atomic write, cut short
+    assert main(["train", str(toy_settings(tmp_path, runs)), "--quiet"]) == 0, capsys.readouterr().err
+    assert RunDir(half).is_run() and RunDir(half).latest() is not None
+    assert not list(half.glob(".settings.toml.*.tmp"))
+    # without the marker the same leftovers are someone else's: refused, untouched
+    other = runs / "other"
+    other.mkdir()
+    (other / ".settings.toml.abc.tmp").write_text("[run]\n")
+    assert main(["train", str(toy_settings(tmp_path, runs, "other")), "--quiet"]) == 2
+    one_clear_line(capsys.readouterr().err, "other", "not a modiff run")
+    assert sorted(p.name for p in other.iterdir()) == [".settings.toml.abc.tmp"]
