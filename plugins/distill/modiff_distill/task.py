@@ -54,10 +54,15 @@ def segment_ends(j: Tensor, original_inference_steps: int, segments: int) -> Ten
     return (j - 1) // width * width
 
 
+def ddim_to(x0: Tensor, eps: Tensor, a: Tensor, s: Tensor) -> Tensor:
+    """Where a deterministic DDIM step with ``(x0, eps)`` lands at signal/noise ``(a, s)``."""
+    return a * x0 + s * eps
+
+
 def jump(x0: Tensor, eps: Tensor, a: Tensor, s: Tensor, end: Tensor) -> Tensor:
-    """Where a deterministic DDIM step with ``(x0, eps)`` lands at signal/noise ``(a, s)``, or
-    ``x0`` itself where ``end`` (``[B]``, bool) says the segment ends at the clean sample."""
-    return torch.where(end.view(-1, 1, 1, 1), x0, a * x0 + s * eps)
+    """:func:`ddim_to`, or ``x0`` itself where ``end`` (``[B]``, bool) says the segment ends at
+    the clean sample."""
+    return torch.where(end.view(-1, 1, 1, 1), x0, ddim_to(x0, eps, a, s))
 
 
 def signal_and_noise(scheduler: Any, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -125,7 +130,7 @@ class ConsistencyLoss:
             t = torch.full((x.shape[0],), point * k - 1, device=x.device)
             x0, eps = self._guided(x, t, text, w)
             a, s = signal_and_noise(scheduler, t - k, x)
-            x = torch.where((moving_to < point).view(-1, 1, 1, 1), a * x0 + s * eps, x)
+            x = torch.where((moving_to < point).view(-1, 1, 1, 1), ddim_to(x0, eps, a, s), x)
         return x
 
     def __call__(self, batch: Batch, indices: Sequence[int], g: torch.Generator) -> Tensor:
@@ -165,7 +170,7 @@ class ConsistencyLoss:
         with torch.no_grad():
             guided_x0, guided_eps = self._guided(x_t, t, text, w)
             a_p, s_p = signal_and_noise(scheduler, t_prev, x0)
-            x_prev = a_p * guided_x0 + s_p * guided_eps  # DDIM, t -> t - k
+            x_prev = ddim_to(guided_x0, guided_eps, a_p, s_p)  # t -> t - k
             target_pred = functional_call(c.denoiser, target_weights, (x_prev, t_prev.float(), cond)).float()
             target_x0, target_eps = x0_and_eps(scheduler.prediction_type, target_pred, x_prev, a_p, s_p)
             if s.segments:  # at the segment's end the teacher's step is the target itself; at the
