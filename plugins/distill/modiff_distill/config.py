@@ -35,11 +35,23 @@ class StudentSettings(modiff.ComponentSettings):
     """``[denoiser] plugin = "consistency-student"``: the teacher run's denoiser, copied, told the guidance scale."""
 
     teacher: str = Field(..., description="Folder of the trained run whose denoiser the student starts from.")
+    skip_blocks: list[str] = Field(
+        [], description='Blocks of the teacher\'s denoiser, by module name ("mid_block", "up_blocks.1.attentions.1"), '
+        "that the student does not run: each passes its first input on, cut to the block's output channels. A "
+        "smaller student whose steps cost less; the distillation teaches the rest to do without them.",
+    )
 
     @field_validator("teacher")
     @classmethod
     def _teacher_named(cls, value: str) -> str:
         return _folder(value)
+
+    @field_validator("skip_blocks")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or any(not name.strip() for name in value):
+            raise ValueError(f"skip_blocks = {value}: name each block once, none empty")
+        return value
 
 
 class ConsistencySettings(modiff.ComponentSettings):

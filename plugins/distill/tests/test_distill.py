@@ -120,6 +120,13 @@ def train_teacher(tmp: Path, steps: int, stage_steps: int) -> Path:
 
 
 @pytest.fixture(scope="module")
+def small_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher of a few steps, for what its quality does not matter to (a resume, a zero
+    loss, settings): trained once per module and process, its students beside it."""
+    return train_teacher(tmp_path_factory.mktemp("small"), steps=4, stage_steps=4)
+
+
+@pytest.fixture(scope="module")
 def teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Trained long enough that its 4-step images differ from its 10-step ones."""
     return train_teacher(tmp_path_factory.mktemp("teacher"), steps=150, stage_steps=20)
@@ -208,7 +215,7 @@ def test_a_kill_in_the_distillation_then_resume_ends_bit_identical(
         assert not different, f"{role}: {len(different)} tensors differ from the uninterrupted run: {different[:3]}"
 
 
-def test_a_killed_distillation_of_a_few_steps_resumes_bit_identical(tmp_path: Path) -> None:
+def test_a_killed_distillation_of_a_few_steps_resumes_bit_identical(small_teacher: Path, tmp_path: Path) -> None:
     """The kill test above at a size CI runs (the heavy ones are left out of it): a
     teacher of a few steps (its quality does not matter to a resume), a student
     killed after its second checkpoint and resumed, against one run uninterrupted.
@@ -216,8 +223,7 @@ def test_a_killed_distillation_of_a_few_steps_resumes_bit_identical(tmp_path: Pa
     rebuilds its word table: were the table trainable again, the optimizer would not
     match its saved state ('parameter group that doesn't match'; the core keeps it
     frozen, restore_assets)."""
-    (tmp_path / "t").mkdir()
-    small = train_teacher(tmp_path / "t", steps=4, stage_steps=4)
+    small = small_teacher
     args = {"steps": 6, "checkpoint_every": 2}
     whole = modiff("train", str(small / "settings.toml"), str(distill_settings(tmp_path, small, "whole", **args)),
                    "--quiet")
@@ -251,14 +257,14 @@ def test_two_processes_distill_as_one(teacher: Path, uninterrupted: Path, tmp_pa
                                        msg=lambda m, role=role, key=key: f"{role}.{key}: {m}")
 
 
-def test_a_multistep_student_that_is_its_teacher_has_nothing_to_learn_at_w_1(tmp_path: Path) -> None:
+def test_a_multistep_student_that_is_its_teacher_has_nothing_to_learn_at_w_1(small_teacher: Path,
+                                                                           tmp_path: Path) -> None:
     """``[conditioner] segments = original_inference_steps``: every segment is one
     teacher step, so the target is the teacher's own DDIM step, to the clean sample at
     the bottom as ddim's last step (not to t = 0, which still holds noise). At w = 1
     the student as it starts (the teacher, its guidance embedding zero) makes exactly
     those steps: its first loss is 0. With w drawn from [1, 3] it is not, and falls."""
-    (tmp_path / "t").mkdir()
-    small = train_teacher(tmp_path / "t", steps=4, stage_steps=4)
+    small = small_teacher
 
     def distill(name: str, guidance_range: str, steps: int, extra: str = "") -> list[float]:
         student = distill_settings(tmp_path, small, name, steps=steps, lr=1e-3)
@@ -274,3 +280,33 @@ def test_a_multistep_student_that_is_its_teacher_has_nothing_to_learn_at_w_1(tmp
     assert distill("same-path", "[1.0, 1.0]", 1, "teacher_path = true\n")[0] < 1e-6
     guided = distill("guided", "[1.0, 3.0]", 16)
     assert guided[0] > 1e-4 and sum(guided[-4:]) < sum(guided[:4]), guided
+
+
+def test_a_student_with_skipped_blocks_learns_and_draws_without_them(small_teacher: Path, tmp_path: Path) -> None:
+    """``[denoiser] skip_blocks``: the student's checkpoint holds none of the skipped
+    block's tensors, it draws, and a block the teacher does not have is exit 2 naming it."""
+    from modiff import Pipeline
+
+    def settings(name: str, blocks: str) -> Path:
+        path = distill_settings(tmp_path, small_teacher, name, steps=2)
+        path.write_text(path.read_text().replace('plugin = "consistency-student"\n',
+                                                 f'plugin = "consistency-student"\nskip_blocks = {blocks}\n', 1))
+        return path
+
+    done = modiff("train", str(small_teacher / "settings.toml"), str(settings("skipped", '["mid_block"]')), "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    from modiff import RunDir
+
+    teacher_keys, student_keys = (set(load_file(str(RunDir(run).weights("denoiser"))))
+                                  for run in (small_teacher, small_teacher.parent / "skipped"))
+    assert any(k.startswith("mid_block.") for k in teacher_keys)
+    assert not any("mid_block" in k for k in student_keys) and any("up_blocks" in k for k in student_keys)
+    with torch.no_grad():
+        images = Pipeline.load(small_teacher.parent / "skipped").generate_tensor(["a red circle"], seeds=[0], steps=2)
+    assert images.shape[0] == 1 and torch.isfinite(images).all()
+
+    bad = modiff("train", str(small_teacher / "settings.toml"), str(settings("bad", '["middle"]')), "--quiet")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert "[denoiser] skip_blocks: no block named 'middle'" in bad.stderr and "mid_block" in bad.stderr, bad.stderr
