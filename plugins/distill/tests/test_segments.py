@@ -34,11 +34,11 @@ def test_segments_must_divide_the_skipping_schedule() -> None:
         ConsistencySettings(teacher="runs/demo", segments=3)
 
 
-def test_the_teachers_path_needs_one_teacher_step_a_segment() -> None:
-    both = ConsistencySettings(teacher="runs/demo", segments=2, original_inference_steps=2, teacher_path=True)
-    assert both.teacher_path
-    with pytest.raises(ValueError, match="teacher_path needs segments = original_inference_steps"):
-        ConsistencySettings(teacher="runs/demo", segments=2, teacher_path=True)
+def test_the_teachers_path_needs_a_multistep_student() -> None:
+    assert ConsistencySettings(teacher="runs/demo", segments=2, original_inference_steps=2, teacher_path=True)
+    assert ConsistencySettings(teacher="runs/demo", segments=2, original_inference_steps=4, teacher_path=True)
+    with pytest.raises(ValueError, match=r"teacher_path needs multistep consistency \(segments >= 1\)"):
+        ConsistencySettings(teacher="runs/demo", teacher_path=True)
 
 
 def test_the_teachers_path_takes_each_sample_down_to_its_own_point() -> None:
