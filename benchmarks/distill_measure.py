@@ -61,9 +61,10 @@ def distilled_grid(pipe: Pipeline) -> int | None:
     return getattr(table.params, "original_inference_steps", None) if table is not None else None
 
 
-def lcm_sampler(pipe: Pipeline, shift: float = 1.0) -> Pipeline:
-    """``pipe`` drawing with the ``lcm`` sampler at ``inference_shift`` ``shift`` on the skipping
-    schedule the student was distilled on (``[sample] scheduler = "lcm"`` alone takes the sampler's
+def students_sampler(pipe: Pipeline, shift: float = 1.0) -> Pipeline:
+    """``pipe`` drawing with its own sampler as the student needs it: a latent consistency student
+    with the ``lcm`` sampler at ``inference_shift`` ``shift`` on the skipping schedule it was
+    distilled on (``[sample] scheduler = "lcm"`` alone takes the sampler's
     default, 50 points, whatever the distillation's ``original_inference_steps``). A student that
     draws with another sampler (a multistep one: ``ddim``) keeps it."""
     grid = distilled_grid(pipe)
@@ -79,7 +80,7 @@ def lcm_sampler(pipe: Pipeline, shift: float = 1.0) -> Pipeline:
 
 
 def evaluation(run: Path, sets: list[str], shift: float = 1.0) -> dict[str, Any]:
-    pipe = lcm_sampler(Pipeline.load(run, sets=sets, with_data=True), shift)
+    pipe = students_sampler(Pipeline.load(run, sets=sets, with_data=True), shift)
     with torch.no_grad():
         return evaluate_run(pipe)
 
@@ -177,7 +178,7 @@ def samples(teacher: Path, students: Path, out: Path, shifts: dict[int, float] |
         s = Pipeline.load(students, sets=guided(w))  # the kept loss's student only: a small picture
         for steps in (1, 2, 4):
             shift = (shifts or {}).get(steps, 1.0)
-            drawn = lcm_sampler(s, shift)
+            drawn = students_sampler(s, shift)
             rows.append(drawn.generate_tensor(SAMPLE_PROMPTS, seeds=seeds, steps=steps, guidance=1.0))
     grid = torch.cat([torch.cat(list(r), dim=2) for r in rows], dim=1)
     pixels = ((grid.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
