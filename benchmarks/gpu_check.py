@@ -70,7 +70,7 @@ BUDGET = {"gpu": 470.0, "dry-run": float("inf")}
 
 # The dry run's demo: the demo's settings at a few steps (a smoke test, not a model).
 DRY_DEMO_SETS = [
-    'run.device="cpu"', "train.steps=20", "train.encoder.steps=6", "train.text_embedder.steps=6",
+    'run.device="cpu"', "data.size=256", "train.steps=20", "train.encoder.steps=6", "train.text_embedder.steps=6",
     "train.checkpoint_every=1000", "sample.steps=3", "evaluator.num_prompts=8",
 ]
 
