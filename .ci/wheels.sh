@@ -10,11 +10,11 @@
 #   .ci/wheels.sh [PYTHON]    PYTHON builds the wheels (default .venv/bin/python:
 #                             it needs setuptools>=70.1 and pip)
 #
-# About two to three minutes on 2 cores, most of it installing torch and the
-# third-party wheels. Third-party wheels are fetched into the wheelhouse with
-# pip's configured index and find-links first (`pip download`), so the install
-# itself runs with --no-index; torch comes from wherever `pip install
-# torch==2.13.0` finds it (a local file on the CI machines).
+# About two minutes on 2 cores, most of it building and installing wheels.
+# Third-party wheels are fetched into the wheelhouse with pip's configured index
+# and find-links first (`pip download`), so the install itself runs with
+# --no-index; torch comes from wherever `pip install torch==2.13.0` finds it (a
+# local file on the CI machines).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -66,21 +66,35 @@ if problems:
 print(f"wheels: every file of every package is in its wheel ({len(dists)} wheels)")
 PY
 
-# 3. Their third-party requirements, as wheels in the wheelhouse (torch apart).
-"$python" - "$house" >"$work/requirements.txt" <<'PY'
+# 3. The third-party requirements of what step 4 installs (modiff, the built-in plugins of its
+#    `all` extra, and the contrib distributions named here), as wheels in the wheelhouse (torch
+#    apart). The optional plugins (trackers, launchers, distill) are built and checked above but
+#    not installed, so their requirements (Ray, MLflow, TensorBoard and theirs) are not fetched.
+installed=(modiff-dit modiff-digits)
+"$python" - "$house" "${installed[@]}" >"$work/requirements.txt" <<'PY'
 import re, sys, zipfile
 from email.parser import Parser
 from pathlib import Path
 
-ours, wanted = set(), []
+
+def name_of(requirement):
+    return re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+metas = {}
 for wheel in Path(sys.argv[1]).glob("*.whl"):
     with zipfile.ZipFile(wheel) as z:
         meta = Parser().parsestr(z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode())
-    ours.add(meta["Name"].lower().replace("_", "-"))
-    wanted += meta.get_all("Requires-Dist") or []
-for requirement in sorted(set(wanted)):
-    name = re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0].lower().replace("_", "-")
-    if name not in ours and name != "torch" and "extra ==" not in requirement:
+    metas[meta["Name"].lower().replace("_", "-")] = meta.get_all("Requires-Dist") or []
+core = metas["modiff"]
+installed = {"modiff", *sys.argv[2:], *(name_of(r) for r in core if 'extra == "all"' in r)}
+missing = installed - set(metas)
+if missing:
+    sys.exit(f"wheels: no wheel was built for {sorted(missing)}")
+wanted = {r for n in installed for r in metas[n] if "extra ==" not in r}
+for requirement in sorted(wanted):
+    name = name_of(requirement)
+    if name not in metas and name != "torch":
         print(requirement)
 PY
 say "fetching third-party wheels: $(tr '\n' ' ' <"$work/requirements.txt")"
@@ -93,7 +107,7 @@ python3.11 -m venv "$work/venv"
 venv="$work/venv/bin"
 "$venv/pip" install -q --no-compile "$torch_requirement" >"$work/torch.log" 2>&1 || { cat "$work/torch.log"; exit 1; }
 say "torch installed; installing the wheelhouse"
-"$venv/pip" install -q --no-compile --no-index --find-links "$house" "modiff[all]" modiff-dit modiff-digits >"$work/install.log" 2>&1 \
+"$venv/pip" install -q --no-compile --no-index --find-links "$house" "modiff[all]" "${installed[@]}" >"$work/install.log" 2>&1 \
   || { cat "$work/install.log"; exit 1; }
 "$venv/pip" check
 say "installed"
