@@ -93,8 +93,14 @@ def test_a_run_started_from_anothers_stages_ends_as_it_would_alone(tmp_path: Pat
     reference = weights(tmp_path / "a" / "runs" / "alone" / "hybrid")
     for role in ROLES:
         assert_same(reference[role], b[role], f"{role} of the run that started from the shared stages")
-    # the shared stages' seconds are counted in the run that reused them (honest cost curves)
-    assert second["train_seconds"] > 0.5 * record["train_seconds"], (second["train_seconds"], record["train_seconds"])
+    # the shared stages' seconds are counted in the run that reused them (honest cost curves): its
+    # seconds are those of the checkpoint it started from plus its own denoiser's. (Against the run
+    # trained alone, a timing ratio, this failed once under CI load: 0.67 s against 2.30 s.)
+    from modiff.stage_cache import STARTED_FROM
+
+    source = Path(json.loads((runs / "hybrid" / STARTED_FROM).read_text())["from"])
+    shared_seconds = json.loads((source / "state.json").read_text())["train_seconds"]
+    assert 0 < shared_seconds < second["train_seconds"], (shared_seconds, second["train_seconds"])
 
 
 def test_stage_keys_change_with_what_decides_the_stage_and_nothing_else(tmp_path: Path) -> None:
