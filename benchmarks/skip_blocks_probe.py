@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import modiff  # noqa: E402
-from modiff_distill.student import skip_blocks  # noqa: E402
+from modiff_distill.student import null_call, skip_blocks  # noqa: E402
 
 PROMPTS = ["a red circle", "a blue square at the top", "a green triangle on the left",
            "a red circle and a blue square", "a purple triangle at the bottom right", "a yellow circle on the right"]
@@ -47,9 +47,7 @@ def main() -> None:
     spec = unet.spec
     shape = (spec.in_channels, spec.sample_size, spec.sample_size)
 
-    def probe(network: torch.nn.Module) -> None:
-        network(torch.zeros(1, *shape), torch.zeros(1, dtype=torch.long), parts.conditioner.null(1))
-
+    probe = null_call(spec, parts.conditioner)
     prompts = PROMPTS * 6
     x, t = torch.randn(len(prompts), *shape), torch.randint(0, 1000, (len(prompts),))
     with torch.no_grad():
@@ -58,7 +56,7 @@ def main() -> None:
     names = [n for n, m in unet.named_modules()
              if n and n.count(".") <= 3 and any(m.children()) and not isinstance(m, torch.nn.ModuleList)]
     variants: dict[str, torch.nn.Module] = {"(none)": unet}
-    for name in names + [s for s in args.set]:
+    for name in names + args.set:
         network = copy.deepcopy(unet)
         try:
             skip_blocks(network, [b.strip() for b in name.split(",")], probe, "--set")

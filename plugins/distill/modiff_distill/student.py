@@ -115,6 +115,18 @@ def skip_blocks(network: nn.Module, names: Sequence[str], probe: Callable[[nn.Mo
         setattr(network.get_submodule(parent) if parent else network, leaf, PassThrough(seen[name][1][1]))
 
 
+def null_call(spec: DenoiserSpec, conditioner: Any) -> Callable[[nn.Module], object]:
+    """A probe for :func:`skip_blocks`: one call of a network at ``spec``'s size, on
+    ``conditioner``'s null conditioning, on the network's own device."""
+
+    def probe(network: nn.Module) -> object:
+        device = next(network.parameters()).device
+        x = torch.zeros(1, spec.in_channels, spec.sample_size, spec.sample_size, device=device)
+        return network(x, torch.zeros(1, dtype=torch.long, device=device), conditioner.null(1))
+
+    return probe
+
+
 class ConsistencyStudent(nn.Module):
     """The teacher's denoiser plus an embedding of the guidance scale, and the target network."""
 
@@ -173,13 +185,8 @@ def build_student(settings: StudentSettings, context: modiff.BuildContext) -> Co
             ]
         )
 
-    def probe(network: nn.Module) -> None:
-        """One call of the network at the spec's size, on the teacher's null conditioning."""
-        device = next(network.parameters()).device
-        x = torch.zeros(1, t_spec.in_channels, t_spec.sample_size, t_spec.sample_size, device=device)
-        network(x, torch.zeros(1, dtype=torch.long, device=device), teacher.components.conditioner.null(1))
-
     def skipped(network: nn.Module) -> None:
+        probe = null_call(t_spec, teacher.components.conditioner)
         skip_blocks(network, settings.skip_blocks, probe, "[denoiser] skip_blocks")
 
     return ConsistencyStudent(teacher.components.denoiser, spec, skipped).to(torch.device(context.device))
